@@ -1,0 +1,47 @@
+# linewatch: every target installs what it needs itself (Python deps, Kafka jars, redis-server, IS-Net).
+VENV   ?= .venv
+PYTHON ?= python3
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: all install system-deps models test test-unit demo bench bench-kafka chaos clean
+
+all: test
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+system-deps:
+	bash scripts/install_system_deps.sh
+
+models: $(STAMP)
+	$(PY) scripts/fetch_isnet.py
+
+# The whole suite: unit tests plus integration tests against a real Kafka broker and a real Redis,
+# both started by the test session itself.
+test: install system-deps models
+	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
+
+test-unit: install models
+	$(PY) -m pytest -q -ra tests/unit $(PYTEST_ARGS)
+
+demo: install system-deps models
+	bash scripts/demo.sh
+
+bench: install models
+	$(PY) -m worker.cli bench --profile base --frames 8 --batch 8 --naive-frames 1
+
+bench-kafka: install system-deps models
+	bash scripts/bench_kafka.sh
+
+chaos: install system-deps models
+	$(PY) -m tests.chaos.report
+
+clean:
+	rm -rf $(VENV) infra/kafka/target .pytest_cache

@@ -1,0 +1,187 @@
+"""One settings model for every linewatch process.
+
+Values come from (highest first): keyword arguments, `LINEWATCH_*` environment
+variables (nested with `__`, e.g. `LINEWATCH_KAFKA__BOOTSTRAP_SERVERS`), the YAML
+file named by `LINEWATCH_CONFIG`, then the defaults below.
+"""
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaSettings(_Section):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    client_id: str = "linewatch"
+    frames_topic: str = "linewatch.frames"
+    results_topic: str = "linewatch.results"
+    dlq_topic: str = "linewatch.frames.dlq"
+    alarms_topic: str = "linewatch.alarms"
+    group_id: str = "linewatch"
+    partitions: int = Field(4, ge=1, description="partition count for topics created when missing")
+    replication_factor: int = Field(1, ge=1)
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_password: SecretStr | None = None
+    max_message_bytes: int = Field(1_048_576, description="largest message the topics accept")
+
+
+class RedisSettings(_Section):
+    # The URL may embed a password (redis://:secret@host:6379/0), so it is a secret too.
+    url: SecretStr | None = SecretStr("redis://127.0.0.1:6379/0")
+    password: SecretStr | None = None
+    key_prefix: str = "linewatch"
+    socket_timeout_s: float = 0.5
+    retry_after_s: float = Field(5.0, description="how long to stay on local compute after Redis failed")
+    lru_entries: int = 256
+
+
+class ModelSettings(_Section):
+    profile: Literal["default", "tiny", "base"] = "default"
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:1 ...")
+    models_dir: Path = Path("models")
+    clip_model: str = "ViT-B-16-plus-240"
+    clip_pretrained: str = Field("laion400m_e32", description="open_clip pretrained tag, or a checkpoint file")
+    clipseg_model: str = Field("CIDAS/clipseg-rd64-refined", description="local folder or hub id in the HF cache")
+    sam_type: Literal["vit_b", "vit_l", "vit_h"] = "vit_b"
+    sam_checkpoint: Path | None = Field(None, description="defaults to models/sam/sam_<type>.pth")
+    isnet_path: Path | None = Field(None, description="defaults to models/isnet/isnet.onnx")
+    foreground: Literal["sam+isnet", "isnet", "none"] = "sam+isnet"
+    tile_size: int = 352
+    # Test-only: sleep this long per batch to emulate slow inference (chaos tests).
+    inject_delay_s: float = Field(0.0, ge=0.0)
+
+
+class WorkerSettings(_Section):
+    worker_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    threshold: float = Field(0.5, ge=0.0, le=1.0, description="image score at or above which a frame is anomalous")
+    threshold_version: str = "static-0.5"
+    pixel_threshold: float = Field(0.5, ge=0.0, le=1.0, description="anomaly map level for the defect mask")
+    batch_max_frames: int = Field(8, ge=1)
+    batch_max_wait_ms: int = Field(50, ge=0)
+    queue_max_frames: int = Field(64, ge=1, description="pause partitions when this many frames wait")
+    max_frame_age_s: float | None = Field(None, description="older frames get verdict 'skipped'")
+    max_frame_bytes: int = 20_000_000
+    max_frame_pixels: int = 40_000_000
+    heatmap_side: int = Field(128, ge=0, description="0 disables the heatmap in results")
+    health_port: int | None = Field(None, description="port of /healthz /readyz /metrics; None disables")
+    commit_interval_ms: int = Field(1000, ge=0, description="how often acknowledged offsets are committed")
+    shutdown_timeout_s: float = Field(20.0, ge=0.0, description="on SIGTERM, time to finish polled frames")
+
+
+class TelemetrySettings(_Section):
+    service_name: str = "linewatch"
+    # Exporters themselves follow the standard OTEL_* variables (OTEL_TRACES_EXPORTER ...).
+    enabled: bool = True
+
+
+class AlarmSettings(_Section):
+    """The alarm service (`linewatch-worker alarms`): results -> rules -> alarm events -> MES webhook."""
+
+    rules_file: Path | None = Field(None, description="alarm rules YAML; `--rules` on the command line wins")
+    group_id: str = Field("linewatch-alarms", description="consumer group reading the results topic")
+    webhook_group_id: str = Field("linewatch-alarms-mes", description="consumer group delivering alarms to the MES")
+    dlq_topic: str = Field("linewatch.alarms.dlq", description="alarm events the MES refused, with the reason")
+    auto_offset_reset: Literal["earliest", "latest"] = Field(
+        "latest", description="where a brand-new alarms group starts on the results topic (no replay of history)"
+    )
+    dedup_entries: int = Field(100_000, ge=1, description="frame ids remembered to drop redelivered results")
+    tick_interval_s: float = Field(0.5, gt=0.0, description="how often silence rules are evaluated")
+    health_port: int | None = Field(None, description="port of /healthz /readyz /metrics; None disables")
+    commit_interval_ms: int = Field(1000, ge=0, description="how often acknowledged offsets are committed")
+    shutdown_timeout_s: float = Field(20.0, ge=0.0, description="on SIGTERM, time to finish polled frames")
+    webhook_url: str | None = Field(None, description="MES endpoint (http/https); None = publish to Kafka only")
+    webhook_secret: SecretStr | None = Field(None, description="HMAC-SHA256 key for X-Linewatch-Signature")
+    webhook_timeout_s: float = Field(5.0, gt=0.0)
+    webhook_max_attempts: int = Field(8, ge=1, description="attempts before an event is dead-lettered")
+    webhook_backoff_base_s: float = Field(0.5, ge=0.0)
+    webhook_backoff_max_s: float = Field(30.0, ge=0.0)
+    webhook_ca_file: Path | None = Field(None, description="CA bundle for an https MES with a private CA")
+
+    @field_validator("webhook_url", "webhook_secret", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: Any) -> Any:
+        # compose passes `${MES_WEBHOOK_URL:-}` through as an empty string
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.lower().startswith(("http://", "https://")):
+            raise ValueError("webhook_url must be an http:// or https:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _signed(self) -> "AlarmSettings":
+        if self.webhook_url and self.webhook_secret is None:
+            raise ValueError("webhook_url is set but webhook_secret is not: MES deliveries are always signed")
+        return self
+
+
+class LinewatchSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="LINEWATCH_", env_nested_delimiter="__", frozen=True, extra="forbid"
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    redis: RedisSettings = RedisSettings()
+    models: ModelSettings = ModelSettings()
+    worker: WorkerSettings = WorkerSettings()
+    telemetry: TelemetrySettings = TelemetrySettings()
+    alarms: AlarmSettings = AlarmSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get("LINEWATCH_CONFIG")
+        if config_file:
+            if not Path(config_file).is_file():
+                raise FileNotFoundError(f"LINEWATCH_CONFIG points to {config_file}, which does not exist")
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
+        return tuple(sources)
+
+    def redacted(self) -> dict[str, Any]:
+        """The settings as plain data with every secret masked, for the start-up log."""
+        return self.model_dump(mode="json")  # SecretStr dumps as '**********'
+
+
+def settings_table() -> str:
+    """Markdown table of every setting: environment variable, default, meaning (used in the README)."""
+    rows = ["| environment variable | default | meaning |", "|---|---|---|"]
+    for section_name, section_field in LinewatchSettings.model_fields.items():
+        section = section_field.annotation
+        for name, field in section.model_fields.items():
+            if field.default_factory is not None:
+                default = "(computed)"
+            elif isinstance(field.default, SecretStr):
+                default = "(secret)"
+            else:
+                default = "" if field.default is None else str(field.default)
+            env = f"LINEWATCH_{section_name.upper()}__{name.upper()}"
+            rows.append(f"| `{env}` | `{default}` | {field.description or ''} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(settings_table())

@@ -1,0 +1,1 @@
+"""linewatch producer: frame sources, rate control and publishing to the frames topic."""

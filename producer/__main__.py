@@ -1,0 +1,6 @@
+"""`python -m producer` = `linewatch-producer`."""
+import sys
+
+from producer.cli import main
+
+sys.exit(main())

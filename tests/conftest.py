@@ -1,0 +1,154 @@
+"""Shared pytest fixtures: a real Kafka broker and a real redis-server, started lazily.
+
+* ``kafka_broker`` / ``redis_server`` (session scope): one of each for the whole run,
+  started only when the first test that asks for them runs, so unit tests never start
+  Java. If a test stops or kills one of them, it is started again (same address)
+  before the next test.
+* ``kafka_broker_factory`` / ``redis_server_factory`` (function scope): private servers
+  for tests that restart, kill or reconfigure them (chaos, SASL); stopped after the test.
+* ``topic_names`` (function scope): ``topic_names("frames")`` gives a topic name unique
+  to this test and call.
+
+Tests using any of these are marked ``integration`` automatically.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Callable, Iterator
+
+import pytest
+
+from tests.infra.kafka_broker import KafkaBroker, KafkaBrokerError, ensure_kafka_jars
+from tests.infra.redis_server import INSTALL_HINT, RedisServer, RedisServerError, find_redis_server
+
+_INFRA_FIXTURES = {"kafka_broker", "redis_server", "kafka_broker_factory", "redis_server_factory"}
+
+# The session servers, once started (read by the autouse keep-alive fixture without
+# requesting them, so that fixture never starts anything by itself).
+_session: dict[str, object] = {}
+# Kept after teardown, for the terminal summary.
+_started: dict[str, object] = {}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if _INFRA_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+
+
+def _require_redis_server() -> None:
+    if find_redis_server() is None:
+        pytest.fail(INSTALL_HINT, pytrace=False)
+
+
+def _require_kafka_jars() -> None:
+    try:
+        ensure_kafka_jars()
+    except KafkaBrokerError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
+    """A single-node KRaft broker shared by the session; ``.bootstrap`` is "127.0.0.1:PORT"."""
+    _require_kafka_jars()
+    broker = KafkaBroker(tmp_path_factory.mktemp("kafka-broker"))
+    try:
+        broker.start()
+    except KafkaBrokerError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    _session["kafka_broker"] = _started["kafka_broker"] = broker
+    yield broker
+    _session.pop("kafka_broker", None)
+    broker.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A redis-server shared by the session; ``.url`` is "redis://127.0.0.1:PORT/0"."""
+    _require_redis_server()
+    server = RedisServer(work_dir=tmp_path_factory.mktemp("redis-server"))
+    try:
+        server.start()
+    except RedisServerError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    _session["redis_server"] = server
+    yield server
+    _session.pop("redis_server", None)
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _keep_session_servers_alive() -> None:
+    """Restart a session server that an earlier test left stopped (same port and data)."""
+    for server in list(_session.values()):
+        if not server.is_running:  # type: ignore[attr-defined]
+            server.start()  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def kafka_broker_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., KafkaBroker]]:
+    """``kafka_broker_factory(**KafkaBroker kwargs)`` -> a started private broker, closed after the test."""
+    _require_kafka_jars()
+    brokers: list[KafkaBroker] = []
+
+    def make(**kwargs) -> KafkaBroker:
+        kwargs.setdefault("data_dir", tmp_path_factory.mktemp("kafka-private"))
+        data_dir = kwargs.pop("data_dir")
+        broker = KafkaBroker(data_dir, **kwargs)
+        brokers.append(broker)
+        broker.start()
+        return broker
+
+    yield make
+    for broker in brokers:
+        broker.stop()
+
+
+@pytest.fixture
+def redis_server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., RedisServer]]:
+    """``redis_server_factory(**RedisServer kwargs)`` -> a started private redis-server, stopped after the test."""
+    _require_redis_server()
+    servers: list[RedisServer] = []
+
+    def make(**kwargs) -> RedisServer:
+        kwargs.setdefault("work_dir", tmp_path_factory.mktemp("redis-private"))
+        server = RedisServer(**kwargs)
+        servers.append(server)
+        server.start()
+        return server
+
+    yield make
+    for server in servers:
+        server.stop()
+
+
+class TopicNames:
+    """Unique, legal Kafka topic names for one test: ``names("frames")`` -> "t-test_x-frames-1a2b3c4d"."""
+
+    _illegal = re.compile(r"[^a-zA-Z0-9._-]+")
+
+    def __init__(self, test_name: str) -> None:
+        slug = self._illegal.sub("-", test_name).strip("-.") or "test"
+        self.prefix = f"t-{slug[:80]}"
+        self.issued: list[str] = []
+
+    def __call__(self, suffix: str = "topic") -> str:
+        suffix = self._illegal.sub("-", suffix).strip("-.") or "topic"
+        name = f"{self.prefix}-{suffix[:80]}-{uuid.uuid4().hex[:8]}"
+        self.issued.append(name)
+        return name
+
+
+@pytest.fixture
+def topic_names(request: pytest.FixtureRequest) -> TopicNames:
+    return TopicNames(request.node.name)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # noqa: ARG001
+    broker = _started.get("kafka_broker")
+    if isinstance(broker, KafkaBroker) and broker.start_durations:
+        times = ", ".join(f"{t:.1f}s" for t in broker.start_durations)
+        terminalreporter.write_line(f"session kafka broker {broker.bootstrap}: start took {times}")

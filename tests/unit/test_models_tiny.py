@@ -1,0 +1,77 @@
+"""Tiny random-weight models of the real architectures: mechanics, shapes, fingerprints."""
+import numpy as np
+import pytest
+import torch
+
+from common.settings import ModelSettings
+from worker.models.registry import load_models, tiny_clipseg_config
+from worker.models.clipseg import build_clipseg_random
+from worker.models.weights import ModelWeightsMissing, load_state_dict
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return load_models(ModelSettings(profile="tiny", foreground="none"))
+
+
+def test_clip_embeddings_are_unit_vectors(tiny):
+    images = torch.rand(3, 3, tiny.clip.normalisation.size, tiny.clip.normalisation.size)
+    image_emb = tiny.clip.encode_images(images)
+    text_emb = tiny.clip.encode_texts(["a photo of a screw.", "a photo of a damaged screw."])
+    assert image_emb.shape == (3, 32) and text_emb.shape == (2, 32)
+    assert torch.allclose(image_emb.norm(dim=-1), torch.ones(3), atol=1e-5)
+
+
+def test_clipseg_shared_vision_pass_equals_full_model_per_prompt(tiny):
+    images = torch.rand(2, 3, 352, 352)
+    prompts = ["a crack", "a scratch", "a dent"]
+    before = tiny.clipseg.vision_forward_images
+    fast = tiny.clipseg.segment(images, tiny.clipseg.encode_texts(prompts))
+    assert tiny.clipseg.vision_forward_images - before == 2  # once per tile, not per (tile, prompt)
+    slow = tiny.clipseg.segment_naive(images, prompts)
+    assert fast.shape == slow.shape == (2, 3, 352, 352)
+    assert torch.allclose(fast, slow, atol=1e-4)  # batching changes float summation order only
+
+
+def test_fingerprint_is_stable_and_weight_sensitive(tiny):
+    again = load_models(ModelSettings(profile="tiny", foreground="none"))
+    assert again.fingerprint == tiny.fingerprint and again.fingerprint.startswith("tiny-")
+    with torch.no_grad():
+        next(again.clipseg.model.parameters()).add_(1e-3)
+    from worker.models.weights import fingerprint_module
+
+    assert fingerprint_module("clipseg", again.clipseg.model) != tiny.fingerprints["clipseg"]
+
+
+def test_default_profile_without_weights_names_every_missing_file(tmp_path):
+    settings = ModelSettings(profile="default", models_dir=tmp_path, clipseg_model=str(tmp_path / "nope"),
+                             clip_pretrained="laion400m_e32")
+    with pytest.raises(ModelWeightsMissing) as error:
+        load_models(settings)
+    message = str(error.value)
+    for expected in ("CLIP ViT-B-16-plus-240", f"{tmp_path}/clipseg", f"{tmp_path}/sam/", "IS-Net", "make models"):
+        assert expected in message
+    assert "--profile tiny" in message  # suggested, never silently used
+
+
+def test_unknown_profile_is_refused():
+    with pytest.raises(ValueError, match="unknown profile"):
+        load_models(ModelSettings.model_construct(profile="huge", device="cpu", foreground="none"))
+
+
+def test_checkpoints_load_without_pickle_execution(tmp_path):
+    model = build_clipseg_random(tiny_clipseg_config(), torch.device("cpu"), seed=1).model
+    safe = tmp_path / "clipseg.safetensors"
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(safe))
+    assert set(load_state_dict(safe)) == set(model.state_dict())
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    evil = tmp_path / "evil.pth"
+    torch.save({"weights": Evil()}, evil)
+    with pytest.raises(Exception, match="[Ww]eights only"):
+        load_state_dict(evil)

@@ -1,0 +1,153 @@
+"""`linewatch-worker`: inspect images, benchmark, serve from Kafka, evaluate, raise alarms."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import uuid
+from pathlib import Path
+
+from common.codecs import ImageDecodeError, decode_image
+from common.schemas import FrameMeta, utc_now
+from common.settings import LinewatchSettings
+
+log = logging.getLogger("linewatch.worker")
+
+
+def _sniff_content_type(data: bytes) -> str | None:
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if data.startswith(b"\xff\xd8"):
+        return "image/jpeg"
+    return None
+
+
+def add_inspect_parser(subparsers) -> None:
+    parser = subparsers.add_parser("inspect", help="inspect image files without a broker; prints one JSON result per image")
+    parser.add_argument("images", nargs="+", type=Path)
+    parser.add_argument("--object", required=True, help="the product as named in prompts, e.g. 'screw'")
+    parser.add_argument("--profile", choices=["default", "base", "tiny"], default=None,
+                        help="model profile (default: settings, i.e. 'default' = real weights)")
+    parser.add_argument("--foreground", choices=["sam+isnet", "isnet", "none"], default=None)
+    parser.add_argument("--out", type=Path, default=None, help="folder for heatmap overlay PNGs")
+    parser.add_argument("--batch", type=int, default=4)
+
+
+def run_inspect(args, settings: LinewatchSettings) -> int:
+    from tqdm import tqdm
+
+    from worker.inspection import Frame
+    from worker.inspector import build_inspector
+    from worker.models.weights import ModelWeightsMissing
+    from worker.results import build_result, overlay_heatmap
+
+    updates = {key: value for key, value in (("profile", args.profile), ("foreground", args.foreground)) if value}
+    model_settings = settings.models.model_copy(update=updates)
+    if model_settings.profile != "default":
+        print(f"linewatch: profile '{model_settings.profile}' uses RANDOM weights; its scores mean nothing", file=sys.stderr)
+    try:
+        inspector = build_inspector(model_settings)
+    except (ModelWeightsMissing, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+    limits = settings.worker
+    failures = 0
+    pending: list[tuple[Path, FrameMeta, Frame]] = []
+
+    def flush() -> None:
+        frames = [frame for _, _, frame in pending]
+        for (path, meta, frame), inspection in zip(pending, inspector.inspect(frames)):
+            result = build_result(meta, inspection, versions=inspector.versions, worker_settings=limits)
+            print(result.model_dump_json(), flush=True)
+            if args.out:
+                from PIL import Image
+
+                mask = inspection.anomaly_map >= limits.pixel_threshold
+                Image.fromarray(overlay_heatmap(frame.image, inspection.anomaly_map, mask)).save(args.out / f"{path.stem}_heatmap.png")
+        pending.clear()
+
+    for path in tqdm(args.images, disable=len(args.images) <= 3, file=sys.stderr, unit="img"):
+        try:
+            data = path.read_bytes()
+            content_type = _sniff_content_type(data)
+            if content_type is None:
+                raise ImageDecodeError("format", "not a JPEG or PNG file")
+            image = decode_image(data, content_type, max_bytes=limits.max_frame_bytes, max_pixels=limits.max_frame_pixels)
+        except (OSError, ImageDecodeError) as exc:
+            tqdm.write(f"error: {path}: {exc}", file=sys.stderr)
+            failures += 1
+            continue
+        frame_id = str(uuid.uuid4())
+        meta = FrameMeta(frame_id=frame_id, camera_id="cli", line_id="cli", object_name=args.object,
+                         captured_at=utc_now(), content_type=content_type, width=image.shape[1], height=image.shape[0])
+        pending.append((path, meta, Frame(frame_id, image, meta.object_name)))
+        if len(pending) >= args.batch:
+            flush()
+    if pending:
+        flush()
+    if failures:
+        print(f"{failures} of {len(args.images)} file(s) could not be inspected", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from worker.bench import add_bench_parser
+
+    parser = argparse.ArgumentParser(prog="linewatch-worker", description=__doc__)
+    parser.add_argument("--log-level", default="INFO")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    add_inspect_parser(subparsers)
+    add_bench_parser(subparsers)
+    subparsers.add_parser("serve", help="consume frames from Kafka and publish results (see README)")
+    try:
+        from worker.eval.cli import add_eval_parser
+
+        add_eval_parser(subparsers)
+    except ImportError:  # pragma: no cover - eval extras missing
+        pass
+    try:
+        from worker.alarms.cli import add_alarms_parser
+
+        add_alarms_parser(subparsers)
+    except ImportError:  # pragma: no cover
+        pass
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        settings = LinewatchSettings()
+    except Exception as exc:
+        print(f"error: invalid settings: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "inspect":
+        return run_inspect(args, settings)
+    if args.command == "bench":
+        from worker.bench import run_bench_command
+
+        return run_bench_command(args, settings)
+    if args.command == "serve":
+        from worker.service import run_service
+
+        run_service(settings)
+        return 0
+    if args.command == "eval":
+        from worker.eval.cli import run_eval
+
+        return run_eval(args)
+    if args.command == "alarms":
+        from worker.alarms.cli import run_alarms
+
+        return run_alarms(args)
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,183 @@
+"""`linewatch-worker eval`: the seed's table on MVTec AD, VisA or a plain folder.
+
+Wiring (worker/cli.py)::
+
+    from worker.eval.cli import add_eval_parser
+    add_eval_parser(subparsers)          # registers "eval" with func=run_eval
+    ...
+    args = parser.parse_args(argv); return args.func(args)
+
+Standalone: `python -m worker.eval.cli --dataset mvtec --root /data/mvtec_ad`.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from worker.eval.datasets import DATASET_KINDS, DatasetLayoutError, open_dataset, select_categories
+from worker.eval.metrics import DEFAULT_BINS
+from worker.eval.report import format_report, write_results
+from worker.eval.runner import (
+    EvalOptions,
+    EvalRun,
+    InspectorLike,
+    SkippedFiles,
+    count_samples,
+    evaluate_category,
+    peak_rss_mb,
+    versions_as_dict,
+)
+
+EXIT_LAYOUT_ERROR = 2
+
+InspectorFactory = Callable[[Any], InspectorLike]
+
+
+class InspectorUnavailable(RuntimeError):
+    """worker.inspector cannot be imported."""
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more, got {text}")
+    return value
+
+
+def _configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--dataset", choices=DATASET_KINDS, required=True, help="dataset layout of --root")
+    parser.add_argument("--root", type=Path, required=True, help="dataset root folder (see README)")
+    parser.add_argument("--categories", default=None,
+                        help="comma-separated categories to evaluate (default: all found)")
+    parser.add_argument("--profile", choices=("tiny", "base", "default"), default=None,
+                        help="model profile (default: the configured one; tiny = random weights, tests only)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: the configured one)")
+    parser.add_argument("--limit", type=_positive_int, default=None,
+                        help="at most N images per category, evenly spread over normal and defect folders")
+    parser.add_argument("--out", type=Path, default=Path("out/eval"),
+                        help="folder for results.json, results.csv and overlays (default: out/eval)")
+    parser.add_argument("--object-name", default=None,
+                        help="object name used in prompts for every category (default: from the category)")
+    parser.add_argument("--worst", type=_non_negative_int, default=3,
+                        help="overlays of the N worst false positives and false negatives per category (0: none)")
+    parser.add_argument("--batch-size", type=_positive_int, default=4, help="frames per Inspector call")
+    parser.add_argument("--bins", type=_positive_int, default=DEFAULT_BINS,
+                        help="score bins of the streaming pixel metrics")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run_eval)
+    return parser
+
+
+def add_eval_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> argparse.ArgumentParser:
+    """Register the `eval` subcommand on an argparse subparsers object; sets func=run_eval."""
+    parser = subparsers.add_parser(
+        "eval",
+        help="evaluate on MVTec AD / VisA / a folder (the seed's table)",
+        description="Zero-shot evaluation: image and pixel AUROC, AP, F1-max and AUPRO per category.",
+    )
+    return _configure(parser)
+
+
+def model_settings_for(args: argparse.Namespace) -> Any:
+    """The configured ModelSettings (LINEWATCH_* / YAML) with --profile and --device applied."""
+    from common.settings import LinewatchSettings
+
+    update = {}
+    if args.profile:
+        update["profile"] = args.profile
+    if args.device:
+        update["device"] = args.device
+    return LinewatchSettings().models.model_copy(update=update)
+
+
+def default_inspector_factory(model_settings: Any) -> InspectorLike:
+    """worker.inspector.build_inspector, imported late so `--help` needs no model code."""
+    try:
+        from worker.inspector import build_inspector
+    except ImportError as exc:  # the Inspector module is missing or broken
+        raise InspectorUnavailable(f"cannot import worker.inspector.build_inspector: {exc}") from exc
+    return build_inspector(model_settings)
+
+
+def _progress_bar(total: int, enabled: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="img", desc="eval", disable=not enabled, dynamic_ncols=True)
+
+
+def run_eval(args: argparse.Namespace, inspector_factory: InspectorFactory | None = None) -> int:
+    """Run the evaluation described by parsed `args`; print the report; write results to --out.
+
+    Returns 0 on success, 1 when the Inspector cannot be imported, 2 when the dataset root or layout is wrong (message on stderr).
+    inspector_factory(model_settings) -> inspector; defaults to worker.inspector.build_inspector.
+    """
+    started = time.perf_counter()
+    wanted = [c.strip() for c in args.categories.split(",") if c.strip()] if args.categories else None
+    try:
+        reader = open_dataset(args.dataset, args.root)
+        categories = select_categories(reader, wanted)
+        totals = {c: count_samples(reader, c, args.limit) for c in categories}
+    except DatasetLayoutError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_LAYOUT_ERROR
+
+    model_settings = model_settings_for(args)
+    try:
+        inspector = (inspector_factory or default_inspector_factory)(model_settings)
+    except InspectorUnavailable as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    options = EvalOptions(
+        batch_size=args.batch_size,
+        limit=args.limit,
+        object_name=args.object_name,
+        worst=args.worst,
+        bins=args.bins,
+        out_dir=args.out,
+    )
+    skipped = SkippedFiles()
+    results = []
+    progress = _progress_bar(sum(totals.values()), enabled=not args.no_progress)
+    try:
+        for category in categories:
+            progress.set_postfix_str(category)
+            results.append(evaluate_category(reader, category, inspector, options, skipped, progress))
+    finally:
+        progress.close()
+
+    run = EvalRun(
+        dataset=args.dataset,
+        root=str(args.root),
+        profile=model_settings.profile,
+        versions=versions_as_dict(getattr(inspector, "versions", None)),
+        bins=args.bins,
+        categories=results,
+        skipped=skipped,
+        seconds=time.perf_counter() - started,
+        peak_rss_mb=peak_rss_mb(),
+    )
+    json_path, csv_path = write_results(run, args.out)
+    print(format_report(run))
+    print(f"\nwrote {json_path} and {csv_path}; overlays under {args.out}/<category>/")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _configure(argparse.ArgumentParser(prog="linewatch-worker eval", description=__doc__.splitlines()[0]))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

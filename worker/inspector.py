@@ -1,0 +1,203 @@
+"""The Inspector: frames + object names in, typed inspections out.
+
+It composes the model adapters (worker/models) with the pure stage functions
+(worker/pipeline). Work is batched across all tiles of all frames of a call, and
+prompt embeddings are computed once per (model, prompt) and cached.
+"""
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from common.schemas import Versions
+from common.settings import ModelSettings
+from worker.embedding_cache import EmbeddingCache, LruEmbeddingCache, prompt_key
+from worker.inspection import Frame, Inspection, InstanceScore
+from worker.models.registry import ModelBundle, load_models
+from worker.pipeline.aggregate import component_scores, image_score, paste_tiles
+from worker.pipeline.foreground import Component, find_components, select_foreground
+from worker.pipeline.scoring import harmonic_mean, tile_anomaly_scores
+from worker.pipeline.tiling import Tile, crop_tile, plan_tiles
+from worker.prompts import DEFAULT_PROMPTS, PromptSet
+
+
+@dataclass
+class _FramePlan:
+    """Intermediate per-frame state between stages."""
+
+    frame: Frame
+    foreground: np.ndarray
+    components: list[Component]
+    tiles: list[Tile]
+
+
+class _StageClock:
+    """Accumulates wall time per stage for one inspect() call."""
+
+    def __init__(self) -> None:
+        self.ms: dict[str, float] = defaultdict(float)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.ms[name] += (time.perf_counter() - start) * 1000.0
+
+
+def _resize_batch(crops: list[np.ndarray], size: int) -> torch.Tensor:
+    """list of (s, s, 3) uint8 crops -> (N, 3, size, size) float in [0, 1]."""
+    if not crops:
+        return torch.empty(0, 3, size, size)
+    resized = np.stack([cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA if crop.shape[0] > size else cv2.INTER_LINEAR) for crop in crops])
+    return torch.from_numpy(resized).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+class Inspector:
+    """Zero-shot anomaly inspection of frames (see DESIGN.md, "The Inspector").
+
+    naive=True runs the reference path the benchmark compares against: prompt
+    embeddings recomputed for every call and CLIPSeg's full model run once per
+    (tile, prompt). Never use it in production.
+    """
+
+    def __init__(self, models: ModelBundle, settings: ModelSettings, prompts: PromptSet = DEFAULT_PROMPTS,
+                 cache: EmbeddingCache | None = None, naive: bool = False):
+        self.models = models
+        self.settings = settings
+        self.prompts = prompts
+        self.cache = cache
+        self.local_cache = LruEmbeddingCache()
+        self.naive = naive
+
+    @property
+    def versions(self) -> Versions:
+        return Versions(model_fingerprint=self.models.fingerprint, profile=self.models.profile,
+                        prompt_set=self.prompts.version, threshold_version="unset")
+
+    @property
+    def text_encoder_calls(self) -> int:
+        """Forward passes of either text tower so far (the cache should keep this at zero when warm)."""
+        return self.models.clip.text_forward_calls + self.models.clipseg.text_forward_calls
+
+    # -- prompt embeddings ---------------------------------------------------------------
+    def _embeddings(self, kind: str, texts: list[str], encode) -> np.ndarray:
+        """(P, D) embeddings of `texts`: in-process LRU, then the shared cache, then the encoder."""
+        if self.naive:
+            return encode(texts).numpy()
+        keys = [prompt_key(self.models.fingerprint, kind, text) for text in texts]
+        found = self.local_cache.get_many(keys)
+        missing = [i for i, value in enumerate(found) if value is None]
+        if missing and self.cache is not None:
+            shared = self.cache.get_many([keys[i] for i in missing])
+            fetched = {keys[i]: value for i, value in zip(missing, shared) if value is not None}
+            self.local_cache.put_many(fetched)
+            for i, value in zip(missing, shared):
+                found[i] = value
+            missing = [i for i in missing if found[i] is None]
+        if missing:
+            computed = encode([texts[i] for i in missing]).numpy().astype(np.float32)
+            new = {keys[i]: row for i, row in zip(missing, computed)}
+            self.local_cache.put_many(new)
+            if self.cache is not None:
+                self.cache.put_many(new)
+            for i, row in zip(missing, computed):
+                found[i] = row
+        return np.stack(found).astype(np.float32)
+
+    def state_embeddings(self, object_name: str) -> tuple[np.ndarray, np.ndarray]:
+        normal, anomalous = self.prompts.state_prompts(object_name)
+        return (self._embeddings("clip-text", normal, self.models.clip.encode_texts),
+                self._embeddings("clip-text", anomalous, self.models.clip.encode_texts))
+
+    def localising_embeddings(self) -> np.ndarray:
+        return self._embeddings("clipseg-text", list(self.prompts.localising), self.models.clipseg.encode_texts)
+
+    # -- stages ----------------------------------------------------------------------------
+    def _plan(self, frames: Sequence[Frame], clock: _StageClock) -> list[_FramePlan]:
+        images = [frame.image for frame in frames]
+        salient_maps: list[np.ndarray | None] = [None] * len(frames)
+        sam_masks: list[list[np.ndarray] | None] = [None] * len(frames)
+        if self.models.isnet is not None:
+            with clock.stage("foreground_isnet"):
+                salient_maps = list(self.models.isnet.predict(images))
+        if self.models.sam is not None:
+            with clock.stage("foreground_sam"):
+                sam_masks = [self.models.sam.propose(image) for image in images]
+        plans = []
+        with clock.stage("tiling"):
+            for frame, salient, masks in zip(frames, salient_maps, sam_masks):
+                shape = frame.image.shape[:2]
+                foreground = select_foreground(shape, salient, masks)
+                _, components = find_components(foreground)
+                tiles = [tile for index, component in enumerate(components)
+                         for tile in plan_tiles(index, component.box, component.parts, shape, self.settings.tile_size)]
+                plans.append(_FramePlan(frame, foreground.mask, components, tiles))
+        return plans
+
+    @torch.inference_mode()
+    def inspect(self, frames: Sequence[Frame]) -> list[Inspection]:
+        """Inspect a batch of frames; returns one Inspection per frame, in order."""
+        if not frames:
+            return []
+        clock = _StageClock()
+        for frame in frames:
+            if frame.image.ndim != 3 or frame.image.shape[2] != 3 or frame.image.dtype != np.uint8:
+                raise ValueError(f"frame {frame.frame_id}: expected (H, W, 3) uint8 RGB, got {frame.image.shape} {frame.image.dtype}")
+        plans = self._plan(frames, clock)
+        crops = [crop_tile(plan.frame.image, tile) for plan in plans for tile in plan.tiles]
+        owners = [index for index, plan in enumerate(plans) for _ in plan.tiles]
+
+        with clock.stage("prompts"):
+            state = {name: self.state_embeddings(name) for name in {frame.object_name for frame in frames}}
+            localising = None if self.naive else self.localising_embeddings()
+
+        with clock.stage("tile_score"):
+            clip_inputs = _resize_batch(crops, self.models.clip.normalisation.size)
+            tile_embeddings = self.models.clip.encode_images(clip_inputs).cpu().numpy()
+            scores = np.empty(len(crops), dtype=np.float32)
+            for name, (normal, anomalous) in state.items():
+                rows = [i for i, owner in enumerate(owners) if plans[owner].frame.object_name == name]
+                scores[rows] = tile_anomaly_scores(tile_embeddings[rows], normal, anomalous, self.models.clip.logit_scale)
+
+        with clock.stage("pixel_map"):
+            seg_inputs = _resize_batch(crops, self.models.clipseg.size)
+            if self.naive:
+                per_prompt = self.models.clipseg.segment_naive(seg_inputs, list(self.prompts.localising))
+            else:
+                per_prompt = self.models.clipseg.segment(seg_inputs, torch.from_numpy(localising))
+            tile_maps = harmonic_mean(per_prompt.numpy(), axis=1)
+
+        results = []
+        with clock.stage("aggregate"):
+            start = 0
+            for plan in plans:
+                count = len(plan.tiles)
+                frame_scores, frame_maps = scores[start : start + count], tile_maps[start : start + count]
+                start += count
+                anomaly_map = paste_tiles(plan.frame.image.shape[:2], plan.tiles, frame_maps, frame_scores)
+                tile_components = np.array([tile.component for tile in plan.tiles], dtype=int)
+                per_component = component_scores(frame_scores, tile_components, len(plan.components))
+                instances = [InstanceScore(component.box, component.area, float(per_component[i]),
+                                           int((tile_components == i).sum()))
+                             for i, component in enumerate(plan.components)]
+                results.append((plan, anomaly_map, float(np.clip(image_score(per_component), 0.0, 1.0)), instances))
+
+        if self.settings.inject_delay_s:
+            time.sleep(self.settings.inject_delay_s)  # test-only: emulate slow inference
+        share = {stage: ms / len(frames) for stage, ms in clock.ms.items()}
+        return [Inspection(plan.frame.frame_id, score, anomaly_map, plan.foreground, instances, dict(share))
+                for plan, anomaly_map, score, instances in results]
+
+
+def build_inspector(model_settings: ModelSettings, cache: EmbeddingCache | None = None, naive: bool = False) -> Inspector:
+    """Load the configured model profile and wrap it in an Inspector."""
+    return Inspector(load_models(model_settings), model_settings, cache=cache, naive=naive)

@@ -1,0 +1,254 @@
+"""Shared prompt-embedding cache in Redis, with an in-process LRU in front.
+
+Every worker of a line computes the same prompt embeddings; the first one to
+compute an embedding stores it in Redis and the others read it instead of running
+a text encoder. Values are raw little-endian arrays stored as a Redis hash
+``{dtype, shape, data}`` under ``{prefix}:emb:{prompt_key}`` -- never pickle.
+
+Redis is an accelerator, not a dependency: when it is unreachable the cache logs
+one warning, reports itself `degraded`, answers from the LRU (misses are computed
+locally by the caller) and tries Redis again after `retry_after_s`; it logs once
+more when Redis is back.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from common.settings import RedisSettings
+from worker.embedding_cache import EmbeddingCache, LruEmbeddingCache
+
+log = logging.getLogger(__name__)
+
+_ALLOWED_KINDS = "biuf"  # bool, signed/unsigned int, float; never object, void or strings
+
+
+class CorruptEntryError(ValueError):
+    """A Redis hash that is not a well-formed {dtype, shape, data} array."""
+
+
+def encode_array(array: np.ndarray) -> dict[str, bytes]:
+    """An array as the fields of a Redis hash: little-endian bytes plus dtype and shape."""
+    array = np.asarray(array)
+    if array.dtype.kind not in _ALLOWED_KINDS:
+        raise TypeError(f"cannot cache arrays of dtype {array.dtype}")
+    little = array.astype(array.dtype.newbyteorder("<"), order="C", copy=False)
+    return {
+        "dtype": little.dtype.str.encode("ascii"),  # e.g. '<f4' ('|b1' for one-byte types)
+        "shape": ",".join(str(n) for n in little.shape).encode("ascii"),
+        "data": little.tobytes(),
+    }
+
+
+def decode_array(fields: Mapping[bytes | str, bytes]) -> np.ndarray:
+    """Inverse of `encode_array`; raises CorruptEntryError on anything unexpected."""
+    named = {(k.decode() if isinstance(k, bytes) else k): v for k, v in fields.items()}
+    try:
+        dtype = np.dtype(named["dtype"].decode("ascii"))
+        shape_text = named["shape"].decode("ascii")
+        shape = tuple(int(n) for n in shape_text.split(",")) if shape_text else ()
+        data = named["data"]
+    except (KeyError, UnicodeDecodeError, ValueError, TypeError) as exc:
+        raise CorruptEntryError(f"malformed cache entry: {exc}") from exc
+    if dtype.kind not in _ALLOWED_KINDS or dtype.byteorder == ">":
+        raise CorruptEntryError(f"unexpected dtype {dtype.str}")
+    if any(n < 0 for n in shape) or int(np.prod(shape, dtype=np.int64)) * dtype.itemsize != len(data):
+        raise CorruptEntryError(f"{len(data)} bytes do not hold a {dtype.str} array of shape {shape}")
+    return np.frombuffer(data, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def build_redis_client(settings: RedisSettings) -> redis.Redis | None:
+    """A client for `settings.url` (redis:// or rediss://) with short timeouts and no retries.
+
+    A password in the URL wins over `settings.password`. Returns None when no URL is set.
+    """
+    if settings.url is None:
+        return None
+    options: dict[str, Any] = {
+        "socket_timeout": settings.socket_timeout_s,
+        "socket_connect_timeout": settings.socket_timeout_s,
+        "retry": Retry(NoBackoff(), 0),  # one try: the cache falls back to local compute instead
+        "health_check_interval": 30,
+    }
+    if settings.password is not None:
+        options["password"] = settings.password.get_secret_value()
+    return redis.Redis.from_url(settings.url.get_secret_value(), **options)
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    lru_hits: int
+    redis_hits: int
+    misses: int
+    redis_errors: int
+    degraded: bool
+
+    @property
+    def hits(self) -> int:
+        return self.lru_hits + self.redis_hits
+
+
+LookupHook = Callable[[bool, str, str], None]  # (hit, kind, layer), e.g. Metrics.cache_lookup
+
+
+class RedisEmbeddingCache:
+    """EmbeddingCache over Redis with an LRU in front; see the module docstring."""
+
+    def __init__(
+        self,
+        settings: RedisSettings,
+        client: redis.Redis | None = None,
+        *,
+        on_lookup: LookupHook | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self._client = client if client is not None else build_redis_client(settings)
+        self._prefix = f"{settings.key_prefix}:emb:"
+        self._retry_after_s = settings.retry_after_s
+        self._lru = LruEmbeddingCache(settings.lru_entries)
+        self._on_lookup = on_lookup
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._degraded = False
+        self._retry_at = 0.0
+        self._lru_hits = self._redis_hits = self._misses = self._errors = 0
+
+    # ------------------------------------------------------------------ protocol
+
+    def get_many(self, keys: Sequence[str]) -> list[np.ndarray | None]:
+        with self._lock:
+            found = self._lru.get_many(keys)
+        missing = [i for i, value in enumerate(found) if value is None]
+        from_redis = self._redis_get([keys[i] for i in missing]) if missing else []
+        for i, value in zip(missing, from_redis):
+            found[i] = value
+        layers = ["lru"] * len(keys)
+        for i in missing:
+            layers[i] = "redis" if self._client is not None else "lru"
+        with self._lock:
+            self._lru.put_many({keys[i]: found[i] for i in missing if found[i] is not None})
+            for value, layer in zip(found, layers):
+                if value is None:
+                    self._misses += 1
+                elif layer == "lru":
+                    self._lru_hits += 1
+                else:
+                    self._redis_hits += 1
+        if self._on_lookup is not None:
+            for key, value, layer in zip(keys, found, layers):
+                parts = key.split(":")
+                self._on_lookup(value is not None, parts[-2] if len(parts) >= 3 else "unknown", layer)
+        return found
+
+    def put_many(self, items: dict[str, np.ndarray]) -> None:
+        if not items:
+            return
+        with self._lock:
+            self._lru.put_many(items)
+        if not self._redis_usable():
+            return
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            for key, value in items.items():
+                pipe.hset(self._prefix + key, mapping=encode_array(value))
+            pipe.execute()
+        except redis.RedisError as exc:
+            self._failed(exc)
+        else:
+            self._succeeded()
+
+    # ------------------------------------------------------------------ health
+
+    @property
+    def degraded(self) -> bool:
+        """True while Redis is unreachable and the worker computes embeddings locally."""
+        return self._degraded
+
+    @property
+    def enabled(self) -> bool:
+        return self._client is not None
+
+    def stats(self) -> CacheStats:
+        with self._lock:
+            return CacheStats(self._lru_hits, self._redis_hits, self._misses, self._errors, self._degraded)
+
+    def check(self) -> bool:
+        """Ping Redis now (ignoring the retry delay); updates `degraded`. True when reachable."""
+        if self._client is None:
+            return False
+        try:
+            self._client.ping()
+        except redis.RedisError as exc:
+            self._failed(exc)
+            return False
+        self._succeeded()
+        return True
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+    # ------------------------------------------------------------------ internals
+
+    def _redis_get(self, keys: list[str]) -> list[np.ndarray | None]:
+        if not self._redis_usable():
+            return [None] * len(keys)
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            for key in keys:
+                pipe.hgetall(self._prefix + key)
+            replies = pipe.execute()
+        except redis.RedisError as exc:
+            self._failed(exc)
+            return [None] * len(keys)
+        self._succeeded()
+        values: list[np.ndarray | None] = []
+        for key, fields in zip(keys, replies):
+            value = None
+            if fields:
+                try:
+                    value = decode_array(fields)
+                except CorruptEntryError as exc:
+                    log.warning("ignoring corrupt embedding cache entry %s: %s", self._prefix + key, exc)
+            values.append(value)
+        return values
+
+    def _redis_usable(self) -> bool:
+        return self._client is not None and (not self._degraded or self._clock() >= self._retry_at)
+
+    def _failed(self, exc: Exception) -> None:
+        with self._lock:
+            self._errors += 1
+            self._retry_at = self._clock() + self._retry_after_s
+            if self._degraded:
+                log.debug("Redis embedding cache still unavailable: %s", exc)
+                return
+            self._degraded = True
+        log.warning(
+            "Redis embedding cache unavailable (%s: %s); computing embeddings locally, retrying in %.0f s",
+            type(exc).__name__, exc, self._retry_after_s,
+        )
+
+    def _succeeded(self) -> None:
+        if not self._degraded:
+            return
+        with self._lock:
+            self._degraded = False
+        log.info("Redis embedding cache is reachable again")
+
+
+def build_embedding_cache(settings: RedisSettings, *, on_lookup: LookupHook | None = None) -> EmbeddingCache:
+    """The cache a worker hands to `build_inspector`: Redis-backed, or an LRU only when no URL is set."""
+    if settings.url is None:
+        return LruEmbeddingCache(settings.lru_entries)
+    cache = RedisEmbeddingCache(settings, on_lookup=on_lookup)
+    cache.check()  # so `degraded` is meaningful from the first health probe
+    return cache

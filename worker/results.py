@@ -1,0 +1,88 @@
+"""Turn an Inspection into the InspectionResult message (DESIGN.md, result contract)."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from common.codecs import heatmap_to_png, mask_to_rle
+from common.schemas import Box, FrameMeta, Instance, InspectionResult, Region, SourceRef, Versions, utc_now
+from common.settings import WorkerSettings
+from worker.inspection import Inspection
+
+MAX_REGIONS = 50  # keeps a result small even for a map full of specks
+
+
+def defect_regions(anomaly_map: np.ndarray, mask: np.ndarray, limit: int = MAX_REGIONS) -> list[Region]:
+    """Connected regions of the (H, W) bool defect mask with their peak and mean score, largest first."""
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    regions = []
+    for label in range(1, count):
+        values = anomaly_map[labels == label]
+        x, y, w, h, area = (int(v) for v in stats[label])
+        regions.append(Region(box=Box(x=x, y=y, w=w, h=h), area=area,
+                              peak_score=float(values.max()), mean_score=float(values.mean())))
+    regions.sort(key=lambda region: region.area, reverse=True)
+    return regions[:limit]
+
+
+def build_result(
+    meta: FrameMeta,
+    inspection: Inspection,
+    *,
+    versions: Versions,
+    worker_settings: WorkerSettings,
+    worker_id: str | None = None,
+    source: SourceRef | None = None,
+    extra_timings_ms: dict[str, float] | None = None,
+) -> InspectionResult:
+    """The result message for one inspected frame: verdict, RLE defect mask, regions, instances, timings."""
+    mask = inspection.anomaly_map >= worker_settings.pixel_threshold
+    anomalous = inspection.score >= worker_settings.threshold
+    return InspectionResult(
+        frame_id=meta.frame_id,
+        camera_id=meta.camera_id,
+        line_id=meta.line_id,
+        object_name=meta.object_name,
+        captured_at=meta.captured_at,
+        processed_at=utc_now(),
+        score=float(np.clip(inspection.score, 0.0, 1.0)),
+        threshold=worker_settings.threshold,
+        verdict="anomalous" if anomalous else "ok",
+        mask=mask_to_rle(mask),
+        heatmap=heatmap_to_png(inspection.anomaly_map, worker_settings.heatmap_side) if worker_settings.heatmap_side else None,
+        regions=defect_regions(inspection.anomaly_map, mask),
+        instances=[Instance(box=Box(x=i.box[0], y=i.box[1], w=i.box[2], h=i.box[3]), area=i.area, score=i.score, tiles=i.tiles)
+                   for i in inspection.instances],
+        timings_ms={**inspection.timings_ms, **(extra_timings_ms or {})},
+        versions=versions.model_copy(update={"threshold_version": worker_settings.threshold_version}),
+        worker_id=worker_id or worker_settings.worker_id,
+        source=source,
+    )
+
+
+def skipped_result(
+    meta: FrameMeta,
+    reason: str,
+    *,
+    versions: Versions,
+    worker_settings: WorkerSettings,
+    worker_id: str | None = None,
+    source: SourceRef | None = None,
+) -> InspectionResult:
+    """A result for a frame that was deliberately not inspected (e.g. too old): verdict 'skipped'."""
+    return InspectionResult(
+        frame_id=meta.frame_id, camera_id=meta.camera_id, line_id=meta.line_id, object_name=meta.object_name,
+        captured_at=meta.captured_at, processed_at=utc_now(), score=0.0, threshold=worker_settings.threshold,
+        verdict="skipped", versions=versions.model_copy(update={"threshold_version": worker_settings.threshold_version}),
+        worker_id=worker_id or worker_settings.worker_id, source=source, note=reason,
+    )
+
+
+def overlay_heatmap(image: np.ndarray, anomaly_map: np.ndarray, mask: np.ndarray | None = None, alpha: float = 0.45) -> np.ndarray:
+    """(H, W, 3) RGB image blended with a JET-coloured (H, W) map; defect mask outlined in white."""
+    colours = cv2.applyColorMap(np.clip(anomaly_map * 255, 0, 255).astype(np.uint8), cv2.COLORMAP_JET)
+    blended = cv2.addWeighted(image, 1 - alpha, cv2.cvtColor(colours, cv2.COLOR_BGR2RGB), alpha, 0)
+    if mask is not None and mask.any():
+        contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(blended, contours, -1, (255, 255, 255), 2)
+    return blended
