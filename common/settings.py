@@ -20,63 +20,63 @@ class _Section(BaseModel):
 
 
 class KafkaSettings(_Section):
-    bootstrap_servers: str = "127.0.0.1:9092"
-    client_id: str = "linewatch"
-    frames_topic: str = "linewatch.frames"
-    results_topic: str = "linewatch.results"
-    dlq_topic: str = "linewatch.frames.dlq"
-    alarms_topic: str = "linewatch.alarms"
-    group_id: str = "linewatch"
+    bootstrap_servers: str = Field("127.0.0.1:9092", description="comma-separated host:port list of brokers")
+    client_id: str = Field("linewatch", description="Kafka client id prefix")
+    frames_topic: str = Field("linewatch.frames", description="topic the cameras publish frames to")
+    results_topic: str = Field("linewatch.results", description="topic the worker publishes InspectionResult JSON to")
+    dlq_topic: str = Field("linewatch.frames.dlq", description="dead-letter topic for frames that cannot be inspected")
+    alarms_topic: str = Field("linewatch.alarms", description="topic the alarm service publishes alarm events to")
+    group_id: str = Field("linewatch", description="consumer group shared by all workers")
     partitions: int = Field(4, ge=1, description="partition count for topics created when missing")
     replication_factor: int = Field(1, ge=1)
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
-    sasl_username: str | None = None
-    sasl_password: SecretStr | None = None
-    ssl_cafile: str | None = None
-    ssl_certfile: str | None = None
-    ssl_keyfile: str | None = None
-    ssl_password: SecretStr | None = None
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field("PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL")
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(None, description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512")
+    sasl_username: str | None = Field(None, description="SASL user")
+    sasl_password: SecretStr | None = Field(None, description="SASL password (secret, never logged)")
+    ssl_cafile: str | None = Field(None, description="CA bundle for TLS")
+    ssl_certfile: str | None = Field(None, description="client certificate for TLS")
+    ssl_keyfile: str | None = Field(None, description="client key for TLS")
+    ssl_password: SecretStr | None = Field(None, description="password of the client key (secret)")
     max_message_bytes: int = Field(1_048_576, description="largest message the topics accept")
 
 
 class RedisSettings(_Section):
     # The URL may embed a password (redis://:secret@host:6379/0), so it is a secret too.
-    url: SecretStr | None = SecretStr("redis://127.0.0.1:6379/0")
-    password: SecretStr | None = None
-    key_prefix: str = "linewatch"
-    socket_timeout_s: float = 0.5
+    url: SecretStr | None = Field(SecretStr("redis://127.0.0.1:6379/0"), description="redis:// or rediss:// URL of the embedding cache (secret: may hold a password); empty disables Redis")
+    password: SecretStr | None = Field(None, description="Redis password if not in the URL (secret)")
+    key_prefix: str = Field("linewatch", description="prefix of every Redis key")
+    socket_timeout_s: float = Field(0.5, description="Redis socket timeout; a slow Redis must not stall inference")
     retry_after_s: float = Field(5.0, description="how long to stay on local compute after Redis failed")
-    lru_entries: int = 256
+    lru_entries: int = Field(256, description="in-process LRU entries in front of Redis")
 
 
 class ModelSettings(_Section):
-    profile: Literal["default", "tiny", "base"] = "default"
+    profile: Literal["default", "tiny", "base"] = Field("default", description="default (real weights), base (real architectures, random weights), tiny (tests)")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:1 ...")
-    models_dir: Path = Path("models")
-    clip_model: str = "ViT-B-16-plus-240"
+    models_dir: Path = Field(Path("models"), description="folder holding clip/, clipseg/, sam/, isnet/")
+    clip_model: str = Field("ViT-B-16-plus-240", description="open_clip model name")
     clip_pretrained: str = Field("laion400m_e32", description="open_clip pretrained tag, or a checkpoint file")
     clipseg_model: str = Field("CIDAS/clipseg-rd64-refined", description="local folder or hub id in the HF cache")
-    sam_type: Literal["vit_b", "vit_l", "vit_h"] = "vit_b"
+    sam_type: Literal["vit_b", "vit_l", "vit_h"] = Field("vit_b", description="SAM backbone: vit_b, vit_l or vit_h")
     sam_checkpoint: Path | None = Field(None, description="defaults to models/sam/sam_<type>.pth")
     isnet_path: Path | None = Field(None, description="defaults to models/isnet/isnet.onnx")
-    foreground: Literal["sam+isnet", "isnet", "none"] = "sam+isnet"
-    tile_size: int = 352
+    foreground: Literal["sam+isnet", "isnet", "none"] = Field("sam+isnet", description="sam+isnet, isnet (no SAM) or none (whole frame)")
+    tile_size: int = Field(352, description="minimum tile side in pixels (CLIPSeg input)")
     # Test-only: sleep this long per batch to emulate slow inference (chaos tests).
     inject_delay_s: float = Field(0.0, ge=0.0)
 
 
 class WorkerSettings(_Section):
-    worker_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    worker_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}", description="identifier written into results and dead letters (default host-pid)")
     threshold: float = Field(0.5, ge=0.0, le=1.0, description="image score at or above which a frame is anomalous")
-    threshold_version: str = "static-0.5"
+    threshold_version: str = Field("static-0.5", description="label of the threshold in force, written into results")
     pixel_threshold: float = Field(0.5, ge=0.0, le=1.0, description="anomaly map level for the defect mask")
-    batch_max_frames: int = Field(8, ge=1)
-    batch_max_wait_ms: int = Field(50, ge=0)
+    batch_max_frames: int = Field(8, ge=1, description="largest micro-batch handed to the Inspector")
+    batch_max_wait_ms: int = Field(50, ge=0, description="how long to wait to fill a micro-batch")
     queue_max_frames: int = Field(64, ge=1, description="pause partitions when this many frames wait")
     max_frame_age_s: float | None = Field(None, description="older frames get verdict 'skipped'")
-    max_frame_bytes: int = 20_000_000
-    max_frame_pixels: int = 40_000_000
+    max_frame_bytes: int = Field(20_000_000, description="frames larger than this are dead-lettered before decoding")
+    max_frame_pixels: int = Field(40_000_000, description="frames with more pixels (by header) are dead-lettered before decoding")
     heatmap_side: int = Field(128, ge=0, description="0 disables the heatmap in results")
     health_port: int | None = Field(None, description="port of /healthz /readyz /metrics; None disables")
     commit_interval_ms: int = Field(1000, ge=0, description="how often acknowledged offsets are committed")
@@ -84,9 +84,9 @@ class WorkerSettings(_Section):
 
 
 class TelemetrySettings(_Section):
-    service_name: str = "linewatch"
+    service_name: str = Field("linewatch", description="OpenTelemetry service.name")
     # Exporters themselves follow the standard OTEL_* variables (OTEL_TRACES_EXPORTER ...).
-    enabled: bool = True
+    enabled: bool = Field(True, description="turn tracing/metrics off entirely")
 
 
 class AlarmSettings(_Section):
@@ -106,10 +106,10 @@ class AlarmSettings(_Section):
     shutdown_timeout_s: float = Field(20.0, ge=0.0, description="on SIGTERM, time to finish polled frames")
     webhook_url: str | None = Field(None, description="MES endpoint (http/https); None = publish to Kafka only")
     webhook_secret: SecretStr | None = Field(None, description="HMAC-SHA256 key for X-Linewatch-Signature")
-    webhook_timeout_s: float = Field(5.0, gt=0.0)
+    webhook_timeout_s: float = Field(5.0, gt=0.0, description="HTTP timeout of one MES webhook attempt")
     webhook_max_attempts: int = Field(8, ge=1, description="attempts before an event is dead-lettered")
-    webhook_backoff_base_s: float = Field(0.5, ge=0.0)
-    webhook_backoff_max_s: float = Field(30.0, ge=0.0)
+    webhook_backoff_base_s: float = Field(0.5, ge=0.0, description="first retry delay (doubles each attempt, with jitter)")
+    webhook_backoff_max_s: float = Field(30.0, ge=0.0, description="longest retry delay")
     webhook_ca_file: Path | None = Field(None, description="CA bundle for an https MES with a private CA")
 
     @field_validator("webhook_url", "webhook_secret", mode="before")

@@ -1,0 +1,240 @@
+"""`linewatch-worker bench --through-kafka`: the Inspector in-process vs. the same Inspector behind Kafka.
+
+Needs a reachable broker (LINEWATCH_KAFKA__BOOTSTRAP_SERVERS) and, for the prompt-embedding
+cache, Redis (LINEWATCH_REDIS__URL; without a URL an in-process LRU is used). Every run
+uses its own topics and consumer groups, so it never touches production topics or offsets.
+
+One Inspector is built and warmed (prompt embeddings computed and cached), then:
+
+1. **in-process**: `inspector.inspect` over the synthetic frames in batches of `batch`;
+2. **through Kafka, throughput-bound**: all frames are published to the frames topic
+   *before* the worker starts, then a `WorkerService` with the SAME Inspector
+   (`batch_max_frames = batch`) drains the backlog while this process consumes the
+   results topic. The worker is never starved, so frames/s is the pipeline's capacity
+   and `overhead_ms_per_frame` = Kafka wall time per frame - in-process time per frame
+   (the mean of an in-process run before and one after the Kafka runs)
+   (JPEG decode, header parsing, result building/encoding, produce with acks=all, commits).
+   The clock starts when the worker has its partitions (group join excluded; reported apart).
+   Latencies in this phase include the time a frame waited in the backlog, so they grow
+   with the frame's position in it (the p50 is about half the run);
+3. **through Kafka, paced**: a few frames sent one at a time, each after the previous
+   result came back: the latency of an idle pipeline (includes the worker's
+   `batch_max_wait_ms` wait for a batch to fill).
+
+Latencies: `captured_at` is stamped when the frame is published; `processed_at` is stamped
+by the worker when it built the result; "arrival" is when this process received the result.
+"""
+from __future__ import annotations
+
+import logging
+import platform
+import threading
+import time
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+
+from common.kafka import build_consumer, ensure_topics
+from common.schemas import InspectionResult
+from common.settings import LinewatchSettings
+from worker.inspection import Frame
+
+log = logging.getLogger(__name__)
+
+RESULT_TIMEOUT_S = 300.0
+ASSIGN_TIMEOUT_S = 60.0
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    return round(float(np.percentile(values, q)), 2) if values else None
+
+
+def _ms(later: datetime, earlier: datetime) -> float:
+    return (later - earlier).total_seconds() * 1000.0
+
+
+def _stats(values: list[float]) -> dict[str, float | None]:
+    return {"p50": _pct(values, 50), "p99": _pct(values, 99), "max": _pct(values, 100)}
+
+
+class _ResultCollector:
+    """Consumes the results topic from the beginning with its own group; records arrival times."""
+
+    def __init__(self, settings: LinewatchSettings, group_id: str):
+        ks = settings.kafka
+        self.consumer = build_consumer(ks, ks.results_topic, group_id=group_id, auto_offset_reset="earliest")
+        self.results: dict[str, tuple[InspectionResult, datetime]] = {}
+
+    def collect(self, wanted: set[str], timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not wanted <= self.results.keys() and time.monotonic() < deadline:
+            records = self.consumer.poll(timeout_ms=100)
+            arrived = datetime.now(timezone.utc)
+            for batch in records.values():
+                for record in batch:
+                    result = InspectionResult.model_validate_json(record.value)
+                    self.results.setdefault(result.frame_id, (result, arrived))
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def _in_process(inspector: Any, frames: list[Frame], batch: int) -> dict[str, Any]:
+    start = time.perf_counter()
+    for offset in range(0, len(frames), batch):
+        inspector.inspect(frames[offset : offset + batch])
+    elapsed = time.perf_counter() - start
+    return {
+        "frames": len(frames),
+        "batch": batch,
+        "wall_s": round(elapsed, 3),
+        "ms_per_frame": round(elapsed * 1000.0 / len(frames), 2),
+        "frames_per_s": round(len(frames) / elapsed, 2),
+    }
+
+
+def run_kafka_bench(settings: LinewatchSettings, frames: int, batch: int, width: int, height: int) -> dict:
+    from producer.publisher import FramePublisher
+    from producer.sources import SyntheticSource
+    from worker.inspector import build_inspector
+    from worker.redis_cache import build_embedding_cache
+    from worker.service import WorkerService
+
+    frames, batch = max(1, frames), max(1, batch)
+    run_id = uuid.uuid4().hex[:10]
+    kafka = settings.kafka.model_copy(update={
+        "frames_topic": f"linewatch.bench.{run_id}.frames",
+        "results_topic": f"linewatch.bench.{run_id}.results",
+        "dlq_topic": f"linewatch.bench.{run_id}.frames.dlq",
+        "group_id": f"linewatch-bench-{run_id}",
+        "client_id": f"linewatch-bench-{run_id}",
+    })
+    worker = settings.worker.model_copy(update={
+        "batch_max_frames": batch,
+        "queue_max_frames": max(settings.worker.queue_max_frames, 2 * batch),
+        "max_frame_age_s": None,  # the backlog is old by design: never skip it
+        "health_port": None,
+        "worker_id": f"bench-{run_id}",
+    })
+    settings = settings.model_copy(update={"kafka": kafka, "worker": worker})
+    ensure_topics(kafka, [kafka.frames_topic, kafka.results_topic, kafka.dlq_topic])
+
+    source = SyntheticSource(width=width, height=height, seed=0, defect_rate=0.3, limit=frames)
+    rgbs = [frame.rgb for frame in source]
+    object_name = "metal washer"
+    in_frames = [Frame(f"bench-{i}", rgb, object_name) for i, rgb in enumerate(rgbs)]
+
+    cache = build_embedding_cache(settings.redis)
+    inspector = build_inspector(settings.models, cache=cache)
+    warm_start = time.perf_counter()
+    inspector.inspect(in_frames[:1])  # prompt embeddings: computed once, cached (Redis + LRU)
+    warm_ms = (time.perf_counter() - warm_start) * 1000.0
+    inspector.inspect(in_frames[: min(batch, frames)])  # warm the batch shape too
+
+    in_process = _in_process(inspector, in_frames, batch)
+
+    # ---- through Kafka: publish the whole backlog first
+    collector = _ResultCollector(settings, f"linewatch-bench-results-{run_id}")
+    publisher = FramePublisher(kafka)
+    publish_start = time.perf_counter()
+    sent_ids: list[str] = []
+    try:
+        for rgb in rgbs:
+            meta, _future = publisher.publish_array(rgb, camera_id="bench-cam", line_id="bench-line",
+                                                    object_name=object_name)
+            sent_ids.append(meta.frame_id)
+        publisher.flush(60.0)
+        publish_s = time.perf_counter() - publish_start
+        if publisher.stats.sent != frames:
+            raise RuntimeError(f"only {publisher.stats.sent} of {frames} frames reached the broker: "
+                               f"{publisher.stats.summary()}")
+
+        service = WorkerService(settings, inspector, cache=cache)
+        stop = threading.Event()
+        thread = threading.Thread(target=service.run, args=(stop,), name="lw-bench-worker", daemon=True)
+        service_start = time.perf_counter()
+        thread.start()
+        try:
+            deadline = time.monotonic() + ASSIGN_TIMEOUT_S
+            while not service.status().assigned_partitions and time.monotonic() < deadline and thread.is_alive():
+                time.sleep(0.005)
+            assigned = time.perf_counter()
+            join_s = assigned - service_start
+            collector.collect(set(sent_ids), RESULT_TIMEOUT_S)
+            done = time.perf_counter()
+            got = [collector.results[i] for i in sent_ids if i in collector.results]
+            backlog = _kafka_report(got, frames, done - assigned)
+            backlog["group_join_s"] = round(join_s, 3)
+            backlog["publish_s"] = round(publish_s, 3)
+            backlog["publish_frames_per_s"] = round(frames / publish_s, 1)
+
+            # ---- paced: one frame in flight at a time
+            paced_ids: list[str] = []
+            for rgb in rgbs[: min(frames, 16)]:
+                meta, _future = publisher.publish_array(rgb, camera_id="bench-cam", line_id="bench-line",
+                                                        object_name=object_name)
+                publisher.flush(30.0)
+                paced_ids.append(meta.frame_id)
+                collector.collect({meta.frame_id}, 60.0)
+            paced_got = [collector.results[i] for i in paced_ids if i in collector.results]
+            paced = {
+                "frames": len(paced_ids),
+                "results": len(paced_got),
+                "latency_ms_captured_to_arrival": _stats([_ms(a, r.captured_at) for r, a in paced_got]),
+                "latency_ms_captured_to_processed": _stats([_ms(r.processed_at, r.captured_at) for r, a in paced_got]),
+            }
+        finally:
+            stop.set()
+            thread.join(settings.worker.shutdown_timeout_s + 30.0)
+        status = service.status()
+        # again after the Kafka runs: on a shared machine the speed drifts; the overhead uses the mean
+        in_process_after = _in_process(inspector, in_frames, batch)
+    finally:
+        publisher.close(10.0)
+        collector.close()
+        if hasattr(cache, "close"):
+            cache.close()
+
+    in_process_ms = (in_process["ms_per_frame"] + in_process_after["ms_per_frame"]) / 2.0
+    backlog["in_process_ms_per_frame_mean"] = round(in_process_ms, 2)
+    backlog["overhead_ms_per_frame"] = round(backlog["ms_per_frame"] - in_process_ms, 2)
+    models = getattr(inspector, "models", None)
+    device = getattr(models, "device", None)
+    return {
+        "profile": getattr(models, "profile", settings.models.profile),
+        "foreground": settings.models.foreground,
+        "device": str(device) if device is not None else platform.machine(),
+        "frame_size": [width, height],
+        "bootstrap_servers": kafka.bootstrap_servers,
+        "topics": {"frames": kafka.frames_topic, "results": kafka.results_topic, "dlq": kafka.dlq_topic},
+        "embedding_cache": type(cache).__name__,
+        "warm_first_call_ms": round(warm_ms, 1),
+        "method": "backlog of all frames published before the worker starts (throughput-bound); "
+                  "clock from partition assignment to the last result received",
+        "in_process": in_process,
+        "in_process_after_kafka": in_process_after,
+        "kafka_backlog": backlog,
+        "kafka_paced_one_in_flight": paced,
+        "worker_counters": status.counters,
+        "worker_stopped_cleanly": not thread.is_alive(),
+    }
+
+
+def _kafka_report(got: list[tuple[InspectionResult, datetime]], frames: int, wall_s: float) -> dict[str, Any]:
+    verdicts: dict[str, int] = {}
+    for result, _ in got:
+        verdicts[result.verdict] = verdicts.get(result.verdict, 0) + 1
+    ms_per_frame = wall_s * 1000.0 / max(1, len(got))
+    return {
+        "frames": frames,
+        "results": len(got),
+        "complete": len(got) == frames,
+        "verdicts": verdicts,
+        "wall_s": round(wall_s, 3),
+        "ms_per_frame": round(ms_per_frame, 2),
+        "frames_per_s": round(len(got) / wall_s, 2) if wall_s > 0 else None,
+        "latency_ms_captured_to_arrival": _stats([_ms(a, r.captured_at) for r, a in got]),
+        "latency_ms_captured_to_processed": _stats([_ms(r.processed_at, r.captured_at) for r, a in got]),
+    }

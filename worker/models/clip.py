@@ -1,0 +1,80 @@
+"""CLIP (open_clip) adapter: normalised image and text embeddings for tile scoring."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import open_clip
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class ImageNormalisation:
+    size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+class ClipModel:
+    """Wraps an open_clip model with its tokenizer and input normalisation.
+
+    The wrapped model stays a plain `nn.Module`; this class only adds the
+    batching and normalisation the pipeline needs.
+    """
+
+    def __init__(self, model: torch.nn.Module, tokenizer, normalisation: ImageNormalisation, device: torch.device):
+        self.model = model.to(device).eval()
+        self.tokenizer = tokenizer
+        self.normalisation = normalisation
+        self.device = device
+        self.text_forward_calls = 0  # counted so tests can prove the cache spares the text tower
+
+    @property
+    def logit_scale(self) -> float:
+        return float(self.model.logit_scale.exp().item())
+
+    @torch.inference_mode()
+    def encode_images(self, images: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
+        """images: (N, 3, S, S) float in [0, 1] at `normalisation.size` -> (N, D) unit vectors."""
+        mean = torch.tensor(self.normalisation.mean, device=self.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.normalisation.std, device=self.device).view(1, 3, 1, 1)
+        outputs = []
+        for start in range(0, len(images), batch_size):
+            chunk = (images[start : start + batch_size].to(self.device) - mean) / std
+            outputs.append(F.normalize(self.model.encode_image(chunk).float(), dim=-1))
+        return torch.cat(outputs) if outputs else torch.empty(0, self.embed_dim)
+
+    @torch.inference_mode()
+    def encode_texts(self, texts: list[str], batch_size: int = 64) -> torch.Tensor:
+        """texts: P prompts -> (P, D) unit vectors."""
+        outputs = []
+        for start in range(0, len(texts), batch_size):
+            tokens = self.tokenizer(texts[start : start + batch_size]).to(self.device)
+            self.text_forward_calls += 1
+            outputs.append(F.normalize(self.model.encode_text(tokens).float(), dim=-1))
+        return torch.cat(outputs).cpu()
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.model.text_projection.shape[1]) if hasattr(self.model, "text_projection") else 0
+
+
+def build_open_clip(model_name: str, pretrained: str | None, device: torch.device, model_cfg: dict | None = None) -> ClipModel:
+    """Build an open_clip model by registry name (optionally a custom config) and wrap it.
+
+    pretrained: None for random weights, an open_clip tag, or a local checkpoint path
+    (open_clip loads checkpoints with `weights_only=True`).
+    """
+    if model_cfg is not None:
+        model = open_clip.CLIP(**model_cfg)
+        image_size = model_cfg["vision_cfg"]["image_size"]
+        tokenizer = open_clip.SimpleTokenizer(context_length=model_cfg["text_cfg"]["context_length"])
+    else:
+        model = open_clip.create_model(model_name, pretrained=pretrained, weights_only=True)
+        image_size = model.visual.image_size
+        image_size = image_size[0] if isinstance(image_size, (tuple, list)) else image_size
+        tokenizer = open_clip.get_tokenizer(model_name)
+    normalisation = ImageNormalisation(
+        size=int(image_size), mean=tuple(open_clip.OPENAI_DATASET_MEAN), std=tuple(open_clip.OPENAI_DATASET_STD)
+    )
+    return ClipModel(model, tokenizer, normalisation, device)

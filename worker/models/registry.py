@@ -1,0 +1,189 @@
+"""Model profiles: which CLIP, CLIPSeg, SAM and IS-Net a worker runs.
+
+- default: the real pretrained weights (WinCLIP's CLIP, CIDAS CLIPSeg, SAM, IS-Net),
+  loaded from local files or the Hugging Face cache. Missing weights are an error.
+- base:    the same architectures with random weights, so benchmarks pay the real cost.
+- tiny:    few-layer random versions of the same architectures, for tests and demos.
+
+Random profiles are only ever chosen explicitly; they say so in the fingerprint and profile.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from transformers import CLIPSegConfig
+
+from common.settings import ModelSettings
+from worker.models.clip import ClipModel, build_open_clip
+from worker.models.clipseg import ClipSegModel, build_clipseg_random, load_clipseg_folder
+from worker.models.sam import SamGeneratorOptions, SamMaskProposer, build_sam_random, build_tiny_sam, load_sam
+from worker.models.weights import ModelWeightsMissing, combine_fingerprints, fingerprint_module, resolve_device
+
+RANDOM_SEED = 1234  # random profiles are deterministic, so their fingerprints are stable
+
+
+@dataclass
+class ModelBundle:
+    profile: str
+    device: torch.device
+    clip: ClipModel
+    clipseg: ClipSegModel
+    sam: SamMaskProposer | None
+    isnet: object | None  # worker.models.isnet.IsNetSalientModel
+    fingerprints: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def fingerprint(self) -> str:
+        return f"{self.profile}-{combine_fingerprints(self.fingerprints)}"
+
+
+def _tiny_clip(device: torch.device) -> ClipModel:
+    torch.manual_seed(RANDOM_SEED)
+    config = {
+        "embed_dim": 32,
+        "vision_cfg": {"image_size": 64, "layers": 2, "width": 32, "head_width": 16, "patch_size": 16},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
+    }
+    return build_open_clip("tiny", None, device, model_cfg=config)
+
+
+def tiny_clipseg_config() -> CLIPSegConfig:
+    return CLIPSegConfig(
+        text_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2},
+        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 4, "num_attention_heads": 2,
+                       "patch_size": 16, "image_size": 64},
+        projection_dim=32, reduce_dim=16, extract_layers=[1, 2, 3],
+        decoder_num_attention_heads=2, decoder_intermediate_size=32, use_complex_transposed_convolution=True,
+    )
+
+
+def base_clipseg_config() -> CLIPSegConfig:
+    """The architecture of CIDAS/clipseg-rd64-refined (ViT-B/16 vision, reduce dim 64)."""
+    return CLIPSegConfig(vision_config={"patch_size": 16}, use_complex_transposed_convolution=True)
+
+
+TINY_SAM_OPTIONS = SamGeneratorOptions(points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0)
+REAL_SAM_OPTIONS = SamGeneratorOptions()
+
+
+def _load_isnet(settings: ModelSettings):
+    from worker.models.isnet import load_isnet
+
+    return load_isnet(settings.isnet_path or settings.models_dir / "isnet" / "isnet.onnx")
+
+
+def _build_tiny(settings: ModelSettings, device: torch.device) -> ModelBundle:
+    sam = build_tiny_sam(device, TINY_SAM_OPTIONS, RANDOM_SEED) if settings.foreground == "sam+isnet" else None
+    return ModelBundle("tiny", device, _tiny_clip(device), build_clipseg_random(tiny_clipseg_config(), device, RANDOM_SEED),
+                       sam, _load_isnet(settings) if settings.foreground != "none" else None)
+
+
+def _build_base(settings: ModelSettings, device: torch.device) -> ModelBundle:
+    torch.manual_seed(RANDOM_SEED)
+    clip = build_open_clip(settings.clip_model, None, device)
+    clipseg = build_clipseg_random(base_clipseg_config(), device, RANDOM_SEED)
+    sam = build_sam_random(settings.sam_type, device, REAL_SAM_OPTIONS, RANDOM_SEED) if settings.foreground == "sam+isnet" else None
+    return ModelBundle("base", device, clip, clipseg, sam, _load_isnet(settings) if settings.foreground != "none" else None)
+
+
+def _find_sam_checkpoint(settings: ModelSettings) -> Path | None:
+    if settings.sam_checkpoint is not None:
+        return settings.sam_checkpoint if settings.sam_checkpoint.is_file() else None
+    candidates = sorted((settings.models_dir / "sam").glob(f"sam_{settings.sam_type}*.pth"))
+    candidates += sorted((settings.models_dir / "sam").glob(f"sam_{settings.sam_type}*.safetensors"))
+    return candidates[0] if candidates else None
+
+
+def _find_clip_checkpoint(settings: ModelSettings) -> str | None:
+    """A local file named by the setting, one under models/clip/, or the open_clip tag if cached."""
+    if Path(settings.clip_pretrained).is_file():
+        return settings.clip_pretrained
+    folder = settings.models_dir / "clip"
+    for suffix in (".safetensors", ".bin", ".pt"):
+        candidate = folder / f"{settings.clip_model}-{settings.clip_pretrained}{suffix}"
+        if candidate.is_file():
+            return str(candidate)
+    return None
+
+
+def _find_clipseg_folder(settings: ModelSettings) -> Path | None:
+    if Path(settings.clipseg_model).is_dir():
+        return Path(settings.clipseg_model)
+    local = settings.models_dir / "clipseg"
+    if (local / "config.json").is_file():
+        return local
+    try:  # a hub id already in the Hugging Face cache (no download is attempted)
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(settings.clipseg_model, local_files_only=True))
+    except Exception:
+        return None
+
+
+def _build_default(settings: ModelSettings, device: torch.device) -> ModelBundle:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the network at start-up
+    models = settings.models_dir
+    missing: list[str] = []
+    clip_source = _find_clip_checkpoint(settings)
+    clip = None
+    try:
+        clip = build_open_clip(settings.clip_model, clip_source or settings.clip_pretrained, device)
+    except Exception as exc:
+        missing.append(
+            f"CLIP {settings.clip_model} ({settings.clip_pretrained}): put the open_clip checkpoint at "
+            f"{models}/clip/{settings.clip_model}-{settings.clip_pretrained}.safetensors (or .bin), or set "
+            f"LINEWATCH_MODELS__CLIP_PRETRAINED=/path/to/checkpoint [{type(exc).__name__}: {str(exc)[:120]}]"
+        )
+    clipseg_folder = _find_clipseg_folder(settings)
+    if clipseg_folder is None:
+        missing.append(
+            f"CLIPSeg {settings.clipseg_model}: put the Hugging Face model folder (config.json, model.safetensors, "
+            f"tokenizer and preprocessor files) at {models}/clipseg, or set LINEWATCH_MODELS__CLIPSEG_MODEL=/path"
+        )
+    sam_checkpoint = _find_sam_checkpoint(settings) if settings.foreground == "sam+isnet" else None
+    if settings.foreground == "sam+isnet" and sam_checkpoint is None:
+        missing.append(
+            f"SAM {settings.sam_type}: put the official checkpoint (e.g. sam_vit_b_01ec64.pth) in {models}/sam/, "
+            "or set LINEWATCH_MODELS__SAM_CHECKPOINT=/path (or LINEWATCH_MODELS__FOREGROUND=isnet to run without SAM)"
+        )
+    isnet = None
+    if settings.foreground != "none":
+        try:
+            isnet = _load_isnet(settings)
+        except FileNotFoundError as exc:
+            missing.append(f"IS-Net: {exc}")
+    if missing:
+        raise ModelWeightsMissing(
+            "profile 'default' needs real weights that are not on this machine:\n  - " + "\n  - ".join(missing)
+            + "\n(use --profile tiny for a smoke test with random weights; its scores mean nothing)"
+        )
+    clipseg = load_clipseg_folder(clipseg_folder, device)
+    sam = load_sam(settings.sam_type, sam_checkpoint, device, REAL_SAM_OPTIONS) if sam_checkpoint else None
+    return ModelBundle("default", device, clip, clipseg, sam, isnet)
+
+
+PROFILES: dict[str, Callable[[ModelSettings, torch.device], ModelBundle]] = {
+    "tiny": _build_tiny,
+    "base": _build_base,
+    "default": _build_default,
+}
+
+
+def load_models(settings: ModelSettings) -> ModelBundle:
+    """Build the profile named in settings and fingerprint every model in it."""
+    if settings.profile not in PROFILES:
+        raise ValueError(f"unknown profile {settings.profile!r}; choose one of {sorted(PROFILES)}")
+    bundle = PROFILES[settings.profile](settings, resolve_device(settings.device))
+    bundle.fingerprints = {
+        "clip": fingerprint_module("clip", bundle.clip.model),
+        "clipseg": fingerprint_module("clipseg", bundle.clipseg.model),
+    }
+    if bundle.sam is not None:
+        bundle.fingerprints["sam"] = fingerprint_module("sam", bundle.sam.sam)
+    if bundle.isnet is not None:
+        bundle.fingerprints["isnet"] = bundle.isnet.fingerprint
+    return bundle

@@ -1,0 +1,78 @@
+"""Segment Anything adapter: automatic instance-mask proposals for a frame."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+from segment_anything import SamAutomaticMaskGenerator, sam_model_registry
+from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+
+from worker.models.weights import load_state_dict
+
+
+@dataclass(frozen=True)
+class SamGeneratorOptions:
+    """Knobs of SamAutomaticMaskGenerator (SAM's defaults are for real weights)."""
+
+    points_per_side: int = 32
+    points_per_batch: int = 64
+    pred_iou_thresh: float = 0.88
+    stability_score_thresh: float = 0.95
+    min_mask_region_area: int = 0
+
+
+class SamMaskProposer:
+    def __init__(self, sam: Sam, options: SamGeneratorOptions, device: torch.device):
+        self.sam = sam.to(device).eval()
+        self.generator = SamAutomaticMaskGenerator(
+            self.sam,
+            points_per_side=options.points_per_side,
+            points_per_batch=options.points_per_batch,
+            pred_iou_thresh=options.pred_iou_thresh,
+            stability_score_thresh=options.stability_score_thresh,
+            min_mask_region_area=options.min_mask_region_area,
+        )
+
+    @torch.inference_mode()
+    def propose(self, image: np.ndarray) -> list[np.ndarray]:
+        """image: (H, W, 3) uint8 RGB -> list of (H, W) boolean instance masks."""
+        return [record["segmentation"] for record in self.generator.generate(image)]
+
+
+def load_sam(sam_type: str, checkpoint: Path, device: torch.device, options: SamGeneratorOptions) -> SamMaskProposer:
+    """Real SAM weights: build the registry architecture, then load the checkpoint safely."""
+    sam = sam_model_registry[sam_type](checkpoint=None)
+    sam.load_state_dict(load_state_dict(checkpoint))
+    return SamMaskProposer(sam, options, device)
+
+
+def build_sam_random(sam_type: str, device: torch.device, options: SamGeneratorOptions, seed: int) -> SamMaskProposer:
+    torch.manual_seed(seed)
+    return SamMaskProposer(sam_model_registry[sam_type](checkpoint=None), options, device)
+
+
+def build_tiny_sam(device: torch.device, options: SamGeneratorOptions, seed: int) -> SamMaskProposer:
+    """A few-layer SAM of the real module types: 256 px input, 32-wide embeddings."""
+    torch.manual_seed(seed)
+    image_size, patch, dim = 256, 16, 32
+    sam = Sam(
+        image_encoder=ImageEncoderViT(
+            img_size=image_size, patch_size=patch, embed_dim=dim, depth=2, num_heads=2, mlp_ratio=2,
+            out_chans=dim, qkv_bias=True, norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+            use_rel_pos=True, window_size=4, global_attn_indexes=(1,),
+        ),
+        prompt_encoder=PromptEncoder(
+            embed_dim=dim, image_embedding_size=(image_size // patch, image_size // patch),
+            input_image_size=(image_size, image_size), mask_in_chans=4,
+        ),
+        mask_decoder=MaskDecoder(
+            transformer_dim=dim, transformer=TwoWayTransformer(depth=1, embedding_dim=dim, mlp_dim=64, num_heads=2),
+            num_multimask_outputs=3, iou_head_depth=2, iou_head_hidden_dim=32,
+        ),
+        pixel_mean=[123.675, 116.28, 103.53],
+        pixel_std=[58.395, 57.12, 57.375],
+    )
+    return SamMaskProposer(sam, options, device)
