@@ -60,13 +60,15 @@ def main(argv: list[str] | None = None) -> int:
     verdicts: dict[str, int] = {}
     latencies: list[float] = []
     dead = 0
-    first = last = None
+    last = None
     start = time.monotonic()
     next_print = start + args.interval
 
     def line(final: bool = False) -> str:
         done = len(seen) + dead
-        rate = (len(seen) - 1) / (last - first) if first is not None and last > first and len(seen) > 1 else 0.0
+        # over the whole run (results come in batches, so a rate between arrivals would jump around)
+        until = last if final and last is not None else time.monotonic()
+        rate = len(seen) / (until - start) if until > start else 0.0
         p50 = f"{np.percentile(latencies, 50):.0f}" if latencies else "-"
         p95 = f"{np.percentile(latencies, 95):.0f}" if latencies else "-"
         counts = ", ".join(f"{k}={v}" for k, v in sorted(verdicts.items())) or "none yet"
@@ -92,9 +94,7 @@ def main(argv: list[str] | None = None) -> int:
                     seen.add(result.frame_id)
                     verdicts[result.verdict] = verdicts.get(result.verdict, 0) + 1
                     latencies.append((result.processed_at - result.captured_at).total_seconds() * 1000.0)
-                    now = time.monotonic()
-                    first = now if first is None else first
-                    last = now
+                    last = time.monotonic()
             if time.monotonic() >= next_print:
                 print(line(), flush=True)
                 next_print += args.interval
