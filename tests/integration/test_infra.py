@@ -37,7 +37,7 @@ def create_topic(bootstrap: str, name: str, partitions: int = N_PARTITIONS) -> N
         deadline = time.monotonic() + 30
         while True:  # wait until every partition has a leader
             desc = admin.describe_topics([name])[0]
-            leaders = [p["leader"] for p in desc["partitions"]]
+            leaders = [p.get("leader_id", p.get("leader", -1)) for p in desc["partitions"]]  # 3.x names it leader_id
             if desc["error_code"] == 0 and len(leaders) == partitions and all(l >= 0 for l in leaders):
                 return
             assert time.monotonic() < deadline, f"topic {name} not ready: {desc}"
