@@ -15,14 +15,17 @@ MAX_REGIONS = 50  # keeps a result small even for a map full of specks
 def defect_regions(anomaly_map: np.ndarray, mask: np.ndarray, limit: int = MAX_REGIONS) -> list[Region]:
     """Connected regions of the (H, W) bool defect mask with their peak and mean score, largest first."""
     count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    if count <= 1:
+        return []
+    # Only the largest `limit` regions are reported, so only they are measured, each inside its own box.
+    largest = 1 + np.argsort(-stats[1:, cv2.CC_STAT_AREA], kind="stable")[:limit]
     regions = []
-    for label in range(1, count):
-        values = anomaly_map[labels == label]
+    for label in largest:
         x, y, w, h, area = (int(v) for v in stats[label])
+        values = anomaly_map[y : y + h, x : x + w][labels[y : y + h, x : x + w] == label]
         regions.append(Region(box=Box(x=x, y=y, w=w, h=h), area=area,
                               peak_score=float(values.max()), mean_score=float(values.mean())))
-    regions.sort(key=lambda region: region.area, reverse=True)
-    return regions[:limit]
+    return regions
 
 
 def build_result(
