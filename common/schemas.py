@@ -34,12 +34,21 @@ class FrameMeta(_Message):
     frame_id: str = Field(min_length=1, max_length=128)
     camera_id: str = Field(min_length=1, max_length=128)
     line_id: str = Field(min_length=1, max_length=128)
-    # Used verbatim inside CLIP prompts ("a photo of a damaged {object_name}").
+    # Used verbatim inside CLIP prompts ("a photo of a damaged {object_name}"), whose
+    # context is 77 tokens: 100 characters is already more than a prompt can use.
     object_name: str = Field(min_length=1, max_length=100)
     captured_at: datetime
     content_type: ContentType
     width: int = Field(gt=0, le=65535)
     height: int = Field(gt=0, le=65535)
+
+    @field_validator("frame_id", "camera_id", "line_id")
+    @classmethod
+    def _printable_id(cls, value: str) -> str:
+        # ids become Kafka keys and appear in log lines: no control characters
+        if not value.isprintable():
+            raise ValueError("must be printable text (no control characters)")
+        return value
 
     @field_validator("object_name")
     @classmethod

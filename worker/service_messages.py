@@ -56,7 +56,13 @@ class Consumed:
 
 
 class Rejected(Exception):
-    """A message that cannot be scored; it goes to the dead-letter topic."""
+    """A message that cannot be scored; it goes to the dead-letter topic.
+
+    `stage` and `error_type` as `parse_meta` and `decode_frame` set them:
+    `header`/`MissingHeader`, `header`/`InvalidHeader` (duplicated, not UTF-8, not
+    JSON, not a valid FrameMeta), `decode`/`ImageDecodeError.<reason>` (see
+    ImageDecodeError) and `decode`/`SizeMismatch`. `message` says what is wrong.
+    """
 
     def __init__(self, stage: str, error_type: str, message: str):
         super().__init__(message)
@@ -65,28 +71,45 @@ class Rejected(Exception):
         self.message = message
 
 
-def header_value(headers: Sequence[tuple[str, bytes]], name: str) -> bytes | None:
-    """The last value of header `name` (Kafka allows repeats; the last one wins)."""
-    found = None
-    for key, value in headers:
-        if key == name:
-            found = value
-    return found
+MAX_SHOWN_INPUT_CHARS = 40  # of a rejected header field's value, quoted in the reason
 
 
 def parse_meta(headers: Sequence[tuple[str, bytes]]) -> FrameMeta:
-    raw = header_value(headers, FRAME_HEADER)
-    if raw is None:
+    """The record's one `lw-frame` header as FrameMeta; raises Rejected (only) otherwise."""
+    values = [value for key, value in headers if key == FRAME_HEADER]
+    if not values:
         raise Rejected("header", "MissingHeader", f"no {FRAME_HEADER} header")
+    if len(values) > 1:  # ambiguous: whichever one we picked, a hop that read the other disagrees
+        raise Rejected("header", "InvalidHeader", f"{len(values)} {FRAME_HEADER} headers, exactly one is allowed")
     try:
-        return FrameMeta.model_validate_json(raw)
+        text = values[0].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise Rejected(
+            "header", "InvalidHeader", f"{FRAME_HEADER} header is not UTF-8: {exc.reason} at byte {exc.start}"
+        ) from exc
+    if not text.strip():
+        raise Rejected("header", "InvalidHeader", f"{FRAME_HEADER} header is empty")
+    try:
+        return FrameMeta.model_validate_json(text)
     except ValidationError as exc:
-        details = "; ".join(f"{'.'.join(map(str, e['loc'])) or '<root>'}: {e['msg']}" for e in exc.errors())
+        details = "; ".join(_validation_problem(error) for error in exc.errors())
         raise Rejected("header", "InvalidHeader", f"invalid {FRAME_HEADER} header: {details}") from exc
 
 
+def _validation_problem(error: Any) -> str:
+    """`field: what is wrong (got <value, shortened>)`."""
+    where = ".".join(map(str, error["loc"])) or "<root>"
+    value = error.get("input")
+    if error["type"] in ("missing", "json_invalid") or isinstance(value, dict):
+        return f"{where}: {error['msg']}"  # nothing useful to quote
+    shown = repr(value)
+    if len(shown) > MAX_SHOWN_INPUT_CHARS:
+        shown = f"{shown[:MAX_SHOWN_INPUT_CHARS]}... ({len(shown)} chars)"
+    return f"{where}: {error['msg']} (got {shown})"
+
+
 def decode_frame(meta: FrameMeta, value: bytes | None, *, max_bytes: int, max_pixels: int) -> np.ndarray:
-    """The frame's RGB pixels, checked against the size its header announces."""
+    """The frame's RGB pixels, checked against the size its header announces; raises Rejected (only) otherwise."""
     try:
         rgb = decode_image(value or b"", meta.content_type, max_bytes=max_bytes, max_pixels=max_pixels)
     except ImageDecodeError as exc:
