@@ -16,7 +16,8 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # Errors name the field but never echo its value: a misspelt secret variable would print the secret.
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
 
 class KafkaSettings(_Section):
@@ -38,6 +39,8 @@ class KafkaSettings(_Section):
     ssl_keyfile: str | None = Field(None, description="client key for TLS")
     ssl_password: SecretStr | None = Field(None, description="password of the client key (secret)")
     max_message_bytes: int = Field(1_048_576, description="largest message the topics accept")
+    session_timeout_ms: int = Field(10_000, ge=1, description="a consumer that stops heartbeating (killed, hung) loses its partitions after this long; within the broker's group.min/max.session.timeout.ms")
+    max_poll_interval_ms: int = Field(300_000, ge=1, description="consumer rebalance timeout; the worker polls while it infers, so slow inference does not count against it")
 
 
 class RedisSettings(_Section):
@@ -134,7 +137,7 @@ class AlarmSettings(_Section):
 
 class LinewatchSettings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="LINEWATCH_", env_nested_delimiter="__", frozen=True, extra="forbid"
+        env_prefix="LINEWATCH_", env_nested_delimiter="__", frozen=True, extra="forbid", hide_input_in_errors=True
     )
 
     kafka: KafkaSettings = KafkaSettings()

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from common.codecs import encode_image
+from common.kafka import connection_hint
 from common.schemas import utc_now
 from common.settings import LinewatchSettings
 from common.telemetry import Telemetry, TelemetryConfigError, setup_telemetry
@@ -179,7 +180,7 @@ def run(
         source.close()
         print(
             f"linewatch-producer: cannot connect to Kafka at {settings.kafka.bootstrap_servers}: "
-            f"{type(exc).__name__}: {exc}",
+            f"{type(exc).__name__}: {exc}; {connection_hint(settings.kafka)}",
             file=sys.stderr,
         )
         return 2

@@ -8,7 +8,7 @@ a text encoder. Values are raw little-endian arrays stored as a Redis hash
 Redis is an accelerator, not a dependency: when it is unreachable the cache logs
 one warning, reports itself `degraded`, answers from the LRU (misses are computed
 locally by the caller) and tries Redis again after `retry_after_s`; it logs once
-more when Redis is back.
+more when Redis is back and then writes there the embeddings computed meanwhile.
 """
 from __future__ import annotations
 
@@ -29,6 +29,8 @@ from worker.embedding_cache import EmbeddingCache, LruEmbeddingCache
 log = logging.getLogger(__name__)
 
 _ALLOWED_KINDS = "biuf"  # bool, signed/unsigned int, float; never object, void or strings
+# Embeddings kept for Redis while it is down: the prompts of a few objects (about 1000 each, ~2.5 KB apiece).
+_UNSAVED_MAX_ENTRIES = 4096
 
 
 class CorruptEntryError(ValueError):
@@ -63,6 +65,14 @@ def decode_array(fields: Mapping[bytes | str, bytes]) -> np.ndarray:
     if any(n < 0 for n in shape) or int(np.prod(shape, dtype=np.int64)) * dtype.itemsize != len(data):
         raise CorruptEntryError(f"{len(data)} bytes do not hold a {dtype.str} array of shape {shape}")
     return np.frombuffer(data, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def _failure_reason(exc: Exception) -> str:
+    """Why Redis failed, for the one warning; a refused login also names the settings to fix."""
+    if isinstance(exc, redis.AuthenticationError):  # no, or the wrong, password
+        return (f"authentication failed ({exc}): set the Redis password in LINEWATCH_REDIS__PASSWORD "
+                "or in LINEWATCH_REDIS__URL as redis://:PASSWORD@host:port/0")
+    return f"{type(exc).__name__}: {exc}"
 
 
 def build_redis_client(settings: RedisSettings) -> redis.Redis | None:
@@ -119,6 +129,7 @@ class RedisEmbeddingCache:
         self._lock = threading.Lock()
         self._degraded = False
         self._retry_at = 0.0
+        self._unsaved: dict[str, np.ndarray] = {}  # put while Redis was down: written to it once it is back
         self._lru_hits = self._redis_hits = self._misses = self._errors = 0
 
     # ------------------------------------------------------------------ protocol
@@ -153,17 +164,7 @@ class RedisEmbeddingCache:
             return
         with self._lock:
             self._lru.put_many(items)
-        if not self._redis_usable():
-            return
-        try:
-            pipe = self._client.pipeline(transaction=False)
-            for key, value in items.items():
-                pipe.hset(self._prefix + key, mapping=encode_array(value))
-            pipe.execute()
-        except redis.RedisError as exc:
-            self._failed(exc)
-        else:
-            self._succeeded()
+        self._redis_put(items)
 
     # ------------------------------------------------------------------ health
 
@@ -221,6 +222,21 @@ class RedisEmbeddingCache:
             values.append(value)
         return values
 
+    def _redis_put(self, items: dict[str, np.ndarray]) -> None:
+        if not self._redis_usable():
+            self._remember_unsaved(items)
+            return
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            for key, value in items.items():
+                pipe.hset(self._prefix + key, mapping=encode_array(value))
+            pipe.execute()
+        except redis.RedisError as exc:
+            self._remember_unsaved(items)
+            self._failed(exc)
+        else:
+            self._succeeded()
+
     def _redis_usable(self) -> bool:
         return self._client is not None and (not self._degraded or self._clock() >= self._retry_at)
 
@@ -232,10 +248,8 @@ class RedisEmbeddingCache:
                 log.debug("Redis embedding cache still unavailable: %s", exc)
                 return
             self._degraded = True
-        log.warning(
-            "Redis embedding cache unavailable (%s: %s); computing embeddings locally, retrying in %.0f s",
-            type(exc).__name__, exc, self._retry_after_s,
-        )
+        log.warning("Redis embedding cache unavailable: %s; computing embeddings locally, retrying in %.0f s",
+                    _failure_reason(exc), self._retry_after_s)
 
     def _succeeded(self) -> None:
         if not self._degraded:
@@ -243,6 +257,20 @@ class RedisEmbeddingCache:
         with self._lock:
             self._degraded = False
         log.info("Redis embedding cache is reachable again")
+        self._save_unsaved()
+
+    def _remember_unsaved(self, items: dict[str, np.ndarray]) -> None:
+        with self._lock:
+            for key, value in items.items():
+                if len(self._unsaved) < _UNSAVED_MAX_ENTRIES:
+                    self._unsaved[key] = value
+
+    def _save_unsaved(self) -> None:
+        """Write the embeddings computed during the outage, so other workers need not compute them too."""
+        with self._lock:
+            items, self._unsaved = self._unsaved, {}
+        if items:
+            self._redis_put(items)
 
 
 def build_embedding_cache(settings: RedisSettings, *, on_lookup: LookupHook | None = None) -> EmbeddingCache:

@@ -22,6 +22,13 @@ Extra listeners (e.g. for a SASL/SCRAM test) get their own free ports::
         },
     )
     broker.start(); broker.listener_bootstrap("SASL")
+
+``scram_listeners`` builds those keyword arguments: a ``SASL`` (SASL_PLAINTEXT) listener and,
+given a self-signed keystore from ``make_self_signed_tls``, a ``SASL_TLS`` (SASL_SSL) one::
+
+    tls = make_self_signed_tls(tmp_dir)          # keytool: PKCS12 keystore + PEM for ssl_cafile
+    broker = KafkaBroker(**scram_listeners({"linewatch": "secret"}, tls=tls)).start()
+    broker.listener_bootstrap(SASL_TLS_LISTENER)  # clients: SASL_SSL, SCRAM-SHA-256, ssl_cafile=tls.ca_file
 """
 
 from __future__ import annotations
@@ -29,12 +36,14 @@ from __future__ import annotations
 import base64
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -143,6 +152,77 @@ def _kafka_python_can_list_topics(bootstrap: str, timeout_s: float) -> tuple[boo
                 pass
 
 
+SCRAM_MECHANISM = "SCRAM-SHA-256"
+SASL_LISTENER = "SASL"          # SASL_PLAINTEXT
+SASL_TLS_LISTENER = "SASL_TLS"  # SASL_SSL
+_SCRAM_JAAS = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+# kafka-storage's --add-scram syntax ([name=...,password=...]) has no quoting: keep values plain.
+_PLAIN_CREDENTIAL = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+@dataclass(frozen=True)
+class SelfSignedTls:
+    """A broker key pair for 127.0.0.1 whose certificate is its own CA."""
+
+    keystore: Path   # PKCS12: the broker's key and certificate
+    password: str    # of the keystore and the key
+    ca_file: Path    # the certificate in PEM: what clients trust (kafka-python ssl_cafile)
+
+
+def _jdk_tool(name: str) -> str:
+    java_home = os.environ.get("JAVA_HOME")
+    return str(Path(java_home) / "bin" / name) if java_home else name
+
+
+def make_self_signed_tls(directory: str | os.PathLike, password: str = "linewatch-test") -> SelfSignedTls:
+    """Write ``broker.p12`` and ``ca.pem`` into ``directory`` with the JDK's keytool (about 1 s)."""
+    directory = Path(directory)
+    tls = SelfSignedTls(directory / "broker.p12", password, directory / "ca.pem")
+    keytool = _jdk_tool("keytool")
+    store = ["-keystore", str(tls.keystore), "-storetype", "PKCS12", "-storepass", password]
+    commands = [
+        # CA:true so that OpenSSL accepts the certificate as the trust anchor of itself
+        [keytool, "-genkeypair", "-alias", "broker", "-keyalg", "EC", "-groupname", "secp256r1",
+         "-validity", "7", "-dname", f"CN={HOST}", "-ext", f"SAN=ip:{HOST},dns:localhost",
+         "-ext", "BC:c=ca:true", "-keypass", password, *store],
+        [keytool, "-exportcert", "-rfc", "-alias", "broker", "-file", str(tls.ca_file), *store],
+    ]
+    for argv in commands:
+        res = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)
+        if res.returncode != 0:
+            raise KafkaBrokerError(f"keytool failed (exit {res.returncode}):\n{res.stdout}\n{res.stderr}")
+    return tls
+
+
+def scram_listeners(users: Mapping[str, str], *, tls: SelfSignedTls | None = None) -> dict[str, object]:
+    """KafkaBroker keyword arguments for SCRAM-SHA-256 logins of ``users`` (name -> password).
+
+    Adds the listener ``SASL`` (SASL_PLAINTEXT) and, with ``tls``, ``SASL_TLS`` (SASL_SSL).
+    The PLAINTEXT listener stays (the broker talks to itself and the readiness probe uses it).
+    """
+    for value in (*users, *users.values()):
+        if not _PLAIN_CREDENTIAL.match(value):
+            raise ValueError(f"SCRAM names and passwords here may hold only [A-Za-z0-9_.-], got {value!r}")
+    listeners = {SASL_LISTENER: "SASL_PLAINTEXT"}
+    properties: dict[str, object] = {"sasl.enabled.mechanisms": SCRAM_MECHANISM}
+    if tls is not None:
+        listeners[SASL_TLS_LISTENER] = "SASL_SSL"
+        prefix = f"listener.name.{SASL_TLS_LISTENER.lower()}"
+        properties |= {
+            f"{prefix}.ssl.keystore.type": "PKCS12",
+            f"{prefix}.ssl.keystore.location": str(tls.keystore),
+            f"{prefix}.ssl.keystore.password": tls.password,
+            f"{prefix}.ssl.key.password": tls.password,
+        }
+    for name in listeners:
+        properties[f"listener.name.{name.lower()}.{SCRAM_MECHANISM.lower()}.sasl.jaas.config"] = _SCRAM_JAAS
+    return {
+        "extra_listeners": listeners,
+        "scram_credentials": [f"{SCRAM_MECHANISM}=[name={n},password={p}]" for n, p in users.items()],
+        "extra_properties": properties,
+    }
+
+
 class KafkaBroker:
     """A single-node KRaft Kafka broker (``process.roles=broker,controller``) on loopback.
 
@@ -194,8 +274,7 @@ class KafkaBroker:
         self.heap = heap
         self.jvm_opts = list(jvm_opts)
         self.lib_dir = Path(lib_dir) if lib_dir is not None else DEFAULT_LIB_DIR
-        self.java = java or (str(Path(os.environ["JAVA_HOME"]) / "bin" / "java")
-                             if os.environ.get("JAVA_HOME") else "java")
+        self.java = java or _jdk_tool("java")
         self.log_level = log_level
         self.die_with_parent = die_with_parent
         self.startup_timeout = startup_timeout
