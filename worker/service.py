@@ -42,7 +42,7 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from common.kafka import build_consumer, build_producer, ensure_topics
+from common.kafka import build_consumer, build_producer, connection_hint, ensure_topics
 from common.schemas import FrameMeta, InspectionResult, utc_now
 from common.settings import LinewatchSettings
 from common.telemetry import Telemetry
@@ -70,6 +70,7 @@ log = logging.getLogger(__name__)
 IDLE_POLL_S = 0.1
 LAG_INTERVAL_S = 5.0
 COMMIT_TIMEOUT_MS = 10_000  # a commit to an unreachable broker must not hold the loop (or shutdown) long
+CONNECT_TIMEOUT_MS = 10_000  # one start-up attempt; a stop request waits for at most this
 _STOP = object()  # sentinel that ends the inference thread
 
 
@@ -178,6 +179,7 @@ class WorkerService:
                 self._maybe_commit()
                 if time.monotonic() - last_lag >= LAG_INTERVAL_S:
                     self._update_lag()
+                    self._check_cache()
                     last_lag = time.monotonic()
         finally:
             self.shutdown()
@@ -193,12 +195,13 @@ class WorkerService:
         stop_event = stop_event or threading.Event()
         while True:
             try:
-                ensure_topics(ks, [ks.frames_topic, ks.results_topic, ks.dlq_topic])
+                ensure_topics(ks, [ks.frames_topic, ks.results_topic, ks.dlq_topic],
+                              bootstrap_timeout_ms=CONNECT_TIMEOUT_MS)
                 break
             except Exception as exc:  # broker not up yet: wait for it rather than crash-loop
                 self._broker_error()
-                log.warning("cannot reach Kafka at %s (%s: %s); retrying in 5 s",
-                            ks.bootstrap_servers, type(exc).__name__, exc)
+                log.warning("cannot reach Kafka at %s (%s: %s); %s; retrying in 5 s",
+                            ks.bootstrap_servers, type(exc).__name__, exc, connection_hint(ks))
                 if stop_event.wait(5.0):
                     return False
         self._broker_ok()
@@ -393,6 +396,13 @@ class WorkerService:
             self.telemetry.lag(tp.topic, tp.partition, lag[tp])
         with self._lock:
             self._lag = lag
+
+    def _check_cache(self) -> None:
+        """Ping the shared cache: the in-process LRUs answer most lookups, so an outage or a
+        recovery would otherwise show in the status only at the next prompt never seen before."""
+        check = getattr(self.cache, "check", None)  # the LRU-only cache (no Redis URL) has none
+        if check is not None:
+            check()
 
     # ------------------------------------------------------------------ rebalance (listener thread)
 
