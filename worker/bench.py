@@ -29,11 +29,19 @@ def synthetic_frames(count: int, width: int, height: int, seed: int = 0) -> list
     return [Frame(f"bench-{frame.index}", frame.rgb, "metal washer") for frame in source]
 
 
-def _percentile(values: list[float], q: float) -> float:
-    return float(np.percentile(values, q)) if values else float("nan")
+def percentile(values: list[float], q: float) -> float | None:
+    """The q-th percentile rounded to 0.01, or None for no values."""
+    return round(float(np.percentile(values, q)), 2) if values else None
 
 
-def _run(inspector: Inspector, frames: list[Frame], batch: int) -> dict:
+def warm_up(inspector: Inspector, frames: list[Frame]) -> float:
+    """Inspect one frame, which computes and caches the prompt embeddings; returns its ms."""
+    start = time.perf_counter()
+    inspector.inspect(frames[:1])
+    return round((time.perf_counter() - start) * 1000.0, 1)
+
+
+def run_batches(inspector: Inspector, frames: list[Frame], batch: int) -> dict:
     """Inspect `frames` in batches; a frame's latency is the time of the batch it rode in."""
     latencies, stage_ms = [], {}
     start = time.perf_counter()
@@ -49,11 +57,12 @@ def _run(inspector: Inspector, frames: list[Frame], batch: int) -> dict:
     return {
         "frames": len(frames),
         "batch": batch,
-        "frames_per_s": len(frames) / elapsed,
-        "ms_per_frame": elapsed * 1000.0 / len(frames),
-        "latency_ms_p50": _percentile(latencies, 50),
-        "latency_ms_p95": _percentile(latencies, 95),
-        "stage_ms_per_frame": {stage: ms / len(frames) for stage, ms in sorted(stage_ms.items())},
+        "wall_s": round(elapsed, 3),
+        "frames_per_s": round(len(frames) / elapsed, 2),
+        "ms_per_frame": round(elapsed * 1000.0 / len(frames), 2),
+        "latency_ms_p50": percentile(latencies, 50),
+        "latency_ms_p95": percentile(latencies, 95),
+        "stage_ms_per_frame": {stage: round(ms / len(frames), 2) for stage, ms in sorted(stage_ms.items())},
     }
 
 
@@ -62,13 +71,11 @@ def run_bench(settings: ModelSettings, frames: int, batch: int, naive_frames: in
     data = synthetic_frames(frames, width, height)
 
     optimised = Inspector(models, settings)
-    warm_start = time.perf_counter()
-    optimised.inspect(data[:1])  # computes and caches the prompt embeddings once per object
-    prompt_once_ms = (time.perf_counter() - warm_start) * 1000.0
-    fast = _run(optimised, data, batch)
+    prompt_once_ms = warm_up(optimised, data)
+    fast = run_batches(optimised, data, batch)
 
     naive = Inspector(models, settings, naive=True)
-    slow = _run(naive, data[: max(1, min(naive_frames, frames))], 1) if naive_frames else None
+    slow = run_batches(naive, data[: max(1, min(naive_frames, frames))], 1) if naive_frames else None
 
     report = {
         "profile": models.profile,

@@ -6,7 +6,8 @@ uses its own topics and consumer groups, so it never touches production topics o
 
 One Inspector is built and warmed (prompt embeddings computed and cached), then:
 
-1. **in-process**: `inspector.inspect` over the synthetic frames in batches of `batch`;
+1. **in-process**: `inspector.inspect` over the synthetic frames, already decoded, in
+   batches of `batch` (what a library user minimally does; `bench.run_batches`);
 2. **through Kafka, throughput-bound**: all frames are published to the frames topic
    *before* the worker starts, then a `WorkerService` with the SAME Inspector
    (`batch_max_frames = batch`) drains the backlog while this process consumes the
@@ -21,34 +22,38 @@ One Inspector is built and warmed (prompt embeddings computed and cached), then:
    result came back: the latency of an idle pipeline (includes the worker's
    `batch_max_wait_ms` wait for a batch to fill).
 
+Both paths run in this one process with the same torch thread count (`torch_threads`).
+Where the overhead goes is reported two ways: `kafka_only_steps_cpu_ms` replays the
+worker's per-frame steps that the in-process path does not have (parse + decode, build
+the result, serialise it) on the bench frames; `cpu_ms_per_frame_by_thread` is the CPU
+each thread of this process used during the backlog run. A broker and Redis on the same
+machine take CPU too, and the machine's load average is reported next to the figures.
+
 Latencies: `captured_at` is stamped when the frame is published; `processed_at` is stamped
 by the worker when it built the result; "arrival" is when this process received the result.
 """
 from __future__ import annotations
 
-import logging
+import os
 import platform
 import threading
 import time
 import uuid
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
-import numpy as np
+import torch
 
+from common.codecs import encode_image
 from common.kafka import build_consumer, ensure_topics
-from common.schemas import InspectionResult
+from common.schemas import FRAME_HEADER, InspectionResult
 from common.settings import LinewatchSettings
+from worker.bench import percentile, run_batches, synthetic_frames, warm_up
 from worker.inspection import Frame
-
-log = logging.getLogger(__name__)
 
 RESULT_TIMEOUT_S = 300.0
 ASSIGN_TIMEOUT_S = 60.0
-
-
-def _pct(values: list[float], q: float) -> float | None:
-    return round(float(np.percentile(values, q)), 2) if values else None
+OBJECT_NAME = "metal washer"
 
 
 def _ms(later: datetime, earlier: datetime) -> float:
@@ -56,7 +61,7 @@ def _ms(later: datetime, earlier: datetime) -> float:
 
 
 def _stats(values: list[float]) -> dict[str, float | None]:
-    return {"p50": _pct(values, 50), "p99": _pct(values, 99), "max": _pct(values, 100)}
+    return {"p50": percentile(values, 50), "p99": percentile(values, 99), "max": percentile(values, 100)}
 
 
 class _ResultCollector:
@@ -64,7 +69,8 @@ class _ResultCollector:
 
     def __init__(self, settings: LinewatchSettings, group_id: str):
         ks = settings.kafka
-        self.consumer = build_consumer(ks, ks.results_topic, group_id=group_id, auto_offset_reset="earliest")
+        self.consumer = build_consumer(ks, ks.results_topic, group_id=group_id, client_id=group_id,
+                                       auto_offset_reset="earliest")
         self.results: dict[str, tuple[InspectionResult, datetime]] = {}
 
     def collect(self, wanted: set[str], timeout_s: float) -> None:
@@ -81,28 +87,71 @@ class _ResultCollector:
         self.consumer.close()
 
 
-def _in_process(inspector: Any, frames: list[Frame], batch: int) -> dict[str, Any]:
-    start = time.perf_counter()
-    for offset in range(0, len(frames), batch):
-        inspector.inspect(frames[offset : offset + batch])
-    elapsed = time.perf_counter() - start
+def _cpu_by_thread_s() -> dict[str, float]:
+    """CPU seconds so far of this process's threads, by Python thread name (Linux; else empty)."""
+    names = {thread.native_id: thread.name for thread in threading.enumerate()}
+    seconds: dict[str, float] = {}
+    tasks = os.listdir("/proc/self/task") if os.path.isdir("/proc/self/task") else []
+    for task in tasks:
+        try:
+            with open(f"/proc/self/task/{task}/schedstat") as stat:
+                on_cpu_ns = int(stat.read().split()[0])
+        except OSError:  # the thread ended meanwhile
+            continue
+        name = names.get(int(task), "native threads (torch)")
+        seconds[name] = seconds.get(name, 0.0) + on_cpu_ns / 1e9
+    return seconds
+
+
+def _cpu_ms_per_frame(before: dict[str, float], after: dict[str, float], frames: int) -> dict[str, float]:
+    used = {name: (after[name] - before.get(name, 0.0)) * 1000.0 / frames for name in after}
+    return {name: round(ms, 2) for name, ms in sorted(used.items(), key=lambda item: -item[1]) if ms >= 0.01}
+
+
+def _cpu_ms_each(step: Callable[[Any], Any], items: list[Any]) -> float:
+    start = time.thread_time()
+    for item in items:
+        step(item)
+    return round((time.thread_time() - start) * 1000.0 / len(items), 3)
+
+
+def _kafka_only_steps(inspector: Any, frames: list[Frame], settings: LinewatchSettings) -> dict[str, float]:
+    """CPU ms per frame of what the worker does beyond `inspect`, replayed on the bench frames."""
+    from producer.publisher import build_frame_meta
+    from worker.results import build_result
+    from worker.service_messages import decode_frame, fit_result, parse_meta
+
+    ws = settings.worker
+    height, width = frames[0].image.shape[:2]
+    meta = build_frame_meta(camera_id="bench-cam", line_id="bench-line", object_name=OBJECT_NAME,
+                            content_type="image/jpeg", width=width, height=height)
+    headers = [(FRAME_HEADER, meta.model_dump_json().encode("utf-8"))]
+    payloads = [encode_image(frame.image) for frame in frames]  # what FramePublisher sends
+
+    def parse_and_decode(payload: bytes) -> None:
+        decode_frame(parse_meta(headers), payload, max_bytes=ws.max_frame_bytes, max_pixels=ws.max_frame_pixels)
+
+    def build(inspection: Any) -> InspectionResult:
+        return build_result(meta, inspection, versions=inspector.versions, worker_settings=ws)
+
+    inspections = inspector.inspect(frames[: ws.batch_max_frames])
+    results = [build(inspection) for inspection in inspections]
     return {
-        "frames": len(frames),
-        "batch": batch,
-        "wall_s": round(elapsed, 3),
-        "ms_per_frame": round(elapsed * 1000.0 / len(frames), 2),
-        "frames_per_s": round(len(frames) / elapsed, 2),
+        "parse_and_decode": _cpu_ms_each(parse_and_decode, payloads),
+        "build_result": _cpu_ms_each(build, inspections),
+        "serialise_and_fit": _cpu_ms_each(lambda r: fit_result(r, settings.kafka.max_message_bytes, b"bench-cam"),
+                                          results),
     }
 
 
 def run_kafka_bench(settings: LinewatchSettings, frames: int, batch: int, width: int, height: int) -> dict:
     from producer.publisher import FramePublisher
-    from producer.sources import SyntheticSource
     from worker.inspector import build_inspector
     from worker.redis_cache import build_embedding_cache
     from worker.service import WorkerService
 
     frames, batch = max(1, frames), max(1, batch)
+    load_at_start = os.getloadavg()[0]
     run_id = uuid.uuid4().hex[:10]
     kafka = settings.kafka.model_copy(update={
         "frames_topic": f"linewatch.bench.{run_id}.frames",
@@ -121,29 +170,26 @@ def run_kafka_bench(settings: LinewatchSettings, frames: int, batch: int, width:
     settings = settings.model_copy(update={"kafka": kafka, "worker": worker})
     ensure_topics(kafka, [kafka.frames_topic, kafka.results_topic, kafka.dlq_topic])
 
-    source = SyntheticSource(width=width, height=height, seed=0, defect_rate=0.3, limit=frames)
-    rgbs = [frame.rgb for frame in source]
-    object_name = "metal washer"
-    in_frames = [Frame(f"bench-{i}", rgb, object_name) for i, rgb in enumerate(rgbs)]
+    in_frames = synthetic_frames(frames, width, height)
+    rgbs = [frame.image for frame in in_frames]
 
     cache = build_embedding_cache(settings.redis)
     inspector = build_inspector(settings.models, cache=cache)
-    warm_start = time.perf_counter()
-    inspector.inspect(in_frames[:1])  # prompt embeddings: computed once, cached (Redis + LRU)
-    warm_ms = (time.perf_counter() - warm_start) * 1000.0
-    inspector.inspect(in_frames[: min(batch, frames)])  # warm the batch shape too
+    warm_ms = warm_up(inspector, in_frames)  # prompt embeddings: computed once, cached (Redis + LRU)
+    inspector.inspect(in_frames[:batch])  # warm the batch shape too
 
-    in_process = _in_process(inspector, in_frames, batch)
+    in_process = run_batches(inspector, in_frames, batch)
 
     # ---- through Kafka: publish the whole backlog first
+    # The bench's own clients get their own client ids, so their threads are told apart from the worker's.
     collector = _ResultCollector(settings, f"linewatch-bench-results-{run_id}")
-    publisher = FramePublisher(kafka)
+    publisher = FramePublisher(kafka.model_copy(update={"client_id": f"linewatch-bench-publisher-{run_id}"}))
     publish_start = time.perf_counter()
     sent_ids: list[str] = []
     try:
         for rgb in rgbs:
             meta, _future = publisher.publish_array(rgb, camera_id="bench-cam", line_id="bench-line",
-                                                    object_name=object_name)
+                                                    object_name=OBJECT_NAME)
             sent_ids.append(meta.frame_id)
         publisher.flush(60.0)
         publish_s = time.perf_counter() - publish_start
@@ -162,8 +208,10 @@ def run_kafka_bench(settings: LinewatchSettings, frames: int, batch: int, width:
                 time.sleep(0.005)
             assigned = time.perf_counter()
             join_s = assigned - service_start
+            cpu_before = _cpu_by_thread_s()
             collector.collect(set(sent_ids), RESULT_TIMEOUT_S)
             done = time.perf_counter()
+            cpu_by_thread = _cpu_ms_per_frame(cpu_before, _cpu_by_thread_s(), frames)
             got = [collector.results[i] for i in sent_ids if i in collector.results]
             backlog = _kafka_report(got, frames, done - assigned)
             backlog["group_join_s"] = round(join_s, 3)
@@ -174,7 +222,7 @@ def run_kafka_bench(settings: LinewatchSettings, frames: int, batch: int, width:
             paced_ids: list[str] = []
             for rgb in rgbs[: min(frames, 16)]:
                 meta, _future = publisher.publish_array(rgb, camera_id="bench-cam", line_id="bench-line",
-                                                        object_name=object_name)
+                                                        object_name=OBJECT_NAME)
                 publisher.flush(30.0)
                 paced_ids.append(meta.frame_id)
                 collector.collect({meta.frame_id}, 60.0)
@@ -190,7 +238,8 @@ def run_kafka_bench(settings: LinewatchSettings, frames: int, batch: int, width:
             thread.join(settings.worker.shutdown_timeout_s + 30.0)
         status = service.status()
         # again after the Kafka runs: on a shared machine the speed drifts; the overhead uses the mean
-        in_process_after = _in_process(inspector, in_frames, batch)
+        in_process_after = run_batches(inspector, in_frames, batch)
+        kafka_only_steps = _kafka_only_steps(inspector, in_frames, settings)
     finally:
         publisher.close(10.0)
         collector.close()
@@ -200,22 +249,26 @@ def run_kafka_bench(settings: LinewatchSettings, frames: int, batch: int, width:
     in_process_ms = (in_process["ms_per_frame"] + in_process_after["ms_per_frame"]) / 2.0
     backlog["in_process_ms_per_frame_mean"] = round(in_process_ms, 2)
     backlog["overhead_ms_per_frame"] = round(backlog["ms_per_frame"] - in_process_ms, 2)
+    backlog["cpu_ms_per_frame_by_thread"] = cpu_by_thread
     models = getattr(inspector, "models", None)
     device = getattr(models, "device", None)
     return {
         "profile": getattr(models, "profile", settings.models.profile),
         "foreground": settings.models.foreground,
         "device": str(device) if device is not None else platform.machine(),
+        "torch_threads": torch.get_num_threads(),
+        "load_average_1m": {"start": round(load_at_start, 2), "end": round(os.getloadavg()[0], 2)},
         "frame_size": [width, height],
         "bootstrap_servers": kafka.bootstrap_servers,
         "topics": {"frames": kafka.frames_topic, "results": kafka.results_topic, "dlq": kafka.dlq_topic},
         "embedding_cache": type(cache).__name__,
-        "warm_first_call_ms": round(warm_ms, 1),
+        "warm_first_call_ms": warm_ms,
         "method": "backlog of all frames published before the worker starts (throughput-bound); "
                   "clock from partition assignment to the last result received",
         "in_process": in_process,
         "in_process_after_kafka": in_process_after,
         "kafka_backlog": backlog,
+        "kafka_only_steps_cpu_ms": kafka_only_steps,
         "kafka_paced_one_in_flight": paced,
         "worker_counters": status.counters,
         "worker_stopped_cleanly": not thread.is_alive(),
