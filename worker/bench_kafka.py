@@ -4,25 +4,32 @@ Needs a reachable broker (LINEWATCH_KAFKA__BOOTSTRAP_SERVERS) and, for the promp
 cache, Redis (LINEWATCH_REDIS__URL; without a URL an in-process LRU is used). Every run
 uses its own topics and consumer groups, so it never touches production topics or offsets.
 
-One Inspector is built and warmed (prompt embeddings computed and cached), then:
+One Inspector is built and warmed (prompt embeddings computed and cached), then `rounds`
+times (default 3), alternating:
 
 1. **in-process**: `inspector.inspect` over the synthetic frames, already decoded, in
    batches of `batch` (what a library user minimally does; `bench.run_batches`);
 2. **through Kafka, throughput-bound**: all frames are published to the frames topic
-   *before* the worker starts, then a `WorkerService` with the SAME Inspector
+   *before* a worker starts, then a `WorkerService` with the SAME Inspector
    (`batch_max_frames = batch`) drains the backlog while this process consumes the
-   results topic. The worker is never starved, so frames/s is the pipeline's capacity
-   and `overhead_ms_per_frame` = Kafka wall time per frame - in-process time per frame
-   (the mean of an in-process run before and one after the Kafka runs)
-   (JPEG decode, header parsing, result building/encoding, produce with acks=all, commits).
-   The clock starts when the worker has its partitions (group join excluded; reported apart).
-   Latencies in this phase include the time a frame waited in the backlog, so they grow
-   with the frame's position in it (the p50 is about half the run);
+   results topic. The worker is never starved, so frames/s is the pipeline's capacity.
+   The round's `overhead_ms_per_frame` = its Kafka wall time per frame - the mean of the
+   in-process runs just before and just after it (JPEG decode, header parsing, result
+   building/encoding, produce with acks=all, commits); the headline is the median over
+   rounds. The clock starts when the worker has its partitions (group join excluded;
+   reported apart). Latencies in this phase include the time a frame waited in the
+   backlog, so they grow with the frame's position in it (the p50 is about half the run);
+
+and, after the last round, one more in-process run and:
+
 3. **through Kafka, paced**: a few frames sent one at a time, each after the previous
    result came back: the latency of an idle pipeline (includes the worker's
    `batch_max_wait_ms` wait for a batch to fill).
 
-Both paths run in this one process with the same torch thread count (`torch_threads`).
+Both paths run in this one process with the same torch thread count (`torch_threads`,
+`--torch-threads`). With as many torch threads as cores (the default), the worker's own
+threads (poll + decode, publish, Kafka I/O) take CPU from inference; with one core left
+free, as on a GPU worker whose device does the inference, they run beside it.
 Where the overhead goes is reported two ways: `kafka_only_steps_cpu_ms` replays the
 worker's per-frame steps that the in-process path does not have (parse + decode, build
 the result, serialise it) on the bench frames; `cpu_ms_per_frame_by_thread` is the CPU
@@ -39,6 +46,7 @@ import platform
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
 
@@ -144,13 +152,70 @@ def _kafka_only_steps(inspector: Any, frames: list[Frame], settings: LinewatchSe
     }
 
 
-def run_kafka_bench(settings: LinewatchSettings, frames: int, batch: int, width: int, height: int) -> dict:
+@dataclass
+class _RunningWorker:
+    service: Any  # WorkerService
+    thread: threading.Thread
+    stop_event: threading.Event
+
+    def stop(self, timeout_s: float) -> bool:
+        """Graceful stop (the worker commits and leaves the group); True if it stopped in time."""
+        self.stop_event.set()
+        self.thread.join(timeout_s)
+        return not self.thread.is_alive()
+
+
+def _drain_backlog(settings: LinewatchSettings, inspector: Any, cache: Any, publisher: Any,
+                   collector: _ResultCollector, rgbs: list[Any]) -> tuple[dict[str, Any], _RunningWorker]:
+    """Publish `rgbs` as a backlog, then start a worker (the bench's group) and time it draining them.
+
+    The clock runs from partition assignment to the last result received. Returns the report
+    and the worker, still running (the caller stops it).
+    """
+    from worker.service import WorkerService
+
+    frames = len(rgbs)
+    publish_start = time.perf_counter()
+    sent_ids: list[str] = []
+    for rgb in rgbs:
+        meta, _future = publisher.publish_array(rgb, camera_id="bench-cam", line_id="bench-line",
+                                                object_name=OBJECT_NAME)
+        sent_ids.append(meta.frame_id)
+    publisher.flush(60.0)
+    publish_s = time.perf_counter() - publish_start
+    if publisher.stats.sent < len(sent_ids):
+        raise RuntimeError(f"not every frame reached the broker: {publisher.stats.summary()}")
+
+    service, stop_event = WorkerService(settings, inspector, cache=cache), threading.Event()
+    thread = threading.Thread(target=service.run, args=(stop_event,), name="lw-bench-worker", daemon=True)
+    service_start = time.perf_counter()
+    thread.start()
+    deadline = time.monotonic() + ASSIGN_TIMEOUT_S
+    while not service.status().assigned_partitions and time.monotonic() < deadline and thread.is_alive():
+        time.sleep(0.005)
+    assigned = time.perf_counter()
+    cpu_before = _cpu_by_thread_s()
+    collector.collect(set(sent_ids), RESULT_TIMEOUT_S)
+    done = time.perf_counter()
+    cpu_by_thread = _cpu_ms_per_frame(cpu_before, _cpu_by_thread_s(), frames)
+    report = _kafka_report([collector.results[i] for i in sent_ids if i in collector.results], frames, done - assigned)
+    report |= {"group_join_s": round(assigned - service_start, 3), "publish_s": round(publish_s, 3),
+               "publish_frames_per_s": round(frames / publish_s, 1), "cpu_ms_per_frame_by_thread": cpu_by_thread}
+    return report, _RunningWorker(service, thread, stop_event)
+
+
+def run_kafka_bench(settings: LinewatchSettings, frames: int, batch: int, width: int, height: int,
+                    rounds: int = 3) -> dict:
+    """`rounds` backlog runs through Kafka, each between two in-process runs of the same frames.
+
+    Each round's overhead is its Kafka ms/frame minus the mean of the in-process runs on either
+    side of it; the headline is the median over rounds, which a busy neighbour moves least.
+    """
     from producer.publisher import FramePublisher
     from worker.inspector import build_inspector
     from worker.redis_cache import build_embedding_cache
-    from worker.service import WorkerService
 
-    frames, batch = max(1, frames), max(1, batch)
+    frames, batch, rounds = max(1, frames), max(1, batch), max(1, rounds)
     load_at_start = os.getloadavg()[0]
     run_id = uuid.uuid4().hex[:10]
     kafka = settings.kafka.model_copy(update={
@@ -178,67 +243,28 @@ def run_kafka_bench(settings: LinewatchSettings, frames: int, batch: int, width:
     warm_ms = warm_up(inspector, in_frames)  # prompt embeddings: computed once, cached (Redis + LRU)
     inspector.inspect(in_frames[:batch])  # warm the batch shape too
 
-    in_process = run_batches(inspector, in_frames, batch)
-
-    # ---- through Kafka: publish the whole backlog first
     # The bench's own clients get their own client ids, so their threads are told apart from the worker's.
     collector = _ResultCollector(settings, f"linewatch-bench-results-{run_id}")
     publisher = FramePublisher(kafka.model_copy(update={"client_id": f"linewatch-bench-publisher-{run_id}"}))
-    publish_start = time.perf_counter()
-    sent_ids: list[str] = []
+    in_process = [run_batches(inspector, in_frames, batch)]
+    backlogs: list[dict[str, Any]] = []
+    stopped_cleanly = True
     try:
-        for rgb in rgbs:
-            meta, _future = publisher.publish_array(rgb, camera_id="bench-cam", line_id="bench-line",
-                                                    object_name=OBJECT_NAME)
-            sent_ids.append(meta.frame_id)
-        publisher.flush(60.0)
-        publish_s = time.perf_counter() - publish_start
-        if publisher.stats.sent != frames:
-            raise RuntimeError(f"only {publisher.stats.sent} of {frames} frames reached the broker: "
-                               f"{publisher.stats.summary()}")
-
-        service = WorkerService(settings, inspector, cache=cache)
-        stop = threading.Event()
-        thread = threading.Thread(target=service.run, args=(stop,), name="lw-bench-worker", daemon=True)
-        service_start = time.perf_counter()
-        thread.start()
-        try:
-            deadline = time.monotonic() + ASSIGN_TIMEOUT_S
-            while not service.status().assigned_partitions and time.monotonic() < deadline and thread.is_alive():
-                time.sleep(0.005)
-            assigned = time.perf_counter()
-            join_s = assigned - service_start
-            cpu_before = _cpu_by_thread_s()
-            collector.collect(set(sent_ids), RESULT_TIMEOUT_S)
-            done = time.perf_counter()
-            cpu_by_thread = _cpu_ms_per_frame(cpu_before, _cpu_by_thread_s(), frames)
-            got = [collector.results[i] for i in sent_ids if i in collector.results]
-            backlog = _kafka_report(got, frames, done - assigned)
-            backlog["group_join_s"] = round(join_s, 3)
-            backlog["publish_s"] = round(publish_s, 3)
-            backlog["publish_frames_per_s"] = round(frames / publish_s, 1)
-
-            # ---- paced: one frame in flight at a time
-            paced_ids: list[str] = []
-            for rgb in rgbs[: min(frames, 16)]:
-                meta, _future = publisher.publish_array(rgb, camera_id="bench-cam", line_id="bench-line",
-                                                        object_name=OBJECT_NAME)
-                publisher.flush(30.0)
-                paced_ids.append(meta.frame_id)
-                collector.collect({meta.frame_id}, 60.0)
-            paced_got = [collector.results[i] for i in paced_ids if i in collector.results]
-            paced = {
-                "frames": len(paced_ids),
-                "results": len(paced_got),
-                "latency_ms_captured_to_arrival": _stats([_ms(a, r.captured_at) for r, a in paced_got]),
-                "latency_ms_captured_to_processed": _stats([_ms(r.processed_at, r.captured_at) for r, a in paced_got]),
-            }
-        finally:
-            stop.set()
-            thread.join(settings.worker.shutdown_timeout_s + 30.0)
-        status = service.status()
-        # again after the Kafka runs: on a shared machine the speed drifts; the overhead uses the mean
-        in_process_after = run_batches(inspector, in_frames, batch)
+        for round_index in range(rounds):
+            # Each round a new worker of the same group starts after its backlog is published,
+            # from the offsets the previous one committed: it drains exactly this round's frames.
+            backlog, worker = _drain_backlog(settings, inspector, cache, publisher, collector, rgbs)
+            try:
+                if round_index == rounds - 1:  # the last worker also serves the paced run
+                    paced = _paced(publisher, collector, rgbs[: min(frames, 16)])
+            finally:
+                stopped_cleanly &= worker.stop(settings.worker.shutdown_timeout_s + 30.0)
+            status = worker.service.status()
+            in_process.append(run_batches(inspector, in_frames, batch))
+            around = (in_process[-2]["ms_per_frame"] + in_process[-1]["ms_per_frame"]) / 2.0
+            backlog["in_process_ms_per_frame_around"] = round(around, 2)
+            backlog["overhead_ms_per_frame"] = round(backlog["ms_per_frame"] - around, 2)
+            backlogs.append(backlog)
         kafka_only_steps = _kafka_only_steps(inspector, in_frames, settings)
     finally:
         publisher.close(10.0)
@@ -246,32 +272,52 @@ def run_kafka_bench(settings: LinewatchSettings, frames: int, batch: int, width:
         if hasattr(cache, "close"):
             cache.close()
 
-    in_process_ms = (in_process["ms_per_frame"] + in_process_after["ms_per_frame"]) / 2.0
-    backlog["in_process_ms_per_frame_mean"] = round(in_process_ms, 2)
-    backlog["overhead_ms_per_frame"] = round(backlog["ms_per_frame"] - in_process_ms, 2)
-    backlog["cpu_ms_per_frame_by_thread"] = cpu_by_thread
     models = getattr(inspector, "models", None)
     device = getattr(models, "device", None)
+    overheads = [b["overhead_ms_per_frame"] for b in backlogs]
     return {
         "profile": getattr(models, "profile", settings.models.profile),
         "foreground": settings.models.foreground,
         "device": str(device) if device is not None else platform.machine(),
         "torch_threads": torch.get_num_threads(),
+        "cpu_cores": os.cpu_count(),
         "load_average_1m": {"start": round(load_at_start, 2), "end": round(os.getloadavg()[0], 2)},
         "frame_size": [width, height],
         "bootstrap_servers": kafka.bootstrap_servers,
         "topics": {"frames": kafka.frames_topic, "results": kafka.results_topic, "dlq": kafka.dlq_topic},
         "embedding_cache": type(cache).__name__,
         "warm_first_call_ms": warm_ms,
-        "method": "backlog of all frames published before the worker starts (throughput-bound); "
-                  "clock from partition assignment to the last result received",
-        "in_process": in_process,
-        "in_process_after_kafka": in_process_after,
-        "kafka_backlog": backlog,
+        "method": f"{rounds} rounds; each: a backlog of all frames published before a worker starts "
+                  "(throughput-bound), clock from partition assignment to the last result received, "
+                  "compared with in-process runs of the same frames just before and just after it",
+        "overhead_ms_per_frame_median": percentile(overheads, 50),
+        "overhead_ms_per_frame_rounds": overheads,
+        "in_process_ms_per_frame_median": percentile([run["ms_per_frame"] for run in in_process], 50),
+        "kafka_ms_per_frame_median": percentile([b["ms_per_frame"] for b in backlogs], 50),
+        "in_process_runs": in_process,
+        "kafka_backlog_rounds": backlogs,
         "kafka_only_steps_cpu_ms": kafka_only_steps,
         "kafka_paced_one_in_flight": paced,
-        "worker_counters": status.counters,
-        "worker_stopped_cleanly": not thread.is_alive(),
+        "worker_counters_last_round": status.counters,
+        "worker_stopped_cleanly": stopped_cleanly,
+    }
+
+
+def _paced(publisher: Any, collector: _ResultCollector, rgbs: list[Any]) -> dict[str, Any]:
+    """One frame in flight at a time: the latency of an idle pipeline."""
+    paced_ids: list[str] = []
+    for rgb in rgbs:
+        meta, _future = publisher.publish_array(rgb, camera_id="bench-cam", line_id="bench-line",
+                                                object_name=OBJECT_NAME)
+        publisher.flush(30.0)
+        paced_ids.append(meta.frame_id)
+        collector.collect({meta.frame_id}, 60.0)
+    got = [collector.results[i] for i in paced_ids if i in collector.results]
+    return {
+        "frames": len(paced_ids),
+        "results": len(got),
+        "latency_ms_captured_to_arrival": _stats([_ms(a, r.captured_at) for r, a in got]),
+        "latency_ms_captured_to_processed": _stats([_ms(r.processed_at, r.captured_at) for r, a in got]),
     }
 
 

@@ -9,8 +9,12 @@ Threads and their jobs:
   `queue_max_frames` frames wait (polling goes on, so the group membership
   does too) and commits offsets.
 - **inference thread**: runs the Inspector on each batch (one frame at a time
-  after a batch fails, so a bad frame dead-letters alone), builds the results
-  and sends them.
+  after a batch fails, so a bad frame dead-letters alone) and hands the
+  inspections on.
+- **publish thread**: builds each result (RLE mask, regions, heatmap PNG, JSON)
+  and sends it, so the device already scores the next batch meanwhile. At most
+  `PUBLISH_QUEUE_BATCHES` scored batches wait for it; their frames still count
+  as waiting for the backpressure until their results are sent.
 - producer callbacks mark a message done once its result or dead letter is
   acknowledged by the broker (acks=all, idempotent producer).
 
@@ -71,7 +75,8 @@ IDLE_POLL_S = 0.1
 LAG_INTERVAL_S = 5.0
 COMMIT_TIMEOUT_MS = 10_000  # a commit to an unreachable broker must not hold the loop (or shutdown) long
 CONNECT_TIMEOUT_MS = 10_000  # one start-up attempt; a stop request waits for at most this
-_STOP = object()  # sentinel that ends the inference thread
+PUBLISH_QUEUE_BATCHES = 2  # scored batches waiting for the publish thread: keeps it busy, bounds the memory
+_STOP = object()  # sentinel that ends the inference thread, which passes it on to the publish thread
 
 
 @dataclass(frozen=True)
@@ -140,6 +145,7 @@ class WorkerService:
         ws = settings.worker
         self._batcher: MicroBatcher[_Work] = MicroBatcher(ws.batch_max_frames, ws.batch_max_wait_ms / 1000.0)
         self._queue: queue.Queue = queue.Queue(maxsize=max(2, ws.queue_max_frames // ws.batch_max_frames + 2))
+        self._scored: queue.Queue = queue.Queue(maxsize=PUBLISH_QUEUE_BATCHES)  # (frames, [(work, inspection)])
         self._lock = threading.Lock()
         self._waiting = 0  # frames handed to the inference thread and not finished
         self._generation: dict[TopicPartition, int] = {}
@@ -157,6 +163,7 @@ class WorkerService:
         self._consumer = None
         self._outbox: Outbox | None = None
         self._inference_thread: threading.Thread | None = None
+        self._publish_thread: threading.Thread | None = None
 
     # ================================================================== lifecycle
 
@@ -167,8 +174,8 @@ class WorkerService:
                 return
             last_lag = 0.0
             while not stop_event.is_set():
-                if not self._inference_thread.is_alive():
-                    raise RuntimeError("inference thread died")
+                if not (self._inference_thread.is_alive() and self._publish_thread.is_alive()):
+                    raise RuntimeError("inference or publish thread died")
                 try:
                     self._poll_once()
                 except KafkaError as exc:  # the client recovers by itself; keep serving
@@ -208,7 +215,10 @@ class WorkerService:
         self._outbox = Outbox(build_producer(ks), on_broker_ok=self._broker_ok, on_broker_error=self._broker_error)
         self._consumer = build_consumer(ks, max_poll_records=self.settings.worker.batch_max_frames)
         self._consumer.subscribe([ks.frames_topic], listener=_Rebalance(self))
-        self._inference_thread = threading.Thread(target=self._inference_loop, name="lw-inference", daemon=True)
+        self._publish_thread = threading.Thread(target=self._publish_loop, name="lw-publish", daemon=True)
+        self._publish_thread.start()
+        self._inference_thread = threading.Thread(target=self._inference_loop, args=(self._publish_thread,),
+                                                  name="lw-inference", daemon=True)
         self._inference_thread.start()
         self._running = True
         log.info("worker %s consuming %s as group %s", self.worker_id, ks.frames_topic, ks.group_id)
@@ -220,16 +230,23 @@ class WorkerService:
         deadline = time.monotonic() + self.settings.worker.shutdown_timeout_s
         left = lambda: max(0.0, deadline - time.monotonic())  # noqa: E731
         thread, self._inference_thread = self._inference_thread, None
+        publisher, self._publish_thread = self._publish_thread, None
         if thread is not None and thread.is_alive():
             if len(self._batcher):
                 self._dispatch(self._batcher.take(), thread)
-            self._put(_STOP, thread)
-            thread.join(left())
-            if thread.is_alive():
-                log.warning("shutdown: inference still busy after %.0f s; leaving queued frames uncommitted",
-                            self.settings.worker.shutdown_timeout_s)
-                self._abandon.set()
-                thread.join(10.0)
+            _put(self._queue, _STOP, thread)
+        elif publisher is not None and publisher.is_alive():  # no inference thread left to pass _STOP on
+            _put(self._scored, _STOP, publisher)
+        for worker in (thread, publisher):  # the publish thread ends once the inference thread's _STOP reaches it
+            if worker is not None:
+                worker.join(left())
+        if any(worker is not None and worker.is_alive() for worker in (thread, publisher)):
+            log.warning("shutdown: inference or publishing still busy after %.0f s; leaving queued frames "
+                        "uncommitted", self.settings.worker.shutdown_timeout_s)
+            self._abandon.set()
+            for worker in (thread, publisher):
+                if worker is not None:
+                    worker.join(10.0)
         if self._outbox is not None:
             self._outbox.retry_failed(force=True)
             self._outbox.flush(max(1.0, left()))
@@ -323,16 +340,7 @@ class WorkerService:
             return
         with self._lock:
             self._waiting += len(batch)
-        self._put(batch, thread or self._inference_thread)
-
-    def _put(self, item: Any, thread: threading.Thread | None) -> None:
-        while True:  # the queue is sized so that pausing keeps this from blocking long
-            try:
-                self._queue.put(item, timeout=1.0)
-                return
-            except queue.Full:
-                if thread is None or not thread.is_alive():
-                    raise RuntimeError("inference thread is not running") from None
+        _put(self._queue, batch, thread or self._inference_thread)
 
     def _apply_backpressure(self) -> None:
         with self._lock:
@@ -456,25 +464,26 @@ class WorkerService:
 
     # ================================================================== inference thread
 
-    def _inference_loop(self) -> None:
+    def _inference_loop(self, publisher: threading.Thread) -> None:
         while True:
             try:
                 batch = self._queue.get(timeout=0.5)
             except queue.Empty:
                 continue
             if batch is _STOP:
+                _put(self._scored, _STOP, publisher)
                 return
+            scored: list[tuple[_Work, Inspection]] = []
             try:
-                if self._abandon.is_set():
-                    continue
-                self._process(batch)
+                if not self._abandon.is_set():
+                    scored = self._score(batch)
             except Exception:  # keep the thread alive whatever happens to one batch
                 log.exception("unexpected error while processing a batch")
-            finally:
-                with self._lock:
-                    self._waiting -= len(batch)
+            finally:  # the publish thread counts the whole batch as finished
+                _put(self._scored, (len(batch), scored), publisher)
 
-    def _process(self, batch: list[_Work]) -> None:
+    def _score(self, batch: list[_Work]) -> list[tuple[_Work, Inspection]]:
+        """Inspect the batch's frames that are still ours and fresh; failed frames are dead-lettered."""
         current = []
         for work in batch:
             if self._generation.get(work.partition, 0) == work.generation:
@@ -491,7 +500,7 @@ class WorkerService:
             else:
                 fresh.append(work)
         if not fresh:
-            return
+            return []
         self.telemetry.batch(len(fresh))
         self._count("batches")
         start_ns = time.time_ns()
@@ -502,22 +511,44 @@ class WorkerService:
         except Exception as exc:
             if len(fresh) == 1:
                 self._inference_failed(fresh[0], exc)
-                return
+                return []
             log.warning("batch of %d frames failed (%s: %s); retrying frame by frame", len(fresh),
                         type(exc).__name__, exc)
-            for work in fresh:
-                self._process([work])
-            return
+            return [pair for work in fresh for pair in self._score([work])]
         end_ns = time.time_ns()
         self.telemetry.inference_stages(_sum_timings(inspections))  # per-frame shares add up to the batch
         for work, inspection in zip(fresh, inspections):
             self.telemetry.record_inference(work.span, start_ns, end_ns, inspection.timings_ms, len(fresh))
-            self._send_result(work, inspection)
+        return list(zip(fresh, inspections))
 
     def _inference_failed(self, work: _Work, exc: Exception) -> None:
         log.warning("frame %s failed in inference: %s: %s", work.meta.frame_id, type(exc).__name__, exc)
         self._count("inference_errors")
         self._send_dead_letter(work.partition, work.message, "inference", type(exc).__name__, str(exc), work.span)
+
+    # ================================================================== publish thread
+
+    def _publish_loop(self) -> None:
+        while True:
+            try:
+                item = self._scored.get(timeout=0.5)
+            except queue.Empty:
+                if self._abandon.is_set():  # shutdown gave up on a stuck inference thread
+                    return
+                continue
+            if item is _STOP:
+                return
+            frames, scored = item
+            try:
+                for work, inspection in scored:
+                    if self._abandon.is_set():
+                        break
+                    self._send_result(work, inspection)
+            except Exception:  # keep the thread alive whatever happens to one batch
+                log.exception("unexpected error while publishing a batch")
+            finally:
+                with self._lock:
+                    self._waiting -= frames
 
     # ================================================================== publishing
 
@@ -600,6 +631,17 @@ class WorkerService:
 
     def _broker_error(self) -> None:
         self._last_broker_error = time.monotonic()
+
+
+def _put(target: queue.Queue, item: Any, receiver: threading.Thread | None) -> None:
+    """Put `item` on the bounded `target`, waiting as long as `receiver` (who takes from it) runs."""
+    while True:  # the queues are sized so that pausing keeps this from blocking long
+        try:
+            target.put(item, timeout=1.0)
+            return
+        except queue.Full:
+            if receiver is None or not receiver.is_alive():
+                raise RuntimeError(f"{receiver.name if receiver else 'the receiving thread'} is not running") from None
 
 
 def _names(partitions: Any) -> str:

@@ -303,6 +303,51 @@ def test_a_frame_failing_inference_is_dead_lettered_alone(kafka_broker, redis_se
     assert service.status().counters["inference_errors"] == 1
 
 
+class TimedInspector:
+    """The real tiny Inspector, recording when each `inspect` call started."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.started: list[float] = []
+
+    @property
+    def versions(self):
+        return self.inner.versions
+
+    def inspect(self, frames):
+        self.started.append(time.monotonic())
+        return self.inner.inspect(frames)
+
+
+def test_the_next_batch_is_scored_while_the_results_of_the_last_are_built(kafka_broker, redis_server, monkeypatch):
+    import worker.service
+    from worker.inspector import build_inspector
+
+    build_s, built = 0.3, []
+    real_build = worker.service.build_result
+
+    def slow_build(*args, **kwargs):  # result encoding made slow enough to see the overlap
+        time.sleep(build_s)
+        result = real_build(*args, **kwargs)
+        built.append(time.monotonic())
+        return result
+
+    monkeypatch.setattr(worker.service, "build_result", slow_build)
+    settings = make_settings(kafka_broker, None, batch_max_frames=2, batch_max_wait_ms=1000)
+    frames = [good_frame(i) for i in range(6)]
+    publish(settings, [(m.camera_id.encode(), data, frame_headers(m)) for m, data in frames], partition=0)
+    inspector = TimedInspector(build_inspector(settings.models))
+    service = WorkerService(settings, inspector)
+    with running(service):
+        results = read_results(settings, {m.frame_id for m, _ in frames})
+        wait_until(lambda: committed_total(settings) == 6, 30, "all offsets committed")
+    assert sorted(r.frame_id for r in results) == sorted(m.frame_id for m, _ in frames)
+    assert len(inspector.started) == 3 and len(built) == 6
+    # Batch 2 went to the Inspector before the 2nd result of batch 1 was built (serially it would wait 2 x 0.3 s).
+    assert inspector.started[1] < built[1], (inspector.started, built)
+    assert inspector.started[2] < built[3], (inspector.started, built)
+
+
 def test_a_worker_started_after_redis_was_warmed_runs_no_text_encoder(kafka_broker, redis_server):
     settings = make_settings(kafka_broker, redis_server.url)
     warm = WorkerService(with_worker(settings, worker_id="warm-up"))
