@@ -16,7 +16,10 @@ times (default 3), alternating:
    The round's `overhead_ms_per_frame` = its Kafka wall time per frame - the mean of the
    in-process runs just before and just after it (JPEG decode, header parsing, result
    building/encoding, produce with acks=all, commits); the headline is the median over
-   rounds. The clock starts when the worker has its partitions (group join excluded;
+   rounds. That figure holds the run's fixed costs too (`fill_ms`: offset lookup, first
+   fetch, decode and batch before the first result; `drain_ms`: the last result's way
+   back); `steady_overhead_ms_per_frame` leaves them out: the rate between the first and
+   the last result, what a continuously fed worker pays per frame. The clock starts when the worker has its partitions (group join excluded;
    reported apart). Latencies in this phase include the time a frame waited in the
    backlog, so they grow with the frame's position in it (the p50 is about half the run);
 
@@ -193,12 +196,13 @@ def _drain_backlog(settings: LinewatchSettings, inspector: Any, cache: Any, publ
     deadline = time.monotonic() + ASSIGN_TIMEOUT_S
     while not service.status().assigned_partitions and time.monotonic() < deadline and thread.is_alive():
         time.sleep(0.005)
-    assigned = time.perf_counter()
+    assigned, assigned_at = time.perf_counter(), datetime.now(timezone.utc)
     cpu_before = _cpu_by_thread_s()
     collector.collect(set(sent_ids), RESULT_TIMEOUT_S)
     done = time.perf_counter()
     cpu_by_thread = _cpu_ms_per_frame(cpu_before, _cpu_by_thread_s(), frames)
-    report = _kafka_report([collector.results[i] for i in sent_ids if i in collector.results], frames, done - assigned)
+    got = [collector.results[i] for i in sent_ids if i in collector.results]
+    report = _kafka_report(got, frames, done - assigned) | _fill_and_drain(got, assigned_at, settings.worker.batch_max_frames)
     report |= {"group_join_s": round(assigned - service_start, 3), "publish_s": round(publish_s, 3),
                "publish_frames_per_s": round(frames / publish_s, 1), "cpu_ms_per_frame_by_thread": cpu_by_thread}
     return report, _RunningWorker(service, thread, stop_event)
@@ -264,6 +268,8 @@ def run_kafka_bench(settings: LinewatchSettings, frames: int, batch: int, width:
             around = (in_process[-2]["ms_per_frame"] + in_process[-1]["ms_per_frame"]) / 2.0
             backlog["in_process_ms_per_frame_around"] = round(around, 2)
             backlog["overhead_ms_per_frame"] = round(backlog["ms_per_frame"] - around, 2)
+            if "steady_ms_per_frame" in backlog:
+                backlog["steady_overhead_ms_per_frame"] = round(backlog["steady_ms_per_frame"] - around, 2)
             backlogs.append(backlog)
         kafka_only_steps = _kafka_only_steps(inspector, in_frames, settings)
     finally:
@@ -275,6 +281,7 @@ def run_kafka_bench(settings: LinewatchSettings, frames: int, batch: int, width:
     models = getattr(inspector, "models", None)
     device = getattr(models, "device", None)
     overheads = [b["overhead_ms_per_frame"] for b in backlogs]
+    steady = [b["steady_overhead_ms_per_frame"] for b in backlogs if "steady_overhead_ms_per_frame" in b]
     return {
         "profile": getattr(models, "profile", settings.models.profile),
         "foreground": settings.models.foreground,
@@ -292,6 +299,8 @@ def run_kafka_bench(settings: LinewatchSettings, frames: int, batch: int, width:
                   "compared with in-process runs of the same frames just before and just after it",
         "overhead_ms_per_frame_median": percentile(overheads, 50),
         "overhead_ms_per_frame_rounds": overheads,
+        "steady_overhead_ms_per_frame_median": percentile(steady, 50),
+        "steady_overhead_ms_per_frame_rounds": steady,
         "in_process_ms_per_frame_median": percentile([run["ms_per_frame"] for run in in_process], 50),
         "kafka_ms_per_frame_median": percentile([b["ms_per_frame"] for b in backlogs], 50),
         "in_process_runs": in_process,
@@ -318,6 +327,24 @@ def _paced(publisher: Any, collector: _ResultCollector, rgbs: list[Any]) -> dict
         "results": len(got),
         "latency_ms_captured_to_arrival": _stats([_ms(a, r.captured_at) for r, a in got]),
         "latency_ms_captured_to_processed": _stats([_ms(r.processed_at, r.captured_at) for r, a in got]),
+    }
+
+
+def _fill_and_drain(got: list[tuple[InspectionResult, datetime]], assigned_at: datetime, batch: int) -> dict[str, Any]:
+    """The backlog run split into its fixed costs and its steady rate.
+
+    fill: assignment -> first result built (offset lookup, first fetch and decode, first batch
+    inferred); drain: last result built -> received here (send, acks, this consumer's fetch);
+    steady: the rate between the first and the last result, over the frames after the first batch.
+    """
+    if len(got) <= batch:
+        return {}
+    processed = sorted(result.processed_at for result, _ in got)
+    last_arrival = max(arrival for _, arrival in got)
+    return {
+        "fill_ms": round(_ms(processed[0], assigned_at), 1),
+        "drain_ms": round(_ms(last_arrival, processed[-1]), 1),
+        "steady_ms_per_frame": round(_ms(processed[-1], processed[0]) / (len(got) - batch), 2),
     }
 
 

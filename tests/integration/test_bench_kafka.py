@@ -27,6 +27,9 @@ def test_the_kafka_bench_gets_every_result_back_and_splits_the_cost(kafka_broker
         assert backlog["in_process_ms_per_frame_around"] == pytest.approx(around, abs=0.01)
         assert backlog["overhead_ms_per_frame"] == pytest.approx(backlog["ms_per_frame"] - around, abs=0.02)
         assert {"lw-inference", "lw-publish", "lw-bench-worker"} <= backlog["cpu_ms_per_frame_by_thread"].keys()
+        # the fixed costs apart: the first result needs a whole batch inferred, the last one its way back
+        assert backlog["fill_ms"] > 0 and backlog["drain_ms"] > 0 and backlog["steady_ms_per_frame"] > 0
+        assert backlog["steady_overhead_ms_per_frame"] == pytest.approx(backlog["steady_ms_per_frame"] - around, abs=0.02)
     assert report["overhead_ms_per_frame_median"] == pytest.approx(
         sum(b["overhead_ms_per_frame"] for b in rounds) / 2, abs=0.01)  # the median of two is their mean
     assert all(run["frames"] == 8 for run in report["in_process_runs"])
