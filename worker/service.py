@@ -147,7 +147,7 @@ class WorkerService:
         self._queue: queue.Queue = queue.Queue(maxsize=max(2, ws.queue_max_frames // ws.batch_max_frames + 2))
         self._scored: queue.Queue = queue.Queue(maxsize=PUBLISH_QUEUE_BATCHES)  # (frames, [(work, inspection)])
         self._lock = threading.Lock()
-        self._waiting = 0  # frames handed to the inference thread and not finished
+        self._waiting = 0  # frames handed to the inference thread whose results are not sent yet
         self._generation: dict[TopicPartition, int] = {}
         self._assigned: set[TopicPartition] = set()
         self._committed: dict[TopicPartition, int] = {}
@@ -237,16 +237,15 @@ class WorkerService:
             _put(self._queue, _STOP, thread)
         elif publisher is not None and publisher.is_alive():  # no inference thread left to pass _STOP on
             _put(self._scored, _STOP, publisher)
-        for worker in (thread, publisher):  # the publish thread ends once the inference thread's _STOP reaches it
-            if worker is not None:
-                worker.join(left())
-        if any(worker is not None and worker.is_alive() for worker in (thread, publisher)):
+        helpers = [t for t in (thread, publisher) if t is not None]
+        for helper in helpers:  # the publish thread ends once the inference thread's _STOP reaches it
+            helper.join(left())
+        if any(helper.is_alive() for helper in helpers):
             log.warning("shutdown: inference or publishing still busy after %.0f s; leaving queued frames "
                         "uncommitted", self.settings.worker.shutdown_timeout_s)
             self._abandon.set()
-            for worker in (thread, publisher):
-                if worker is not None:
-                    worker.join(10.0)
+            for helper in helpers:
+                helper.join(10.0)
         if self._outbox is not None:
             self._outbox.retry_failed(force=True)
             self._outbox.flush(max(1.0, left()))
@@ -480,7 +479,8 @@ class WorkerService:
             except Exception:  # keep the thread alive whatever happens to one batch
                 log.exception("unexpected error while processing a batch")
             finally:  # the publish thread counts the whole batch as finished
-                _put(self._scored, (len(batch), scored), publisher)
+                if not self._abandon.is_set():  # else the publish thread may be gone: nothing is sent any more
+                    _put(self._scored, (len(batch), scored), publisher)
 
     def _score(self, batch: list[_Work]) -> list[tuple[_Work, Inspection]]:
         """Inspect the batch's frames that are still ours and fresh; failed frames are dead-lettered."""

@@ -348,6 +348,47 @@ def test_the_next_batch_is_scored_while_the_results_of_the_last_are_built(kafka_
     assert inspector.started[2] < built[3], (inspector.started, built)
 
 
+class StuckInspector:
+    """An Inspector whose `inspect` hangs until released (a wedged device)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.called = threading.Event()
+        self.release = threading.Event()
+
+    @property
+    def versions(self):
+        return self.inner.versions
+
+    def inspect(self, frames):
+        self.called.set()
+        self.release.wait(120)
+        return self.inner.inspect(frames)
+
+
+def test_a_shutdown_that_times_out_commits_nothing_it_did_not_publish(kafka_broker, redis_server, caplog):
+    from worker.inspector import build_inspector
+
+    settings = make_settings(kafka_broker, None, batch_max_frames=2, shutdown_timeout_s=1.0)
+    frames = [good_frame(i) for i in range(2)]
+    sent = publish_frames(settings, frames)
+    inner = build_inspector(settings.models)
+    stuck = StuckInspector(inner)
+    try:
+        with running(WorkerService(settings, stuck), join_timeout_s=30) as stop:
+            assert stuck.called.wait(60), "the stuck inspector was never called"
+            stopping = time.monotonic()
+            stop()
+        assert time.monotonic() - stopping < 20  # shutdown_timeout_s, then at most 10 s more for the threads
+    finally:
+        stuck.release.set()
+    assert "still busy after 1 s" in caplog.text
+    assert committed_total(settings) == 0  # nothing was published, so nothing may be committed
+    with running(WorkerService(settings, inner)):  # the next member of the group scores them
+        results = read_results(settings, sent)
+    assert {r.frame_id for r in results} == sent
+
+
 def test_a_worker_started_after_redis_was_warmed_runs_no_text_encoder(kafka_broker, redis_server):
     settings = make_settings(kafka_broker, redis_server.url)
     warm = WorkerService(with_worker(settings, worker_id="warm-up"))
