@@ -84,6 +84,7 @@ class WorkerSettings(_Section):
     health_port: int | None = Field(None, description="port of /healthz /readyz /metrics; None disables")
     commit_interval_ms: int = Field(1000, ge=0, description="how often acknowledged offsets are committed")
     shutdown_timeout_s: float = Field(20.0, ge=0.0, description="on SIGTERM, time to finish polled frames")
+    inference_timeout_s: float | None = Field(600.0, gt=0.0, description="a batch in the Inspector for longer (a wedged device) makes the worker unready; it leaves the group, so others take its partitions, and exits non-zero; None disables")
 
 
 class TelemetrySettings(_Section):

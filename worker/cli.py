@@ -133,9 +133,13 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_bench_command(args, settings)
     if args.command == "serve":
-        from worker.service import run_service
+        from worker.service import InferenceStuck, run_service
 
-        run_service(settings)
+        try:
+            run_service(settings)
+        except InferenceStuck as exc:  # the group already has its partitions back: let the supervisor restart us
+            print(f"linewatch-worker: {exc}; exiting so that the process is restarted", file=sys.stderr)
+            return 3
         return 0
     if args.command == "eval":
         from worker.eval.cli import run_eval

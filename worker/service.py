@@ -27,7 +27,10 @@ the next owner processes those messages again -- duplicates, never gaps
 (results carry `frame_id` for de-duplication). When the next owner is this same
 worker, the partition is sought back to its first dropped message. On SIGTERM/SIGINT it stops
 polling, finishes the frames it already polled (up to `shutdown_timeout_s`),
-waits for their acknowledgements, commits and leaves the group.
+waits for their acknowledgements, commits and leaves the group. A batch that
+stays in the Inspector longer than `inference_timeout_s` (a wedged device) makes
+the worker unready and stops it the same way, with `InferenceStuck`: it leaves the
+group, so the others take over its partitions and score its frames again.
 """
 from __future__ import annotations
 
@@ -76,6 +79,12 @@ LAG_INTERVAL_S = 5.0
 COMMIT_TIMEOUT_MS = 10_000  # a commit to an unreachable broker must not hold the loop (or shutdown) long
 CONNECT_TIMEOUT_MS = 10_000  # one start-up attempt; a stop request waits for at most this
 PUBLISH_QUEUE_BATCHES = 2  # scored batches waiting for the publish thread: keeps it busy, bounds the memory
+
+
+class InferenceStuck(RuntimeError):
+    """A batch has been in the Inspector for longer than `worker.inference_timeout_s`."""
+
+
 _STOP = object()  # sentinel that ends the inference thread, which passes it on to the publish thread
 
 
@@ -92,6 +101,7 @@ class ServiceStatus:
     paused: bool
     waiting_frames: int
     uncommitted_messages: int
+    inference_busy_s: float  # how long the batch now in the Inspector has been there; 0 when idle
     lag: dict[str, int]
     counters: dict[str, int]
 
@@ -160,6 +170,7 @@ class WorkerService:
         self._last_broker_ok = 0.0
         self._last_broker_error = 0.0
         self._abandon = threading.Event()
+        self._inspect_started: float | None = None  # monotonic time the batch now in the Inspector went in
         self._consumer = None
         self._outbox: Outbox | None = None
         self._inference_thread: threading.Thread | None = None
@@ -176,6 +187,7 @@ class WorkerService:
             while not stop_event.is_set():
                 if not (self._inference_thread.is_alive() and self._publish_thread.is_alive()):
                     raise RuntimeError("inference or publish thread died")
+                self._check_inference_time()
                 try:
                     self._poll_once()
                 except KafkaError as exc:  # the client recovers by itself; keep serving
@@ -233,10 +245,10 @@ class WorkerService:
         publisher, self._publish_thread = self._publish_thread, None
         if thread is not None and thread.is_alive():
             if len(self._batcher):
-                self._dispatch(self._batcher.take(), thread)
-            _put(self._queue, _STOP, thread)
+                self._dispatch(self._batcher.take(), thread, timeout_s=left())
+            _put(self._queue, _STOP, thread, timeout_s=left())
         elif publisher is not None and publisher.is_alive():  # no inference thread left to pass _STOP on
-            _put(self._scored, _STOP, publisher)
+            _put(self._scored, _STOP, publisher, timeout_s=left())
         helpers = [t for t in (thread, publisher) if t is not None]
         for helper in helpers:  # the publish thread ends once the inference thread's _STOP reaches it
             helper.join(left())
@@ -267,6 +279,7 @@ class WorkerService:
             assigned = tuple(sorted((tp.topic, tp.partition) for tp in self._assigned))
             lag = {f"{tp.topic}:{tp.partition}": n for tp, n in self._lag.items()}
             waiting = self._waiting + len(self._batcher)
+            started = self._inspect_started
         return ServiceStatus(
             worker_id=self.worker_id,
             running=self._running,
@@ -277,9 +290,22 @@ class WorkerService:
             paused=self._paused,
             waiting_frames=waiting,
             uncommitted_messages=self.tracker.open_count(),
+            inference_busy_s=round(time.monotonic() - started, 3) if started is not None else 0.0,
             lag=lag,
             counters=counters,
         )
+
+    def inference_stuck(self) -> bool:
+        limit = self.settings.worker.inference_timeout_s
+        return limit is not None and self.status().inference_busy_s > limit
+
+    def _check_inference_time(self) -> None:
+        if self.inference_stuck():
+            log.error("a batch has been in the Inspector for %.0f s (worker.inference_timeout_s = %.0f s): "
+                      "the device looks wedged; leaving the group so other workers take the partitions",
+                      self.status().inference_busy_s, self.settings.worker.inference_timeout_s)
+            self._count("inference_stuck")
+            raise InferenceStuck(f"inference busy for more than {self.settings.worker.inference_timeout_s} s")
 
     def _build_inspector(self) -> Any:
         from worker.inspector import build_inspector  # heavy (torch): only when serving
@@ -334,12 +360,13 @@ class WorkerService:
         generation = self._generation.get(partition, 0)
         self._batcher.add(_Work(message, partition, generation, meta, image, span), time.monotonic())
 
-    def _dispatch(self, batch: list[_Work], thread: threading.Thread | None = None) -> None:
+    def _dispatch(self, batch: list[_Work], thread: threading.Thread | None = None,
+                  timeout_s: float | None = None) -> None:
         if not batch:
             return
         with self._lock:
             self._waiting += len(batch)
-        _put(self._queue, batch, thread or self._inference_thread)
+        _put(self._queue, batch, thread or self._inference_thread, timeout_s)
 
     def _apply_backpressure(self) -> None:
         with self._lock:
@@ -504,22 +531,30 @@ class WorkerService:
         self.telemetry.batch(len(fresh))
         self._count("batches")
         start_ns = time.time_ns()
+        with self._lock:
+            self._inspect_started = time.monotonic()
         try:
             inspections = self.inspector.inspect([Frame(w.meta.frame_id, w.image, w.meta.object_name) for w in fresh])
             if len(inspections) != len(fresh):
                 raise RuntimeError(f"inspector returned {len(inspections)} results for {len(fresh)} frames")
         except Exception as exc:
+            self._inspect_done()
             if len(fresh) == 1:
                 self._inference_failed(fresh[0], exc)
                 return []
             log.warning("batch of %d frames failed (%s: %s); retrying frame by frame", len(fresh),
                         type(exc).__name__, exc)
             return [pair for work in fresh for pair in self._score([work])]
+        self._inspect_done()
         end_ns = time.time_ns()
         self.telemetry.inference_stages(_sum_timings(inspections))  # per-frame shares add up to the batch
         for work, inspection in zip(fresh, inspections):
             self.telemetry.record_inference(work.span, start_ns, end_ns, inspection.timings_ms, len(fresh))
         return list(zip(fresh, inspections))
+
+    def _inspect_done(self) -> None:
+        with self._lock:
+            self._inspect_started = None
 
     def _inference_failed(self, work: _Work, exc: Exception) -> None:
         log.warning("frame %s failed in inference: %s: %s", work.meta.frame_id, type(exc).__name__, exc)
@@ -633,13 +668,17 @@ class WorkerService:
         self._last_broker_error = time.monotonic()
 
 
-def _put(target: queue.Queue, item: Any, receiver: threading.Thread | None) -> None:
-    """Put `item` on the bounded `target`, waiting as long as `receiver` (who takes from it) runs."""
+def _put(target: queue.Queue, item: Any, receiver: threading.Thread | None, timeout_s: float | None = None) -> bool:
+    """Put `item` on the bounded `target`, waiting as long as `receiver` (who takes from it) runs,
+    or at most `timeout_s`; False when that ran out."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
     while True:  # the queues are sized so that pausing keeps this from blocking long
         try:
-            target.put(item, timeout=1.0)
-            return
+            target.put(item, timeout=1.0 if deadline is None else max(0.01, min(1.0, deadline - time.monotonic())))
+            return True
         except queue.Full:
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
             if receiver is None or not receiver.is_alive():
                 raise RuntimeError(f"{receiver.name if receiver else 'the receiving thread'} is not running") from None
 
@@ -693,6 +732,7 @@ def run_service(
                 "models_loaded": status.models_loaded,
                 "broker_reachable": status.broker_reachable,
                 "partitions_assigned": (bool(status.assigned_partitions), status.as_dict()),
+                "inference_responsive": (not service.inference_stuck(), {"busy_s": status.inference_busy_s}),
             }
 
         health = HealthServer(

@@ -389,6 +389,42 @@ def test_a_shutdown_that_times_out_commits_nothing_it_did_not_publish(kafka_brok
     assert {r.frame_id for r in results} == sent
 
 
+def test_a_wedged_inspector_makes_the_worker_leave_and_another_scores_its_frames(kafka_broker, redis_server, caplog):
+    from worker.inspector import build_inspector
+    from worker.service import InferenceStuck
+
+    settings = make_settings(kafka_broker, None, batch_max_frames=2, inference_timeout_s=2.0, shutdown_timeout_s=1.0)
+    sent = publish_frames(settings, [good_frame(i) for i in range(2)])
+    inner = build_inspector(settings.models)
+    stuck = StuckInspector(inner)
+    service = WorkerService(settings, stuck)
+    outcome: list[BaseException] = []
+
+    def serve() -> None:
+        try:
+            service.run(threading.Event())  # never asked to stop: the watchdog ends it
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    try:
+        thread.start()
+        assert stuck.called.wait(60), "the stuck inspector was never called"
+        wait_until(lambda: service.status().inference_busy_s > 1.0, 10, "the batch to be seen as busy")
+        assert not service.inference_stuck()  # not yet past inference_timeout_s
+        thread.join(30)  # 2 s to notice, then shutdown_timeout_s and at most 10 s for the threads
+        assert not thread.is_alive(), "the watchdog did not stop the worker"
+    finally:
+        stuck.release.set()
+    assert len(outcome) == 1 and isinstance(outcome[0], InferenceStuck), outcome
+    assert service.status().counters["inference_stuck"] == 1
+    assert "device looks wedged" in caplog.text
+    assert committed_total(settings) == 0
+    with running(WorkerService(settings, inner)):  # it left the group: the next member scores its frames
+        results = read_results(settings, sent)
+    assert {r.frame_id for r in results} == sent
+
+
 def test_a_worker_started_after_redis_was_warmed_runs_no_text_encoder(kafka_broker, redis_server):
     settings = make_settings(kafka_broker, redis_server.url)
     warm = WorkerService(with_worker(settings, worker_id="warm-up"))
