@@ -268,8 +268,8 @@ def test_bad_messages_are_dead_lettered_and_good_ones_around_them_scored(kafka_b
     assert service.status().counters["dead_letters"] == len(bad)
 
 
-class PoisonInspector:
-    """The real tiny Inspector, except that a batch holding a frame of object "poison" raises."""
+class WrappedInspector:
+    """The real tiny Inspector behind a test's own `inspect` (the service needs only these two members)."""
 
     def __init__(self, inner):
         self.inner = inner
@@ -277,6 +277,13 @@ class PoisonInspector:
     @property
     def versions(self):
         return self.inner.versions
+
+    def inspect(self, frames):
+        return self.inner.inspect(frames)
+
+
+class PoisonInspector(WrappedInspector):
+    """The real tiny Inspector, except that a batch holding a frame of object "poison" raises."""
 
     def inspect(self, frames):
         if any(frame.object_name == "poison" for frame in frames):
@@ -303,16 +310,12 @@ def test_a_frame_failing_inference_is_dead_lettered_alone(kafka_broker, redis_se
     assert service.status().counters["inference_errors"] == 1
 
 
-class TimedInspector:
+class TimedInspector(WrappedInspector):
     """The real tiny Inspector, recording when each `inspect` call started."""
 
     def __init__(self, inner):
-        self.inner = inner
+        super().__init__(inner)
         self.started: list[float] = []
-
-    @property
-    def versions(self):
-        return self.inner.versions
 
     def inspect(self, frames):
         self.started.append(time.monotonic())
@@ -348,17 +351,13 @@ def test_the_next_batch_is_scored_while_the_results_of_the_last_are_built(kafka_
     assert inspector.started[2] < built[3], (inspector.started, built)
 
 
-class StuckInspector:
+class StuckInspector(WrappedInspector):
     """An Inspector whose `inspect` hangs until released (a wedged device)."""
 
     def __init__(self, inner):
-        self.inner = inner
+        super().__init__(inner)
         self.called = threading.Event()
         self.release = threading.Event()
-
-    @property
-    def versions(self):
-        return self.inner.versions
 
     def inspect(self, frames):
         self.called.set()
