@@ -19,8 +19,8 @@ times (default 3), alternating:
    rounds. That figure holds the run's fixed costs too (`fill_ms`: offset lookup, first
    fetch, decode and batch before the first result; `drain_ms`: the last result's way
    back); `steady_overhead_ms_per_frame` leaves them out: the rate between the first and
-   the last result, what a continuously fed worker pays per frame. The clock starts when the worker has its partitions (group join excluded;
-   reported apart). Latencies in this phase include the time a frame waited in the
+   the last result, what a continuously fed worker pays per frame. The clock starts when
+   the worker has its partitions (group join excluded; reported apart). Latencies in this phase include the time a frame waited in the
    backlog, so they grow with the frame's position in it (the p50 is about half the run);
 
 and, after the last round, one more in-process run and:
@@ -155,6 +155,12 @@ def _kafka_only_steps(inspector: Any, frames: list[Frame], settings: LinewatchSe
     }
 
 
+def _publish(publisher: Any, rgb: Any) -> str:
+    """Send one bench frame (not yet flushed); its frame id."""
+    meta, _future = publisher.publish_array(rgb, camera_id="bench-cam", line_id="bench-line", object_name=OBJECT_NAME)
+    return meta.frame_id
+
+
 @dataclass
 class _RunningWorker:
     service: Any  # WorkerService
@@ -179,11 +185,7 @@ def _drain_backlog(settings: LinewatchSettings, inspector: Any, cache: Any, publ
 
     frames = len(rgbs)
     publish_start = time.perf_counter()
-    sent_ids: list[str] = []
-    for rgb in rgbs:
-        meta, _future = publisher.publish_array(rgb, camera_id="bench-cam", line_id="bench-line",
-                                                object_name=OBJECT_NAME)
-        sent_ids.append(meta.frame_id)
+    sent_ids = [_publish(publisher, rgb) for rgb in rgbs]
     publisher.flush(60.0)
     publish_s = time.perf_counter() - publish_start
     if publisher.stats.sent < len(sent_ids):
@@ -316,11 +318,9 @@ def _paced(publisher: Any, collector: _ResultCollector, rgbs: list[Any]) -> dict
     """One frame in flight at a time: the latency of an idle pipeline."""
     paced_ids: list[str] = []
     for rgb in rgbs:
-        meta, _future = publisher.publish_array(rgb, camera_id="bench-cam", line_id="bench-line",
-                                                object_name=OBJECT_NAME)
+        paced_ids.append(_publish(publisher, rgb))
         publisher.flush(30.0)
-        paced_ids.append(meta.frame_id)
-        collector.collect({meta.frame_id}, 60.0)
+        collector.collect({paced_ids[-1]}, 60.0)
     got = [collector.results[i] for i in paced_ids if i in collector.results]
     return {
         "frames": len(paced_ids),

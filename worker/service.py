@@ -279,7 +279,6 @@ class WorkerService:
             assigned = tuple(sorted((tp.topic, tp.partition) for tp in self._assigned))
             lag = {f"{tp.topic}:{tp.partition}": n for tp, n in self._lag.items()}
             waiting = self._waiting + len(self._batcher)
-            started = self._inspect_started
         return ServiceStatus(
             worker_id=self.worker_id,
             running=self._running,
@@ -290,20 +289,24 @@ class WorkerService:
             paused=self._paused,
             waiting_frames=waiting,
             uncommitted_messages=self.tracker.open_count(),
-            inference_busy_s=round(time.monotonic() - started, 3) if started is not None else 0.0,
+            inference_busy_s=round(self._inference_busy_s(), 3),
             lag=lag,
             counters=counters,
         )
 
     def inference_stuck(self) -> bool:
         limit = self.settings.worker.inference_timeout_s
-        return limit is not None and self.status().inference_busy_s > limit
+        return limit is not None and self._inference_busy_s() > limit
 
-    def _check_inference_time(self) -> None:
+    def _inference_busy_s(self) -> float:
+        started = self._inspect_started  # one read: the inference thread may clear it meanwhile
+        return time.monotonic() - started if started is not None else 0.0
+
+    def _check_inference_time(self) -> None:  # every poll-loop turn: keep it cheap
         if self.inference_stuck():
             log.error("a batch has been in the Inspector for %.0f s (worker.inference_timeout_s = %.0f s): "
                       "the device looks wedged; leaving the group so other workers take the partitions",
-                      self.status().inference_busy_s, self.settings.worker.inference_timeout_s)
+                      self._inference_busy_s(), self.settings.worker.inference_timeout_s)
             self._count("inference_stuck")
             raise InferenceStuck(f"inference busy for more than {self.settings.worker.inference_timeout_s} s")
 
