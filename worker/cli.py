@@ -37,10 +37,10 @@ def add_inspect_parser(subparsers) -> None:
 def run_inspect(args, settings: LinewatchSettings) -> int:
     from tqdm import tqdm
 
-    from worker.inspection import Frame
-    from worker.inspector import build_inspector
-    from worker.models.weights import ModelWeightsMissing
-    from worker.results import build_result, overlay_heatmap
+    from worker.inspection.types import Frame
+    from worker.inspection.inspector import build_inspector
+    from worker.inspection.models.weights import ModelWeightsMissing
+    from worker.stream.results import build_result, overlay_heatmap
 
     updates = {key: value for key, value in (("profile", args.profile), ("foreground", args.foreground)) if value}
     model_settings = settings.models.model_copy(update=updates)
@@ -94,7 +94,7 @@ def run_inspect(args, settings: LinewatchSettings) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from worker.bench import add_bench_parser
+    from worker.bench.inprocess import add_bench_parser
 
     parser = argparse.ArgumentParser(prog="linewatch-worker", description=__doc__)
     parser.add_argument("--log-level", default="INFO")
@@ -129,11 +129,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "inspect":
         return run_inspect(args, settings)
     if args.command == "bench":
-        from worker.bench import run_bench_command
+        from worker.bench.inprocess import run_bench_command
 
         return run_bench_command(args, settings)
     if args.command == "serve":
-        from worker.service import InferenceStuck, run_service
+        from worker.stream.service import InferenceStuck, run_service
 
         try:
             run_service(settings)

@@ -26,7 +26,7 @@ from worker.alarms.config import parse_rules
 from worker.alarms.events import AlarmEvent
 from worker.alarms.service import AlarmPublishError, AlarmService
 from worker.alarms.webhook import IDEMPOTENCY_HEADER
-from worker.health import HealthServer
+from worker.stream.health import HealthServer
 
 pytestmark = pytest.mark.integration
 

@@ -35,7 +35,7 @@ from tests.integration.test_worker_service import (
     wait_until,
     with_worker,
 )
-from worker.service import WorkerService
+from worker.stream.service import WorkerService
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
 

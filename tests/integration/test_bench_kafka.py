@@ -5,7 +5,7 @@ import pytest
 from pydantic import SecretStr
 
 from common.settings import KafkaSettings, LinewatchSettings, ModelSettings, RedisSettings, TelemetrySettings
-from worker.bench_kafka import run_kafka_bench
+from worker.bench.kafka_path import run_kafka_bench
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
 

@@ -23,7 +23,7 @@ from tests.chaos.scenarios import (
     redis_killed,
     slow_inference,
 )
-from worker.service import LAG_INTERVAL_S
+from worker.stream.service import LAG_INTERVAL_S
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
 

@@ -12,7 +12,7 @@ import redis
 from pydantic import SecretStr
 
 from common.settings import RedisSettings
-from worker.redis_cache import RedisEmbeddingCache
+from worker.inspection.redis_cache import RedisEmbeddingCache
 
 pytestmark = pytest.mark.integration
 
@@ -57,7 +57,7 @@ def test_a_corrupt_entry_is_a_miss_not_a_crash(redis_server, caplog):
     raw_client(redis_server).hset(f"{settings.key_prefix}:emb:fp:clip-text:bad",
                                   mapping={"dtype": "<f4", "shape": "10", "data": b"\x00\x01"})
     cache = RedisEmbeddingCache(settings)
-    with caplog.at_level(logging.WARNING, logger="worker.redis_cache"):
+    with caplog.at_level(logging.WARNING, logger="worker.inspection.redis_cache"):
         assert cache.get_many(["fp:clip-text:bad"]) == [None]
     assert "corrupt" in caplog.text and not cache.degraded
 
@@ -85,7 +85,7 @@ def test_redis_going_away_degrades_once_and_recovers(redis_server_factory, caplo
     assert cache.check()
     redis_server.kill()
     try:
-        with caplog.at_level(logging.INFO, logger="worker.redis_cache"):
+        with caplog.at_level(logging.INFO, logger="worker.inspection.redis_cache"):
             started = time.monotonic()
             assert cache.get_many(["fp:clip-text:x1"]) == [None]
             assert cache.degraded

@@ -45,8 +45,8 @@ from tests.infra.kafka_broker import (
     scram_listeners,
 )
 from tests.integration.test_worker_service import read_results, read_topic, running, wait_until
-from worker.redis_cache import RedisEmbeddingCache, build_embedding_cache
-from worker.service import CONNECT_TIMEOUT_MS, WorkerService, run_service
+from worker.inspection.redis_cache import RedisEmbeddingCache, build_embedding_cache
+from worker.stream.service import CONNECT_TIMEOUT_MS, WorkerService, run_service
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -206,12 +206,12 @@ def test_a_client_without_valid_credentials_is_refused_and_writes_nothing(secure
 
 
 def test_a_worker_with_a_wrong_password_says_why_and_retries_until_stopped(secure_kafka, caplog):
-    caplog.set_level(logging.WARNING, logger="worker.service")
+    caplog.set_level(logging.WARNING, logger="worker.stream.service")
     kafka = secure_kafka.settings(SASL_LISTENER, password=WRONG_PASSWORD)
     service = WorkerService(worker_settings(kafka, redis_url=None))
 
     def attempts() -> list[logging.LogRecord]:
-        return [r for r in caplog.records if r.name == "worker.service" and "cannot reach Kafka" in r.getMessage()]
+        return [r for r in caplog.records if r.name == "worker.stream.service" and "cannot reach Kafka" in r.getMessage()]
 
     with running(service, join_timeout_s=CONNECT_TIMEOUT_MS / 1000 + 20) as stop:
         wait_until(lambda: len(attempts()) >= 2, 120, "two failed connection attempts")
@@ -238,7 +238,7 @@ def test_a_worker_with_a_wrong_password_says_why_and_retries_until_stopped(secur
 
 @pytest.mark.parametrize("password_in", ["url", "setting"])
 def test_the_embedding_cache_works_with_the_redis_password(redis_server_factory, password_in, caplog):
-    caplog.set_level(logging.DEBUG, logger="worker.redis_cache")
+    caplog.set_level(logging.DEBUG, logger="worker.inspection.redis_cache")
     server = redis_server_factory(password=REDIS_PASSWORD)
     plain_url = f"redis://{server.host}:{server.port}/0"
     fields = dict(url=SecretStr(server.url)) if password_in == "url" else dict(
@@ -264,7 +264,7 @@ REDIS_LOGINS = {  # login: (password in the URL, password setting)
 
 @pytest.mark.parametrize("login", list(REDIS_LOGINS))
 def test_a_refused_redis_login_degrades_with_one_clear_warning(redis_server_factory, login, caplog):
-    caplog.set_level(logging.DEBUG, logger="worker.redis_cache")
+    caplog.set_level(logging.DEBUG, logger="worker.inspection.redis_cache")
     server = redis_server_factory(password=REDIS_PASSWORD)
     in_url, password = REDIS_LOGINS[login]
     settings = RedisSettings(url=SecretStr(f"redis://{in_url}{server.host}:{server.port}/0"),

@@ -35,7 +35,7 @@ from common.settings import (
     WorkerSettings,
 )
 from producer.publisher import build_frame_meta, frame_headers
-from worker.service import WorkerService
+from worker.stream.service import WorkerService
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -292,7 +292,7 @@ class PoisonInspector(WrappedInspector):
 
 
 def test_a_frame_failing_inference_is_dead_lettered_alone(kafka_broker, redis_server):
-    from worker.inspector import build_inspector
+    from worker.inspection.inspector import build_inspector
 
     settings = make_settings(kafka_broker, None, batch_max_frames=4, batch_max_wait_ms=1000)
     frames = [good_frame(1), good_frame(2, object_name="poison"), good_frame(3)]
@@ -323,8 +323,8 @@ class TimedInspector(WrappedInspector):
 
 
 def test_the_next_batch_is_scored_while_the_results_of_the_last_are_built(kafka_broker, redis_server, monkeypatch):
-    import worker.service
-    from worker.inspector import build_inspector
+    import worker.stream.service
+    from worker.inspection.inspector import build_inspector
 
     build_s, built = 0.3, []
     real_build = worker.service.build_result
@@ -335,7 +335,7 @@ def test_the_next_batch_is_scored_while_the_results_of_the_last_are_built(kafka_
         built.append(time.monotonic())
         return result
 
-    monkeypatch.setattr(worker.service, "build_result", slow_build)
+    monkeypatch.setattr(worker.stream.service, "build_result", slow_build)
     settings = make_settings(kafka_broker, None, batch_max_frames=2, batch_max_wait_ms=1000)
     frames = [good_frame(i) for i in range(6)]
     publish(settings, [(m.camera_id.encode(), data, frame_headers(m)) for m, data in frames], partition=0)
@@ -366,7 +366,7 @@ class StuckInspector(WrappedInspector):
 
 
 def test_a_shutdown_that_times_out_commits_nothing_it_did_not_publish(kafka_broker, redis_server, caplog):
-    from worker.inspector import build_inspector
+    from worker.inspection.inspector import build_inspector
 
     settings = make_settings(kafka_broker, None, batch_max_frames=2, shutdown_timeout_s=1.0)
     frames = [good_frame(i) for i in range(2)]
@@ -389,8 +389,8 @@ def test_a_shutdown_that_times_out_commits_nothing_it_did_not_publish(kafka_brok
 
 
 def test_a_wedged_inspector_makes_the_worker_leave_and_another_scores_its_frames(kafka_broker, redis_server, caplog):
-    from worker.inspector import build_inspector
-    from worker.service import InferenceStuck
+    from worker.inspection.inspector import build_inspector
+    from worker.stream.service import InferenceStuck
 
     settings = make_settings(kafka_broker, None, batch_max_frames=2, inference_timeout_s=2.0, shutdown_timeout_s=1.0)
     sent = publish_frames(settings, [good_frame(i) for i in range(2)])

@@ -17,7 +17,7 @@ from common.codecs import ImageDecodeError, decode_image, encode_image
 from common.schemas import FRAME_HEADER, FrameMeta
 from common.settings import WorkerSettings
 from tests.bad_inputs import jpeg_claiming, png_claiming
-from worker.service_messages import Rejected, decode_frame, parse_meta
+from worker.stream.intake import Rejected, decode_frame, parse_meta
 
 LIMITS = WorkerSettings()  # the worker's default limits
 HEIGHT, WIDTH = 48, 64

@@ -1,8 +1,8 @@
 """The benchmark helpers shared by `bench` and `bench --through-kafka`."""
 import numpy as np
 
-from worker.bench import percentile, run_batches, synthetic_frames, warm_up
-from worker.inspection import Frame, Inspection
+from worker.bench.inprocess import percentile, run_batches, synthetic_frames, warm_up
+from worker.inspection.types import Frame, Inspection
 
 
 class CountingInspector:

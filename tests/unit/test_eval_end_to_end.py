@@ -18,7 +18,7 @@ import pytest
 
 from tests.synthetic_datasets import DEFECT_RGB, corrupt, write_folder, write_mvtec, write_visa
 from worker.eval.cli import add_eval_parser, run_eval
-from worker.inspection import Frame, Inspection
+from worker.inspection.types import Frame, Inspection
 
 METRIC_KEYS = ("image_auroc", "image_ap", "image_f1_max", "pixel_auroc", "pixel_ap", "pixel_f1_max", "pixel_aupro")
 
@@ -215,7 +215,7 @@ def test_reference_mean_is_the_published_one_for_all_twelve_categories():
 def tiny_without_isnet_file(monkeypatch):
     """The tiny profile still loads the IS-Net ONNX file for foreground; tests cannot rely on it,
     so foreground is off (the CLIP and CLIPSeg stages still run)."""
-    pytest.importorskip("worker.inspector")
+    pytest.importorskip("worker.inspection.inspector")
     monkeypatch.setenv("LINEWATCH_MODELS__FOREGROUND", "none")
     monkeypatch.setenv("LINEWATCH_MODELS__DEVICE", "cpu")
 

@@ -23,7 +23,7 @@ from PIL import Image
 from common.codecs import ImageDecodeError, decode_image, encode_image
 from common.schemas import ERROR_HEADER, FRAME_HEADER, DeadLetterError, FrameMeta, utc_now
 from tests.bad_inputs import jpeg_claiming, png_claiming
-from worker.service_messages import Consumed, Rejected, dead_letter, dead_letter_error, decode_frame, is_stale, parse_meta
+from worker.stream.intake import Consumed, Rejected, dead_letter, dead_letter_error, decode_frame, is_stale, parse_meta
 
 EXAMPLES = 1500  # per test; six tests
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,

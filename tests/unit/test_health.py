@@ -10,7 +10,7 @@ import pytest
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from common.telemetry import setup_telemetry
-from worker.health import HealthServer, evaluate_readiness, start_health_server
+from worker.stream.health import HealthServer, evaluate_readiness, start_health_server
 
 
 def get(url: str, method: str = "GET") -> tuple[int, dict[str, str], bytes]:

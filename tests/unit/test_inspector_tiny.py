@@ -10,10 +10,10 @@ from common.codecs import encode_image, rle_to_mask
 from common.schemas import FrameMeta, InspectionResult, utc_now
 from common.settings import ModelSettings, WorkerSettings
 from tests.synthetic import make_synthetic_scene
-from worker.embedding_cache import LruEmbeddingCache
-from worker.inspection import Frame
-from worker.inspector import Inspector, build_inspector
-from worker.results import build_result
+from worker.inspection.embedding_cache import LruEmbeddingCache
+from worker.inspection.types import Frame
+from worker.inspection.inspector import Inspector, build_inspector
+from worker.stream.results import build_result
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import pytest
 from scipy import ndimage
 
 from tests.synthetic import make_synthetic_scene
-from worker.models.isnet import INPUT_SIZE, IsNetSalientModel, load_isnet
+from worker.inspection.models.isnet import INPUT_SIZE, IsNetSalientModel, load_isnet
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL_PATH = REPO / "models" / "isnet" / "isnet.onnx"

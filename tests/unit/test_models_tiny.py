@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from common.settings import ModelSettings
-from worker.models.registry import load_models, tiny_clipseg_config
-from worker.models.clipseg import build_clipseg_random
-from worker.models.weights import ModelWeightsMissing, load_state_dict
+from worker.inspection.models.registry import load_models, tiny_clipseg_config
+from worker.inspection.models.clipseg import build_clipseg_random
+from worker.inspection.models.weights import ModelWeightsMissing, load_state_dict
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def test_fingerprint_is_stable_and_weight_sensitive(tiny):
     assert again.fingerprint == tiny.fingerprint and again.fingerprint.startswith("tiny-")
     with torch.no_grad():
         next(again.clipseg.model.parameters()).add_(1e-3)
-    from worker.models.weights import fingerprint_module
+    from worker.inspection.models.weights import fingerprint_module
 
     assert fingerprint_module("clipseg", again.clipseg.model) != tiny.fingerprints["clipseg"]
 

@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 
-from worker.pipeline.aggregate import component_scores, image_score, paste_tiles
-from worker.pipeline.foreground import Foreground, find_components, keep_salient_masks, select_foreground
-from worker.pipeline.scoring import harmonic_mean, tile_anomaly_scores
-from worker.pipeline.tiling import Tile, crop_tile, plan_tiles
+from worker.inspection.pipeline.aggregate import component_scores, image_score, paste_tiles
+from worker.inspection.pipeline.foreground import Foreground, find_components, keep_salient_masks, select_foreground
+from worker.inspection.pipeline.scoring import harmonic_mean, tile_anomaly_scores
+from worker.inspection.pipeline.tiling import Tile, crop_tile, plan_tiles
 
 
 # -- tiling -----------------------------------------------------------------------------------

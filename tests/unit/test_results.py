@@ -3,7 +3,7 @@ import cv2
 import numpy as np
 import pytest
 
-from worker.results import defect_regions
+from worker.stream.results import defect_regions
 
 
 def test_regions_match_a_brute_force_measurement_and_are_capped():

@@ -4,7 +4,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from worker.service_batching import MicroBatcher, backpressure
+from worker.stream.batching import MicroBatcher, backpressure
 
 
 def test_batch_closes_when_full():

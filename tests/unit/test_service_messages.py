@@ -20,7 +20,7 @@ from common.schemas import (
     SourceRef,
     Versions,
 )
-from worker.service_messages import (
+from worker.stream.intake import (
     Consumed,
     Rejected,
     ResultTooLarge,

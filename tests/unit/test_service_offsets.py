@@ -4,7 +4,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from worker.service_offsets import OffsetTracker
+from worker.stream.offsets import OffsetTracker
 
 
 def test_commits_the_contiguous_done_prefix():

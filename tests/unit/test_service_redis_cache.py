@@ -15,8 +15,8 @@ from hypothesis.extra import numpy as hnp
 from pydantic import SecretStr
 
 from common.settings import RedisSettings
-from worker.embedding_cache import LruEmbeddingCache
-from worker.redis_cache import CorruptEntryError, RedisEmbeddingCache, build_embedding_cache, decode_array, encode_array
+from worker.inspection.embedding_cache import LruEmbeddingCache
+from worker.inspection.redis_cache import CorruptEntryError, RedisEmbeddingCache, build_embedding_cache, decode_array, encode_array
 
 
 @given(
@@ -72,7 +72,7 @@ def test_unreachable_redis_degrades_once_and_serves_from_the_lru(caplog):
                              socket_timeout_s=0.2)
     cache = RedisEmbeddingCache(settings, clock=lambda: now[0])
     value = np.ones(4, np.float32)
-    with caplog.at_level(logging.WARNING, logger="worker.redis_cache"):
+    with caplog.at_level(logging.WARNING, logger="worker.inspection.redis_cache"):
         assert cache.get_many(["fp:clip-text:a"]) == [None]
         cache.put_many({"fp:clip-text:a": value})
         now[0] += 10.0  # past retry_after_s: tries again, fails again, but does not warn again

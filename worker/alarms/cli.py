@@ -88,7 +88,7 @@ def run_alarms(args: argparse.Namespace) -> int:
 
     from common.telemetry import TelemetryConfigError, setup_telemetry
     from worker.alarms.service import AlarmService
-    from worker.health import start_health_server
+    from worker.stream.health import start_health_server
 
     try:
         telemetry = setup_telemetry(settings.telemetry.service_name + "-alarms") if settings.telemetry.enabled else None

@@ -38,7 +38,7 @@ InspectorFactory = Callable[[Any], InspectorLike]
 
 
 class InspectorUnavailable(RuntimeError):
-    """worker.inspector cannot be imported."""
+    """worker.inspection.inspector cannot be imported."""
 
 
 def _positive_int(text: str) -> int:
@@ -104,7 +104,7 @@ def model_settings_for(args: argparse.Namespace) -> Any:
 def default_inspector_factory(model_settings: Any) -> InspectorLike:
     """worker.inspector.build_inspector, imported late so `--help` needs no model code."""
     try:
-        from worker.inspector import build_inspector
+        from worker.inspection.inspector import build_inspector
     except ImportError as exc:  # the Inspector module is missing or broken
         raise InspectorUnavailable(f"cannot import worker.inspector.build_inspector: {exc}") from exc
     return build_inspector(model_settings)

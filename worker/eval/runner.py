@@ -29,7 +29,7 @@ from worker.eval.datasets import (
 )
 from worker.eval.metrics import DEFAULT_BINS, ImageMetrics, PixelMetricAccumulator, PixelMetrics, image_metrics
 from worker.eval.overlays import WorstCases, write_worst_cases
-from worker.inspection import Frame, Inspection
+from worker.inspection.types import Frame, Inspection
 
 SKIPPED_EXAMPLES = 5
 

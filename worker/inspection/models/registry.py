@@ -18,10 +18,10 @@ import torch
 from transformers import CLIPSegConfig
 
 from common.settings import ModelSettings
-from worker.models.clip import ClipModel, build_open_clip
-from worker.models.clipseg import ClipSegModel, build_clipseg_random, load_clipseg_folder
-from worker.models.sam import SamGeneratorOptions, SamMaskProposer, build_sam_random, build_tiny_sam, load_sam
-from worker.models.weights import ModelWeightsMissing, combine_fingerprints, fingerprint_module, resolve_device
+from worker.inspection.models.clip import ClipModel, build_open_clip
+from worker.inspection.models.clipseg import ClipSegModel, build_clipseg_random, load_clipseg_folder
+from worker.inspection.models.sam import SamGeneratorOptions, SamMaskProposer, build_sam_random, build_tiny_sam, load_sam
+from worker.inspection.models.weights import ModelWeightsMissing, combine_fingerprints, fingerprint_module, resolve_device
 
 RANDOM_SEED = 1234  # random profiles are deterministic, so their fingerprints are stable
 
@@ -33,7 +33,7 @@ class ModelBundle:
     clip: ClipModel
     clipseg: ClipSegModel
     sam: SamMaskProposer | None
-    isnet: object | None  # worker.models.isnet.IsNetSalientModel
+    isnet: object | None  # worker.inspection.models.isnet.IsNetSalientModel
     fingerprints: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -71,7 +71,7 @@ REAL_SAM_OPTIONS = SamGeneratorOptions()
 
 
 def _load_isnet(settings: ModelSettings):
-    from worker.models.isnet import load_isnet
+    from worker.inspection.models.isnet import load_isnet
 
     return load_isnet(settings.isnet_path or settings.models_dir / "isnet" / "isnet.onnx")
 

@@ -7,7 +7,7 @@ import numpy as np
 from common.codecs import heatmap_to_png, mask_to_rle
 from common.schemas import Box, FrameMeta, Instance, InspectionResult, Region, SourceRef, Versions, utc_now
 from common.settings import WorkerSettings
-from worker.inspection import Inspection
+from worker.inspection.types import Inspection
 
 MAX_REGIONS = 50  # keeps a result small even for a map full of specks
 

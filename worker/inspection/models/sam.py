@@ -10,7 +10,7 @@ import torch
 from segment_anything import SamAutomaticMaskGenerator, sam_model_registry
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
-from worker.models.weights import load_state_dict
+from worker.inspection.models.weights import load_state_dict
 
 
 @dataclass(frozen=True)

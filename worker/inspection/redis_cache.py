@@ -24,7 +24,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from common.settings import RedisSettings
-from worker.embedding_cache import EmbeddingCache, LruEmbeddingCache
+from worker.inspection.embedding_cache import EmbeddingCache, LruEmbeddingCache
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ import numpy as np
 import torch
 
 from common.settings import ModelSettings
-from worker.inspection import Frame
-from worker.inspector import Inspector
-from worker.models.registry import load_models
+from worker.inspection.types import Frame
+from worker.inspection.inspector import Inspector
+from worker.inspection.models.registry import load_models
 
 
 def synthetic_frames(count: int, width: int, height: int, seed: int = 0) -> list[Frame]:
@@ -115,7 +115,7 @@ def run_bench_command(args, settings) -> int:
     if args.torch_threads is not None:
         torch.set_num_threads(max(1, args.torch_threads))
     if args.through_kafka:
-        from worker.bench_kafka import run_kafka_bench
+        from worker.bench.kafka_path import run_kafka_bench
 
         report = run_kafka_bench(settings.model_copy(update={"models": model_settings}), frames=args.frames,
                                  batch=args.batch, width=args.width, height=args.height, rounds=args.rounds)

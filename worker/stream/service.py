@@ -53,10 +53,10 @@ from common.kafka import build_consumer, build_producer, connection_hint, ensure
 from common.schemas import FrameMeta, InspectionResult, utc_now
 from common.settings import LinewatchSettings
 from common.telemetry import Telemetry
-from worker.inspection import Frame, Inspection
-from worker.results import build_result, skipped_result
-from worker.service_batching import MicroBatcher, backpressure
-from worker.service_messages import (
+from worker.inspection.types import Frame, Inspection
+from worker.stream.results import build_result, skipped_result
+from worker.stream.batching import MicroBatcher, backpressure
+from worker.stream.intake import (
     Consumed,
     Rejected,
     ResultTooLarge,
@@ -68,9 +68,9 @@ from worker.service_messages import (
     parse_meta,
     stale_note,
 )
-from worker.service_offsets import OffsetTracker
-from worker.service_outbox import Outbox, Outgoing
-from worker.service_telemetry import ServiceTelemetry
+from worker.stream.offsets import OffsetTracker
+from worker.stream.publishing import Outbox, Outgoing
+from worker.stream.telemetry import ServiceTelemetry
 
 log = logging.getLogger(__name__)
 
@@ -311,8 +311,8 @@ class WorkerService:
             raise InferenceStuck(f"inference busy for more than {self.settings.worker.inference_timeout_s} s")
 
     def _build_inspector(self) -> Any:
-        from worker.inspector import build_inspector  # heavy (torch): only when serving
-        from worker.redis_cache import build_embedding_cache
+        from worker.inspection.inspector import build_inspector  # heavy (torch): only when serving
+        from worker.inspection.redis_cache import build_embedding_cache
 
         if self.cache is None:
             self.cache = build_embedding_cache(self.settings.redis, on_lookup=self.telemetry.cache_lookup)
@@ -727,7 +727,7 @@ def run_service(
     service = WorkerService(settings, inspector, telemetry=telemetry)
     health = None
     if settings.worker.health_port is not None:
-        from worker.health import HealthServer
+        from worker.stream.health import HealthServer
 
         def readiness() -> dict[str, Any]:
             status = service.status()

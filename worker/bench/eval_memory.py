@@ -6,7 +6,7 @@ per-category accumulators the evaluation uses (pixel histograms, AUPRO region
 sums, image scores, worst-case tracker), then prints the metrics, the time and
 the peak RSS. The point: peak RSS stays flat however many maps go through.
 
-    python -m worker.eval.bench_memory [--images 2200] [--height 1000] [--width 1500]
+    python -m worker.bench.eval_memory [--images 2200] [--height 1000] [--width 1500]
 """
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ import math
 import cv2
 import numpy as np
 
-from worker.pipeline.tiling import Tile
+from worker.inspection.pipeline.tiling import Tile
 
 
 def paste_tiles(frame_shape: tuple[int, int], tiles: list[Tile], tile_maps: np.ndarray, tile_scores: np.ndarray) -> np.ndarray:

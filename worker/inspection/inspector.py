@@ -1,7 +1,7 @@
 """The Inspector: frames + object names in, typed inspections out.
 
-It composes the model adapters (worker/models) with the pure stage functions
-(worker/pipeline). Work is batched across all tiles of all frames of a call, and
+It composes the model adapters (worker/inspection/models) with the pure stage functions
+(worker/inspection/pipeline). Work is batched across all tiles of all frames of a call, and
 prompt embeddings are computed once per (model, prompt) and cached.
 """
 from __future__ import annotations
@@ -18,14 +18,14 @@ import torch
 
 from common.schemas import Versions
 from common.settings import ModelSettings
-from worker.embedding_cache import EmbeddingCache, LruEmbeddingCache, prompt_key
-from worker.inspection import Frame, Inspection, InstanceScore
-from worker.models.registry import ModelBundle, load_models
-from worker.pipeline.aggregate import component_scores, image_score, paste_tiles
-from worker.pipeline.foreground import Component, find_components, select_foreground
-from worker.pipeline.scoring import harmonic_mean, tile_anomaly_scores
-from worker.pipeline.tiling import Tile, crop_tile, plan_tiles
-from worker.prompts import DEFAULT_PROMPTS, PromptSet
+from worker.inspection.embedding_cache import EmbeddingCache, LruEmbeddingCache, prompt_key
+from worker.inspection.types import Frame, Inspection, InstanceScore
+from worker.inspection.models.registry import ModelBundle, load_models
+from worker.inspection.pipeline.aggregate import component_scores, image_score, paste_tiles
+from worker.inspection.pipeline.foreground import Component, find_components, select_foreground
+from worker.inspection.pipeline.scoring import harmonic_mean, tile_anomaly_scores
+from worker.inspection.pipeline.tiling import Tile, crop_tile, plan_tiles
+from worker.inspection.prompts import DEFAULT_PROMPTS, PromptSet
 
 
 @dataclass

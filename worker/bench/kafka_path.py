@@ -59,8 +59,8 @@ from common.codecs import encode_image
 from common.kafka import build_consumer, ensure_topics
 from common.schemas import FRAME_HEADER, InspectionResult
 from common.settings import LinewatchSettings
-from worker.bench import percentile, run_batches, synthetic_frames, warm_up
-from worker.inspection import Frame
+from worker.bench.inprocess import percentile, run_batches, synthetic_frames, warm_up
+from worker.inspection.types import Frame
 
 RESULT_TIMEOUT_S = 300.0
 ASSIGN_TIMEOUT_S = 60.0
@@ -129,8 +129,8 @@ def _cpu_ms_each(step: Callable[[Any], Any], items: list[Any]) -> float:
 def _kafka_only_steps(inspector: Any, frames: list[Frame], settings: LinewatchSettings) -> dict[str, float]:
     """CPU ms per frame of what the worker does beyond `inspect`, replayed on the bench frames."""
     from producer.publisher import build_frame_meta
-    from worker.results import build_result
-    from worker.service_messages import decode_frame, fit_result, parse_meta
+    from worker.stream.results import build_result
+    from worker.stream.intake import decode_frame, fit_result, parse_meta
 
     ws = settings.worker
     height, width = frames[0].image.shape[:2]
@@ -181,7 +181,7 @@ def _drain_backlog(settings: LinewatchSettings, inspector: Any, cache: Any, publ
     The clock runs from partition assignment to the last result received. Returns the report
     and the worker, still running (the caller stops it).
     """
-    from worker.service import WorkerService
+    from worker.stream.service import WorkerService
 
     frames = len(rgbs)
     publish_start = time.perf_counter()
@@ -218,8 +218,8 @@ def run_kafka_bench(settings: LinewatchSettings, frames: int, batch: int, width:
     side of it; the headline is the median over rounds, which a busy neighbour moves least.
     """
     from producer.publisher import FramePublisher
-    from worker.inspector import build_inspector
-    from worker.redis_cache import build_embedding_cache
+    from worker.inspection.inspector import build_inspector
+    from worker.inspection.redis_cache import build_embedding_cache
 
     frames, batch, rounds = max(1, frames), max(1, batch), max(1, rounds)
     load_at_start = os.getloadavg()[0]
