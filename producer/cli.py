@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 import threading
 import time
@@ -21,6 +20,7 @@ from typing import Any
 from common.codecs import encode_image
 from common.kafka import connection_hint
 from common.schemas import utc_now
+from common.signals import StopOnSignals
 from common.settings import LinewatchSettings
 from common.telemetry import Telemetry, TelemetryConfigError, setup_telemetry
 from producer.publisher import FramePublisher, FrameTooLargeError, build_frame_meta
@@ -117,30 +117,6 @@ def _settings(args: argparse.Namespace) -> LinewatchSettings:
     if updates:
         settings = settings.model_copy(update={"kafka": settings.kafka.model_copy(update=updates)})
     return settings
-
-
-class _StopOnSignal:
-    """SIGINT/SIGTERM set an event (so a sleep between frames ends at once); restored on exit."""
-
-    def __init__(self, stop: threading.Event):
-        self.stop = stop
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> _StopOnSignal:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: object) -> None:
-        if self.stop.is_set():  # second Ctrl-C: give up on a clean stop
-            raise KeyboardInterrupt
-        log.info("%s received: stopping after flushing", signal.Signals(signum).name)
-        self.stop.set()
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
 
 
 def run(
@@ -272,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
     stop = threading.Event()
     try:
-        with _StopOnSignal(stop):
+        with StopOnSignals(stop, "stopping after flushing"):
             return run(args, settings, stop=stop, telemetry=telemetry)
     finally:
         if telemetry is not None:

@@ -30,16 +30,14 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from common.codecs import encode_image
 from common.kafka import build_admin, build_producer, ensure_topics
-from common.schemas import FRAME_HEADER, ContentType, FrameMeta, utc_now
+from common.messages import estimate_record_size, frame_headers
+from common.schemas import ContentType, FrameMeta, utc_now
 from common.settings import KafkaSettings
 from common.telemetry import INSTRUMENTATION_SCOPE, Telemetry, inject_headers
 
 log = logging.getLogger(__name__)
 
 TOPIC_MAX_MESSAGE_BYTES = "max.message.bytes"
-# Upper bound of what a record batch adds around one record (batch header + record overhead),
-# used when the client library's own estimator is unavailable.
-_FALLBACK_OVERHEAD = 61 + 21
 
 
 class FrameTooLargeError(ValueError):
@@ -79,31 +77,6 @@ def build_frame_meta(
         width=width,
         height=height,
     )
-
-
-def frame_headers(meta: FrameMeta, extra: Sequence[tuple[str, bytes]] = ()) -> list[tuple[str, bytes]]:
-    """Kafka headers of a frame message without the trace context: `lw-frame` plus `extra`."""
-    return [(FRAME_HEADER, meta.model_dump_json().encode("utf-8")), *extra]
-
-
-def parse_frame_headers(headers: Sequence[tuple[str, bytes]] | None) -> FrameMeta:
-    """The FrameMeta of a frame message (raises ValueError / pydantic.ValidationError when absent or bad)."""
-    for key, value in headers or []:
-        if key == FRAME_HEADER:
-            return FrameMeta.model_validate_json(value)
-    raise ValueError(f"message has no {FRAME_HEADER!r} header")
-
-
-def estimate_record_size(key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]]) -> int:
-    """Upper bound of the serialized size of one record in its own batch (what brokers compare
-    with `max.message.bytes`), computed with the Kafka client's own estimator."""
-    try:
-        from kafka.record.default_records import DefaultRecordBatchBuilder
-
-        return int(DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, list(headers)))
-    except Exception:  # pragma: no cover - a client without the estimator
-        header_bytes = sum(len(k.encode("utf-8")) + len(v or b"") + 10 for k, v in headers)
-        return len(key or b"") + len(value or b"") + header_bytes + _FALLBACK_OVERHEAD
 
 
 def topic_max_message_bytes(settings: KafkaSettings, topic: str) -> int | None:

@@ -43,7 +43,8 @@ from common.settings import (
     TelemetrySettings,
     WorkerSettings,
 )
-from producer.publisher import build_frame_meta, frame_headers, parse_frame_headers
+from common.messages import frame_headers, parse_frame_meta
+from producer.publisher import build_frame_meta
 from tests.infra import _proc
 from tests.infra.kafka_broker import KafkaBroker
 from tests.infra.redis_server import RedisServer
@@ -393,7 +394,7 @@ def _output(ks: KafkaSettings, record: Any) -> Output:
     if record.topic == ks.results_topic:
         frame_id = json.loads(record.value)["frame_id"]
     else:
-        frame_id = parse_frame_headers(record.headers).frame_id
+        frame_id = parse_frame_meta(record.headers).frame_id
     return Output(frame_id, record.timestamp / 1000)
 
 
@@ -416,7 +417,7 @@ def collect_outputs(settings: LinewatchSettings, frame_ids: set[str], *, timeout
 def frames_on_topic(settings: LinewatchSettings, expected: int, timeout_s: float = 30.0) -> list[SentFrame]:
     """The frames the broker holds (what a producer subprocess got acknowledged), up to `expected` of them."""
     records = _read_all(settings, [settings.kafka.frames_topic], lambda rs: len(rs) >= expected, timeout_s, 1.0)
-    return [SentFrame(parse_frame_headers(r.headers).frame_id, r.partition, r.timestamp / 1000) for r in records]
+    return [SentFrame(parse_frame_meta(r.headers).frame_id, r.partition, r.timestamp / 1000) for r in records]
 
 
 def redis_keys(infra: Infra, settings: LinewatchSettings) -> int:

@@ -20,7 +20,8 @@ from common.kafka import build_admin, build_consumer
 from common.settings import KafkaSettings
 from common.telemetry import setup_telemetry
 from producer.cli import main
-from producer.publisher import FramePublisher, FrameTooLargeError, parse_frame_headers
+from common.messages import parse_frame_meta
+from producer.publisher import FramePublisher, FrameTooLargeError
 
 pytestmark = pytest.mark.integration
 
@@ -77,7 +78,7 @@ def test_cli_synthetic_publishes_frames(kafka_broker, topic_names, monkeypatch, 
     trace_ids = set()
     for record in records:
         assert record.key == b"cam-7"
-        meta = parse_frame_headers(record.headers)
+        meta = parse_frame_meta(record.headers)
         metas.append(meta)
         assert (meta.camera_id, meta.line_id, meta.object_name) == ("cam-7", "line-3", "washer")
         assert (meta.width, meta.height, meta.content_type) == (320, 240, "image/jpeg")
@@ -109,7 +110,7 @@ def test_cli_folder_source_sends_files_unchanged(kafka_broker, topic_names, monk
     assert code == 0
     records = _read_all(_settings(kafka_broker, topic), topic, 3)
     assert [r.value for r in sorted(records, key=lambda r: r.offset)] == originals
-    metas = [parse_frame_headers(r.headers) for r in sorted(records, key=lambda r: r.offset)]
+    metas = [parse_frame_meta(r.headers) for r in sorted(records, key=lambda r: r.offset)]
     assert [(m.content_type, m.width, m.height, m.object_name) for m in metas] == [
         ("image/png", 50, 40 + i, "metal nut") for i in range(3)
     ]
@@ -142,7 +143,7 @@ def test_oversize_frame_is_refused_by_the_topic_limit(kafka_broker, topic_names)
     assert 'outcome="refused"' in prom and 'outcome="sent"' in prom
     telemetry.shutdown()
     records = _read_all(settings, topic, 1, timeout_s=15)
-    assert [parse_frame_headers(r.headers).frame_id for r in records] == [meta.frame_id]
+    assert [parse_frame_meta(r.headers).frame_id for r in records] == [meta.frame_id]
 
 
 def test_cli_reports_refusals_by_the_settings_limit(kafka_broker, topic_names, monkeypatch, capsys):
@@ -187,4 +188,4 @@ def test_sigint_stops_cleanly_after_flushing(kafka_broker, topic_names):
     assert sent >= 5
     records = _read_all(KafkaSettings(bootstrap_servers=kafka_broker.bootstrap), topic, sent)
     assert len(records) == sent  # everything reported as sent is on the broker, nothing more
-    assert len({parse_frame_headers(r.headers).frame_id for r in records}) == sent
+    assert len({parse_frame_meta(r.headers).frame_id for r in records}) == sent

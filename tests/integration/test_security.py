@@ -34,7 +34,7 @@ from common.settings import (
     TelemetrySettings,
     WorkerSettings,
 )
-from producer.publisher import parse_frame_headers
+from common.messages import parse_frame_meta
 from tests.infra.kafka_broker import (
     SASL_LISTENER,
     SASL_TLS_LISTENER,
@@ -153,7 +153,7 @@ def test_producer_cli_and_worker_with_scram_over_tls_and_redis_password(secure_k
     assert f"frames sent: {FRAMES}, refused: 0, failed: 0" in produced.stdout
     assert_no_secret(produced.stdout + produced.stderr)
     frames = read_topic(settings, kafka.frames_topic, lambda records: len(records) >= FRAMES, timeout_s=60)
-    frame_ids = {parse_frame_headers(r.headers).frame_id for r in frames}
+    frame_ids = {parse_frame_meta(r.headers).frame_id for r in frames}
     assert len(frames) == len(frame_ids) == FRAMES
 
     stop = threading.Event()

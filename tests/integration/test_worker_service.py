@@ -34,7 +34,8 @@ from common.settings import (
     TelemetrySettings,
     WorkerSettings,
 )
-from producer.publisher import build_frame_meta, frame_headers
+from common.messages import frame_headers
+from producer.publisher import build_frame_meta
 from worker.stream.service import WorkerService
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]

@@ -23,7 +23,8 @@ from PIL import Image
 from common.codecs import ImageDecodeError, decode_image, encode_image
 from common.schemas import ERROR_HEADER, FRAME_HEADER, DeadLetterError, FrameMeta, utc_now
 from tests.bad_inputs import jpeg_claiming, png_claiming
-from worker.stream.intake import Consumed, Rejected, dead_letter, dead_letter_error, decode_frame, is_stale, parse_meta
+from common.messages import dead_letter_error, dead_letter_record
+from worker.stream.intake import Consumed, Rejected, decode_frame, is_stale, parse_meta
 
 EXAMPLES = 1500  # per test; six tests
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
@@ -140,7 +141,7 @@ def assert_dead_letterable(error: Rejected) -> None:
     message = Consumed(topic="frames", partition=0, offset=7, key=b"cam-1", value=b"v", headers=[])
     lw_error = dead_letter_error(error.stage, error.error_type, error.message, worker_id="w",
                                  source=message.source, now=datetime(2024, 5, 1, tzinfo=timezone.utc))
-    _, _, headers = dead_letter(message, lw_error, MAX_BYTES)
+    _, _, headers = dead_letter_record(message.key, message.value, message.headers, lw_error, MAX_BYTES)
     parsed = DeadLetterError.model_validate_json(dict(headers)[ERROR_HEADER])
     assert (parsed.stage, parsed.error_type) == (error.stage, error.error_type) and parsed.message
 

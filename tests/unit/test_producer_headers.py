@@ -8,14 +8,8 @@ import pytest
 from pydantic import ValidationError
 
 from common.schemas import FRAME_HEADER
-from producer.publisher import (
-    _find_config_value,
-    build_frame_meta,
-    estimate_record_size,
-    frame_headers,
-    new_frame_id,
-    parse_frame_headers,
-)
+from common.messages import FrameHeaderError, estimate_record_size, frame_headers, parse_frame_meta
+from producer.publisher import _find_config_value, build_frame_meta, new_frame_id
 
 
 def _meta(**overrides):
@@ -46,15 +40,18 @@ def test_header_round_trip():
     assert ("x-extra", b"1") in headers
     decoded = json.loads(headers[0][1])
     assert decoded["frame_id"] == "f-1" and decoded["content_type"] == "image/png"
-    assert parse_frame_headers(headers) == meta
-    assert parse_frame_headers(headers).captured_at == captured
+    assert parse_frame_meta(headers) == meta
+    assert parse_frame_meta(headers).captured_at == captured
 
 
 def test_parse_rejects_missing_or_bad_header():
-    with pytest.raises(ValueError, match="no 'lw-frame'"):
-        parse_frame_headers([("traceparent", b"x")])
-    with pytest.raises(ValidationError):
-        parse_frame_headers([(FRAME_HEADER, b'{"frame_id": ""}')])
+    with pytest.raises(FrameHeaderError, match="no lw-frame header"):
+        parse_frame_meta([("traceparent", b"x")])
+    with pytest.raises(FrameHeaderError, match="frame_id") as refused:
+        parse_frame_meta([(FRAME_HEADER, b'{"frame_id": ""}')])
+    assert refused.value.error_type == "InvalidHeader"
+    with pytest.raises(FrameHeaderError, match="exactly one"):
+        parse_frame_meta(frame_headers(_meta()) * 2)
 
 
 def test_meta_validation_applies():

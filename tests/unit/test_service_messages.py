@@ -24,14 +24,12 @@ from worker.stream.intake import (
     Consumed,
     Rejected,
     ResultTooLarge,
-    dead_letter,
-    dead_letter_error,
     decode_frame,
     fit_result,
     is_stale,
     parse_meta,
-    record_size,
 )
+from common.messages import dead_letter_error, dead_letter_record, estimate_record_size
 
 NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
 
@@ -135,7 +133,7 @@ def test_heatmap_is_dropped_first():
     original = result(regions=3, heatmap_bytes=20_000)
     fitted, value = fit_result(original, 10_000, b"cam-1")
     assert fitted.heatmap is None and len(fitted.regions) == 3 and "heatmap dropped" in fitted.note
-    assert record_size(b"cam-1", value) <= 10_000
+    assert estimate_record_size(b"cam-1", value) <= 10_000
 
 
 def test_regions_are_capped_keeping_the_highest_peaks():
@@ -146,7 +144,7 @@ def test_regions_are_capped_keeping_the_highest_peaks():
     peaks = [r.peak_score for r in fitted.regions]
     assert min(peaks) > max(r.peak_score for r in original.regions if r not in fitted.regions)
     assert "regions capped" in fitted.note and "heatmap dropped" in fitted.note
-    assert record_size(b"cam-1", value) <= base + 3_000
+    assert estimate_record_size(b"cam-1", value) <= base + 3_000
     assert fitted.mask == original.mask  # the mask is never touched
 
 
@@ -167,7 +165,7 @@ def consumed(value: bytes | None = b"payload") -> Consumed:
 def test_dead_letter_keeps_the_original_and_adds_the_error():
     message = consumed()
     error = dead_letter_error("decode", "X", "y" * 5000, worker_id="w", source=message.source, now=NOW)
-    key, value, headers = dead_letter(message, error, 1_000_000)
+    key, value, headers = dead_letter_record(message.key, message.value, message.headers, error, 1_000_000)
     assert (key, value) == (b"cam-1", b"payload")
     assert headers[0] == ("a", b"1") and [k for k, _ in headers].count(ERROR_HEADER) == 1
     parsed = DeadLetterError.model_validate_json(headers[-1][1])
@@ -178,6 +176,6 @@ def test_dead_letter_keeps_the_original_and_adds_the_error():
 def test_dead_letter_too_large_omits_the_value_and_says_so():
     message = consumed(b"x" * 5000)
     error = dead_letter_error("decode", "X", "bad", worker_id="w", source=message.source, now=NOW)
-    key, value, headers = dead_letter(message, error, 2000)
+    key, value, headers = dead_letter_record(message.key, message.value, message.headers, error, 2000)
     assert value is None and key == b"cam-1"
     assert "omitted" in DeadLetterError.model_validate_json(headers[-1][1]).message

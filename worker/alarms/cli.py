@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 import threading
 from pathlib import Path
@@ -86,6 +85,7 @@ def run_alarms(args: argparse.Namespace) -> int:
         print(f"{rules_path}: {len(rules.rules)} rules OK")
         return 0
 
+    from common.signals import StopOnSignals
     from common.telemetry import TelemetryConfigError, setup_telemetry
     from worker.alarms.service import AlarmService
     from worker.stream.health import start_health_server
@@ -96,14 +96,6 @@ def run_alarms(args: argparse.Namespace) -> int:
         print(f"invalid telemetry configuration: {exc}", file=sys.stderr)
         return 2
     stop = threading.Event()
-
-    def _stop(signum: int, _frame: Any) -> None:
-        log.info("signal %d: stopping the alarm service", signum)
-        stop.set()
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _stop)
-        signal.signal(signal.SIGINT, _stop)
 
     log.info(
         "alarm service: %d rules from %s; %s -> %s; MES webhook %s",
@@ -116,7 +108,8 @@ def run_alarms(args: argparse.Namespace) -> int:
         health = start_health_server(
             settings.alarms.health_port, service.readiness, telemetry.prometheus_text if telemetry else None
         )
-        service.run(stop)
+        with StopOnSignals(stop, "stopping the alarm service"):
+            service.run(stop)
     except Exception:
         log.exception("alarm service failed")
         return 1

@@ -40,7 +40,8 @@ from opentelemetry import metrics as metrics_api
 from pydantic import ValidationError
 
 from common.kafka import build_consumer, build_producer, ensure_topics
-from common.schemas import ERROR_HEADER, DeadLetterError, InspectionResult, SourceRef, utc_now
+from common.messages import dead_letter_error, dead_letter_record
+from common.schemas import InspectionResult, SourceRef, utc_now
 from common.settings import LinewatchSettings
 from worker.alarms.config import RulesFile
 from worker.alarms.events import AlarmEvent
@@ -310,17 +311,14 @@ class MesDeliverer:
         return True
 
     def _dead_letter(self, record: Any, error_type: str, reason: str) -> None:
-        error = DeadLetterError(
-            stage="mes_webhook",
-            error_type=error_type,
-            message=reason[:2000],
-            worker_id=self.settings.worker.worker_id,
-            time=utc_now(),
+        error = dead_letter_error(
+            "mes_webhook", error_type, reason, worker_id=self.settings.worker.worker_id, now=utc_now(),
             source=SourceRef(topic=record.topic, partition=record.partition, offset=record.offset),
         )
-        headers = [(k, v) for k, v in (record.headers or []) if k != ERROR_HEADER]
-        headers.append((ERROR_HEADER, error.model_dump_json().encode("utf-8")))
-        future = self.producer.send(self.settings.alarms.dlq_topic, key=record.key, value=record.value, headers=headers)
+        key, value, headers = dead_letter_record(
+            record.key, record.value, record.headers, error, self.settings.kafka.max_message_bytes
+        )
+        future = self.producer.send(self.settings.alarms.dlq_topic, key=key, value=value, headers=headers)
         try:
             future.get(timeout=PUBLISH_TIMEOUT_S)
         except KafkaError as exc:

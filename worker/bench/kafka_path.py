@@ -57,7 +57,8 @@ import torch
 
 from common.codecs import encode_image
 from common.kafka import build_consumer, ensure_topics
-from common.schemas import FRAME_HEADER, InspectionResult
+from common.messages import frame_headers
+from common.schemas import InspectionResult
 from common.settings import LinewatchSettings
 from worker.bench.inprocess import percentile, run_batches, synthetic_frames, warm_up
 from worker.inspection.types import Frame
@@ -136,7 +137,7 @@ def _kafka_only_steps(inspector: Any, frames: list[Frame], settings: LinewatchSe
     height, width = frames[0].image.shape[:2]
     meta = build_frame_meta(camera_id="bench-cam", line_id="bench-line", object_name=OBJECT_NAME,
                             content_type="image/jpeg", width=width, height=height)
-    headers = [(FRAME_HEADER, meta.model_dump_json().encode("utf-8"))]
+    headers = frame_headers(meta)
     payloads = [encode_image(frame.image) for frame in frames]  # what FramePublisher sends
 
     def parse_and_decode(payload: bytes) -> None:

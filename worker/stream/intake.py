@@ -5,7 +5,6 @@
 - `is_stale`: the stale-frame policy.
 - `fit_result`: a result serialised within the topic's size limit, shrunk if it
   must be (heatmap first, then regions), or `ResultTooLarge`.
-- `dead_letter`: the dead-letter record (original key, value and headers plus `lw-error`).
 """
 from __future__ import annotations
 
@@ -14,16 +13,13 @@ from datetime import datetime
 from typing import Any, Sequence
 
 import numpy as np
-from pydantic import ValidationError
 
 from common.codecs import ImageDecodeError, decode_image
-from common.schemas import ERROR_HEADER, FRAME_HEADER, DeadLetterError, FrameMeta, InspectionResult, SourceRef
+from common.messages import FrameHeaderError, estimate_record_size, parse_frame_meta
+from common.schemas import FrameMeta, InspectionResult, SourceRef
 
 Headers = list[tuple[str, bytes]]
 
-# Room for the record batch and record framing around key, value and headers.
-RECORD_OVERHEAD_BYTES = 512
-MAX_ERROR_MESSAGE_CHARS = 2000
 
 
 @dataclass(frozen=True)
@@ -71,41 +67,12 @@ class Rejected(Exception):
         self.message = message
 
 
-MAX_SHOWN_INPUT_CHARS = 40  # of a rejected header field's value, quoted in the reason
-
-
 def parse_meta(headers: Sequence[tuple[str, bytes]]) -> FrameMeta:
     """The record's one `lw-frame` header as FrameMeta; raises Rejected (only) otherwise."""
-    values = [value for key, value in headers if key == FRAME_HEADER]
-    if not values:
-        raise Rejected("header", "MissingHeader", f"no {FRAME_HEADER} header")
-    if len(values) > 1:  # ambiguous: whichever one we picked, a hop that read the other disagrees
-        raise Rejected("header", "InvalidHeader", f"{len(values)} {FRAME_HEADER} headers, exactly one is allowed")
     try:
-        text = values[0].decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise Rejected(
-            "header", "InvalidHeader", f"{FRAME_HEADER} header is not UTF-8: {exc.reason} at byte {exc.start}"
-        ) from exc
-    if not text.strip():
-        raise Rejected("header", "InvalidHeader", f"{FRAME_HEADER} header is empty")
-    try:
-        return FrameMeta.model_validate_json(text)
-    except ValidationError as exc:
-        details = "; ".join(_validation_problem(error) for error in exc.errors())
-        raise Rejected("header", "InvalidHeader", f"invalid {FRAME_HEADER} header: {details}") from exc
-
-
-def _validation_problem(error: Any) -> str:
-    """`field: what is wrong (got <value, shortened>)`."""
-    where = ".".join(map(str, error["loc"])) or "<root>"
-    value = error.get("input")
-    if error["type"] in ("missing", "json_invalid") or isinstance(value, dict):
-        return f"{where}: {error['msg']}"  # nothing useful to quote
-    shown = repr(value)
-    if len(shown) > MAX_SHOWN_INPUT_CHARS:
-        shown = f"{shown[:MAX_SHOWN_INPUT_CHARS]}... ({len(shown)} chars)"
-    return f"{where}: {error['msg']} (got {shown})"
+        return parse_frame_meta(headers)
+    except FrameHeaderError as exc:
+        raise Rejected("header", exc.error_type, exc.message) from exc
 
 
 def decode_frame(meta: FrameMeta, value: bytes | None, *, max_bytes: int, max_pixels: int) -> np.ndarray:
@@ -138,16 +105,6 @@ def stale_note(meta: FrameMeta, now: datetime, max_age_s: float) -> str:
 # --------------------------------------------------------------------------- sizes
 
 
-def record_size(key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]] = ()) -> int:
-    """A conservative estimate of a record's size on the wire."""
-    return (
-        len(key or b"")
-        + len(value or b"")
-        + sum(len(k.encode("utf-8")) + len(v or b"") for k, v in headers)
-        + RECORD_OVERHEAD_BYTES
-    )
-
-
 class ResultTooLarge(Exception):
     """Even without heatmap and regions the result exceeds the message limit."""
 
@@ -171,7 +128,7 @@ def fit_result(
 
     def fits(candidate: InspectionResult) -> tuple[bool, bytes]:
         value = candidate.model_dump_json().encode("utf-8")
-        return record_size(key, value, headers) <= max_bytes, value
+        return estimate_record_size(key, value, headers) <= max_bytes, value
 
     ok, value = fits(result)
     if ok:
@@ -194,34 +151,3 @@ def fit_result(
     raise ResultTooLarge(
         f"result of frame {result.frame_id} is {len(value)} bytes without heatmap and regions; limit is {max_bytes}"
     )
-
-
-# --------------------------------------------------------------------------- dead letters
-
-
-def dead_letter_error(
-    stage: str, error_type: str, message: str, *, worker_id: str, source: SourceRef | None, now: datetime
-) -> DeadLetterError:
-    if len(message) > MAX_ERROR_MESSAGE_CHARS:
-        message = message[: MAX_ERROR_MESSAGE_CHARS - 3] + "..."
-    return DeadLetterError(
-        stage=stage, error_type=error_type, message=message, worker_id=worker_id, time=now, source=source
-    )
-
-
-def dead_letter(
-    message: Consumed, error: DeadLetterError, max_bytes: int
-) -> tuple[bytes | None, bytes | None, Headers]:
-    """(key, value, headers) of the dead letter: the original record plus `lw-error`.
-
-    If the original value no longer fits next to the error header, the value is left
-    out and the error message says so (the record is still dead-lettered, never dropped).
-    """
-    original = [(k, v) for k, v in message.headers if k != ERROR_HEADER]
-    headers = original + [(ERROR_HEADER, error.model_dump_json().encode("utf-8"))]
-    if record_size(message.key, message.value, headers) <= max_bytes:
-        return message.key, message.value, headers
-    size = len(message.value or b"")
-    trimmed = error.model_copy(update={"message": f"{error.message} [original value of {size} bytes omitted: too large]"})
-    headers = original + [(ERROR_HEADER, trimmed.model_dump_json().encode("utf-8"))]
-    return message.key, None, headers

@@ -37,7 +37,6 @@ from __future__ import annotations
 import json
 import logging
 import queue
-import signal
 import threading
 import time
 from dataclasses import dataclass
@@ -50,8 +49,10 @@ from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from common.kafka import build_consumer, build_producer, connection_hint, ensure_topics
+from common.messages import dead_letter_error, dead_letter_record
 from common.schemas import FrameMeta, InspectionResult, utc_now
 from common.settings import LinewatchSettings
+from common.signals import StopOnSignals
 from common.telemetry import Telemetry
 from worker.inspection.types import Frame, Inspection
 from worker.stream.results import build_result, skipped_result
@@ -60,8 +61,6 @@ from worker.stream.intake import (
     Consumed,
     Rejected,
     ResultTooLarge,
-    dead_letter,
-    dead_letter_error,
     decode_frame,
     fit_result,
     is_stale,
@@ -641,7 +640,8 @@ class WorkerService:
     ) -> None:
         error = dead_letter_error(stage, error_type, text, worker_id=self.worker_id, source=message.source,
                                   now=utc_now())
-        key, value, headers = dead_letter(message, error, self.settings.kafka.max_message_bytes)
+        key, value, headers = dead_letter_record(message.key, message.value, message.headers, error,
+                                                self.settings.kafka.max_message_bytes)
         log.info("dead-lettering %s:%s@%s (%s/%s): %s", message.topic, message.partition, message.offset,
                  stage, error_type, error.message)
         span.set_attribute("linewatch.dead_letter", f"{stage}/{error_type}")
@@ -710,19 +710,13 @@ def run_service(
 ) -> None:
     """`linewatch-worker serve`: telemetry, cache, models, health endpoint, then the poll loop.
 
-    SIGTERM and SIGINT set `stop_event` (when called from the main thread).
+    SIGTERM and SIGINT set `stop_event` (when called from the main thread; a second one
+    gives up on a clean stop).
     """
     from common.telemetry import setup_telemetry
 
     log.info("linewatch worker settings: %s", json.dumps(settings.redacted(), sort_keys=True))
     stop_event = stop_event or threading.Event()
-    if threading.current_thread() is threading.main_thread():
-        def on_signal(number: int, _frame: Any) -> None:
-            log.info("%s: stopping after the frames already polled", signal.Signals(number).name)
-            stop_event.set()
-
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
     telemetry = setup_telemetry(settings.telemetry.service_name) if settings.telemetry.enabled else None
     service = WorkerService(settings, inspector, telemetry=telemetry)
     health = None
@@ -743,7 +737,8 @@ def run_service(
             metrics=telemetry.prometheus_text if telemetry is not None else None,
         ).start()
     try:
-        service.run(stop_event)
+        with StopOnSignals(stop_event, "stopping after the frames already polled"):
+            service.run(stop_event)
     finally:
         if health is not None:
             health.stop()
