@@ -328,7 +328,7 @@ def test_the_next_batch_is_scored_while_the_results_of_the_last_are_built(kafka_
     from worker.inspection.inspector import build_inspector
 
     build_s, built = 0.3, []
-    real_build = worker.service.build_result
+    real_build = worker.stream.service.build_result
 
     def slow_build(*args, **kwargs):  # result encoding made slow enough to see the overlap
         time.sleep(build_s)
