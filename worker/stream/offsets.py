@@ -237,6 +237,8 @@ class Checkpoint:
                 self._generation[tp] = self._generation.get(tp, 0) + 1
             self._assigned -= partitions
         offsets = self.tracker.committable(partitions) if commit else {}
+        if offsets:
+            self.tracker.committed(offsets)
         dropped = sum(self.tracker.open_count(tp) for tp in partitions)
         rewind = {tp: first for tp in partitions if (first := self.tracker.first_open(tp)) is not None}
         self.tracker.forget(partitions)
@@ -261,7 +263,7 @@ class Checkpoint:
             self._rewind.clear()
             self._assigned |= partitions
         self.reachability.ok()  # the group coordinator answered
-        for tp, offset in rewind.items():
+        for tp, offset in rewind.items() if self.consumer is not None else ():
             try:
                 self.consumer.seek(tp, offset)
             except Exception as exc:  # pragma: no cover - it was just assigned
