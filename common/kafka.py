@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+import threading
+import time
+from typing import Any, Callable
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
@@ -14,19 +16,57 @@ from common.settings import KafkaSettings
 # kafka-python's admin client logs its whole configuration, passwords included, at DEBUG.
 logging.getLogger("kafka.admin.client").setLevel(logging.INFO)
 
-# kafka-python 3.0.12 bug: a group leader that rejoins because the topic metadata changed (a
-# worker starting while its topic is new) stops awaiting its JoinGroup/SyncGroup once its own
-# assignment made the metadata current again: need_rejoin() turns False mid-join, poll() never
-# completes the join, the member is evicted and then stays without partitions for good. As the
-# Java client does, treat a join in progress as a rejoin still needed.
-_library_need_rejoin = ConsumerCoordinator.need_rejoin
+# the library's own method, even if this module is imported again after the fix was applied
+_library_need_rejoin = getattr(ConsumerCoordinator.need_rejoin, "library_need_rejoin", ConsumerCoordinator.need_rejoin)
 
 
 def _rejoin_needed_or_pending(coordinator: ConsumerCoordinator) -> bool:
     return bool(getattr(coordinator, "rejoining", False)) or _library_need_rejoin(coordinator)
 
 
-ConsumerCoordinator.need_rejoin = _rejoin_needed_or_pending
+_rejoin_needed_or_pending.library_need_rejoin = _library_need_rejoin  # type: ignore[attr-defined]
+
+
+def apply_rejoin_fix() -> None:
+    """Work around kafka-python 3.0.12's `ConsumerCoordinator.need_rejoin` dropping a join in progress.
+
+    Upstream behaviour: a group leader that rejoins because the subscribed topics' metadata
+    changed (a worker starting while its topic is new) stops awaiting its JoinGroup/SyncGroup
+    once its own assignment made the metadata current again: `need_rejoin()` turns False
+    mid-join (the coordinator's `rejoining` flag is still set), `poll()` never completes the
+    join, the member is evicted and then stays without partitions for good. As the Java client
+    does, a join in progress counts as a rejoin still needed.
+
+    Patches the class once (idempotent); `build_consumer` applies it, so every group consumer
+    the project builds has it.
+    """
+    ConsumerCoordinator.need_rejoin = _rejoin_needed_or_pending
+
+
+class BrokerReachability:
+    """Whether the broker answered last: clients report each success and failure they see
+    (acknowledged sends, commits, start-up) and readiness reads the latest. Unlike a TCP probe
+    it also sees a refused login or TLS handshake. Thread-safe."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._last_ok = 0.0
+        self._last_error = 0.0
+
+    def ok(self) -> None:
+        with self._lock:
+            self._last_ok = self._clock()
+
+    def error(self) -> None:
+        with self._lock:
+            self._last_error = self._clock()
+
+    @property
+    def reachable(self) -> bool:
+        """True once a success came and no failure after it."""
+        with self._lock:
+            return self._last_ok > 0 and self._last_ok >= self._last_error
 
 
 def connection_options(settings: KafkaSettings) -> dict[str, Any]:
@@ -64,6 +104,7 @@ def build_producer(settings: KafkaSettings, **overrides: Any) -> KafkaProducer:
 
 def build_consumer(settings: KafkaSettings, *topics: str, **overrides: Any) -> KafkaConsumer:
     """A group consumer with manual commits (offsets are committed after results are acked)."""
+    apply_rejoin_fix()
     options = connection_options(settings) | {
         "group_id": settings.group_id,
         "enable_auto_commit": False,

@@ -204,32 +204,45 @@ def test_every_frame_gets_exactly_one_result_with_a_full_size_mask(kafka_broker,
 
 
 def test_two_workers_split_the_partitions_and_a_graceful_leave_loses_nothing(kafka_broker, redis_server):
-    # Small batches and slow inference: worker-b has frames queued when worker-a leaves, so the
-    # rebalance drops them uncommitted and they must come again (seek back), not go missing.
+    # worker-b's Inspector is held until the rebalance that worker-a's leave causes: worker-b then has
+    # frames polled and not published, the revocation drops them uncommitted, and they must come again
+    # (seek back to the first dropped one when the partitions return), not go missing.
+    from worker.inspection.inspector import build_inspector
+
     settings = make_settings(kafka_broker, redis_server.url, batch_max_frames=2)
     settings = settings.model_copy(update={"models": settings.models.model_copy(update={"inject_delay_s": 0.2})})
+    held = StuckInspector(build_inspector(settings.models))
     first = WorkerService(with_worker(settings, worker_id="worker-a"))
-    second = WorkerService(with_worker(settings, worker_id="worker-b"))
-    with running(first) as stop_first, running(second):
-        def split() -> bool:
-            a, b = first.status().assigned_partitions, second.status().assigned_partitions
-            return bool(a) and bool(b) and len(set(a) | set(b)) == PARTITIONS and not set(a) & set(b)
+    second = WorkerService(with_worker(settings, worker_id="worker-b"), held)
+    try:
+        with running(first) as stop_first, running(second):
+            def split() -> bool:
+                a, b = first.status().assigned_partitions, second.status().assigned_partitions
+                return bool(a) and bool(b) and len(set(a) | set(b)) == PARTITIONS and not set(a) & set(b)
 
-        ensure_topics(settings.kafka, [settings.kafka.frames_topic])
-        wait_until(split, 90, "both workers to own partitions")
-        early = [good_frame(i) for i in range(8)]
-        late = [good_frame(100 + i) for i in range(8)]
-        sent = publish_frames(settings, early)
-        wait_until(lambda: first.status().counters.get("results_ok", 0)
-                   + first.status().counters.get("results_anomalous", 0) > 0, 120, "worker-a to publish")
-        stop_first()  # graceful: finishes its frames, commits, leaves the group
-        sent |= publish_frames(settings, late)
-        results = read_results(settings, sent)
-        wait_until(lambda: set(second.status().assigned_partitions) == {
-            (settings.kafka.frames_topic, p) for p in range(PARTITIONS)}, 60, "worker-b to take over")
-        wait_until(lambda: committed_total(settings) == len(sent), 60, "all offsets committed")
-    assert {r.frame_id for r in results} == sent
+            ensure_topics(settings.kafka, [settings.kafka.frames_topic])
+            wait_until(split, 90, "both workers to own partitions")
+            dropped_before = second.status().counters.get("dropped_on_revoke", 0)
+            early = [good_frame(i) for i in range(8)]
+            late = [good_frame(100 + i) for i in range(8)]
+            sent = publish_frames(settings, early)
+            assert held.called.wait(60), "worker-b never inspected a batch"
+            wait_until(lambda: first.status().counters.get("results_ok", 0)
+                       + first.status().counters.get("results_anomalous", 0) > 0, 120, "worker-a to publish")
+            stop_first()  # graceful: finishes its frames, commits, leaves the group
+            wait_until(lambda: second.status().counters.get("dropped_on_revoke", 0) > dropped_before, 60,
+                       "worker-b to drop its unpublished frames on the revocation")
+            held.release.set()
+            sent |= publish_frames(settings, late)
+            results = read_results(settings, sent)
+            wait_until(lambda: set(second.status().assigned_partitions) == {
+                (settings.kafka.frames_topic, p) for p in range(PARTITIONS)}, 60, "worker-b to take over")
+            wait_until(lambda: committed_total(settings) == len(sent), 60, "all offsets committed")
+    finally:
+        held.release.set()
+    assert {r.frame_id for r in results} == sent  # the dropped frames were scored again
     assert {r.worker_id for r in results} == {"worker-a", "worker-b"}
+    assert second.status().counters["rebalances"] >= 1
 
 
 def test_bad_messages_are_dead_lettered_and_good_ones_around_them_scored(kafka_broker, redis_server):
@@ -324,11 +337,11 @@ class TimedInspector(WrappedInspector):
 
 
 def test_the_next_batch_is_scored_while_the_results_of_the_last_are_built(kafka_broker, redis_server, monkeypatch):
-    import worker.stream.service
+    import worker.stream.publishing
     from worker.inspection.inspector import build_inspector
 
     build_s, built = 0.3, []
-    real_build = worker.stream.service.build_result
+    real_build = worker.stream.publishing.build_result
 
     def slow_build(*args, **kwargs):  # result encoding made slow enough to see the overlap
         time.sleep(build_s)
@@ -336,7 +349,7 @@ def test_the_next_batch_is_scored_while_the_results_of_the_last_are_built(kafka_
         built.append(time.monotonic())
         return result
 
-    monkeypatch.setattr(worker.stream.service, "build_result", slow_build)
+    monkeypatch.setattr(worker.stream.publishing, "build_result", slow_build)  # where the publish thread calls it
     settings = make_settings(kafka_broker, None, batch_max_frames=2, batch_max_wait_ms=1000)
     frames = [good_frame(i) for i in range(6)]
     publish(settings, [(m.camera_id.encode(), data, frame_headers(m)) for m, data in frames], partition=0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
+import uuid
 from typing import Any
 
 import pytest
@@ -92,9 +93,18 @@ def test_a_failing_check_is_not_ready_and_the_server_survives() -> None:
 
 
 def test_default_metrics_use_the_prometheus_client_registry() -> None:
-    with HealthServer(0, lambda: {"ok": True}, host="127.0.0.1") as server:
-        code, _, body = get(server.url + "/metrics")
-        assert code == 200 and (b"python_info" in body or b"process_" in body)
+    from prometheus_client import REGISTRY, Counter
+
+    name = f"linewatch_health_test_{uuid.uuid4().hex[:8]}"
+    counter = Counter(name, "registered by test_health", registry=REGISTRY)
+    try:
+        counter.inc(3)
+        with HealthServer(0, lambda: {"ok": True}, host="127.0.0.1") as server:
+            code, headers, body = get(server.url + "/metrics")
+        assert code == 200 and headers.get("Content-Type", "").startswith("text/plain")
+        assert f"{name}_total 3.0".encode() in body  # what was registered by default is what is served
+    finally:
+        REGISTRY.unregister(counter)
 
 
 def test_no_checks_is_a_wiring_bug_not_ready() -> None:

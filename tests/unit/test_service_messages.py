@@ -20,15 +20,8 @@ from common.schemas import (
     SourceRef,
     Versions,
 )
-from worker.stream.intake import (
-    Consumed,
-    Rejected,
-    ResultTooLarge,
-    decode_frame,
-    fit_result,
-    is_stale,
-    parse_meta,
-)
+from worker.stream.intake import Consumed, Rejected, decode_frame, is_stale, parse_meta
+from worker.stream.results import ResultTooLarge, fit_result
 from common.messages import dead_letter_error, dead_letter_record, estimate_record_size
 
 NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)

@@ -18,7 +18,7 @@ def test_commits_the_contiguous_done_prefix():
     tracker.done("p0", 5)
     assert tracker.committable() == {"p0": 7}
     tracker.committed({"p0": 7})
-    assert tracker.open_count() == 2 and tracker.pending_count() == 1
+    assert tracker.open_count() == 2 and tracker.first_open("p0") == 7
     assert tracker.committable() == {}  # nothing new: no repeated commit
     tracker.done("p0", 7)
     assert tracker.committable() == {"p0": 9}

@@ -25,7 +25,6 @@ name) and the field of every problem, e.g.
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -231,7 +230,3 @@ def load_rules(path: str | Path) -> RulesFile:
     except OSError as exc:
         raise RulesFileError(str(path), [f"{path}: cannot read: {exc.strerror or exc}"]) from None
     return parse_rules_text(text, str(path))
-
-
-def rule_names(rules: Iterable[AnomalyRule | SilenceRule]) -> list[str]:
-    return [rule.name for rule in rules]

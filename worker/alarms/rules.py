@@ -292,12 +292,3 @@ class RuleEngine:
         for k2 in silence:
             del self._silence[k2]
         return len(anomaly) + len(silence)
-
-    # ------------------------------------------------------------------ introspection
-
-    @property
-    def tracked_streams(self) -> int:
-        return len(self._anomaly) + len(self._silence)
-
-    def is_duplicate(self, camera_id: str, frame_id: str) -> bool:
-        return (camera_id, frame_id) in self._seen

@@ -130,8 +130,8 @@ def _cpu_ms_each(step: Callable[[Any], Any], items: list[Any]) -> float:
 def _kafka_only_steps(inspector: Any, frames: list[Frame], settings: LinewatchSettings) -> dict[str, float]:
     """CPU ms per frame of what the worker does beyond `inspect`, replayed on the bench frames."""
     from producer.publisher import build_frame_meta
-    from worker.stream.results import build_result
-    from worker.stream.intake import decode_frame, fit_result, parse_meta
+    from worker.stream.intake import decode_frame, parse_meta
+    from worker.stream.results import build_result, fit_result
 
     ws = settings.worker
     height, width = frames[0].image.shape[:2]

@@ -49,3 +49,18 @@ class Inspection:
     foreground: np.ndarray
     instances: list[InstanceScore] = field(default_factory=list)
     timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+from typing import TYPE_CHECKING, Protocol, Sequence  # noqa: E402 - appended with the protocol below
+
+if TYPE_CHECKING:
+    from common.schemas import Versions
+
+
+class InspectorProtocol(Protocol):
+    """What the stream worker needs of an Inspector (the real one, or a test's wrapper)."""
+
+    @property
+    def versions(self) -> Versions: ...
+
+    def inspect(self, frames: Sequence[Frame]) -> list[Inspection]: ...

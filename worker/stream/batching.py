@@ -1,7 +1,18 @@
-"""Micro-batching and backpressure decisions of the poll loop (pure, clock passed in)."""
+"""Micro-batching and backpressure of the poll loop, and the hand-over between the threads.
+
+`MicroBatcher` and `backpressure` are pure (clock passed in); `InFlight` counts the frames
+handed on whose results are not sent yet, and pauses the consumer on them; `hand_over` puts
+on a bounded queue for as long as the thread that takes from it runs.
+"""
 from __future__ import annotations
 
-from typing import Generic, Literal, TypeVar
+import logging
+import queue
+import threading
+import time
+from typing import Any, Generic, Literal, TypeVar
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -61,3 +72,69 @@ def backpressure(waiting: int, limit: int, paused: bool) -> BackpressureAction:
     if paused and waiting <= limit // 2:
         return "resume"
     return None
+
+
+class InFlight:
+    """Frames handed to the inference thread whose results are not sent yet, and whether the
+    consumer is paused on them. The poll thread adds and applies; the publish thread finishes."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._waiting = 0
+        self._paused = False
+
+    def add(self, frames: int) -> None:
+        with self._lock:
+            self._waiting += frames
+
+    def finished(self, frames: int) -> None:
+        with self._lock:
+            self._waiting -= frames
+
+    @property
+    def waiting(self) -> int:
+        with self._lock:
+            return self._waiting
+
+    @property
+    def paused(self) -> bool:
+        with self._lock:
+            return self._paused
+
+    def apply(self, consumer: Any) -> BackpressureAction:
+        """Pause or resume the consumer's partitions as `backpressure` says; returns the change."""
+        with self._lock:
+            waiting = self._waiting
+            action = backpressure(waiting, self.limit, self._paused)
+            if action is not None:
+                self._paused = action == "pause"
+            paused = self._paused
+        if action is not None:
+            log.info("backpressure: %d frames waiting, %s partitions", waiting,
+                     "pausing" if action == "pause" else "resuming")
+        # Re-applied every time: a rebalance hands out partitions unpaused.
+        assignment = consumer.assignment()
+        if paused and assignment:
+            consumer.pause(*assignment)
+        elif not paused and consumer.paused():
+            consumer.resume(*consumer.paused())
+        return action
+
+
+STOP = object()  # sentinel that ends the inference thread, which passes it on to the publish thread
+
+
+def hand_over(target: queue.Queue, item: Any, receiver: threading.Thread | None, timeout_s: float | None = None) -> bool:
+    """Put `item` on the bounded `target`, waiting as long as `receiver` (who takes from it) runs,
+    or at most `timeout_s`; False when that ran out."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while True:  # the queues are sized so that pausing keeps this from blocking long
+        try:
+            target.put(item, timeout=1.0 if deadline is None else max(0.01, min(1.0, deadline - time.monotonic())))
+            return True
+        except queue.Full:
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            if receiver is None or not receiver.is_alive():
+                raise RuntimeError(f"{receiver.name if receiver else 'the receiving thread'} is not running") from None

@@ -39,9 +39,6 @@ CheckValue = bool | tuple[bool, Any]
 Readiness = Callable[[], Mapping[str, CheckValue]]
 MetricsText = Callable[[], bytes]
 
-# The checks a stream worker reports (names used by /readyz bodies and the README).
-WORKER_CHECKS = ("models_loaded", "broker_reachable", "partitions_assigned")
-
 
 def _default_metrics() -> bytes:
     return generate_latest(REGISTRY)

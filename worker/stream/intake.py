@@ -1,25 +1,29 @@
-"""What the service does to one message, as pure functions over bytes and models.
+"""First stop of a frame: a consumed record becomes `Work`, a dead letter or a skipped result.
 
 - `parse_meta` / `decode_frame`: untrusted record -> (FrameMeta, RGB array), or
-  `Rejected` with the stage and reason that go into the dead letter.
+  `Rejected` with the stage and reason that go into the dead letter (pure functions).
 - `is_stale`: the stale-frame policy.
-- `fit_result`: a result serialised within the topic's size limit, shrunk if it
-  must be (heatmap first, then regions), or `ResultTooLarge`.
+- `Intake`: the poll thread's routing of one record (tracked in the `Checkpoint` first).
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from common.codecs import ImageDecodeError, decode_image
-from common.messages import FrameHeaderError, estimate_record_size, parse_frame_meta
-from common.schemas import FrameMeta, InspectionResult, SourceRef
+from common.messages import FrameHeaderError, parse_frame_meta
+from common.schemas import FrameMeta, SourceRef, utc_now
+from common.settings import WorkerSettings
+from worker.stream.offsets import Checkpoint
+from worker.stream.telemetry import Counters, ServiceTelemetry
+
+log = logging.getLogger(__name__)
 
 Headers = list[tuple[str, bytes]]
-
 
 
 @dataclass(frozen=True)
@@ -102,52 +106,62 @@ def stale_note(meta: FrameMeta, now: datetime, max_age_s: float) -> str:
     return f"stale: frame is {frame_age_s(meta, now):.1f} s old, max_frame_age_s is {max_age_s:g}"
 
 
-# --------------------------------------------------------------------------- sizes
+# --------------------------------------------------------------------------- routing
 
 
-class ResultTooLarge(Exception):
-    """Even without heatmap and regions the result exceeds the message limit."""
+@dataclass
+class Work:
+    """A decoded frame on its way through inference and publishing."""
+
+    message: Consumed
+    partition: Any  # kafka.TopicPartition
+    generation: int  # of its partition when polled (Checkpoint.current)
+    meta: FrameMeta
+    image: np.ndarray
+    span: Any  # opentelemetry Span of the frame
 
 
-def _with_note(result: InspectionResult, note: str, **update: Any) -> InspectionResult:
-    return result.model_copy(update={**update, "note": f"{result.note}; {note}" if result.note else note})
+DeadLetter = Callable[[Any, Consumed, str, str, str, Any], None]  # (partition, message, stage, type, text, span)
+Skip = Callable[[Any, Consumed, FrameMeta, Any], None]  # (partition, message, meta, span)
 
 
-def fit_result(
-    result: InspectionResult,
-    max_bytes: int,
-    key: bytes | None = None,
-    headers: Sequence[tuple[str, bytes]] = (),
-) -> tuple[InspectionResult, bytes]:
-    """The result and its JSON, within `max_bytes` once key and headers are counted.
+class Intake:
+    """record -> `Work` for the batcher; a bad record is dead-lettered, a stale one skipped, at once."""
 
-    Shrinks in this order, saying so in `note`: drop the heatmap, then keep only the
-    regions with the highest peak scores (halving their number until it fits).
-    Raises ResultTooLarge when even that is not enough (the mask alone is too big).
-    """
+    def __init__(self, settings: WorkerSettings, checkpoint: Checkpoint, telemetry: ServiceTelemetry,
+                 counters: Counters, *, dead_letter: DeadLetter, skip: Skip):
+        self.settings = settings
+        self.checkpoint = checkpoint
+        self.telemetry = telemetry
+        self.counters = counters
+        self._dead_letter = dead_letter
+        self._skip = skip
 
-    def fits(candidate: InspectionResult) -> tuple[bool, bytes]:
-        value = candidate.model_dump_json().encode("utf-8")
-        return estimate_record_size(key, value, headers) <= max_bytes, value
-
-    ok, value = fits(result)
-    if ok:
-        return result, value
-    if result.heatmap is not None:
-        result = _with_note(result, f"heatmap dropped to fit {max_bytes} bytes", heatmap=None)
-        ok, value = fits(result)
-        if ok:
-            return result, value
-    regions = sorted(result.regions, key=lambda r: r.peak_score, reverse=True)
-    keep = len(regions)
-    while keep > 0:
-        keep //= 2
-        candidate = _with_note(
-            result, f"regions capped to {keep} of {len(regions)} to fit {max_bytes} bytes", regions=regions[:keep]
+    def take(self, partition: Any, message: Consumed) -> Work | None:
+        generation = self.checkpoint.consumed(partition, message.offset)
+        self.counters.add("consumed")
+        span = self.telemetry.start_frame(
+            message.headers,
+            {"messaging.destination.name": message.topic, "messaging.kafka.partition": message.partition,
+             "messaging.kafka.offset": message.offset},
         )
-        ok, value = fits(candidate)
-        if ok:
-            return candidate, value
-    raise ResultTooLarge(
-        f"result of frame {result.frame_id} is {len(value)} bytes without heatmap and regions; limit is {max_bytes}"
-    )
+        ws = self.settings
+        try:
+            with self.telemetry.stage(span, "decode"):
+                meta = parse_meta(message.headers)
+                span.set_attribute("linewatch.frame_id", meta.frame_id)
+                stale = is_stale(meta, utc_now(), ws.max_frame_age_s)  # a stale frame is not even decoded
+                image = None if stale else decode_frame(
+                    meta, message.value, max_bytes=ws.max_frame_bytes, max_pixels=ws.max_frame_pixels
+                )
+        except Rejected as exc:
+            self._dead_letter(partition, message, exc.stage, exc.error_type, exc.message, span)
+            return None
+        except Exception as exc:  # never let one message stop the worker
+            log.exception("unexpected error on %s:%s@%s", message.topic, message.partition, message.offset)
+            self._dead_letter(partition, message, "decode", type(exc).__name__, str(exc), span)
+            return None
+        if stale:
+            self._skip(partition, message, meta, span)
+            return None
+        return Work(message, partition, generation, meta, image, span)

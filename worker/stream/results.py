@@ -1,11 +1,19 @@
-"""Turn an Inspection into the InspectionResult message (DESIGN.md, result contract)."""
+"""Turn an Inspection into the InspectionResult message (DESIGN.md, result contract).
+
+- `build_result` / `skipped_result`: the result of an inspected / deliberately skipped frame.
+- `fit_result`: a result serialised within the topic's size limit, shrunk if it
+  must be (heatmap first, then regions), or `ResultTooLarge`.
+"""
 from __future__ import annotations
+
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
 
 from common.codecs import heatmap_to_png, mask_to_rle
-from common.schemas import Box, FrameMeta, Instance, InspectionResult, Region, SourceRef, Versions, utc_now
+from common.messages import estimate_record_size
+from common.schemas import Box, FrameMeta, InspectionResult, Instance, Region, SourceRef, Versions, utc_now
 from common.settings import WorkerSettings
 from worker.inspection.types import Inspection
 
@@ -82,6 +90,57 @@ def skipped_result(
         captured_at=meta.captured_at, processed_at=utc_now(), score=0.0, threshold=worker_settings.threshold,
         verdict="skipped", versions=versions.model_copy(update={"threshold_version": worker_settings.threshold_version}),
         worker_id=worker_id or worker_settings.worker_id, source=source, note=reason,
+    )
+
+
+# --------------------------------------------------------------------------- sizes
+
+
+class ResultTooLarge(Exception):
+    """Even without heatmap and regions the result exceeds the message limit."""
+
+
+def _with_note(result: InspectionResult, note: str, **update: Any) -> InspectionResult:
+    return result.model_copy(update={**update, "note": f"{result.note}; {note}" if result.note else note})
+
+
+def fit_result(
+    result: InspectionResult,
+    max_bytes: int,
+    key: bytes | None = None,
+    headers: Sequence[tuple[str, bytes]] = (),
+) -> tuple[InspectionResult, bytes]:
+    """The result and its JSON, within `max_bytes` once key and headers are counted.
+
+    Shrinks in this order, saying so in `note`: drop the heatmap, then keep only the
+    regions with the highest peak scores (halving their number until it fits).
+    Raises ResultTooLarge when even that is not enough (the mask alone is too big).
+    """
+
+    def fits(candidate: InspectionResult) -> tuple[bool, bytes]:
+        value = candidate.model_dump_json().encode("utf-8")
+        return estimate_record_size(key, value, headers) <= max_bytes, value
+
+    ok, value = fits(result)
+    if ok:
+        return result, value
+    if result.heatmap is not None:
+        result = _with_note(result, f"heatmap dropped to fit {max_bytes} bytes", heatmap=None)
+        ok, value = fits(result)
+        if ok:
+            return result, value
+    regions = sorted(result.regions, key=lambda r: r.peak_score, reverse=True)
+    keep = len(regions)
+    while keep > 0:
+        keep //= 2
+        candidate = _with_note(
+            result, f"regions capped to {keep} of {len(regions)} to fit {max_bytes} bytes", regions=regions[:keep]
+        )
+        ok, value = fits(candidate)
+        if ok:
+            return candidate, value
+    raise ResultTooLarge(
+        f"result of frame {result.frame_id} is {len(value)} bytes without heatmap and regions; limit is {max_bytes}"
     )
 
 

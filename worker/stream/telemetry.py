@@ -7,6 +7,7 @@ child per Inspector stage, laid end to end from `Inspection.timings_ms`) and
 """
 from __future__ import annotations
 
+import threading
 import time
 from contextlib import contextmanager
 from typing import Iterator, Mapping, Sequence
@@ -77,17 +78,18 @@ class ServiceTelemetry:
         for stage, ms in timings_ms.items():
             self.metrics.stage(stage, ms / 1000.0)
 
-    def batch(self, size: int) -> None:
-        self.metrics.batch_size.record(size)
 
-    def frame_done(self, outcome: str, latency_s: float | None) -> None:
-        self.metrics.frame_done(outcome, latency_s)
+class Counters:
+    """The service's event counters (`ServiceStatus.counters`), behind a lock of their own."""
 
-    def dead_letter(self, stage: str, error_type: str) -> None:
-        self.metrics.dead_letter(stage, error_type)
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[str, int] = {}
 
-    def cache_lookup(self, hit: bool, kind: str, layer: str) -> None:
-        self.metrics.cache_lookup(hit, kind, layer)
+    def add(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self._counts[name] = self._counts.get(name, 0) + n
 
-    def lag(self, topic: str, partition: int, lag: int) -> None:
-        self.metrics.lag(topic, partition, lag)
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)

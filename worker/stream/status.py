@@ -1,0 +1,49 @@
+"""What the worker reports about itself: `ServiceStatus` and the readiness checks of /readyz."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    """A snapshot for the health endpoint and tests."""
+
+    worker_id: str
+    running: bool
+    models_loaded: bool
+    broker_reachable: bool
+    cache_degraded: bool
+    assigned_partitions: tuple[tuple[str, int], ...]
+    paused: bool
+    waiting_frames: int
+    uncommitted_messages: int
+    inference_busy_s: float  # how long the batch now in the Inspector has been there; 0 when idle
+    lag: dict[str, int]
+    counters: dict[str, int]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "assigned_partitions": [f"{t}:{p}" for t, p in self.assigned_partitions]}
+
+
+def readiness_checks(status: ServiceStatus, inference_stuck: bool) -> dict[str, Any]:
+    """/readyz of a stream worker: models loaded, broker reachable, partitions assigned, device responsive."""
+    return {
+        "models_loaded": status.models_loaded,
+        "broker_reachable": status.broker_reachable,
+        "partitions_assigned": (bool(status.assigned_partitions), status.as_dict()),
+        "inference_responsive": (not inference_stuck, {"busy_s": status.inference_busy_s}),
+    }
+
+
+@runtime_checkable
+class MonitoredCache(Protocol):
+    """The part of the shared embedding cache (`RedisEmbeddingCache`) the service watches;
+    the LRU-only cache (no Redis URL) has none of it."""
+
+    @property
+    def degraded(self) -> bool: ...
+
+    def check(self) -> bool: ...
+
+    def close(self) -> None: ...
