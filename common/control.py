@@ -1,0 +1,158 @@
+"""Control and feedback contracts (DESIGN.md: "Control record", "Feedback").
+
+`linewatch.control` is compacted and keyed by scope; its values are `ControlRecord` JSON
+(a tombstone deletes a scope). The most specific scope that has a record wins:
+`camera:<id>/object:<name>`, then `camera:<id>`, then `object:<name>`.
+
+`linewatch.feedback` (key = camera id) carries `FeedbackRecord` JSON: a person's label on a result.
+
+Scores: the Inspector's `raw_score` is not calibrated; `normalised_score` maps it piecewise
+linearly so that the threshold in force lands on 0.5 (0 stays 0, 1 stays 1), which lets
+dashboards and alarm rules span products.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from common.schemas import SourceRef, utc_now
+
+CONTROL_SCHEMA_VERSION = 1
+FEEDBACK_SCHEMA_VERSION = 1
+
+_CAMERA = "camera:"
+_OBJECT = "object:"
+
+FeedbackLabel = Literal["false_alarm", "defect", "good_reference"]
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# --------------------------------------------------------------------------- scopes
+
+
+def scope_key(camera_id: str | None = None, object_name: str | None = None) -> str:
+    """The control-topic key of a scope: `camera:<id>/object:<name>`, `camera:<id>` or `object:<name>`."""
+    if camera_id and object_name:
+        return f"{_CAMERA}{camera_id}/{_OBJECT}{object_name}"
+    if camera_id:
+        return f"{_CAMERA}{camera_id}"
+    if object_name:
+        return f"{_OBJECT}{object_name}"
+    raise ValueError("a scope needs a camera id, an object name or both")
+
+
+def parse_scope(key: str) -> tuple[str | None, str | None]:
+    """(camera id, object name) of a scope key; ValueError when it is not one."""
+    camera, joined, obj = key.partition("/" + _OBJECT)
+    if joined:
+        if camera.startswith(_CAMERA) and len(camera) > len(_CAMERA) and obj:
+            return camera[len(_CAMERA) :], obj
+    elif key.startswith(_CAMERA) and len(key) > len(_CAMERA):
+        return key[len(_CAMERA) :], None
+    elif key.startswith(_OBJECT) and len(key) > len(_OBJECT):
+        return None, key[len(_OBJECT) :]
+    raise ValueError(f"not a control scope: {key!r} (expected object:<name>, camera:<id> or camera:<id>/object:<name>)")
+
+
+def candidate_scopes(camera_id: str, object_name: str) -> tuple[str, str, str]:
+    """The scopes that apply to a frame, most specific first."""
+    return scope_key(camera_id, object_name), scope_key(camera_id), scope_key(object_name=object_name)
+
+
+# --------------------------------------------------------------------------- control record
+
+
+class Calibration(_Record):
+    """How the thresholds of a record were obtained (from normal frames only)."""
+
+    method: Literal["conformal"] = "conformal"
+    n: int = Field(ge=1, description="normal frames scored")
+    target_fpr: float = Field(gt=0.0, lt=1.0, description="false-alarm rate the image threshold bounds")
+    quantiles: dict[str, float] = Field(default_factory=dict, description="raw normal scores, e.g. p50, p90, p99, max")
+    pixel_n: int | None = Field(None, ge=1, description="normal pixel scores behind the pixel threshold")
+    calibrated_at: datetime = Field(default_factory=utc_now)
+    by: str = Field(min_length=1, description="who or what calibrated: a user name, or worker:<id> in learning mode")
+
+
+class PromptOverrides(_Record):
+    object_name: str | None = Field(None, min_length=1, max_length=100, description="name used in prompts")
+    extra_normal_states: tuple[str, ...] = ()
+    extra_anomalous_states: tuple[str, ...] = ()
+
+
+class ReferenceSet(_Record):
+    """The reference bank in force for the scope (filled by the reference-frames work)."""
+
+    version: str = Field(min_length=1)
+    frames: int = Field(0, ge=0)
+    patches: int = Field(0, ge=0)
+
+
+class Learning(_Record):
+    """Learning mode: the first `frames` frames of the scope get verdict `calibrating`, then the
+    worker calibrates at `target_fpr` and publishes the record itself."""
+
+    frames: int = Field(ge=2)
+    target_fpr: float = Field(gt=0.0, lt=1.0)
+
+
+class ControlRecord(_Record):
+    """Value of a `linewatch.control` message (key = scope)."""
+
+    schema_version: Literal[1] = CONTROL_SCHEMA_VERSION
+    version: int = Field(ge=1, description="increases with every change of the scope's record")
+    image_threshold: float | None = Field(None, ge=0.0, le=1.0, description="raw image score at or above which a frame is anomalous")
+    pixel_threshold: float | None = Field(None, ge=0.0, le=1.0, description="anomaly-map level of the defect mask")
+    calibration: Calibration | None = None
+    prompts: PromptOverrides | None = None
+    references: ReferenceSet | None = None
+    learning: Learning | None = None
+    updated_at: datetime = Field(default_factory=utc_now)
+    updated_by: str = Field("unknown", min_length=1)
+
+    @field_validator("updated_at")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError("updated_at must carry a timezone (use UTC)")
+        return value
+
+
+def threshold_version(scope: str, record: ControlRecord) -> str:
+    """What results carry in `versions.threshold_version` when `record` of `scope` is in force."""
+    return f"{scope}@v{record.version}"
+
+
+def normalised_score(raw: float, threshold: float) -> float:
+    """`raw` mapped piecewise linearly so that `threshold` -> 0.5, 0 -> 0 and 1 -> 1."""
+    raw = min(1.0, max(0.0, raw))
+    if threshold <= 0.0:
+        return 1.0 if raw > 0.0 else 0.5
+    if threshold >= 1.0:
+        return 0.5 * raw
+    if raw < threshold:
+        return 0.5 * raw / threshold
+    return 0.5 + 0.5 * (raw - threshold) / (1.0 - threshold)
+
+
+# --------------------------------------------------------------------------- feedback
+
+
+class FeedbackRecord(_Record):
+    """Value of a `linewatch.feedback` message (key = camera id): a person's label on a result."""
+
+    schema_version: Literal[1] = FEEDBACK_SCHEMA_VERSION
+    frame_id: str = Field(min_length=1, max_length=128)
+    camera_id: str = Field(min_length=1, max_length=128)
+    object_name: str = Field(min_length=1, max_length=100)
+    label: FeedbackLabel
+    by: str = Field(min_length=1, max_length=128)
+    at: datetime = Field(default_factory=utc_now)
+    raw_score: float | None = Field(None, ge=0.0, le=1.0, description="the result's raw score, when known")
+    source: SourceRef | None = Field(None, description="where the frame is on the frames topic, when known")
+    note: str | None = Field(None, max_length=2000)
