@@ -156,3 +156,27 @@ class FeedbackRecord(_Record):
     raw_score: float | None = Field(None, ge=0.0, le=1.0, description="the result's raw score, when known")
     source: SourceRef | None = Field(None, description="where the frame is on the frames topic, when known")
     note: str | None = Field(None, max_length=2000)
+
+
+# --------------------------------------------------------------------------- thresholds in force
+
+
+class ThresholdsInForce(_Record):
+    """What decides a frame's verdict and defect mask, and the label results carry for it."""
+
+    image: float = Field(ge=0.0, le=1.0)
+    pixel: float = Field(ge=0.0, le=1.0)
+    version: str = Field(min_length=1, description="versions.threshold_version: `<scope>@v<n>` or the static label")
+
+
+def thresholds_in_force(
+    scope: str | None, record: ControlRecord | None, *, image: float, pixel: float, static_version: str
+) -> ThresholdsInForce:
+    """The record's thresholds where it sets them, else the static settings (stamped `static_version`)."""
+    if scope is None or record is None or (record.image_threshold is None and record.pixel_threshold is None):
+        return ThresholdsInForce(image=image, pixel=pixel, version=static_version)
+    return ThresholdsInForce(
+        image=record.image_threshold if record.image_threshold is not None else image,
+        pixel=record.pixel_threshold if record.pixel_threshold is not None else pixel,
+        version=threshold_version(scope, record),
+    )

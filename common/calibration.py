@@ -1,0 +1,51 @@
+"""Thresholds from normal frames only: the split-conformal bound.
+
+With n exchangeable normal scores s_1..s_n and a new normal score s, P(s > s_(k)) <= 1 - k/(n+1)
+for the k-th smallest s_(k). Taking k = ceil((n+1)(1-A)) bounds the false-alarm rate of the
+threshold s_(k) at A (a frame is anomalous when its score is >= the threshold, so the
+threshold is nudged just above s_(k)). It needs k <= n, i.e. n >= ceil((1-A)/A) frames.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+class TooFewFrames(ValueError):
+    """Not enough normal scores for the target rate."""
+
+    def __init__(self, n: int, needed: int, target_fpr: float):
+        super().__init__(f"{n} normal frames cannot bound the false-alarm rate at {target_fpr:g}: "
+                         f"at least {needed} are needed")
+        self.n, self.needed, self.target_fpr = n, needed, target_fpr
+
+
+def conformal_rank(n: int, target_fpr: float) -> int:
+    """k = ceil((n+1)(1-A)): the 1-based rank of the threshold among n sorted normal scores."""
+    if not 0.0 < target_fpr < 1.0:
+        raise ValueError(f"target false-alarm rate must be in (0, 1), got {target_fpr}")
+    # round first: (n+1)(1-A) is often an integer that floating point puts a hair above it
+    return math.ceil(round((n + 1) * (1.0 - target_fpr), 9))
+
+
+def frames_needed(target_fpr: float) -> int:
+    """The smallest n with conformal_rank(n, A) <= n."""
+    n = 1
+    while conformal_rank(n, target_fpr) > n:
+        n += 1
+    return n
+
+
+def conformal_threshold(scores: np.ndarray, target_fpr: float) -> float:
+    """The threshold whose false-alarm rate on exchangeable normal scores is at most `target_fpr`.
+
+    Verdicts compare `score >= threshold`, so the k-th smallest score itself must pass: the
+    result is the next float above it. Raises TooFewFrames when n is too small for the rate.
+    """
+    values = np.sort(np.asarray(scores, dtype=np.float64).ravel())
+    n = values.size
+    k = conformal_rank(n, target_fpr)
+    if k > n:
+        raise TooFewFrames(n, frames_needed(target_fpr), target_fpr)
+    return float(np.nextafter(values[k - 1], np.inf))
