@@ -41,7 +41,7 @@ bench-kafka: install system-deps models
 	bash scripts/bench_kafka.sh
 
 chaos: install system-deps models
-	$(PY) -m tests.chaos.report
+	$(PY) -m infra.chaos.report
 
 clean:
 	rm -rf $(VENV) infra/kafka/target .pytest_cache

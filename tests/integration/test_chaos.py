@@ -10,8 +10,8 @@ from typing import Iterator
 
 import pytest
 
-from tests.chaos.harness import SESSION_TIMEOUT_MS, Infra, running_infra
-from tests.chaos.scenarios import (
+from infra.chaos.harness import SESSION_TIMEOUT_MS, Infra, running_infra
+from infra.chaos.scenarios import (
     PRODUCED_FRAMES,
     SLOW_BATCH_S,
     SLOW_MAX_POLL_INTERVAL_MS,

@@ -20,9 +20,9 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.structs import OffsetAndMetadata
 
-from tests.infra._proc import REPO_ROOT
-from tests.infra.kafka_broker import KafkaBroker
-from tests.infra.redis_server import ping
+from infra._proc import REPO_ROOT
+from infra.kafka_broker import KafkaBroker
+from infra.redis_server import ping
 
 pytestmark = pytest.mark.integration
 
@@ -359,7 +359,7 @@ def test_servers_cli_start_stop(tmp_path) -> None:
     state = tmp_path / "state"
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     run = lambda *args: subprocess.run(  # noqa: E731
-        [sys.executable, "-m", "tests.infra.servers", *args, "--state-dir", str(state)],
+        [sys.executable, "-m", "infra.servers", *args, "--state-dir", str(state)],
         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
     res = run("start")
     try:

@@ -16,7 +16,7 @@ from PIL import ImageFile
 from common.codecs import ImageDecodeError, decode_image, encode_image
 from common.schemas import FRAME_HEADER, FrameMeta
 from common.settings import WorkerSettings
-from tests.bad_inputs import jpeg_claiming, png_claiming
+from tests.support.bad_inputs import jpeg_claiming, png_claiming
 from worker.stream.intake import Rejected, decode_frame, parse_meta
 
 LIMITS = WorkerSettings()  # the worker's default limits
