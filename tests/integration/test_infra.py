@@ -229,11 +229,14 @@ def test_broker_restart_keeps_port_topics_and_data(kafka_broker_factory, topic_n
         t.start()
         t.join(timeout=180)
         assert not t.is_alive()
-        time.sleep(1.0)
         assert broker.is_running and broker.pid != pid_before
         assert broker.port == port and broker.bootstrap == bs
+        pid_restarted = broker.pid
 
+        # Served after the restarting thread ended (a parent-death signal would have come when it did),
+        # and still the same process.
         producer.send(topic, key=b"line-0", value=b"after-restart").get(timeout=60)
+        assert broker.is_running and broker.pid == pid_restarted
 
         # Crash (SIGKILL) and start again: the acked data is still there.
         broker.kill()
