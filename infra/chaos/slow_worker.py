@@ -10,13 +10,15 @@ wrapper's, here and in the in-process tests (tests/support/inspectors.py re-expo
 Difference from `serve`: the service is handed a ready Inspector, so it does not own the
 cache (its status reports `cache_degraded` False). No scenario that uses this module checks it.
 """
+
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 
 class DelayedInspector:
@@ -47,8 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--delay-s", type=float, required=True, help="seconds of sleep after every batch")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
 
     from common.settings import LinewatchSettings
     from worker.inspection.inspector import build_inspector

@@ -20,7 +20,7 @@ from common.codecs import encode_image, rle_to_mask
 from common.schemas import ERROR_HEADER, FRAME_HEADER, DeadLetterError, RleMask
 from common.messages import frame_headers
 from producer.publisher import build_frame_meta
-from tests.support.bad_inputs import jpeg_claiming, png_claiming
+from tests.support.bad_inputs import png_claiming
 from tests.integration.test_worker_service import (
     HEIGHT,
     PARTITIONS,

@@ -11,6 +11,7 @@ Inspector and wraps it. `DelayedInspector` is the one the chaos worker subproces
     slow = DelayedInspector(build_inspector(settings.models, cache=cache), delay_s=0.2)
     service = WorkerService(settings, slow, cache=cache)
 """
+
 from __future__ import annotations
 
 from infra.chaos.slow_worker import DelayedInspector

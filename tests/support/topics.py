@@ -1,4 +1,5 @@
 """Unique, legal Kafka topic names per test (the `topic_names` fixture of tests/conftest.py)."""
+
 from __future__ import annotations
 
 import re

@@ -10,9 +10,9 @@ nothing else escapes on arbitrary input.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable
 
 import numpy as np
 import pytest
