@@ -9,7 +9,7 @@ Inspector and wraps it. `DelayedInspector` is the one the chaos worker subproces
 
     cache = build_embedding_cache(settings.redis)
     slow = DelayedInspector(build_inspector(settings.models, cache=cache), delay_s=0.2)
-    service = WorkerService(settings, slow, cache=cache)
+    service = WorkerService(settings, slow, cache=cache)   # or: slow_worker_service(settings, 0.2)
 """
 
 from __future__ import annotations
@@ -31,3 +31,15 @@ class WrappedInspector:
 
     def inspect(self, frames):
         return self.inner.inspect(frames)
+
+
+def slow_worker_service(settings, delay_s: float, **kwargs):
+    """A `WorkerService` whose real Inspector sleeps `delay_s` after every batch (what the removed
+    `models.inject_delay_s` setting did), with the embedding cache the service would build itself."""
+    from worker.inspection.inspector import build_inspector
+    from worker.inspection.redis_cache import build_embedding_cache
+    from worker.stream.service import WorkerService
+
+    cache = build_embedding_cache(settings.redis)
+    inspector = DelayedInspector(build_inspector(settings.models, cache=cache), delay_s)
+    return WorkerService(settings, inspector, cache=cache, **kwargs)
