@@ -1,6 +1,6 @@
 """The fault scenarios of `make chaos` as tests: real broker, real Redis, worker subprocesses, SIGKILL.
 
-Each test runs one scenario of tests/chaos/scenarios.py (the report prints the same rows) and
+Each test runs one scenario of infra/chaos/scenarios.py (the report prints the same rows) and
 asserts on its row. The in-thread tests of tests/integration/test_worker_service.py cover the
 same code paths with gentler faults; here the worker is a process and dies without warning.
 """
