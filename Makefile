@@ -5,14 +5,14 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: all install system-deps models test test-unit demo bench bench-kafka chaos clean
+.PHONY: all install system-deps models lint test test-unit demo bench bench-kafka chaos clean
 
 all: test
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[worker,test]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -23,9 +23,14 @@ system-deps:
 models: $(STAMP)
 	$(PY) scripts/fetch_isnet.py
 
-# The whole suite: unit tests plus integration tests against a real Kafka broker and a real Redis,
-# both started by the test session itself.
-test: install system-deps models
+# Lint and format check (ruff, configured in pyproject.toml); the whole tree, .gitignore'd paths excluded.
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+# The whole suite: lint, then unit tests plus integration tests against a real Kafka broker and a
+# real Redis, both started by the test session itself.
+test: install system-deps models lint
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
 
 test-unit: install models
@@ -41,7 +46,7 @@ bench-kafka: install system-deps models
 	bash scripts/bench_kafka.sh
 
 chaos: install system-deps models
-	$(PY) -m tests.chaos.report
+	$(PY) -m infra.chaos.report
 
 clean:
 	rm -rf $(VENV) infra/kafka/target .pytest_cache

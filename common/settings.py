@@ -65,8 +65,6 @@ class ModelSettings(_Section):
     isnet_path: Path | None = Field(None, description="defaults to models/isnet/isnet.onnx")
     foreground: Literal["sam+isnet", "isnet", "none"] = Field("sam+isnet", description="sam+isnet, isnet (no SAM) or none (whole frame)")
     tile_size: int = Field(352, description="minimum tile side in pixels (CLIPSeg input)")
-    # Test-only: sleep this long per batch to emulate slow inference (chaos tests).
-    inject_delay_s: float = Field(0.0, ge=0.0)
 
 
 class WorkerSettings(_Section):

@@ -1,26 +1,25 @@
 # syntax=docker/dockerfile:1
 # linewatch CPU image: `linewatch-producer` by default; the compose file also runs the alarm
-# service from it (`linewatch-worker alarms`), which needs no GPU.
+# service from it (entrypoint `linewatch-alarms`), which needs no GPU.
 #
 #   docker build -f docker/producer.Dockerfile -t linewatch/producer .   (from the repository root)
 #   docker run -e LINEWATCH_KAFKA__BOOTSTRAP_SERVERS=kafka:9092 linewatch/producer --source synthetic --fps 5
+#   docker run --entrypoint linewatch-alarms linewatch/producer --rules /etc/linewatch/alarms.yaml
 #
-# The project has one dependency list, so this image installs torch too: the CPU-only build,
-# from the PyTorch CPU wheel index, to keep the image small.
+# It installs the base dependencies only (no `worker` extra): no torch, no models. The alarm code
+# lives in worker/alarms, so the worker package is copied, but `linewatch-alarms` imports nothing
+# of the torch stack (`linewatch-worker` itself does not run in this image).
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
-ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 
 FROM ${PYTHON_IMAGE} AS build
-ARG TORCH_INDEX_URL
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN apt-get update \
  && apt-get install -y --no-install-recommends build-essential \
  && rm -rf /var/lib/apt/lists/*
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
-RUN pip install --upgrade pip setuptools wheel \
- && pip install --index-url "${TORCH_INDEX_URL}" torch torchvision
+RUN pip install --upgrade pip setuptools wheel
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY common ./common

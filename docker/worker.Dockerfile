@@ -23,7 +23,7 @@ COPY pyproject.toml README.md ./
 COPY common ./common
 COPY producer ./producer
 COPY worker ./worker
-RUN pip install --upgrade pip setuptools wheel && pip install .
+RUN pip install --upgrade pip setuptools wheel && pip install '.[worker]'
 
 # ---------------------------------------------------------------- runtime
 FROM ${CUDA_IMAGE}

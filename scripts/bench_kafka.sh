@@ -8,10 +8,10 @@ cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 STATE=${BENCH_STATE_DIR:-.state/bench}
 
-stop_servers() { "$PY" -m tests.infra.servers stop --state-dir "$STATE" >&2 || true; }
+stop_servers() { "$PY" -m infra.servers stop --state-dir "$STATE" >&2 || true; }
 trap stop_servers EXIT
 
-"$PY" -m tests.infra.servers start --state-dir "$STATE" >&2
+"$PY" -m infra.servers start --state-dir "$STATE" >&2
 set -a; . "$STATE/env"; set +a
 echo "bench: kafka $LINEWATCH_KAFKA__BOOTSTRAP_SERVERS, redis $LINEWATCH_REDIS__URL" >&2
 

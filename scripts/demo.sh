@@ -32,14 +32,14 @@ cleanup() {
         wait "$WORKER_PID" 2>/dev/null || true
     fi
     echo "demo: stopping kafka and redis"
-    "$PY" -m tests.infra.servers stop --state-dir "$STATE" || true
+    "$PY" -m infra.servers stop --state-dir "$STATE" || true
     exit "$rc"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 mkdir -p "$STATE"
-"$PY" -m tests.infra.servers start --state-dir "$STATE"
+"$PY" -m infra.servers start --state-dir "$STATE"
 set -a; . "$STATE/env"; set +a
 
 # No collector in the demo: keep OpenTelemetry from trying to reach one (override to export).

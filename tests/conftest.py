@@ -14,14 +14,13 @@ Tests using any of these are marked ``integration`` automatically.
 
 from __future__ import annotations
 
-import re
-import uuid
 from typing import Callable, Iterator
 
 import pytest
 
-from tests.infra.kafka_broker import KafkaBroker, KafkaBrokerError, ensure_kafka_jars
-from tests.infra.redis_server import INSTALL_HINT, RedisServer, RedisServerError, find_redis_server
+from infra.kafka_broker import KafkaBroker, KafkaBrokerError, ensure_kafka_jars
+from infra.redis_server import INSTALL_HINT, RedisServer, RedisServerError, find_redis_server
+from tests.support.topics import TopicNames
 
 _INFRA_FIXTURES = {"kafka_broker", "redis_server", "kafka_broker_factory", "redis_server_factory"}
 
@@ -123,23 +122,6 @@ def redis_server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[C
     yield make
     for server in servers:
         server.stop()
-
-
-class TopicNames:
-    """Unique, legal Kafka topic names for one test: ``names("frames")`` -> "t-test_x-frames-1a2b3c4d"."""
-
-    _illegal = re.compile(r"[^a-zA-Z0-9._-]+")
-
-    def __init__(self, test_name: str) -> None:
-        slug = self._illegal.sub("-", test_name).strip("-.") or "test"
-        self.prefix = f"t-{slug[:80]}"
-        self.issued: list[str] = []
-
-    def __call__(self, suffix: str = "topic") -> str:
-        suffix = self._illegal.sub("-", suffix).strip("-.") or "topic"
-        name = f"{self.prefix}-{suffix[:80]}-{uuid.uuid4().hex[:8]}"
-        self.issued.append(name)
-        return name
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from pydantic import SecretStr
 from common.kafka import build_admin, build_producer, connection_options
 from common.schemas import ERROR_HEADER, DeadLetterError, InspectionResult, RleMask, Versions
 from common.settings import AlarmSettings, KafkaSettings, LinewatchSettings
-from tests.mes_server import MesServer
+from tests.support.mes_server import MesServer
 from worker.alarms.config import parse_rules
 from worker.alarms.events import AlarmEvent
 from worker.alarms.service import AlarmPublishError, AlarmService

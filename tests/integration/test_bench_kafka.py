@@ -23,15 +23,23 @@ def test_the_kafka_bench_gets_every_result_back_and_splits_the_cost(kafka_broker
     assert len(rounds) == 2 and len(report["in_process_runs"]) == 3  # in-process before, between and after
     for index, backlog in enumerate(rounds):  # each round's worker drained exactly that round's backlog
         assert backlog["complete"] and backlog["results"] == 8 and backlog["frames_per_s"] > 0
-        around = (report["in_process_runs"][index]["ms_per_frame"] + report["in_process_runs"][index + 1]["ms_per_frame"]) / 2
-        assert backlog["in_process_ms_per_frame_around"] == pytest.approx(around, abs=0.01)
-        assert backlog["overhead_ms_per_frame"] == pytest.approx(backlog["ms_per_frame"] - around, abs=0.02)
+        assert sum(backlog["verdicts"].values()) == 8
+        # the in-process reference of a round lies between the runs measured before and after it
+        neighbours = [report["in_process_runs"][i]["ms_per_frame"] for i in (index, index + 1)]
+        assert min(neighbours) - 0.01 <= backlog["in_process_ms_per_frame_around"] <= max(neighbours) + 0.01
         assert {"lw-inference", "lw-publish", "lw-bench-worker"} <= backlog["cpu_ms_per_frame_by_thread"].keys()
-        # the fixed costs apart: the first result needs a whole batch inferred, the last one its way back
+        # the fixed costs apart: the first result needs a whole batch inferred, the last one its way back;
+        # fill, steady part and drain are consecutive stretches of the round, so they fit in its wall time
         assert backlog["fill_ms"] > 0 and backlog["drain_ms"] > 0 and backlog["steady_ms_per_frame"] > 0
-        assert backlog["steady_overhead_ms_per_frame"] == pytest.approx(backlog["steady_ms_per_frame"] - around, abs=0.02)
-    assert report["overhead_ms_per_frame_median"] == pytest.approx(
-        sum(b["overhead_ms_per_frame"] for b in rounds) / 2, abs=0.01)  # the median of two is their mean
+        phases_ms = backlog["fill_ms"] + backlog["steady_ms_per_frame"] * (8 - 4) + backlog["drain_ms"]
+        assert phases_ms <= backlog["wall_s"] * 1000 + 1.0, backlog
+        # a result is built before it arrives: per-frame latencies are ordered the same way
+        built, arrived = backlog["latency_ms_captured_to_processed"], backlog["latency_ms_captured_to_arrival"]
+        assert 0 < built["p50"] <= arrived["p50"] and built["max"] <= arrived["max"]
+    overheads = report["overhead_ms_per_frame_rounds"]
+    assert len(overheads) == 2 and min(overheads) <= report["overhead_ms_per_frame_median"] <= max(overheads)
+    kafka = [b["ms_per_frame"] for b in rounds]
+    assert min(kafka) <= report["kafka_ms_per_frame_median"] <= max(kafka)
     assert all(run["frames"] == 8 for run in report["in_process_runs"])
     assert set(report["kafka_only_steps_cpu_ms"]) == {"parse_and_decode", "build_result", "serialise_and_fit"}
     assert all(ms > 0 for ms in report["kafka_only_steps_cpu_ms"].values())

@@ -1,6 +1,6 @@
 """The fault scenarios of `make chaos` as tests: real broker, real Redis, worker subprocesses, SIGKILL.
 
-Each test runs one scenario of tests/chaos/scenarios.py (the report prints the same rows) and
+Each test runs one scenario of infra/chaos/scenarios.py (the report prints the same rows) and
 asserts on its row. The in-thread tests of tests/integration/test_worker_service.py cover the
 same code paths with gentler faults; here the worker is a process and dies without warning.
 """
@@ -10,8 +10,8 @@ from typing import Iterator
 
 import pytest
 
-from tests.chaos.harness import SESSION_TIMEOUT_MS, Infra, running_infra
-from tests.chaos.scenarios import (
+from infra.chaos.harness import SESSION_TIMEOUT_MS, Infra, running_infra
+from infra.chaos.scenarios import (
     PRODUCED_FRAMES,
     SLOW_BATCH_S,
     SLOW_MAX_POLL_INTERVAL_MS,

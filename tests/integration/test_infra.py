@@ -20,9 +20,9 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.structs import OffsetAndMetadata
 
-from tests.infra._proc import REPO_ROOT
-from tests.infra.kafka_broker import KafkaBroker
-from tests.infra.redis_server import ping
+from infra._proc import REPO_ROOT
+from infra.kafka_broker import KafkaBroker
+from infra.redis_server import ping
 
 pytestmark = pytest.mark.integration
 
@@ -229,11 +229,14 @@ def test_broker_restart_keeps_port_topics_and_data(kafka_broker_factory, topic_n
         t.start()
         t.join(timeout=180)
         assert not t.is_alive()
-        time.sleep(1.0)
         assert broker.is_running and broker.pid != pid_before
         assert broker.port == port and broker.bootstrap == bs
+        pid_restarted = broker.pid
 
+        # Served after the restarting thread ended (a parent-death signal would have come when it did),
+        # and still the same process.
         producer.send(topic, key=b"line-0", value=b"after-restart").get(timeout=60)
+        assert broker.is_running and broker.pid == pid_restarted
 
         # Crash (SIGKILL) and start again: the acked data is still there.
         broker.kill()
@@ -359,7 +362,7 @@ def test_servers_cli_start_stop(tmp_path) -> None:
     state = tmp_path / "state"
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     run = lambda *args: subprocess.run(  # noqa: E731
-        [sys.executable, "-m", "tests.infra.servers", *args, "--state-dir", str(state)],
+        [sys.executable, "-m", "infra.servers", *args, "--state-dir", str(state)],
         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
     res = run("start")
     try:

@@ -35,7 +35,7 @@ from common.settings import (
     WorkerSettings,
 )
 from common.messages import parse_frame_meta
-from tests.infra.kafka_broker import (
+from infra.kafka_broker import (
     SASL_LISTENER,
     SASL_TLS_LISTENER,
     SCRAM_MECHANISM,

@@ -12,7 +12,7 @@ import time
 import pytest
 from pydantic import SecretStr
 
-from tests.mes_server import MesServer
+from tests.support.mes_server import MesServer
 from worker.alarms.webhook import (
     IDEMPOTENCY_HEADER,
     SIGNATURE_HEADER,

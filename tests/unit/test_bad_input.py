@@ -1,12 +1,17 @@
 """Every kind of bad frame is refused with a clear reason, through the worker's own functions.
 
 `parse_meta` and `decode_frame` are what the worker's poll thread calls; a `Rejected`
-becomes the dead letter's `lw-error` (stage, error_type, message). Each case checks the
-type and that the message names the problem.
+becomes the dead letter's `lw-error` (stage, error_type, message). Two tables, one row per
+kind of bad frame: each row checks the stage, the type and that the message names the problem.
+This is the one place for the rejection reasons; tests/integration/test_bad_input_dlq.py checks
+the way of a rejection through a real worker to the DLQ, tests/unit/test_fuzz_decoding.py that
+nothing else escapes on arbitrary input.
 """
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import numpy as np
@@ -16,7 +21,7 @@ from PIL import ImageFile
 from common.codecs import ImageDecodeError, decode_image, encode_image
 from common.schemas import FRAME_HEADER, FrameMeta
 from common.settings import WorkerSettings
-from tests.bad_inputs import jpeg_claiming, png_claiming
+from tests.support.bad_inputs import jpeg_claiming, png_claiming
 from worker.stream.intake import Rejected, decode_frame, parse_meta
 
 LIMITS = WorkerSettings()  # the worker's default limits
@@ -78,80 +83,77 @@ def test_a_good_jpeg_and_png_decode_to_the_announced_shape():
 # ----------------------------------------------------------------------------- payloads
 
 
-def test_truncated_jpeg():
-    jpeg = encode_image(image())
-    error = rejected_decode(jpeg[: len(jpeg) // 2])
-    assert error.error_type == "ImageDecodeError.undecodable"
-    assert "JPEG" in error.message and "truncated" in error.message
+@dataclass(frozen=True)
+class BadPayload:
+    """A payload `decode_frame` refuses: what it is sent with, and what the refusal must say."""
+
+    payload: Callable[[], bytes | None]
+    error_type: str
+    says: Callable[[bytes | None], list[str]]  # fragments of the message (may quote the payload)
+    meta: dict = field(default_factory=dict)
+    limits: dict = field(default_factory=dict)
+    before_decoding: bool = False  # refused from the header/size alone: no pixel buffer allocated
 
 
-def test_truncated_png():
-    png = encode_image(image(), "image/png")
-    error = rejected_decode(png[: len(png) // 2], meta(content_type="image/png"))
-    assert error.error_type == "ImageDecodeError.undecodable" and "truncated" in error.message
+def _jpeg() -> bytes:
+    return encode_image(image())
 
 
-def test_jpeg_cut_inside_its_header():
-    error = rejected_decode(encode_image(image())[:20])
-    assert error.error_type == "ImageDecodeError.undecodable" and "JPEG header" in error.message
+def _png() -> bytes:
+    return encode_image(image(), "image/png")
 
 
-def test_random_bytes():
-    noise = np.random.default_rng(1).bytes(4096)
-    error = rejected_decode(noise)
-    assert error.error_type == "ImageDecodeError.undecodable"
-    assert "not a JPEG or PNG" in error.message and noise[:8].hex() in error.message
+PNG = {"content_type": "image/png"}
+TOO_MANY = "ImageDecodeError.too_many_pixels"
+BAD_PAYLOADS = {
+    "truncated-jpeg": BadPayload(lambda: _jpeg()[: len(_jpeg()) // 2], "ImageDecodeError.undecodable",
+                                 lambda _: ["JPEG", "truncated"]),
+    "truncated-png": BadPayload(lambda: _png()[: len(_png()) // 2], "ImageDecodeError.undecodable",
+                                lambda _: ["truncated"], meta=PNG),
+    "jpeg-cut-inside-its-header": BadPayload(lambda: _jpeg()[:20], "ImageDecodeError.undecodable",
+                                             lambda _: ["JPEG header"]),
+    "random-bytes": BadPayload(lambda: np.random.default_rng(1).bytes(4096), "ImageDecodeError.undecodable",
+                               lambda noise: ["not a JPEG or PNG", noise[:8].hex()]),
+    "empty": BadPayload(lambda: b"", "ImageDecodeError.empty", lambda _: ["empty"]),
+    "tombstone": BadPayload(lambda: None, "ImageDecodeError.empty", lambda _: ["empty"]),
+    "png-decompression-bomb": BadPayload(
+        lambda: png_claiming(50_000, 50_000), TOO_MANY,
+        lambda _: ["50000x50000", f"limit is {LIMITS.max_frame_pixels}"],
+        meta=PNG | {"width": 50_000, "height": 50_000}, before_decoding=True),
+    "jpeg-claiming-huge-dimensions": BadPayload(
+        lambda: jpeg_claiming(65_000, 60_000), TOO_MANY, lambda _: ["65000x60000", str(LIMITS.max_frame_pixels)],
+        meta={"width": 65_000, "height": 60_000}, before_decoding=True),
+    # 100 M pixels: above PIL's built-in MAX_IMAGE_PIXELS (89 M) but the message still names our limit
+    "the-configured-pixel-limit-not-pils": BadPayload(
+        lambda: png_claiming(10_000, 10_000), TOO_MANY, lambda _: ["10000x10000", "limit is 50000000"],
+        meta=PNG, limits={"max_pixels": 50_000_000}, before_decoding=True),
+    "a-real-frame-over-the-pixel-limit": BadPayload(
+        _jpeg, TOO_MANY, lambda _: [f"{WIDTH}x{HEIGHT}", f"limit is {WIDTH * HEIGHT - 1}"],
+        limits={"max_pixels": WIDTH * HEIGHT - 1}),
+    "over-the-byte-limit": BadPayload(
+        _jpeg, "ImageDecodeError.too_large", lambda jpeg: [f"{len(jpeg)} bytes", f"limit is {len(jpeg) - 1}"],
+        limits={"max_bytes": len(_jpeg()) - 1}, before_decoding=True),
+    "png-under-a-jpeg-header": BadPayload(_png, "ImageDecodeError.content_type",
+                                          lambda _: ["payload is PNG", "image/jpeg"]),
+    "pixels-disagree-with-the-announced-size": BadPayload(
+        _jpeg, "SizeMismatch", lambda _: [f"image is {WIDTH}x{HEIGHT}", f"header says {WIDTH * 2}x{HEIGHT}"],
+        meta={"width": WIDTH * 2}),
+}
 
 
-@pytest.mark.parametrize("value", [b"", None], ids=["empty", "tombstone"])
-def test_empty_value(value):
-    error = rejected_decode(value)
-    assert error.error_type == "ImageDecodeError.empty" and "empty" in error.message
+@pytest.mark.parametrize("case", BAD_PAYLOADS.values(), ids=BAD_PAYLOADS.keys())
+def test_a_bad_payload_is_refused_with_its_reason(case: BadPayload, request: pytest.FixtureRequest):
+    payload = case.payload()
+    if case.before_decoding:
+        request.getfixturevalue("no_pixel_decoding")
+    error = rejected_decode(payload, meta(**case.meta), **case.limits)
+    assert error.error_type == case.error_type
+    for fragment in case.says(payload):
+        assert fragment in error.message, (fragment, error.message)
 
 
-def test_png_decompression_bomb_is_refused_from_its_header(no_pixel_decoding):
-    bomb = png_claiming(50_000, 50_000)
-    assert len(bomb) < 200
-    error = rejected_decode(bomb, meta(content_type="image/png", width=50_000, height=50_000))
-    assert error.error_type == "ImageDecodeError.too_many_pixels"
-    assert "50000x50000" in error.message and f"limit is {LIMITS.max_frame_pixels}" in error.message
-
-
-def test_jpeg_whose_header_claims_huge_dimensions_is_refused_from_its_header(no_pixel_decoding):
-    error = rejected_decode(jpeg_claiming(65_000, 60_000), meta(width=65_000, height=60_000))
-    assert error.error_type == "ImageDecodeError.too_many_pixels"
-    assert "65000x60000" in error.message and str(LIMITS.max_frame_pixels) in error.message
-
-
-def test_the_configured_pixel_limit_is_the_limit_not_pils_own(no_pixel_decoding):
-    # 100 M pixels: above PIL's built-in MAX_IMAGE_PIXELS (89 M) but the message still names ours
-    error = rejected_decode(png_claiming(10_000, 10_000), meta(content_type="image/png"), max_pixels=50_000_000)
-    assert "10000x10000" in error.message and "limit is 50000000" in error.message
-
-
-def test_a_real_frame_over_the_configured_pixel_limit():
-    error = rejected_decode(encode_image(image()), max_pixels=WIDTH * HEIGHT - 1)
-    assert error.error_type == "ImageDecodeError.too_many_pixels"
-    assert f"{WIDTH}x{HEIGHT}" in error.message and f"limit is {WIDTH * HEIGHT - 1}" in error.message
-
-
-def test_a_frame_over_the_configured_byte_limit_is_refused_before_decoding(no_pixel_decoding):
-    jpeg = encode_image(image())
-    error = rejected_decode(jpeg, max_bytes=len(jpeg) - 1)
-    assert error.error_type == "ImageDecodeError.too_large"
-    assert f"{len(jpeg)} bytes" in error.message and f"limit is {len(jpeg) - 1}" in error.message
-
-
-def test_payload_that_is_not_what_the_header_says():
-    error = rejected_decode(encode_image(image(), "image/png"))  # header: image/jpeg
-    assert error.error_type == "ImageDecodeError.content_type"
-    assert "payload is PNG" in error.message and "image/jpeg" in error.message
-
-
-def test_pixels_that_disagree_with_the_announced_size():
-    error = rejected_decode(encode_image(image()), meta(width=WIDTH * 2))
-    assert error.error_type == "SizeMismatch"
-    assert f"image is {WIDTH}x{HEIGHT}" in error.message and f"header says {WIDTH * 2}x{HEIGHT}" in error.message
+def test_the_hostile_payloads_are_tiny():
+    assert len(png_claiming(50_000, 50_000)) < 200 and len(jpeg_claiming(65_000, 60_000)) < 1000
 
 
 def test_unknown_content_type_in_the_codec():
@@ -163,93 +165,53 @@ def test_unknown_content_type_in_the_codec():
 # ----------------------------------------------------------------------------- the lw-frame header
 
 
-def test_missing_header():
-    error = rejected_header([("traceparent", b"00-abc"), ("LW-FRAME", json.dumps(META).encode())])
-    assert error.error_type == "MissingHeader" and FRAME_HEADER in error.message  # names are case-sensitive
+MISSING = [f"{name}: Field required" for name in
+           ("camera_id", "line_id", "object_name", "captured_at", "content_type", "width", "height")]
+BAD_HEADERS = {
+    # names are case-sensitive: "LW-FRAME" is not the frame header
+    "missing": ([("traceparent", b"00-abc"), ("LW-FRAME", json.dumps(META).encode())], "MissingHeader", [FRAME_HEADER]),
+    "no-headers-at-all": ([], "MissingHeader", [FRAME_HEADER]),
+    "not-json": ([(FRAME_HEADER, b'{"frame_id": "x", "camera_id": ')], "InvalidHeader", ["Invalid JSON"]),
+    "not-utf8": ([(FRAME_HEADER, b'{"frame_id": "\xff\xfe"}')], "InvalidHeader", ["not UTF-8", "byte 14"]),
+    **{f"json-{kind}-not-an-object": ([(FRAME_HEADER, value)], "InvalidHeader",
+                                      ["Input should be an object", f"(got {got})"])
+       for kind, value, got in [("list", b"[1, 2]", "[1, 2]"), ("number", b"42", "42"), ("null", b"null", "None"),
+                                ("string", b'"lw"', "'lw'")]},
+    "empty": ([(FRAME_HEADER, b"")], "InvalidHeader", ["header is empty"]),
+    "blank": ([(FRAME_HEADER, b"   ")], "InvalidHeader", ["header is empty"]),
+    "wrong-schema-version": (header(schema_version=2), "InvalidHeader", ["schema_version: Input should be 1 (got 2)"]),
+    "duplicate-is-ambiguous": ([header()[0], ("traceparent", b"x"), header()[0]], "InvalidHeader",
+                               [f"2 {FRAME_HEADER} headers"]),
+    "object-name-empty": (header(object_name=""), "InvalidHeader",
+                          ["object_name: String should have at least 1 character"]),
+    "object-name-blank": (header(object_name="   "), "InvalidHeader",
+                          ["object_name: Value error, object_name must be printable text and not blank"]),
+    # quoted shortened: repr() adds the quotes
+    "object-name-10kB": (header(object_name="x" * 10_240), "InvalidHeader",
+                         ["object_name: String should have at most 100 characters", "(10242 chars)"]),
+    "object-name-control-characters": (header(object_name="screw\nINFO forged log line"), "InvalidHeader",
+                                       ["object_name must be printable"]),
+    **{f"{name}-control-characters": (header(**{name: "cam\r\n1"}), "InvalidHeader",
+                                      [f"{name}: Value error, must be printable"])
+       for name in ("frame_id", "camera_id", "line_id")},
+    "unknown-content-type": (header(content_type="image/gif"), "InvalidHeader",
+                             ["content_type: Input should be 'image/jpeg' or 'image/png' (got 'image/gif')"]),
+    "zero-width": (header(width=0), "InvalidHeader", ["width: Input should be greater than 0 (got 0)"]),
+    "huge-height": (header(height=70_000), "InvalidHeader",
+                    ["height: Input should be less than or equal to 65535 (got 70000)"]),
+    "naive-time": (header(captured_at="2024-05-01T12:00:00"), "InvalidHeader", ["captured_at must carry a timezone"]),
+    "bad-time": (header(captured_at="yesterday"), "InvalidHeader", ["captured_at: Input should be a valid datetime"]),
+    "extra-field": (header(extra=1), "InvalidHeader", ["extra: Extra inputs are not permitted"]),
+    "missing-fields-are-all-named": ([(FRAME_HEADER, b'{"frame_id": "x"}')], "InvalidHeader", MISSING),
+}
 
 
-def test_header_that_is_not_json():
-    error = rejected_header([(FRAME_HEADER, b'{"frame_id": "x", "camera_id": ')])
-    assert error.error_type == "InvalidHeader" and "Invalid JSON" in error.message
-
-
-def test_header_that_is_not_utf8():
-    error = rejected_header([(FRAME_HEADER, b'{"frame_id": "\xff\xfe"}')])
-    assert error.error_type == "InvalidHeader" and "not UTF-8" in error.message and "byte 14" in error.message
-
-
-@pytest.mark.parametrize("value, got", [(b"[1, 2]", "[1, 2]"), (b"42", "42"), (b"null", "None"), (b'"lw"', "'lw'")])
-def test_header_json_that_is_not_an_object(value, got):
-    error = rejected_header([(FRAME_HEADER, value)])
-    assert error.error_type == "InvalidHeader" and "Input should be an object" in error.message
-    assert f"(got {got})" in error.message
-
-
-@pytest.mark.parametrize("value", [b"", b"   "])
-def test_empty_header(value):
-    error = rejected_header([(FRAME_HEADER, value)])
-    assert error.error_type == "InvalidHeader" and "header is empty" in error.message
-
-
-def test_wrong_schema_version():
-    error = rejected_header(header(schema_version=2))
-    assert error.error_type == "InvalidHeader"
-    assert "schema_version: Input should be 1 (got 2)" in error.message
-
-
-def test_duplicate_header_is_ambiguous():
-    good = header()[0]
-    error = rejected_header([good, ("traceparent", b"x"), good])
-    assert error.error_type == "InvalidHeader" and f"2 {FRAME_HEADER} headers" in error.message
-
-
-@pytest.mark.parametrize(
-    "object_name, says",
-    [
-        ("", "object_name: String should have at least 1 character"),
-        ("   ", "object_name: Value error, object_name must be printable text and not blank"),
-        ("x" * 10_240, "object_name: String should have at most 100 characters"),
-        ("screw\nINFO forged log line", "object_name must be printable"),
-    ],
-    ids=["empty", "blank", "10kB", "control-characters"],
-)
-def test_bad_object_name(object_name, says):
-    error = rejected_header(header(object_name=object_name))
-    assert error.error_type == "InvalidHeader" and says in error.message
-
-
-def test_a_10kB_object_name_is_quoted_shortened():
-    error = rejected_header(header(object_name="x" * 10_240))
-    assert "(10242 chars)" in error.message  # repr() adds the quotes
-
-
-@pytest.mark.parametrize("field", ["frame_id", "camera_id", "line_id"])
-def test_ids_with_control_characters(field):
-    error = rejected_header(header(**{field: "cam\r\n1"}))
-    assert error.error_type == "InvalidHeader" and f"{field}: Value error, must be printable" in error.message
-
-
-@pytest.mark.parametrize(
-    "update, says",
-    [
-        ({"content_type": "image/gif"}, "content_type: Input should be 'image/jpeg' or 'image/png' (got 'image/gif')"),
-        ({"width": 0}, "width: Input should be greater than 0 (got 0)"),
-        ({"height": 70_000}, "height: Input should be less than or equal to 65535 (got 70000)"),
-        ({"captured_at": "2024-05-01T12:00:00"}, "captured_at must carry a timezone"),
-        ({"captured_at": "yesterday"}, "captured_at: Input should be a valid datetime"),
-        ({"extra": 1}, "extra: Extra inputs are not permitted"),
-    ],
-    ids=["unknown-content-type", "zero-width", "huge-height", "naive-time", "bad-time", "extra-field"],
-)
-def test_bad_header_fields(update, says):
-    error = rejected_header(header(**update))
-    assert error.error_type == "InvalidHeader" and says in error.message
-
-
-def test_missing_fields_are_all_named():
-    error = rejected_header([(FRAME_HEADER, b'{"frame_id": "x"}')])
-    for field in ("camera_id", "line_id", "object_name", "captured_at", "content_type", "width", "height"):
-        assert f"{field}: Field required" in error.message
+@pytest.mark.parametrize("headers, error_type, says", BAD_HEADERS.values(), ids=BAD_HEADERS.keys())
+def test_a_bad_header_is_refused_with_its_reason(headers, error_type, says):
+    error = rejected_header(headers)
+    assert error.error_type == error_type
+    for fragment in says:
+        assert fragment in error.message, (fragment, error.message)
 
 
 def test_a_good_header_still_parses():

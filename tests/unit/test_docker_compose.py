@@ -7,6 +7,9 @@ import argparse
 import importlib
 import json
 import re
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -303,6 +306,51 @@ def test_commands_reference_real_entry_points(compose: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------- Dockerfiles
 
 
+def project_installs(instructions: list[tuple[str, str]]) -> list[set[str]]:
+    """The extras of every `pip install .` / `pip install '.[a,b]'` of the project in RUN instructions."""
+    found = []
+    for ins, rest in instructions:
+        if ins != "RUN":
+            continue
+        for step in re.split(r"&&|;", rest):
+            words = shlex.split(step)
+            if words[:2] != ["pip", "install"]:
+                continue
+            for word in words[2:]:
+                match = re.fullmatch(r"\.(?:\[([\w,-]*)\])?", word)
+                if match:
+                    found.append({e for e in (match.group(1) or "").split(",") if e})
+    return found
+
+
+def pip_installed_names(instructions: list[tuple[str, str]]) -> set[str]:
+    """Every requirement name given to `pip install` in RUN instructions (options and the project left out)."""
+    names = set()
+    for ins, rest in instructions:
+        if ins != "RUN":
+            continue
+        for step in re.split(r"&&|;", rest):
+            words = shlex.split(step)
+            if words[:2] == ["pip", "install"]:
+                names |= {re.split(r"[<>=\[]", w)[0].lower() for w in words[2:]
+                          if not w.startswith(("-", ".", "$", '"')) and "://" not in w}
+    return names
+
+
+def _extras() -> dict[str, list[str]]:
+    return tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+
+
+def _requirement_name(requirement: str) -> str:
+    return re.split(r"[<>=~!\[; ]", requirement, maxsplit=1)[0].lower()
+
+
+def test_the_checkers_read_pip_installs() -> None:
+    run = [("RUN", "pip install --upgrade pip setuptools && pip install '.[worker,test]'"), ("RUN", "pip install .")]
+    assert project_installs(run) == [{"worker", "test"}, set()]
+    assert pip_installed_names(run) == {"pip", "setuptools"}
+
+
 def test_worker_dockerfile() -> None:
     instructions = parse_dockerfile(DOCKER / "worker.Dockerfile")
     args = global_args(instructions)
@@ -314,11 +362,17 @@ def test_worker_dockerfile() -> None:
     assert users and users[-1] not in ("root", "0"), "the worker runs as a non-root user"
     volumes = " ".join(rest for ins, rest in stage if ins == "VOLUME")
     assert "/models" in volumes
-    text = (DOCKER / "worker.Dockerfile").read_text()
     copies = [rest for ins, rest in instructions if ins in ("COPY", "ADD")]
     assert not any("models" in c.split()[0] for c in copies if not c.startswith("--from")), "no weights in the image"
-    assert re.search(r"pip install[^\n]* \.", text), "installs the project with pip"
-    assert "HEALTHCHECK" in text
+    # the project with the worker extra (the torch stack), and nothing of the test extra
+    assert project_installs(instructions) == [{"worker"}], "installs the project once, as .[worker]"
+    assert "worker" in _extras()
+    # the health check polls the worker's own health port and /healthz
+    checks = [rest for ins, rest in stage if ins == "HEALTHCHECK"]
+    assert len(checks) == 1 and "/healthz" in checks[0] and "LINEWATCH_WORKER__HEALTH_PORT" in checks[0]
+    env = " ".join(rest for ins, rest in stage if ins == "ENV")
+    port = re.search(r"LINEWATCH_WORKER__HEALTH_PORT=(\d+)", env)
+    assert port and port.group(1) in " ".join(rest for ins, rest in stage if ins == "EXPOSE")
 
 
 def test_producer_dockerfile() -> None:
@@ -328,6 +382,53 @@ def test_producer_dockerfile() -> None:
     assert base.startswith("python:") and "slim" in base
     users = [rest for ins, rest in final_stage(instructions) if ins == "USER"]
     assert users and users[-1] not in ("root", "0")
+    # the base dependencies only: no extra, and no package of the worker extra installed by hand
+    assert project_installs(instructions) == [set()]
+    worker_extra = {_requirement_name(r) for r in _extras()["worker"]}
+    assert not pip_installed_names(instructions) & worker_extra
+
+
+CPU_IMAGE_PACKAGES = ("common", "producer", "worker.alarms")  # what the producer image's commands run
+
+_BLOCK_AND_IMPORT = """
+import importlib, importlib.abc, json, pkgutil, sys
+blocked = set(json.loads(sys.argv[1]))
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.partition(".")[0] in blocked:
+            raise ImportError(f"{name} is not installed in the CPU image")
+sys.meta_path.insert(0, Block())
+for package in json.loads(sys.argv[2]):
+    module = importlib.import_module(package)
+    for info in pkgutil.walk_packages(module.__path__, package + "."):
+        if not info.name.endswith(".__main__"):  # runs the command
+            importlib.import_module(info.name)
+"""
+
+
+def test_the_cpu_image_commands_import_nothing_of_the_worker_extra(compose: dict[str, Any]) -> None:
+    """The producer image installs no `worker` extra: every module its commands (linewatch-producer,
+    linewatch-alarms) can load must import without the torch stack, Redis client and tqdm."""
+    from importlib.metadata import packages_distributions
+
+    image = compose["services"]["producer"]["image"]
+    cpu_services = [s for s in compose["services"].values() if s.get("image") == image]
+    assert len(cpu_services) >= 2  # producer and alarms
+    stage = final_stage(parse_dockerfile(DOCKER / "producer.Dockerfile"))
+    image_entry = [exec_form(rest) for ins, rest in stage if ins == "ENTRYPOINT"][-1]
+    for service in cpu_services:
+        entry = [a for a in service.get("entrypoint", image_entry) if a not in ("tini", "--")]
+        module = _scripts()[entry[0]].partition(":")[0]
+        assert module.startswith(CPU_IMAGE_PACKAGES), f"{entry[0]} ({module}) runs code outside {CPU_IMAGE_PACKAGES}"
+
+    worker_extra = {_requirement_name(r).replace("_", "-") for r in _extras()["worker"]}
+    modules = sorted(module for module, dists in packages_distributions().items()
+                     if any(d.lower().replace("_", "-") in worker_extra for d in dists))
+    assert {"torch", "transformers", "onnxruntime"} <= set(modules)
+    probe = subprocess.run([sys.executable, "-c", _BLOCK_AND_IMPORT, json.dumps(modules),
+                            json.dumps(list(CPU_IMAGE_PACKAGES))], cwd=REPO, capture_output=True, text=True,
+                           timeout=120)
+    assert probe.returncode == 0, probe.stderr[-3000:]
 
 
 @pytest.mark.parametrize("dockerfile", sorted(OUR_DOCKERFILES))

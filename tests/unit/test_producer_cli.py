@@ -1,30 +1,23 @@
-"""Command-line parsing and the failures that happen before Kafka is reached."""
+"""Command-line handling that happens before Kafka is reached: settings overrides, refused values,
+sources that cannot be opened. Publishing with the options is tests/integration/test_producer.py."""
 from __future__ import annotations
 
 import pytest
 
-from producer.cli import build_parser, main
+from producer.cli import _settings, build_parser, main
 
 
-def test_defaults():
-    args = build_parser().parse_args([])
-    assert args.source == "synthetic"
-    assert args.fps is None and args.limit is None and not args.loop
-    assert (args.width, args.height, args.seed, args.defect_rate) == (640, 480, 0, 0.1)
-    assert (args.camera, args.line, args.format, args.quality) == ("cam-1", "line-1", "auto", 90)
-
-
-def test_all_options():
-    args = build_parser().parse_args(
-        ["--source", "folder:/data", "--camera", "c7", "--line", "L2", "--object", "metal nut", "--fps", "12.5",
-         "--loop", "--limit", "3", "--format", "png", "--quality", "70", "--width", "320", "--height", "240",
-         "--seed", "9", "--defect-rate", "0.3", "--topic", "t", "--bootstrap-servers", "h:1", "--no-create-topic"]
-    )
-    assert args.source == "folder:/data" and args.camera == "c7" and args.line == "L2"
-    assert args.object == "metal nut" and args.fps == 12.5 and args.loop and args.limit == 3
-    assert args.format == "png" and args.quality == 70 and (args.width, args.height) == (320, 240)
-    assert args.seed == 9 and args.defect_rate == 0.3 and args.topic == "t"
-    assert args.bootstrap_servers == "h:1" and args.no_create_topic
+def test_topic_and_bootstrap_options_override_only_those_settings(monkeypatch):
+    monkeypatch.setenv("LINEWATCH_KAFKA__FRAMES_TOPIC", "env-frames")
+    monkeypatch.setenv("LINEWATCH_KAFKA__BOOTSTRAP_SERVERS", "env-host:9092")
+    monkeypatch.setenv("LINEWATCH_KAFKA__CLIENT_ID", "env-client")
+    plain = _settings(build_parser().parse_args([]))
+    assert (plain.kafka.frames_topic, plain.kafka.bootstrap_servers) == ("env-frames", "env-host:9092")
+    given = _settings(build_parser().parse_args(["--topic", "t", "--bootstrap-servers", "h:1"]))
+    assert (given.kafka.frames_topic, given.kafka.bootstrap_servers) == ("t", "h:1")
+    assert given.kafka.client_id == "env-client"  # the rest of the section stays as configured
+    assert given.kafka.model_dump(exclude={"frames_topic", "bootstrap_servers"}) == plain.kafka.model_dump(
+        exclude={"frames_topic", "bootstrap_servers"})
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import datetime, timezone
 
 import pytest
@@ -26,10 +27,13 @@ def test_frame_meta_defaults_are_fresh_and_utc():
     assert (meta.width, meta.height, meta.content_type) == (640, 480, "image/jpeg")
 
 
-def test_frame_ids_are_unique():
-    ids = {new_frame_id() for _ in range(10_000)}
-    assert len(ids) == 10_000
-    assert len({_meta().frame_id for _ in range(1000)}) == 1000
+def test_frame_ids_are_uuid4_hex_and_every_frame_gets_its_own():
+    frame_id = new_frame_id()
+    assert uuid.UUID(hex=frame_id).version == 4 and uuid.UUID(hex=frame_id).hex == frame_id  # 32 lowercase hex
+    first, second = _meta(), _meta()
+    assert first.frame_id != second.frame_id and uuid.UUID(hex=first.frame_id).version == 4
+    assert _meta(frame_id="given-1").frame_id == "given-1"  # a caller's id is kept
+    assert parse_frame_meta(frame_headers(first)).frame_id == first.frame_id  # a valid header id
 
 
 def test_header_round_trip():

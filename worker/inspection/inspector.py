@@ -191,8 +191,6 @@ class Inspector:
                              for i, component in enumerate(plan.components)]
                 results.append((plan, anomaly_map, float(np.clip(image_score(per_component), 0.0, 1.0)), instances))
 
-        if self.settings.inject_delay_s:
-            time.sleep(self.settings.inject_delay_s)  # test-only: emulate slow inference
         share = {stage: ms / len(frames) for stage, ms in clock.ms.items()}
         return [Inspection(plan.frame.frame_id, score, anomaly_map, plan.foreground, instances, dict(share))
                 for plan, anomaly_map, score, instances in results]

@@ -1,6 +1,6 @@
 """The moving parts of the chaos scenarios: real servers, worker and producer subprocesses, counting.
 
-- `running_infra` starts a private Kafka broker and redis-server (tests/infra) for all scenarios.
+- `running_infra` starts a private Kafka broker and redis-server (infra/) for all scenarios.
 - `scenario_settings` gives each scenario topics, a consumer group and a Redis key prefix of its own.
 - `WorkerProcess` is `linewatch-worker serve` in a subprocess, configured through `LINEWATCH_*`
   variables, with a health port of its own: `status()` is its `ServiceStatus` as /readyz reports it.
@@ -10,7 +10,7 @@
 
 Every wait is bounded, and every process started here is killed by whoever started it
 (`stopping(...)`); as a last resort the children get SIGTERM when this process dies
-(tests/infra/_proc.spawn).
+(infra/_proc.spawn).
 """
 from __future__ import annotations
 
@@ -45,9 +45,9 @@ from common.settings import (
 )
 from common.messages import frame_headers, parse_frame_meta
 from producer.publisher import build_frame_meta
-from tests.infra import _proc
-from tests.infra.kafka_broker import KafkaBroker
-from tests.infra.redis_server import RedisServer
+from infra import _proc
+from infra.kafka_broker import KafkaBroker
+from infra.redis_server import RedisServer
 
 PARTITIONS = 4
 # The broker's default group.min.session.timeout.ms: the quickest takeover of a killed worker's partitions.
@@ -87,7 +87,7 @@ def running_infra(work_dir: Path) -> Iterator[Infra]:
         broker.stop()
 
 
-def scenario_settings(infra: Infra, name: str, *, inject_delay_s: float = 0.0,
+def scenario_settings(infra: Infra, name: str, *,
                       max_poll_interval_ms: int = 300_000, **worker: Any) -> LinewatchSettings:
     """Tiny models, foreground none, and topics, group and Redis prefix that no other scenario uses."""
     tag = f"{name}-{uuid.uuid4().hex[:6]}"
@@ -103,7 +103,7 @@ def scenario_settings(infra: Infra, name: str, *, inject_delay_s: float = 0.0,
             max_poll_interval_ms=max_poll_interval_ms,
         ),
         redis=RedisSettings(url=SecretStr(infra.redis.url), key_prefix=f"chaos-{tag}", retry_after_s=1.0),
-        models=ModelSettings(profile="tiny", foreground="none", inject_delay_s=inject_delay_s),
+        models=ModelSettings(profile="tiny", foreground="none"),
         worker=WorkerSettings(**({"worker_id": "unset", "batch_max_frames": 4, "commit_interval_ms": 200,
                                   "heatmap_side": 16} | worker)),
         telemetry=TelemetrySettings(enabled=False),
@@ -150,7 +150,7 @@ def wait_until(predicate: Callable[[], T], timeout_s: float, what: str) -> T:
 
 
 class _Child:
-    """A subprocess started with tests/infra/_proc.spawn (own session, dies with this process)."""
+    """A subprocess started with infra/_proc.spawn (own session, dies with this process)."""
 
     def __init__(self, name: str, log_dir: Path):
         self.name = name
@@ -191,11 +191,17 @@ def stopping(*children: _Child) -> Iterator[None]:
 
 
 class WorkerProcess(_Child):
-    """`python -m worker.cli serve` (= `linewatch-worker serve`) with its own health port."""
+    """`python -m worker.cli serve` (= `linewatch-worker serve`) with its own health port.
 
-    def __init__(self, settings: LinewatchSettings, worker_id: str, log_dir: Path, *, name: str | None = None):
+    With `delay_s` > 0 it is `python -m infra.chaos.slow_worker --delay-s DELAY` instead: the same
+    service around the real Inspector, which then sleeps `delay_s` after every batch (slow inference).
+    """
+
+    def __init__(self, settings: LinewatchSettings, worker_id: str, log_dir: Path, *, name: str | None = None,
+                 delay_s: float = 0.0):
         super().__init__(name or worker_id, log_dir)
         self.worker_id = worker_id
+        self.delay_s = delay_s
         self.health_port = _proc.free_ports(1)[0]
         self.settings = settings.model_copy(update={"worker": settings.worker.model_copy(
             update={"worker_id": worker_id, "health_port": self.health_port})})
@@ -203,7 +209,11 @@ class WorkerProcess(_Child):
 
     def start(self) -> WorkerProcess:
         self.started_at = time.monotonic()
-        self._spawn([sys.executable, "-m", "worker.cli", "serve"], self.settings)
+        if self.delay_s:
+            argv = [sys.executable, "-m", "infra.chaos.slow_worker", "--delay-s", str(self.delay_s)]
+        else:
+            argv = [sys.executable, "-m", "worker.cli", "serve"]
+        self._spawn(argv, self.settings)
         return self
 
     def status(self) -> dict[str, Any] | None:

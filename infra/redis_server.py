@@ -1,4 +1,4 @@
-"""A real redis-server (Debian's ``redis-server`` package) on a free loopback port, for tests.
+"""A real redis-server (Debian's ``redis-server`` package) on a free loopback port, for tests and demos.
 
     server = RedisServer()       # optional password=..., port=...
     server.start()               # returns once it answers PING
@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
-from tests.infra import _proc
+from infra import _proc
 
 HOST = "127.0.0.1"
 INSTALL_HINT = ("redis-server not found: install it with `apt-get install -y redis-server` "

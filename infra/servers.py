@@ -1,9 +1,9 @@
 """Start/stop a local Kafka broker and redis-server that outlive this command (for ``make demo``).
 
-    python -m tests.infra.servers start  --state-dir .demo
+    python -m infra.servers start  --state-dir .demo
     set -a; . .demo/env; set +a          # LINEWATCH_KAFKA__BOOTSTRAP_SERVERS, LINEWATCH_REDIS__URL
-    python -m tests.infra.servers status --state-dir .demo
-    python -m tests.infra.servers stop   --state-dir .demo
+    python -m infra.servers status --state-dir .demo
+    python -m infra.servers stop   --state-dir .demo
 
 ``start`` writes into the state dir:
 
@@ -24,9 +24,9 @@ import socket
 import sys
 from pathlib import Path
 
-from tests.infra import _proc
-from tests.infra.kafka_broker import KafkaBroker, KafkaBrokerError
-from tests.infra.redis_server import RedisServer, RedisServerError
+from infra import _proc
+from infra.kafka_broker import KafkaBroker, KafkaBrokerError
+from infra.redis_server import RedisServer, RedisServerError
 
 ENV_KAFKA = "LINEWATCH_KAFKA__BOOTSTRAP_SERVERS"
 ENV_REDIS = "LINEWATCH_REDIS__URL"
@@ -154,7 +154,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.infra.servers", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m infra.servers", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p_start = sub.add_parser("start", help="start Kafka + Redis in the background, write STATE_DIR/env")
     p_start.add_argument("--state-dir", required=True)

@@ -1,4 +1,4 @@
-"""Process and port helpers shared by the Kafka and Redis test servers."""
+"""Process and port helpers shared by the local Kafka and Redis servers."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 _PR_SET_PDEATHSIG = 1
 

@@ -1,7 +1,8 @@
 """The six fault scenarios of `make chaos`, each a function `(Infra) -> ChaosRow`.
 
 Every scenario uses topics, a consumer group and a Redis prefix of its own, real worker
-subprocesses (`linewatch-worker serve`, tiny models, foreground none), and counts what
+subprocesses (`linewatch-worker serve`, or infra/chaos/slow_worker.py where inference must be slow;
+tiny models, foreground none), and counts what
 reached the results and dead-letter topics by `frame_id`. A row's `recovery_s` is defined
 per scenario in `RECOVERY`; `observations` holds what the scenario checks beyond the counts.
 """
@@ -11,7 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from tests.chaos.harness import (
+from infra.chaos.harness import (
     PARTITIONS,
     SESSION_TIMEOUT_MS,
     Background,
@@ -69,9 +70,9 @@ def _partitions(status: dict[str, Any]) -> set[int]:
 
 def kill9_restart(infra: Infra) -> ChaosRow:
     """SIGKILL the only worker while it infers a batch, start it again: every frame answered."""
-    settings = scenario_settings(infra, "kill9-restart", inject_delay_s=0.3)
-    first = WorkerProcess(settings, "worker-1", infra.log_dir).start()
-    second = WorkerProcess(settings, "worker-1", infra.log_dir, name="worker-1-restarted")
+    settings = scenario_settings(infra, "kill9-restart")
+    first = WorkerProcess(settings, "worker-1", infra.log_dir, delay_s=0.3).start()
+    second = WorkerProcess(settings, "worker-1", infra.log_dir, name="worker-1-restarted", delay_s=0.3)
     with FrameSender(settings) as sender, stopping(first, second):
         first.wait_assigned()
         stream = Background(lambda: sender.send(40, fps=5))
@@ -98,9 +99,9 @@ def kill9_restart(infra: Infra) -> ChaosRow:
 
 def kill9_one_of_two(infra: Infra) -> ChaosRow:
     """Two workers; SIGKILL one: the survivor takes its partitions after the session timeout."""
-    settings = scenario_settings(infra, "kill9-one-of-two", inject_delay_s=0.2)
-    victim = WorkerProcess(settings, "worker-a", infra.log_dir).start()
-    survivor = WorkerProcess(settings, "worker-b", infra.log_dir).start()
+    settings = scenario_settings(infra, "kill9-one-of-two")
+    victim = WorkerProcess(settings, "worker-a", infra.log_dir, delay_s=0.2).start()
+    survivor = WorkerProcess(settings, "worker-b", infra.log_dir, delay_s=0.2).start()
     with FrameSender(settings) as sender, stopping(victim, survivor):
         survivor.wait_assigned(PARTITIONS // 2)
         victim.wait_assigned(PARTITIONS // 2)
@@ -221,9 +222,8 @@ SLOW_MAX_POLL_INTERVAL_MS = 2_000
 
 def slow_inference(infra: Infra) -> ChaosRow:
     """Each batch takes longer than max.poll.interval.ms: no rebalance, nothing consumed twice."""
-    settings = scenario_settings(infra, "slow-inference", inject_delay_s=SLOW_BATCH_S,
-                                 max_poll_interval_ms=SLOW_MAX_POLL_INTERVAL_MS)
-    worker = WorkerProcess(settings, "worker-1", infra.log_dir).start()
+    settings = scenario_settings(infra, "slow-inference", max_poll_interval_ms=SLOW_MAX_POLL_INTERVAL_MS)
+    worker = WorkerProcess(settings, "worker-1", infra.log_dir, delay_s=SLOW_BATCH_S).start()
     with FrameSender(settings) as sender, stopping(worker):
         joined = worker.wait_assigned()
         frames = sender.send(12)
@@ -258,10 +258,9 @@ def burst_10x(infra: Infra) -> ChaosRow:
     which already fills the queue and full batches: with a bounded intake the big burst costs
     next to nothing more, an unbounded one would hold its whole backlog decoded.
     """
-    settings = scenario_settings(infra, "burst-10x", inject_delay_s=BURST_BATCH_DELAY_S, batch_max_frames=2,
-                                 queue_max_frames=BURST_QUEUE_MAX_FRAMES)
+    settings = scenario_settings(infra, "burst-10x", batch_max_frames=2, queue_max_frames=BURST_QUEUE_MAX_FRAMES)
     height, width = BURST_SIZE
-    worker = WorkerProcess(settings, "worker-1", infra.log_dir).start()
+    worker = WorkerProcess(settings, "worker-1", infra.log_dir, delay_s=BURST_BATCH_DELAY_S).start()
     with FrameSender(settings, height=height, width=width) as sender, stopping(worker):
         worker.wait_assigned()
         start_up_peak = _peak(worker)

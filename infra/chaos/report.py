@@ -1,7 +1,7 @@
 """`make chaos`: run the fault scenarios against a private Kafka broker and Redis, print the table.
 
-    python -m tests.chaos.report                                  # all six scenarios
-    python -m tests.chaos.report --only broker-restart --only redis-killed --json chaos.json
+    python -m infra.chaos.report                                  # all six scenarios
+    python -m infra.chaos.report --only broker-restart --only redis-killed --json chaos.json
 
 The table is Markdown (it is pasted into the README). Exit status 1 when a scenario failed
 to run or lost a frame.
@@ -17,8 +17,8 @@ import traceback
 from dataclasses import asdict
 from pathlib import Path
 
-from tests.chaos.harness import running_infra
-from tests.chaos.scenarios import RECOVERY, SCENARIOS, ChaosRow
+from infra.chaos.harness import running_infra
+from infra.chaos.scenarios import RECOVERY, SCENARIOS, ChaosRow
 
 COLUMNS = ("scenario", "frames sent", "results", "lost", "duplicates", "dead-lettered", "recovery (s)",
            "peak RSS (MiB)", "observations")
@@ -44,7 +44,7 @@ def format_recovery_notes(rows: list[ChaosRow]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.chaos.report", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m infra.chaos.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", action="append", choices=list(SCENARIOS), help="run only this scenario (repeatable)")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON to this file")
     args = parser.parse_args(argv)

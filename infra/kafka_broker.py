@@ -1,4 +1,4 @@
-"""A real single-node Apache Kafka broker (KRaft, combined broker+controller) for tests.
+"""A real single-node Apache Kafka broker (KRaft, combined broker+controller) for tests and demos.
 
 The broker runs ``java -cp 'infra/kafka/target/lib/*' kafka.Kafka server.properties``
 with the jars pinned in ``infra/kafka/pom.xml`` (fetched by ``scripts/kafka_jars.sh``).
@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from tests.infra import _proc
+from infra import _proc
 
 log = logging.getLogger(__name__)
 
@@ -388,7 +388,7 @@ class KafkaBroker:
         return {k: _prop_value(v) for k, v in props.items()}
 
     def _write_config(self) -> None:
-        lines = ["# written by tests/infra/kafka_broker.py"]
+        lines = ["# written by infra/kafka_broker.py"]
         lines += [f"{k}={v}" for k, v in self.server_properties().items()]
         self.config_path.write_text("\n".join(lines) + "\n")
         self.log4j_path.write_text(LOG4J2_XML.replace("{level}", self.log_level))

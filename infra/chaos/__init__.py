@@ -2,5 +2,6 @@
 
 `harness` starts and watches the processes and counts what came out, `scenarios` holds one
 function per fault, `report` runs them all and prints the table (`make chaos`), and
-`tests/integration/test_chaos.py` asserts on the same rows.
+`tests/integration/test_chaos.py` asserts on the same rows. Tooling, not tests: `make chaos`
+runs it without importing anything from tests/.
 """
