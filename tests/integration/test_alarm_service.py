@@ -1,4 +1,4 @@
-"""The alarm service against the real Kafka broker (tests/infra) and a real local HTTP MES.
+"""The alarm service against the real Kafka broker (infra/) and a real local HTTP MES.
 
 Results are published to a results topic; the service must publish alarm events on the
 alarms topic, deliver them signed to the MES webhook, dead-letter what the MES refuses, and

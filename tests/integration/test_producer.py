@@ -1,4 +1,4 @@
-"""The producer against the real Kafka broker (tests/infra): CLI run, refusal of oversize frames,
+"""The producer against the real Kafka broker (infra/): CLI run, refusal of oversize frames,
 clean stop on SIGINT. No mocks: messages are read back with a real consumer."""
 from __future__ import annotations
 

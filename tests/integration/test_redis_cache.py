@@ -1,4 +1,4 @@
-"""RedisEmbeddingCache against a real redis-server (tests/infra): storage format, sharing between
+"""RedisEmbeddingCache against a real redis-server (infra/): storage format, sharing between
 workers, password, corrupt entries, and Redis going away and coming back."""
 from __future__ import annotations
 

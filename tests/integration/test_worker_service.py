@@ -1,4 +1,4 @@
-"""The stream worker against the real Kafka broker and Redis (tests/infra), tiny model profile.
+"""The stream worker against the real Kafka broker and Redis (infra/), tiny model profile.
 
 Workers run in threads of this process (`WorkerService.run(stop_event)`), one in a
 subprocess to exercise `run_service` and SIGTERM. Every wait is bounded.
@@ -36,6 +36,7 @@ from common.settings import (
 )
 from common.messages import frame_headers
 from producer.publisher import build_frame_meta
+from tests.support.inspectors import WrappedInspector, slow_worker_service
 from worker.stream.service import WorkerService
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
@@ -210,9 +211,8 @@ def test_two_workers_split_the_partitions_and_a_graceful_leave_loses_nothing(kaf
     from worker.inspection.inspector import build_inspector
 
     settings = make_settings(kafka_broker, redis_server.url, batch_max_frames=2)
-    settings = settings.model_copy(update={"models": settings.models.model_copy(update={"inject_delay_s": 0.2})})
     held = StuckInspector(build_inspector(settings.models))
-    first = WorkerService(with_worker(settings, worker_id="worker-a"))
+    first = slow_worker_service(with_worker(settings, worker_id="worker-a"), 0.2)
     second = WorkerService(with_worker(settings, worker_id="worker-b"), held)
     try:
         with running(first) as stop_first, running(second):
@@ -243,57 +243,6 @@ def test_two_workers_split_the_partitions_and_a_graceful_leave_loses_nothing(kaf
     assert {r.frame_id for r in results} == sent  # the dropped frames were scored again
     assert {r.worker_id for r in results} == {"worker-a", "worker-b"}
     assert second.status().counters["rebalances"] >= 1
-
-
-def test_bad_messages_are_dead_lettered_and_good_ones_around_them_scored(kafka_broker, redis_server):
-    settings = make_settings(kafka_broker, redis_server.url)
-    before, after = good_frame(1), good_frame(2)
-    truncated_meta, jpeg = good_frame(3)
-    not_image_meta, _ = good_frame(4)
-    small_meta = good_frame(5, width=WIDTH * 2)[0]  # header disagrees with the pixels
-    bad: list[Record] = [
-        (b"cam-3", jpeg[: len(jpeg) // 2], frame_headers(truncated_meta)),
-        (b"cam-4", b"this is not an image", frame_headers(not_image_meta)),
-        (b"cam-5", encode_image(image(5)), frame_headers(small_meta)),
-        (b"cam-6", encode_image(image(6)), [("traceparent", b"garbage")]),
-        (b"cam-7", encode_image(image(7)), [("lw-frame", b'{"frame_id": "x", "camera_id": ')]),
-    ]
-    records: list[Record] = [(b"cam-1", before[1], frame_headers(before[0])), *bad,
-                             (b"cam-2", after[1], frame_headers(after[0]))]
-    service = WorkerService(settings)
-    with running(service):
-        publish(settings, records, partition=0)  # one partition: the bad ones sit between the good ones
-        results = read_results(settings, {before[0].frame_id, after[0].frame_id})
-        dead = read_topic(settings, settings.kafka.dlq_topic, lambda rs: len(rs) >= len(bad), 60)
-        wait_until(lambda: committed_total(settings) == len(records), 30, "all offsets committed")
-    assert {r.frame_id for r in results} == {before[0].frame_id, after[0].frame_id}
-    assert len(dead) == len(bad)
-    dead.sort(key=lambda r: DeadLetterError.model_validate_json(dict(r.headers)[ERROR_HEADER]).source.offset)
-    expected = [("decode", "ImageDecodeError.undecodable"), ("decode", "ImageDecodeError.undecodable"),
-                ("decode", "SizeMismatch"), ("header", "MissingHeader"), ("header", "InvalidHeader")]
-    for offset, (record, (key, value, headers), (stage, error_type)) in enumerate(zip(dead, bad, expected), start=1):
-        error = DeadLetterError.model_validate_json(dict(record.headers)[ERROR_HEADER])
-        assert (error.stage, error.error_type) == (stage, error_type), error
-        assert error.message and error.worker_id == "worker-1"
-        assert (error.source.topic, error.source.partition, error.source.offset) == (
-            settings.kafka.frames_topic, 0, offset)
-        assert record.key == key and record.value == value
-        assert [h for h in record.headers if h[0] != ERROR_HEADER] == headers  # original headers kept
-    assert service.status().counters["dead_letters"] == len(bad)
-
-
-class WrappedInspector:
-    """The real tiny Inspector behind a test's own `inspect` (the service needs only these two members)."""
-
-    def __init__(self, inner):
-        self.inner = inner
-
-    @property
-    def versions(self):
-        return self.inner.versions
-
-    def inspect(self, frames):
-        return self.inner.inspect(frames)
 
 
 class PoisonInspector(WrappedInspector):
@@ -541,11 +490,10 @@ def test_stale_frames_get_a_skipped_result(kafka_broker, redis_server):
 
 def test_backpressure_pauses_and_resumes_without_losing_frames(kafka_broker, redis_server):
     settings = make_settings(kafka_broker, redis_server.url, batch_max_frames=1, queue_max_frames=2)
-    slow = settings.model_copy(update={"models": settings.models.model_copy(update={"inject_delay_s": 0.3})})
-    service = WorkerService(slow)
+    service = slow_worker_service(settings, 0.3)
     with running(service):
-        sent = publish_frames(slow, [good_frame(i) for i in range(8)])
-        results = read_results(slow, sent)
+        sent = publish_frames(settings, [good_frame(i) for i in range(8)])
+        results = read_results(settings, sent)
     assert {r.frame_id for r in results} == sent
     assert service.status().counters.get("pauses", 0) >= 1 and not service.status().paused
 
