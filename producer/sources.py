@@ -19,15 +19,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image
 
-from common.codecs import ImageDecodeError, decode_image
+from common.codecs import IMAGE_SUFFIXES, ImageDecodeError, decode_image, sniff_content_type
 from common.schemas import utc_now
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
-_PIL_CONTENT_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png"}
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://")
 
 
@@ -126,7 +123,6 @@ class FolderSource(FrameSource):
                 try:
                     data = path.read_bytes()
                     rgb = decode_image(data, max_bytes=len(data) + 1, max_pixels=self.max_pixels)
-                    fmt = Image.open(path).format
                 except (OSError, ImageDecodeError) as exc:
                     log.warning("skipping %s: %s", path, exc)
                     continue
@@ -135,7 +131,7 @@ class FolderSource(FrameSource):
                     index=index,
                     name=path.relative_to(self.folder).as_posix(),
                     data=data,
-                    content_type=_PIL_CONTENT_TYPES.get(fmt or ""),
+                    content_type=sniff_content_type(data),  # decode_image accepted it: JPEG or PNG
                 )
                 index += 1
                 yielded = True

@@ -2,25 +2,16 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import uuid
 from pathlib import Path
 
-from common.codecs import ImageDecodeError, decode_image
+from common.codecs import ImageDecodeError, decode_image, sniff_content_type
 from common.schemas import FrameMeta, utc_now
 from common.settings import LinewatchSettings
 
 log = logging.getLogger("linewatch.worker")
-
-
-def _sniff_content_type(data: bytes) -> str | None:
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if data.startswith(b"\xff\xd8"):
-        return "image/jpeg"
-    return None
 
 
 def add_inspect_parser(subparsers) -> None:
@@ -72,7 +63,7 @@ def run_inspect(args, settings: LinewatchSettings) -> int:
     for path in tqdm(args.images, disable=len(args.images) <= 3, file=sys.stderr, unit="img"):
         try:
             data = path.read_bytes()
-            content_type = _sniff_content_type(data)
+            content_type = sniff_content_type(data)
             if content_type is None:
                 raise ImageDecodeError("format", "not a JPEG or PNG file")
             image = decode_image(data, content_type, max_bytes=limits.max_frame_bytes, max_pixels=limits.max_frame_pixels)

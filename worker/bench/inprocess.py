@@ -111,7 +111,7 @@ def add_bench_parser(subparsers) -> None:
 
 
 def run_bench_command(args, settings) -> int:
-    model_settings = replace_model_settings(settings.models, profile=args.profile, foreground=args.foreground, device=args.device)
+    model_settings = settings.models.model_copy(update={"profile": args.profile, "foreground": args.foreground, "device": args.device})
     if args.torch_threads is not None:
         torch.set_num_threads(max(1, args.torch_threads))
     if args.through_kafka:
@@ -124,6 +124,3 @@ def run_bench_command(args, settings) -> int:
     print(json.dumps(report, indent=2))
     return 0
 
-
-def replace_model_settings(models: ModelSettings, **changes) -> ModelSettings:
-    return models.model_copy(update=changes)

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from common.argtypes import positive_int
 from worker.eval.datasets import DATASET_KINDS, DatasetLayoutError, open_dataset, select_categories
 from worker.eval.metrics import DEFAULT_BINS
 from worker.eval.report import format_report, write_results
@@ -41,13 +42,6 @@ class InspectorUnavailable(RuntimeError):
     """worker.inspection.inspector cannot be imported."""
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
-
-
 def _non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:
@@ -63,7 +57,7 @@ def _configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--profile", choices=("tiny", "base", "default"), default=None,
                         help="model profile (default: the configured one; tiny = random weights, tests only)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: the configured one)")
-    parser.add_argument("--limit", type=_positive_int, default=None,
+    parser.add_argument("--limit", type=positive_int, default=None,
                         help="at most N images per category, evenly spread over normal and defect folders")
     parser.add_argument("--out", type=Path, default=Path("out/eval"),
                         help="folder for results.json, results.csv and overlays (default: out/eval)")
@@ -71,8 +65,8 @@ def _configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="object name used in prompts for every category (default: from the category)")
     parser.add_argument("--worst", type=_non_negative_int, default=3,
                         help="overlays of the N worst false positives and false negatives per category (0: none)")
-    parser.add_argument("--batch-size", type=_positive_int, default=4, help="frames per Inspector call")
-    parser.add_argument("--bins", type=_positive_int, default=DEFAULT_BINS,
+    parser.add_argument("--batch-size", type=positive_int, default=4, help="frames per Inspector call")
+    parser.add_argument("--bins", type=positive_int, default=DEFAULT_BINS,
                         help="score bins of the streaming pixel metrics")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run_eval)
