@@ -85,7 +85,7 @@ def run_inspect(args, settings: LinewatchSettings) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from worker.bench.inprocess import add_bench_parser
+    from worker.bench.cli import add_bench_parser
 
     parser = argparse.ArgumentParser(prog="linewatch-worker", description=__doc__)
     parser.add_argument("--log-level", default="INFO")
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "inspect":
         return run_inspect(args, settings)
     if args.command == "bench":
-        from worker.bench.inprocess import run_bench_command
+        from worker.bench.cli import run_bench_command
 
         return run_bench_command(args, settings)
     if args.command == "serve":

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,9 +28,9 @@ from worker.eval.runner import (
     SkippedFiles,
     count_samples,
     evaluate_category,
-    peak_rss_mb,
     versions_as_dict,
 )
+from worker.inspection.measure import StageClock, peak_rss_mb
 
 EXIT_LAYOUT_ERROR = 2
 
@@ -116,7 +115,7 @@ def run_eval(args: argparse.Namespace, inspector_factory: InspectorFactory | Non
     Returns 0 on success, 1 when the Inspector cannot be imported, 2 when the dataset root or layout is wrong (message on stderr).
     inspector_factory(model_settings) -> inspector; defaults to worker.inspector.build_inspector.
     """
-    started = time.perf_counter()
+    clock = StageClock()
     wanted = [c.strip() for c in args.categories.split(",") if c.strip()] if args.categories else None
     try:
         reader = open_dataset(args.dataset, args.root)
@@ -158,7 +157,7 @@ def run_eval(args: argparse.Namespace, inspector_factory: InspectorFactory | Non
         bins=args.bins,
         categories=results,
         skipped=skipped,
-        seconds=time.perf_counter() - started,
+        seconds=clock.elapsed_s(),
         peak_rss_mb=peak_rss_mb(),
     )
     json_path, csv_path = write_results(run, args.out)

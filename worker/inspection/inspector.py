@@ -7,10 +7,8 @@ prompt embeddings are computed once per (model, prompt) and cached.
 from __future__ import annotations
 
 import time
-from collections import defaultdict
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import cv2
 import numpy as np
@@ -19,6 +17,7 @@ import torch
 from common.schemas import Versions
 from common.settings import ModelSettings
 from worker.inspection.embedding_cache import EmbeddingCache, LruEmbeddingCache, prompt_key
+from worker.inspection.measure import StageClock
 from worker.inspection.types import Frame, Inspection, InstanceScore
 from worker.inspection.models.registry import ModelBundle, load_models
 from worker.inspection.pipeline.aggregate import component_scores, image_score, paste_tiles
@@ -36,21 +35,6 @@ class _FramePlan:
     foreground: np.ndarray
     components: list[Component]
     tiles: list[Tile]
-
-
-class _StageClock:
-    """Accumulates wall time per stage for one inspect() call."""
-
-    def __init__(self) -> None:
-        self.ms: dict[str, float] = defaultdict(float)
-
-    @contextmanager
-    def stage(self, name: str) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.ms[name] += (time.perf_counter() - start) * 1000.0
 
 
 def _resize_batch(crops: list[np.ndarray], size: int) -> torch.Tensor:
@@ -122,7 +106,7 @@ class Inspector:
         return self._embeddings("clipseg-text", list(self.prompts.localising), self.models.clipseg.encode_texts)
 
     # -- stages ----------------------------------------------------------------------------
-    def _plan(self, frames: Sequence[Frame], clock: _StageClock) -> list[_FramePlan]:
+    def _plan(self, frames: Sequence[Frame], clock: StageClock) -> list[_FramePlan]:
         images = [frame.image for frame in frames]
         salient_maps: list[np.ndarray | None] = [None] * len(frames)
         sam_masks: list[list[np.ndarray] | None] = [None] * len(frames)
@@ -148,7 +132,7 @@ class Inspector:
         """Inspect a batch of frames; returns one Inspection per frame, in order."""
         if not frames:
             return []
-        clock = _StageClock()
+        clock = StageClock()
         for frame in frames:
             if frame.image.ndim != 3 or frame.image.shape[2] != 3 or frame.image.dtype != np.uint8:
                 raise ValueError(f"frame {frame.frame_id}: expected (H, W, 3) uint8 RGB, got {frame.image.shape} {frame.image.dtype}")
