@@ -31,7 +31,8 @@ def run_inspect(args, settings: LinewatchSettings) -> int:
     from worker.inspection.types import Frame
     from worker.inspection.inspector import build_inspector
     from worker.inspection.models.weights import ModelWeightsMissing
-    from worker.stream.results import build_result, overlay_heatmap
+    from worker.inspection.overlays import overlay_heatmap
+    from worker.stream.results import build_result
 
     updates = {key: value for key, value in (("profile", args.profile), ("foreground", args.foreground)) if value}
     model_settings = settings.models.model_copy(update=updates)
