@@ -58,8 +58,7 @@ class Inspector:
         self.models = models
         self.settings = settings
         self.prompts = prompts
-        self.cache = cache
-        self.local_cache = LruEmbeddingCache()
+        self.cache: EmbeddingCache = cache if cache is not None else LruEmbeddingCache()
         self.naive = naive
 
     @property
@@ -74,25 +73,15 @@ class Inspector:
 
     # -- prompt embeddings ---------------------------------------------------------------
     def _embeddings(self, kind: str, texts: list[str], encode) -> np.ndarray:
-        """(P, D) embeddings of `texts`: in-process LRU, then the shared cache, then the encoder."""
+        """(P, D) embeddings of `texts`: from the cache, else from the encoder (and then cached)."""
         if self.naive:
             return encode(texts).numpy()
         keys = [prompt_key(self.models.fingerprint, kind, text) for text in texts]
-        found = self.local_cache.get_many(keys)
+        found = self.cache.get_many(keys)
         missing = [i for i, value in enumerate(found) if value is None]
-        if missing and self.cache is not None:
-            shared = self.cache.get_many([keys[i] for i in missing])
-            fetched = {keys[i]: value for i, value in zip(missing, shared) if value is not None}
-            self.local_cache.put_many(fetched)
-            for i, value in zip(missing, shared):
-                found[i] = value
-            missing = [i for i in missing if found[i] is None]
         if missing:
             computed = encode([texts[i] for i in missing]).numpy().astype(np.float32)
-            new = {keys[i]: row for i, row in zip(missing, computed)}
-            self.local_cache.put_many(new)
-            if self.cache is not None:
-                self.cache.put_many(new)
+            self.cache.put_many({keys[i]: row for i, row in zip(missing, computed)})
             for i, row in zip(missing, computed):
                 found[i] = row
         return np.stack(found).astype(np.float32)

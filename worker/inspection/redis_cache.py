@@ -1,5 +1,8 @@
 """Shared prompt-embedding cache in Redis, with an in-process LRU in front.
 
+This is the one LRU layer of a worker with Redis: the Inspector asks this cache for every
+prompt embedding of every call, so `on_lookup` sees every lookup (layer "lru" or "redis").
+
 Every worker of a line computes the same prompt embeddings; the first one to
 compute an embedding stores it in Redis and the others read it instead of running
 a text encoder. Values are raw little-endian arrays stored as a Redis hash
@@ -24,7 +27,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from common.settings import RedisSettings
-from worker.inspection.embedding_cache import EmbeddingCache, LruEmbeddingCache
+from worker.inspection.embedding_cache import EmbeddingCache, LookupHook, LruEmbeddingCache, key_kind
 
 log = logging.getLogger(__name__)
 
@@ -106,9 +109,6 @@ class CacheStats:
         return self.lru_hits + self.redis_hits
 
 
-LookupHook = Callable[[bool, str, str], None]  # (hit, kind, layer), e.g. Metrics.cache_lookup
-
-
 class RedisEmbeddingCache:
     """EmbeddingCache over Redis with an LRU in front; see the module docstring."""
 
@@ -155,8 +155,7 @@ class RedisEmbeddingCache:
                     self._redis_hits += 1
         if self._on_lookup is not None:
             for key, value, layer in zip(keys, found, layers):
-                parts = key.split(":")
-                self._on_lookup(value is not None, parts[-2] if len(parts) >= 3 else "unknown", layer)
+                self._on_lookup(value is not None, key_kind(key), layer)
         return found
 
     def put_many(self, items: dict[str, np.ndarray]) -> None:
@@ -274,9 +273,12 @@ class RedisEmbeddingCache:
 
 
 def build_embedding_cache(settings: RedisSettings, *, on_lookup: LookupHook | None = None) -> EmbeddingCache:
-    """The cache a worker hands to `build_inspector`: Redis-backed, or an LRU only when no URL is set."""
+    """The cache a worker hands to `build_inspector`: Redis-backed, or an LRU only when no URL is set.
+
+    Either way it is the Inspector's only cache layer, so `on_lookup` sees every lookup.
+    """
     if settings.url is None:
-        return LruEmbeddingCache(settings.lru_entries)
+        return LruEmbeddingCache(settings.lru_entries, on_lookup=on_lookup)
     cache = RedisEmbeddingCache(settings, on_lookup=on_lookup)
     cache.check()  # so `degraded` is meaningful from the first health probe
     return cache
