@@ -90,6 +90,14 @@ def test_no_url_means_lru_only():
     assert isinstance(build_embedding_cache(RedisSettings(url=None)), LruEmbeddingCache)
 
 
+def test_the_one_lru_holds_at_least_one_objects_prompts():
+    from worker.inspection.prompts import DEFAULT_PROMPTS
+
+    normal, anomalous = DEFAULT_PROMPTS.state_prompts("metal nut")
+    lru = build_embedding_cache(RedisSettings(url=None, lru_entries=16))
+    assert lru.max_entries >= len(normal) + len(anomalous) + len(DEFAULT_PROMPTS.localising)
+
+
 def test_lru_only_cache_reports_every_lookup_too():
     seen = []
     cache = build_embedding_cache(RedisSettings(url=None), on_lookup=lambda hit, kind, layer: seen.append((hit, kind, layer)))

@@ -43,7 +43,7 @@ class LruEmbeddingCache:
     `on_lookup(hit, kind, "lru")` is called for every key looked up.
     """
 
-    def __init__(self, max_entries: int = 1024, *, on_lookup: LookupHook | None = None):
+    def __init__(self, max_entries: int = 1024, *, on_lookup: LookupHook | None = None):  # 1024: one object's prompts fit
         self.max_entries = max_entries
         self._entries: OrderedDict[str, np.ndarray] = OrderedDict()
         self._on_lookup = on_lookup
