@@ -17,6 +17,8 @@ from pycocotools import mask as coco_mask
 from common.schemas import Heatmap, RleMask
 
 _FORMATS = {"image/jpeg": "JPEG", "image/png": "PNG"}
+#: File suffixes of the formats `decode_image` reads (what an image folder may send as it is).
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
 # How each accepted content type starts (PIL's own JPEG and PNG checks use the same bytes).
 _SIGNATURES = {"image/png": b"\x89PNG\r\n\x1a\n", "image/jpeg": b"\xff\xd8\xff"}
 # Building the plugin's image file parses the header only. Image.open would do the same
@@ -128,8 +130,3 @@ def heatmap_to_png(anomaly_map: np.ndarray, max_side: int = 128) -> Heatmap:
     grey.save(buffer, format="PNG")  # `optimize` costs up to 70% more time for 0-2% fewer bytes on these maps
     return Heatmap(width=size[0], height=size[1], png_base64=base64.b64encode(buffer.getvalue()).decode("ascii"))
 
-
-def png_to_heatmap(heatmap: Heatmap) -> np.ndarray:
-    """Inverse of heatmap_to_png: (h, w) float32 in [0, 1] at the stored resolution."""
-    grey = Image.open(io.BytesIO(base64.b64decode(heatmap.png_base64)))
-    return np.asarray(grey, dtype=np.float32) / 255.0

@@ -62,7 +62,7 @@ class ModelSettings(_Section):
     clipseg_model: str = Field("CIDAS/clipseg-rd64-refined", description="local folder or hub id in the HF cache")
     sam_type: Literal["vit_b", "vit_l", "vit_h"] = Field("vit_b", description="SAM backbone: vit_b, vit_l or vit_h")
     sam_checkpoint: Path | None = Field(None, description="defaults to models/sam/sam_<type>.pth")
-    isnet_path: Path | None = Field(None, description="defaults to models/isnet/isnet.onnx")
+    isnet_path: Path | None = Field(None, description="defaults to <models_dir>/isnet/isnet.onnx")
     foreground: Literal["sam+isnet", "isnet", "none"] = Field("sam+isnet", description="sam+isnet, isnet (no SAM) or none (whole frame)")
     tile_size: int = Field(352, description="minimum tile side in pixels (CLIPSeg input)")
 

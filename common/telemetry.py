@@ -30,9 +30,7 @@ Trace context crosses Kafka in the record headers (`list[tuple[str, bytes]]`):
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any, ClassVar
@@ -48,6 +46,8 @@ from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from common.schemas import TRACEPARENT_HEADER
 
 try:  # pragma: no cover - import guard only
     from opentelemetry.exporter.prometheus import PrometheusMetricReader
@@ -205,14 +205,6 @@ class Metrics:
     def stage(self, stage: str, seconds: float) -> None:
         self.stage_duration.record(seconds, {"stage": stage})
 
-    @contextmanager
-    def time_stage(self, stage: str) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.stage(stage, time.perf_counter() - start)
-
     def dead_letter(self, stage: str, error_type: str) -> None:
         self.dead_letters.add(1, {"stage": stage, "error_type": error_type})
 
@@ -248,10 +240,6 @@ class Telemetry:
         if self.prometheus_registry is None:
             return b""
         return generate_latest(self.prometheus_registry)
-
-    def force_flush(self, timeout_millis: int = 5_000) -> None:
-        self.tracer_provider.force_flush(timeout_millis)
-        self.meter_provider.force_flush(timeout_millis)
 
     def shutdown(self) -> None:
         """Flush and stop the exporters; safe to call twice."""
@@ -379,4 +367,4 @@ def extract_context(headers: Iterable[tuple[str, bytes]] | None, context: Contex
 
 def traceparent_of(headers: Iterable[tuple[str, bytes]] | None) -> str | None:
     """The raw `traceparent` header value, if any (for logs and tests)."""
-    return (_GETTER.get(list(headers or []), "traceparent") or [None])[0]
+    return (_GETTER.get(list(headers or []), TRACEPARENT_HEADER) or [None])[0]

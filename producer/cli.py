@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from common.argtypes import positive_int
 from common.codecs import encode_image
 from common.kafka import connection_hint
 from common.schemas import utc_now
@@ -31,13 +32,6 @@ log = logging.getLogger("linewatch.producer")
 
 _CONTENT_TYPES = {"jpeg": "image/jpeg", "jpg": "image/jpeg", "png": "image/png"}
 PROGRESS_EVERY_S = 10.0
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
-    return value
 
 
 def _non_negative_float(text: str) -> float:
@@ -69,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder:PATH | video:PATH | camera:INDEX | rtsp://... | synthetic (default: synthetic)",
     )
     src.add_argument("--loop", action="store_true", help="restart a folder or video file at its end")
-    src.add_argument("--limit", type=_positive_int, default=None, help="stop after this many frames")
+    src.add_argument("--limit", type=positive_int, default=None, help="stop after this many frames")
     src.add_argument(
         "--fps",
         type=_non_negative_float,
@@ -78,8 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
         "otherwise 0). Live cameras/streams drop frames to keep this rate.",
     )
     syn = parser.add_argument_group("synthetic scene")
-    syn.add_argument("--width", type=_positive_int, default=640, help="synthetic frame width (default 640)")
-    syn.add_argument("--height", type=_positive_int, default=480, help="synthetic frame height (default 480)")
+    syn.add_argument("--width", type=positive_int, default=640, help="synthetic frame width (default 640)")
+    syn.add_argument("--height", type=positive_int, default=480, help="synthetic frame height (default 480)")
     syn.add_argument("--seed", type=int, default=0, help="synthetic scene seed (default 0)")
     syn.add_argument(
         "--defect-rate", type=_fraction, default=0.1, help="fraction of synthetic frames with a defect (default 0.1)"

@@ -31,7 +31,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from common.codecs import encode_image
 from common.kafka import build_admin, build_producer, ensure_topics
 from common.messages import estimate_record_size, frame_headers
-from common.schemas import ContentType, FrameMeta, utc_now
+from common.schemas import TRACEPARENT_HEADER, ContentType, FrameMeta, utc_now
 from common.settings import KafkaSettings
 from common.telemetry import INSTRUMENTATION_SCOPE, Telemetry, inject_headers
 
@@ -228,7 +228,7 @@ class FramePublisher:
         base_headers = frame_headers(meta)
         # Size check before the span: a refused frame is not a message.
         try:
-            self.check_size(key, data, base_headers + [("traceparent", b"0" * 55)], meta)
+            self.check_size(key, data, base_headers + [(TRACEPARENT_HEADER, b"0" * 55)], meta)
         except FrameTooLargeError as exc:
             with self.stats._lock:
                 self.stats.refused += 1

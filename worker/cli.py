@@ -2,25 +2,16 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import uuid
 from pathlib import Path
 
-from common.codecs import ImageDecodeError, decode_image
+from common.codecs import ImageDecodeError, decode_image, sniff_content_type
 from common.schemas import FrameMeta, utc_now
 from common.settings import LinewatchSettings
 
 log = logging.getLogger("linewatch.worker")
-
-
-def _sniff_content_type(data: bytes) -> str | None:
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if data.startswith(b"\xff\xd8"):
-        return "image/jpeg"
-    return None
 
 
 def add_inspect_parser(subparsers) -> None:
@@ -40,7 +31,8 @@ def run_inspect(args, settings: LinewatchSettings) -> int:
     from worker.inspection.types import Frame
     from worker.inspection.inspector import build_inspector
     from worker.inspection.models.weights import ModelWeightsMissing
-    from worker.stream.results import build_result, overlay_heatmap
+    from worker.inspection.overlays import overlay_heatmap
+    from worker.stream.results import build_result
 
     updates = {key: value for key, value in (("profile", args.profile), ("foreground", args.foreground)) if value}
     model_settings = settings.models.model_copy(update=updates)
@@ -72,7 +64,7 @@ def run_inspect(args, settings: LinewatchSettings) -> int:
     for path in tqdm(args.images, disable=len(args.images) <= 3, file=sys.stderr, unit="img"):
         try:
             data = path.read_bytes()
-            content_type = _sniff_content_type(data)
+            content_type = sniff_content_type(data)
             if content_type is None:
                 raise ImageDecodeError("format", "not a JPEG or PNG file")
             image = decode_image(data, content_type, max_bytes=limits.max_frame_bytes, max_pixels=limits.max_frame_pixels)
@@ -94,7 +86,7 @@ def run_inspect(args, settings: LinewatchSettings) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from worker.bench.inprocess import add_bench_parser
+    from worker.bench.cli import add_bench_parser
 
     parser = argparse.ArgumentParser(prog="linewatch-worker", description=__doc__)
     parser.add_argument("--log-level", default="INFO")
@@ -129,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "inspect":
         return run_inspect(args, settings)
     if args.command == "bench":
-        from worker.bench.inprocess import run_bench_command
+        from worker.bench.cli import run_bench_command
 
         return run_bench_command(args, settings)
     if args.command == "serve":

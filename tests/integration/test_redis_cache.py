@@ -109,3 +109,29 @@ def test_redis_going_away_degrades_once_and_recovers(redis_server_factory, caplo
         assert np.array_equal(fresh.get_many(["fp:clip-text:after"])[0], value)
     finally:
         redis_server.start()  # no-op when it runs
+
+
+def test_the_inspector_asks_the_redis_cache_for_every_prompt(redis_server):
+    """One LRU layer (the cache's): warm lookups are still seen by the hook, as LRU hits."""
+    from common.settings import ModelSettings
+    from worker.inspection.inspector import Inspector, build_inspector
+    from worker.inspection.types import Frame
+
+    settings = settings_for(redis_server)
+    seen = []
+
+    def hook(hit, kind, layer):
+        seen.append((hit, layer))
+
+    writer = build_inspector(ModelSettings(profile="tiny", foreground="none"),
+                             cache=RedisEmbeddingCache(settings, on_lookup=hook))
+    frame = Frame("f", np.full((200, 200, 3), 128, np.uint8), "metal nut")
+    writer.inspect([frame])
+    prompts = len(seen)
+    assert prompts > 0 and seen == [(False, "redis")] * prompts
+    writer.inspect([frame])
+    assert seen[prompts:] == [(True, "lru")] * prompts
+    reader = Inspector(writer.models, writer.settings, cache=RedisEmbeddingCache(settings, on_lookup=hook))
+    calls = reader.text_encoder_calls
+    reader.inspect([frame])  # another worker: every prompt from Redis, none encoded
+    assert seen[2 * prompts:] == [(True, "redis")] * prompts and reader.text_encoder_calls == calls

@@ -63,6 +63,21 @@ def test_prompt_embeddings_are_computed_once_and_shared_through_the_cache(inspec
     assert inspector.text_encoder_calls == calls
 
 
+def test_every_prompt_lookup_reaches_the_one_cache_layer(inspector):
+    assert isinstance(Inspector(inspector.models, inspector.settings).cache, LruEmbeddingCache)  # no shared cache
+    seen = []
+    cache = LruEmbeddingCache(on_lookup=lambda hit, kind, layer: seen.append((hit, kind, layer)))
+    counting = Inspector(inspector.models, inspector.settings, cache=cache)
+    normal, anomalous = counting.prompts.state_prompts("metal nut")
+    prompts = len(normal) + len(anomalous) + len(counting.prompts.localising)
+    counting.inspect(_frames(1, size=(200, 200)))
+    first = seen[:]
+    assert len(first) == prompts and {kind for _, kind, _ in first} == {"clip-text", "clipseg-text"}
+    counting.inspect(_frames(1, size=(200, 200)))  # warm: still seen by the hook, now as hits
+    again = seen[len(first):]
+    assert len(again) == prompts and all(hit and layer == "lru" for hit, _, layer in again)
+
+
 def test_result_message_round_trips(inspector):
     scene = make_synthetic_scene(seed=5, size=(240, 320))
     (inspection,) = inspector.inspect([Frame("r", scene.image, "metal nut")])

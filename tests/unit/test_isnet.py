@@ -57,7 +57,7 @@ def _components(mask: np.ndarray) -> tuple[np.ndarray, list[int]]:
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "seed, defects",
-    [(0, None), (1, {0: "scratch", 2: "blotch"}), (2, {1: "blotch"})],
+    [(0, None), (1, {0: "scratch", 2: "stain"}), (2, {1: "stain"})],
 )
 def test_one_component_per_object(isnet: IsNetSalientModel, seed, defects) -> None:
     scene = make_synthetic_scene(seed=seed, size=(480, 640), n_objects=3, defects=defects)
@@ -142,8 +142,8 @@ def test_postprocess_minmax_and_resize() -> None:
 
 
 def test_synthetic_scene_contract() -> None:
-    a = make_synthetic_scene(seed=3, size=(240, 320), n_objects=3, defects={1: "blotch", 2: "scratch"})
-    b = make_synthetic_scene(seed=3, size=(240, 320), n_objects=3, defects={1: "blotch", 2: "scratch"})
+    a = make_synthetic_scene(seed=3, size=(240, 320), n_objects=3, defects={1: "stain", 2: "scratch"})
+    b = make_synthetic_scene(seed=3, size=(240, 320), n_objects=3, defects={1: "stain", 2: "scratch"})
     np.testing.assert_array_equal(a.image, b.image)
     assert a.image.shape == (240, 320, 3) and a.image.dtype == np.uint8
     assert len(a.object_masks) == 3 and all(m.dtype == bool and m.any() for m in a.object_masks)
@@ -151,6 +151,6 @@ def test_synthetic_scene_contract() -> None:
     assert a.defect_mask.any()
     assert not (a.defect_mask & a.object_masks[0]).any()  # object 0 has no defect
     assert (a.defect_mask & ~(a.object_masks[1] | a.object_masks[2])).sum() == 0
-    assert [o.defect for o in a.objects] == [None, "blotch", "scratch"]
+    assert [o.defect for o in a.objects] == [None, "stain", "scratch"]
     clean = make_synthetic_scene(seed=3, size=(240, 320), n_objects=3)
     assert not clean.defect_mask.any()

@@ -90,6 +90,22 @@ def test_no_url_means_lru_only():
     assert isinstance(build_embedding_cache(RedisSettings(url=None)), LruEmbeddingCache)
 
 
+def test_the_one_lru_holds_at_least_one_objects_prompts():
+    from worker.inspection.prompts import DEFAULT_PROMPTS
+
+    normal, anomalous = DEFAULT_PROMPTS.state_prompts("metal nut")
+    lru = build_embedding_cache(RedisSettings(url=None, lru_entries=16))
+    assert lru.max_entries >= len(normal) + len(anomalous) + len(DEFAULT_PROMPTS.localising)
+
+
+def test_lru_only_cache_reports_every_lookup_too():
+    seen = []
+    cache = build_embedding_cache(RedisSettings(url=None), on_lookup=lambda hit, kind, layer: seen.append((hit, kind, layer)))
+    cache.put_many({"fp:clip-text:x": np.zeros(2, np.float32)})
+    cache.get_many(["fp:clip-text:x", "fp:clipseg-text:y"])
+    assert seen == [(True, "clip-text", "lru"), (False, "clipseg-text", "lru")]
+
+
 def test_lookup_hook_reports_kind_and_layer():
     seen = []
     settings = RedisSettings(url=SecretStr(f"redis://127.0.0.1:{_closed_port()}/0"), socket_timeout_s=0.2)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ import numpy as np
 from worker.eval.datasets import VISA_CATEGORIES, Sample
 from worker.eval.metrics import DEFAULT_BINS, PixelMetricAccumulator, image_metrics, nan_mean
 from worker.eval.overlays import WorstCases
-from worker.eval.runner import peak_rss_mb
+from worker.inspection.measure import StageClock, peak_rss_mb
 
 ANOMALOUS_FRACTION = 0.45
 
@@ -64,7 +63,7 @@ def run_benchmark(images: int, height: int, width: int, bins: int = DEFAULT_BINS
     """Stream `images` maps split evenly over `categories`; returns timings, peak RSS and metrics."""
     rng = np.random.default_rng(seed)
     rss_before = peak_rss_mb()
-    started = time.perf_counter()
+    clock = StageClock()
     pixel_results, image_results, accumulator_bytes = [], [], 0
     per_category = np.array_split(np.arange(images), len(categories))
     for category, indices in zip(categories, per_category):
@@ -83,7 +82,7 @@ def run_benchmark(images: int, height: int, width: int, bins: int = DEFAULT_BINS
         pixel_results.append(pixels.result())
         image_results.append(image_metrics(np.array(scores), np.array(labels)))
         accumulator_bytes = pixels.nbytes
-    seconds = time.perf_counter() - started
+    seconds = clock.elapsed_s()
     return BenchResult(
         images=images,
         megapixels=height * width / 1e6,

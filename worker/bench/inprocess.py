@@ -1,4 +1,4 @@
-"""`linewatch-worker bench`: throughput, latency and per-stage cost of the Inspector.
+"""`linewatch-worker bench` (worker/bench/cli.py): throughput, latency and per-stage cost of the Inspector.
 
 It also runs the naive reference path (prompt embeddings recomputed for every frame,
 CLIPSeg's whole model once per (tile, prompt), one frame at a time) on the same frames
@@ -7,10 +7,7 @@ the ratio, not absolute numbers across machines.
 """
 from __future__ import annotations
 
-import json
 import platform
-import resource
-import time
 
 import numpy as np
 import torch
@@ -18,6 +15,7 @@ import torch
 from common.settings import ModelSettings
 from worker.inspection.types import Frame
 from worker.inspection.inspector import Inspector
+from worker.inspection.measure import StageClock, peak_rss_mb
 from worker.inspection.models.registry import load_models
 
 
@@ -36,24 +34,23 @@ def percentile(values: list[float], q: float) -> float | None:
 
 def warm_up(inspector: Inspector, frames: list[Frame]) -> float:
     """Inspect one frame, which computes and caches the prompt embeddings; returns its ms."""
-    start = time.perf_counter()
+    clock = StageClock()
     inspector.inspect(frames[:1])
-    return round((time.perf_counter() - start) * 1000.0, 1)
+    return round(clock.elapsed_ms(), 1)
 
 
 def run_batches(inspector: Inspector, frames: list[Frame], batch: int) -> dict:
     """Inspect `frames` in batches; a frame's latency is the time of the batch it rode in."""
-    latencies, stage_ms = [], {}
-    start = time.perf_counter()
+    latencies, stages = [], StageClock()
     for offset in range(0, len(frames), batch):
         chunk = frames[offset : offset + batch]
-        batch_start = time.perf_counter()
+        batch_clock = StageClock()
         inspections = inspector.inspect(chunk)
-        latencies += [(time.perf_counter() - batch_start) * 1000.0] * len(chunk)
+        latencies += [batch_clock.elapsed_ms()] * len(chunk)
         for inspection in inspections:
             for stage, ms in inspection.timings_ms.items():
-                stage_ms[stage] = stage_ms.get(stage, 0.0) + ms
-    elapsed = time.perf_counter() - start
+                stages.ms[stage] += ms
+    elapsed = stages.elapsed_s()
     return {
         "frames": len(frames),
         "batch": batch,
@@ -62,7 +59,7 @@ def run_batches(inspector: Inspector, frames: list[Frame], batch: int) -> dict:
         "ms_per_frame": round(elapsed * 1000.0 / len(frames), 2),
         "latency_ms_p50": percentile(latencies, 50),
         "latency_ms_p95": percentile(latencies, 95),
-        "stage_ms_per_frame": {stage: round(ms / len(frames), 2) for stage, ms in sorted(stage_ms.items())},
+        "stage_ms_per_frame": {stage: round(ms / len(frames), 2) for stage, ms in sorted(stages.ms.items())},
     }
 
 
@@ -72,7 +69,9 @@ def run_bench(settings: ModelSettings, frames: int, batch: int, naive_frames: in
 
     optimised = Inspector(models, settings)
     prompt_once_ms = warm_up(optimised, data)
+    warm_calls = optimised.text_encoder_calls
     fast = run_batches(optimised, data, batch)
+    encoder_calls_when_warm = optimised.text_encoder_calls - warm_calls  # 0: the cache answers every prompt
 
     naive = Inspector(models, settings, naive=True)
     slow = run_batches(naive, data[: max(1, min(naive_frames, frames))], 1) if naive_frames else None
@@ -87,43 +86,7 @@ def run_bench(settings: ModelSettings, frames: int, batch: int, naive_frames: in
         "optimised": fast,
         "naive": slow,
         "speedup_naive_over_optimised": (slow["ms_per_frame"] / fast["ms_per_frame"]) if slow else None,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        "text_encoder_calls_after_warm_up": encoder_calls_when_warm,
+        "peak_rss_mb": peak_rss_mb(),
     }
     return report
-
-
-def add_bench_parser(subparsers) -> None:
-    parser = subparsers.add_parser("bench", help="measure Inspector throughput against the naive path")
-    parser.add_argument("--profile", choices=["tiny", "base", "default"], default="tiny")
-    parser.add_argument("--frames", type=int, default=16)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--naive-frames", type=int, default=2, help="frames for the naive path (0 skips it)")
-    parser.add_argument("--foreground", choices=["sam+isnet", "isnet", "none"], default="isnet")
-    parser.add_argument("--width", type=int, default=640)
-    parser.add_argument("--height", type=int, default=480)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--torch-threads", type=int, default=None,
-                        help="torch intra-op threads (default: torch's own choice, one per core)")
-    parser.add_argument("--through-kafka", action="store_true",
-                        help="measure end to end through Kafka and Redis (needs LINEWATCH_KAFKA__BOOTSTRAP_SERVERS)")
-    parser.add_argument("--rounds", type=int, default=3,
-                        help="--through-kafka: Kafka runs, each between two in-process runs (median reported)")
-
-
-def run_bench_command(args, settings) -> int:
-    model_settings = replace_model_settings(settings.models, profile=args.profile, foreground=args.foreground, device=args.device)
-    if args.torch_threads is not None:
-        torch.set_num_threads(max(1, args.torch_threads))
-    if args.through_kafka:
-        from worker.bench.kafka_path import run_kafka_bench
-
-        report = run_kafka_bench(settings.model_copy(update={"models": model_settings}), frames=args.frames,
-                                 batch=args.batch, width=args.width, height=args.height, rounds=args.rounds)
-    else:
-        report = run_bench(model_settings, args.frames, args.batch, args.naive_frames, args.width, args.height)
-    print(json.dumps(report, indent=2))
-    return 0
-
-
-def replace_model_settings(models: ModelSettings, **changes) -> ModelSettings:
-    return models.model_copy(update=changes)

@@ -61,6 +61,7 @@ from common.messages import frame_headers
 from common.schemas import InspectionResult
 from common.settings import LinewatchSettings
 from worker.bench.inprocess import percentile, run_batches, synthetic_frames, warm_up
+from worker.inspection.measure import StageClock
 from worker.inspection.types import Frame
 
 RESULT_TIMEOUT_S = 300.0
@@ -184,29 +185,30 @@ def _drain_backlog(settings: LinewatchSettings, inspector: Any, cache: Any, publ
     """
     from worker.stream.service import WorkerService
 
-    frames = len(rgbs)
-    publish_start = time.perf_counter()
-    sent_ids = [_publish(publisher, rgb) for rgb in rgbs]
-    publisher.flush(60.0)
-    publish_s = time.perf_counter() - publish_start
+    frames, clock = len(rgbs), StageClock()
+    with clock.stage("publish"):
+        sent_ids = [_publish(publisher, rgb) for rgb in rgbs]
+        publisher.flush(60.0)
+    publish_s = clock.ms["publish"] / 1000.0
     if publisher.stats.sent < len(sent_ids):
         raise RuntimeError(f"not every frame reached the broker: {publisher.stats.summary()}")
 
     service, stop_event = WorkerService(settings, inspector, cache=cache), threading.Event()
     thread = threading.Thread(target=service.run, args=(stop_event,), name="lw-bench-worker", daemon=True)
-    service_start = time.perf_counter()
-    thread.start()
-    deadline = time.monotonic() + ASSIGN_TIMEOUT_S
-    while not service.status().assigned_partitions and time.monotonic() < deadline and thread.is_alive():
-        time.sleep(0.005)
-    assigned, assigned_at = time.perf_counter(), datetime.now(timezone.utc)
+    with clock.stage("group_join"):
+        thread.start()
+        deadline = time.monotonic() + ASSIGN_TIMEOUT_S
+        while not service.status().assigned_partitions and time.monotonic() < deadline and thread.is_alive():
+            time.sleep(0.005)
+    assigned_at = datetime.now(timezone.utc)
     cpu_before = _cpu_by_thread_s()
-    collector.collect(set(sent_ids), RESULT_TIMEOUT_S)
-    done = time.perf_counter()
+    with clock.stage("drain"):
+        collector.collect(set(sent_ids), RESULT_TIMEOUT_S)
     cpu_by_thread = _cpu_ms_per_frame(cpu_before, _cpu_by_thread_s(), frames)
     got = [collector.results[i] for i in sent_ids if i in collector.results]
-    report = _kafka_report(got, frames, done - assigned) | _fill_and_drain(got, assigned_at, settings.worker.batch_max_frames)
-    report |= {"group_join_s": round(assigned - service_start, 3), "publish_s": round(publish_s, 3),
+    drain_s = clock.ms["drain"] / 1000.0
+    report = _kafka_report(got, frames, drain_s) | _fill_and_drain(got, assigned_at, settings.worker.batch_max_frames)
+    report |= {"group_join_s": round(clock.ms["group_join"] / 1000.0, 3), "publish_s": round(publish_s, 3),
                "publish_frames_per_s": round(frames / publish_s, 1), "cpu_ms_per_frame_by_thread": cpu_by_thread}
     return report, _RunningWorker(service, thread, stop_event)
 

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from common.argtypes import positive_int
 from worker.eval.datasets import DATASET_KINDS, DatasetLayoutError, open_dataset, select_categories
 from worker.eval.metrics import DEFAULT_BINS
 from worker.eval.report import format_report, write_results
@@ -28,9 +28,9 @@ from worker.eval.runner import (
     SkippedFiles,
     count_samples,
     evaluate_category,
-    peak_rss_mb,
     versions_as_dict,
 )
+from worker.inspection.measure import StageClock, peak_rss_mb
 
 EXIT_LAYOUT_ERROR = 2
 
@@ -39,13 +39,6 @@ InspectorFactory = Callable[[Any], InspectorLike]
 
 class InspectorUnavailable(RuntimeError):
     """worker.inspection.inspector cannot be imported."""
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
 
 
 def _non_negative_int(text: str) -> int:
@@ -63,7 +56,7 @@ def _configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--profile", choices=("tiny", "base", "default"), default=None,
                         help="model profile (default: the configured one; tiny = random weights, tests only)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: the configured one)")
-    parser.add_argument("--limit", type=_positive_int, default=None,
+    parser.add_argument("--limit", type=positive_int, default=None,
                         help="at most N images per category, evenly spread over normal and defect folders")
     parser.add_argument("--out", type=Path, default=Path("out/eval"),
                         help="folder for results.json, results.csv and overlays (default: out/eval)")
@@ -71,8 +64,8 @@ def _configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="object name used in prompts for every category (default: from the category)")
     parser.add_argument("--worst", type=_non_negative_int, default=3,
                         help="overlays of the N worst false positives and false negatives per category (0: none)")
-    parser.add_argument("--batch-size", type=_positive_int, default=4, help="frames per Inspector call")
-    parser.add_argument("--bins", type=_positive_int, default=DEFAULT_BINS,
+    parser.add_argument("--batch-size", type=positive_int, default=4, help="frames per Inspector call")
+    parser.add_argument("--bins", type=positive_int, default=DEFAULT_BINS,
                         help="score bins of the streaming pixel metrics")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run_eval)
@@ -122,7 +115,7 @@ def run_eval(args: argparse.Namespace, inspector_factory: InspectorFactory | Non
     Returns 0 on success, 1 when the Inspector cannot be imported, 2 when the dataset root or layout is wrong (message on stderr).
     inspector_factory(model_settings) -> inspector; defaults to worker.inspector.build_inspector.
     """
-    started = time.perf_counter()
+    clock = StageClock()
     wanted = [c.strip() for c in args.categories.split(",") if c.strip()] if args.categories else None
     try:
         reader = open_dataset(args.dataset, args.root)
@@ -164,7 +157,7 @@ def run_eval(args: argparse.Namespace, inspector_factory: InspectorFactory | Non
         bins=args.bins,
         categories=results,
         skipped=skipped,
-        seconds=time.perf_counter() - started,
+        seconds=clock.elapsed_s(),
         peak_rss_mb=peak_rss_mb(),
     )
     json_path, csv_path = write_results(run, args.out)

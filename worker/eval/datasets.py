@@ -40,7 +40,10 @@ import cv2
 import numpy as np
 from PIL import Image
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
+from common.codecs import IMAGE_SUFFIXES
+
+# Datasets are read with PIL, so they may hold more formats than a frame (JPEG, PNG) may have.
+DATASET_IMAGE_SUFFIXES = IMAGE_SUFFIXES | {".bmp", ".tif", ".tiff", ".webp"}
 
 MVTEC_CATEGORIES = (
     "bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather", "metal_nut",
@@ -118,7 +121,7 @@ def default_object_name(category: str) -> str:
 
 
 def _image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in DATASET_IMAGE_SUFFIXES)
 
 
 def _require_dir(path: Path, what: str) -> None:

@@ -17,11 +17,11 @@ import cv2
 import numpy as np
 
 from worker.eval.datasets import Sample, UnreadableFileError, load_image, load_mask
+from worker.inspection.overlays import overlay_heatmap
 
 MAP_SIDE = 512
 OVERLAY_MAX_SIDE = 1024
-HEATMAP_ALPHA = 0.45
-CONTOUR_BGR = (255, 0, 255)  # magenta: not on the JET scale
+CONTOUR_RGB = (255, 0, 255)  # magenta: not on the JET scale
 
 
 @dataclass(frozen=True)
@@ -76,27 +76,21 @@ class WorstCases:
 
 
 def render_overlay(image: np.ndarray, anomaly_map: np.ndarray, mask: np.ndarray, caption: str) -> np.ndarray:
-    """Blend a JET-coloured anomaly map over the image and draw the ground-truth contour.
+    """`overlay_heatmap` of the image, downscaled, with the ground-truth contour and a caption.
 
-    image: (H, W, 3) uint8 RGB; anomaly_map: (h, w) float in [0, 1], any size (resized to H, W);
-    mask: (H, W) bool. The colour scale is absolute (0 = blue, 1 = red), not per-image normalised.
-    Returns (H', W', 3) uint8 BGR: a caption banner on top of the overlay, which is downscaled
-    to at most OVERLAY_MAX_SIDE on the long side.
+    image: (H, W, 3) uint8 RGB; anomaly_map: (h, w) float in [0, 1], any size; mask: (H, W) bool.
+    Returns (H', W', 3) uint8 BGR (for cv2.imwrite): a caption banner on top of the overlay,
+    which is downscaled to at most OVERLAY_MAX_SIDE on the long side.
     """
     height, width = image.shape[:2]
     scale = min(1.0, OVERLAY_MAX_SIDE / max(height, width))
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
     if scale < 1.0:
-        bgr = cv2.resize(bgr, size, interpolation=cv2.INTER_AREA)
-    heat = cv2.resize(np.asarray(anomaly_map, dtype=np.float32), size, interpolation=cv2.INTER_LINEAR)
-    heat_u8 = (np.clip(heat, 0.0, 1.0) * 255).astype(np.uint8)
-    coloured = cv2.applyColorMap(heat_u8, cv2.COLORMAP_JET)
-    blended = cv2.addWeighted(bgr, 1.0 - HEATMAP_ALPHA, coloured, HEATMAP_ALPHA, 0.0)
-    mask_small = cv2.resize(mask.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST)
-    contours, _ = cv2.findContours(mask_small, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    cv2.drawContours(blended, contours, -1, CONTOUR_BGR, thickness=max(1, round(2 * size[0] / 512)))
-    return _with_caption(blended, caption)
+        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    mask_small = cv2.resize(mask.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST).astype(bool)
+    blended = overlay_heatmap(image, anomaly_map, mask_small, contour_rgb=CONTOUR_RGB,
+                              thickness=max(1, round(2 * size[0] / 512)))
+    return _with_caption(cv2.cvtColor(blended, cv2.COLOR_RGB2BGR), caption)
 
 
 def _with_caption(picture: np.ndarray, caption: str) -> np.ndarray:

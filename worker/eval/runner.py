@@ -7,9 +7,6 @@ image scores (one float per image), O(bins) pixel histograms per category and
 from __future__ import annotations
 
 import math
-import resource
-import sys
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +26,7 @@ from worker.eval.datasets import (
 )
 from worker.eval.metrics import DEFAULT_BINS, ImageMetrics, PixelMetricAccumulator, PixelMetrics, image_metrics
 from worker.eval.overlays import WorstCases, write_worst_cases
+from worker.inspection.measure import StageClock
 from worker.inspection.types import Frame, Inspection
 
 SKIPPED_EXAMPLES = 5
@@ -106,12 +104,6 @@ class EvalRun:
         return sum(c.n_images for c in self.categories)
 
 
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far, in MiB."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 1024 / 1024 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
-
-
 def count_samples(reader: DatasetReader, category: str, limit: int | None) -> int:
     """How many samples `evaluate_category` will visit (reads paths only)."""
     total = sum(1 for _ in reader.samples(category))
@@ -168,7 +160,7 @@ def evaluate_category(
 
     progress: an object with update(n) (a tqdm bar), advanced once per sample, skipped ones included.
     """
-    started = time.perf_counter()
+    clock = StageClock()
     object_name = options.object_name or default_object_name(category)
     total = sum(1 for _ in reader.samples(category))
     samples = limited(reader.samples(category), total, options.limit)
@@ -214,7 +206,7 @@ def evaluate_category(
         n_anomalous_without_mask=without_mask,
         image=image_metrics(np.array(scores), np.array(labels)) if labels else ImageMetrics(math.nan, math.nan, math.nan),
         pixel=pixels.result() if pixels.n_images else None,
-        seconds=time.perf_counter() - started,
+        seconds=clock.elapsed_s(),
         overlays=overlays,
     )
 

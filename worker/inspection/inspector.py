@@ -7,10 +7,8 @@ prompt embeddings are computed once per (model, prompt) and cached.
 from __future__ import annotations
 
 import time
-from collections import defaultdict
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import cv2
 import numpy as np
@@ -19,6 +17,7 @@ import torch
 from common.schemas import Versions
 from common.settings import ModelSettings
 from worker.inspection.embedding_cache import EmbeddingCache, LruEmbeddingCache, prompt_key
+from worker.inspection.measure import StageClock
 from worker.inspection.types import Frame, Inspection, InstanceScore
 from worker.inspection.models.registry import ModelBundle, load_models
 from worker.inspection.pipeline.aggregate import component_scores, image_score, paste_tiles
@@ -36,21 +35,6 @@ class _FramePlan:
     foreground: np.ndarray
     components: list[Component]
     tiles: list[Tile]
-
-
-class _StageClock:
-    """Accumulates wall time per stage for one inspect() call."""
-
-    def __init__(self) -> None:
-        self.ms: dict[str, float] = defaultdict(float)
-
-    @contextmanager
-    def stage(self, name: str) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.ms[name] += (time.perf_counter() - start) * 1000.0
 
 
 def _resize_batch(crops: list[np.ndarray], size: int) -> torch.Tensor:
@@ -74,8 +58,7 @@ class Inspector:
         self.models = models
         self.settings = settings
         self.prompts = prompts
-        self.cache = cache
-        self.local_cache = LruEmbeddingCache()
+        self.cache: EmbeddingCache = cache if cache is not None else LruEmbeddingCache()
         self.naive = naive
 
     @property
@@ -90,25 +73,15 @@ class Inspector:
 
     # -- prompt embeddings ---------------------------------------------------------------
     def _embeddings(self, kind: str, texts: list[str], encode) -> np.ndarray:
-        """(P, D) embeddings of `texts`: in-process LRU, then the shared cache, then the encoder."""
+        """(P, D) embeddings of `texts`: from the cache, else from the encoder (and then cached)."""
         if self.naive:
             return encode(texts).numpy()
         keys = [prompt_key(self.models.fingerprint, kind, text) for text in texts]
-        found = self.local_cache.get_many(keys)
+        found = self.cache.get_many(keys)
         missing = [i for i, value in enumerate(found) if value is None]
-        if missing and self.cache is not None:
-            shared = self.cache.get_many([keys[i] for i in missing])
-            fetched = {keys[i]: value for i, value in zip(missing, shared) if value is not None}
-            self.local_cache.put_many(fetched)
-            for i, value in zip(missing, shared):
-                found[i] = value
-            missing = [i for i in missing if found[i] is None]
         if missing:
             computed = encode([texts[i] for i in missing]).numpy().astype(np.float32)
-            new = {keys[i]: row for i, row in zip(missing, computed)}
-            self.local_cache.put_many(new)
-            if self.cache is not None:
-                self.cache.put_many(new)
+            self.cache.put_many({keys[i]: row for i, row in zip(missing, computed)})
             for i, row in zip(missing, computed):
                 found[i] = row
         return np.stack(found).astype(np.float32)
@@ -122,7 +95,7 @@ class Inspector:
         return self._embeddings("clipseg-text", list(self.prompts.localising), self.models.clipseg.encode_texts)
 
     # -- stages ----------------------------------------------------------------------------
-    def _plan(self, frames: Sequence[Frame], clock: _StageClock) -> list[_FramePlan]:
+    def _plan(self, frames: Sequence[Frame], clock: StageClock) -> list[_FramePlan]:
         images = [frame.image for frame in frames]
         salient_maps: list[np.ndarray | None] = [None] * len(frames)
         sam_masks: list[list[np.ndarray] | None] = [None] * len(frames)
@@ -148,7 +121,7 @@ class Inspector:
         """Inspect a batch of frames; returns one Inspection per frame, in order."""
         if not frames:
             return []
-        clock = _StageClock()
+        clock = StageClock()
         for frame in frames:
             if frame.image.ndim != 3 or frame.image.shape[2] != 3 or frame.image.dtype != np.uint8:
                 raise ValueError(f"frame {frame.frame_id}: expected (H, W, 3) uint8 RGB, got {frame.image.shape} {frame.image.dtype}")

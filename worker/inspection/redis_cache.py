@@ -1,5 +1,8 @@
 """Shared prompt-embedding cache in Redis, with an in-process LRU in front.
 
+This is the one LRU layer of a worker with Redis: the Inspector asks this cache for every
+prompt embedding of every call, so `on_lookup` sees every lookup (layer "lru" or "redis").
+
 Every worker of a line computes the same prompt embeddings; the first one to
 compute an embedding stores it in Redis and the others read it instead of running
 a text encoder. Values are raw little-endian arrays stored as a Redis hash
@@ -24,13 +27,22 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from common.settings import RedisSettings
-from worker.inspection.embedding_cache import EmbeddingCache, LruEmbeddingCache
+from worker.inspection.embedding_cache import EmbeddingCache, LookupHook, LruEmbeddingCache, key_kind
 
 log = logging.getLogger(__name__)
 
 _ALLOWED_KINDS = "biuf"  # bool, signed/unsigned int, float; never object, void or strings
 # Embeddings kept for Redis while it is down: the prompts of a few objects (about 1000 each, ~2.5 KB apiece).
 _UNSAVED_MAX_ENTRIES = 4096
+# The in-process LRU is the Inspector's only one, and one object's prompts (about 940) must fit in it,
+# or every call misses it: never fewer entries than the Inspector's own LRU used to hold in front of
+# this cache, whatever RedisSettings.lru_entries says (its default, 256, is smaller than that).
+MIN_LRU_ENTRIES = 1024
+
+
+def lru_entries(settings: RedisSettings) -> int:
+    """How many embeddings the in-process LRU holds: `settings.lru_entries`, at least MIN_LRU_ENTRIES."""
+    return max(settings.lru_entries, MIN_LRU_ENTRIES)
 
 
 class CorruptEntryError(ValueError):
@@ -106,9 +118,6 @@ class CacheStats:
         return self.lru_hits + self.redis_hits
 
 
-LookupHook = Callable[[bool, str, str], None]  # (hit, kind, layer), e.g. Metrics.cache_lookup
-
-
 class RedisEmbeddingCache:
     """EmbeddingCache over Redis with an LRU in front; see the module docstring."""
 
@@ -123,7 +132,7 @@ class RedisEmbeddingCache:
         self._client = client if client is not None else build_redis_client(settings)
         self._prefix = f"{settings.key_prefix}:emb:"
         self._retry_after_s = settings.retry_after_s
-        self._lru = LruEmbeddingCache(settings.lru_entries)
+        self._lru = LruEmbeddingCache(lru_entries(settings))
         self._on_lookup = on_lookup
         self._clock = clock
         self._lock = threading.Lock()
@@ -155,8 +164,7 @@ class RedisEmbeddingCache:
                     self._redis_hits += 1
         if self._on_lookup is not None:
             for key, value, layer in zip(keys, found, layers):
-                parts = key.split(":")
-                self._on_lookup(value is not None, parts[-2] if len(parts) >= 3 else "unknown", layer)
+                self._on_lookup(value is not None, key_kind(key), layer)
         return found
 
     def put_many(self, items: dict[str, np.ndarray]) -> None:
@@ -274,9 +282,12 @@ class RedisEmbeddingCache:
 
 
 def build_embedding_cache(settings: RedisSettings, *, on_lookup: LookupHook | None = None) -> EmbeddingCache:
-    """The cache a worker hands to `build_inspector`: Redis-backed, or an LRU only when no URL is set."""
+    """The cache a worker hands to `build_inspector`: Redis-backed, or an LRU only when no URL is set.
+
+    Either way it is the Inspector's only cache layer, so `on_lookup` sees every lookup.
+    """
     if settings.url is None:
-        return LruEmbeddingCache(settings.lru_entries)
+        return LruEmbeddingCache(lru_entries(settings), on_lookup=on_lookup)
     cache = RedisEmbeddingCache(settings, on_lookup=on_lookup)
     cache.check()  # so `degraded` is meaningful from the first health probe
     return cache

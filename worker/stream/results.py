@@ -144,11 +144,3 @@ def fit_result(
     )
 
 
-def overlay_heatmap(image: np.ndarray, anomaly_map: np.ndarray, mask: np.ndarray | None = None, alpha: float = 0.45) -> np.ndarray:
-    """(H, W, 3) RGB image blended with a JET-coloured (H, W) map; defect mask outlined in white."""
-    colours = cv2.applyColorMap(np.clip(anomaly_map * 255, 0, 255).astype(np.uint8), cv2.COLORMAP_JET)
-    blended = cv2.addWeighted(image, 1 - alpha, cv2.cvtColor(colours, cv2.COLOR_BGR2RGB), alpha, 0)
-    if mask is not None and mask.any():
-        contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        cv2.drawContours(blended, contours, -1, (255, 255, 255), 2)
-    return blended

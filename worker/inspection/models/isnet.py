@@ -26,16 +26,27 @@ from PIL import Image
 
 __all__ = [
     "DEFAULT_ISNET_PATH",
+    "ISNET_FILE",
     "INPUT_SIZE",
     "MEAN",
     "STD",
     "IsNetSalientModel",
+    "default_isnet_path",
     "load_isnet",
     "sha256_file",
 ]
 
+#: Where the model lies inside a models folder (``ModelSettings.models_dir``).
+ISNET_FILE = Path("isnet") / "isnet.onnx"
+
+
+def default_isnet_path(models_dir: str | Path = "models") -> Path:
+    """The IS-Net file when ``ModelSettings.isnet_path`` is not set: ``<models_dir>/isnet/isnet.onnx``."""
+    return Path(models_dir) / ISNET_FILE
+
+
 #: Where ``make models`` puts the model, relative to the repository root.
-DEFAULT_ISNET_PATH = Path("models/isnet/isnet.onnx")
+DEFAULT_ISNET_PATH = default_isnet_path()
 #: IS-Net's fixed square input resolution.
 INPUT_SIZE = 1024
 #: Per-channel normalisation applied to pixels scaled to [0, 1] (DIS reference).

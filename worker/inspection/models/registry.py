@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 from transformers import CLIPSegConfig
@@ -22,6 +22,9 @@ from worker.inspection.models.clip import ClipModel, build_open_clip
 from worker.inspection.models.clipseg import ClipSegModel, build_clipseg_random, load_clipseg_folder
 from worker.inspection.models.sam import SamGeneratorOptions, SamMaskProposer, build_sam_random, build_tiny_sam, load_sam
 from worker.inspection.models.weights import ModelWeightsMissing, combine_fingerprints, fingerprint_module, resolve_device
+
+if TYPE_CHECKING:  # onnxruntime is imported only when IS-Net is loaded
+    from worker.inspection.models.isnet import IsNetSalientModel
 
 RANDOM_SEED = 1234  # random profiles are deterministic, so their fingerprints are stable
 
@@ -33,7 +36,7 @@ class ModelBundle:
     clip: ClipModel
     clipseg: ClipSegModel
     sam: SamMaskProposer | None
-    isnet: object | None  # worker.inspection.models.isnet.IsNetSalientModel
+    isnet: IsNetSalientModel | None
     fingerprints: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -70,10 +73,10 @@ TINY_SAM_OPTIONS = SamGeneratorOptions(points_per_side=4, pred_iou_thresh=0.0, s
 REAL_SAM_OPTIONS = SamGeneratorOptions()
 
 
-def _load_isnet(settings: ModelSettings):
-    from worker.inspection.models.isnet import load_isnet
+def _load_isnet(settings: ModelSettings) -> IsNetSalientModel:
+    from worker.inspection.models.isnet import default_isnet_path, load_isnet
 
-    return load_isnet(settings.isnet_path or settings.models_dir / "isnet" / "isnet.onnx")
+    return load_isnet(settings.isnet_path or default_isnet_path(settings.models_dir))
 
 
 def _build_tiny(settings: ModelSettings, device: torch.device) -> ModelBundle:
