@@ -9,8 +9,9 @@ One implementation of each, shared by the producer, the worker and the alarm ser
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 from kafka.record.default_records import DefaultRecordBatchBuilder
 from pydantic import ValidationError

@@ -128,7 +128,7 @@ class AlarmSettings(_Section):
         return value
 
     @model_validator(mode="after")
-    def _signed(self) -> "AlarmSettings":
+    def _signed(self) -> AlarmSettings:
         if self.webhook_url and self.webhook_secret is None:
             raise ValueError("webhook_url is set but webhook_secret is not: MES deliveries are always signed")
         return self

@@ -186,7 +186,7 @@ def log_tail(path: Path, max_bytes: int = 6000, start: int = 0) -> str:
 
 
 # Servers still running when the interpreter exits are stopped (tests that forget stop()).
-_live: "weakref.WeakSet" = weakref.WeakSet()
+_live: weakref.WeakSet = weakref.WeakSet()
 _live_lock = threading.Lock()
 
 

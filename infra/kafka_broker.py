@@ -43,9 +43,9 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping
 
 from infra import _proc
 
@@ -443,7 +443,7 @@ class KafkaBroker:
             raise KafkaBrokerError(f"kafka-storage format failed (exit {res.returncode}):\n{res.stdout}\n{res.stderr}")
 
     # ------------------------------------------------------------------ lifecycle
-    def start(self, timeout: float | None = None) -> "KafkaBroker":
+    def start(self, timeout: float | None = None) -> KafkaBroker:
         """Start the broker and wait until it serves Metadata requests. No-op if running."""
         if self.is_running:
             return self
@@ -461,7 +461,7 @@ class KafkaBroker:
                 return self
             except _AddressInUse:
                 if attempt == attempts:
-                    raise KafkaBrokerError(f"port {self._port}/{self._controller_port} in use; see {self.log_path}")
+                    raise KafkaBrokerError(f"port {self._port}/{self._controller_port} in use; see {self.log_path}") from None
                 log.warning("kafka broker ports taken, retrying with new ones")
                 self._port = self._controller_port = None
                 self._listener_ports.clear()
@@ -530,7 +530,7 @@ class KafkaBroker:
         _proc.unregister_live(self)
         return _proc.kill(proc)
 
-    def restart(self, down_seconds: float = 0.0, *, hard: bool = False) -> "KafkaBroker":
+    def restart(self, down_seconds: float = 0.0, *, hard: bool = False) -> KafkaBroker:
         """Stop (SIGTERM, or SIGKILL with ``hard``), stay down ``down_seconds``, start on the same port."""
         if self._port is None:
             return self.start()
@@ -560,7 +560,7 @@ class KafkaBroker:
     def _atexit_stop(self) -> None:
         self.stop(timeout=10)
 
-    def __enter__(self) -> "KafkaBroker":
+    def __enter__(self) -> KafkaBroker:
         return self.start()
 
     def __exit__(self, *exc) -> None:

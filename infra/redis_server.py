@@ -133,7 +133,7 @@ class RedisServer:
             argv += ["--requirepass", self.password]
         return argv + self.extra_args
 
-    def start(self, timeout: float | None = None) -> "RedisServer":
+    def start(self, timeout: float | None = None) -> RedisServer:
         if self.is_running:
             return self
         timeout = self.startup_timeout if timeout is None else timeout
@@ -180,7 +180,7 @@ class RedisServer:
         _proc.unregister_live(self)
         return _proc.kill(proc)
 
-    def restart(self, down_seconds: float = 0.0, *, hard: bool = False) -> "RedisServer":
+    def restart(self, down_seconds: float = 0.0, *, hard: bool = False) -> RedisServer:
         """Stop (or SIGKILL with ``hard``), stay down ``down_seconds``, start again on the same port."""
         if self._port is None:
             return self.start()
@@ -197,7 +197,7 @@ class RedisServer:
     def _atexit_stop(self) -> None:
         self.stop(timeout=5)
 
-    def __enter__(self) -> "RedisServer":
+    def __enter__(self) -> RedisServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -21,8 +21,8 @@ from common.argtypes import positive_int
 from common.codecs import encode_image
 from common.kafka import connection_hint
 from common.schemas import utc_now
-from common.signals import StopOnSignals
 from common.settings import LinewatchSettings
+from common.signals import StopOnSignals
 from common.telemetry import Telemetry, TelemetryConfigError, setup_telemetry
 from producer.publisher import FramePublisher, FrameTooLargeError, build_frame_meta
 from producer.rate import RateLimiter

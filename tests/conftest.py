@@ -14,7 +14,7 @@ Tests using any of these are marked ``integration`` automatically.
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 

@@ -28,10 +28,10 @@ def add_inspect_parser(subparsers) -> None:
 def run_inspect(args, settings: LinewatchSettings) -> int:
     from tqdm import tqdm
 
-    from worker.inspection.types import Frame
     from worker.inspection.inspector import build_inspector
     from worker.inspection.models.weights import ModelWeightsMissing
     from worker.inspection.overlays import overlay_heatmap
+    from worker.inspection.types import Frame
     from worker.stream.results import build_result
 
     updates = {key: value for key, value in (("profile", args.profile), ("foreground", args.foreground)) if value}

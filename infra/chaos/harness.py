@@ -22,11 +22,12 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Generic, Iterator, TypeVar
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 import redis
@@ -35,6 +36,7 @@ from pydantic import SecretStr
 
 from common.codecs import encode_image
 from common.kafka import build_consumer, build_producer, ensure_topics
+from common.messages import frame_headers, parse_frame_meta
 from common.settings import (
     KafkaSettings,
     LinewatchSettings,
@@ -43,11 +45,10 @@ from common.settings import (
     TelemetrySettings,
     WorkerSettings,
 )
-from common.messages import frame_headers, parse_frame_meta
-from producer.publisher import build_frame_meta
 from infra import _proc
 from infra.kafka_broker import KafkaBroker
 from infra.redis_server import RedisServer
+from producer.publisher import build_frame_meta
 
 PARTITIONS = 4
 # The broker's default group.min.session.timeout.ms: the quickest takeover of a killed worker's partitions.

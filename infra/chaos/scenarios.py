@@ -9,8 +9,9 @@ per scenario in `RECOVERY`; `observations` holds what the scenario checks beyond
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from infra.chaos.harness import (
     PARTITIONS,

@@ -17,10 +17,9 @@ import numpy as np
 import pytest
 
 from common.codecs import encode_image, rle_to_mask
-from common.schemas import ERROR_HEADER, FRAME_HEADER, DeadLetterError, RleMask
 from common.messages import frame_headers
+from common.schemas import ERROR_HEADER, FRAME_HEADER, DeadLetterError, RleMask
 from producer.publisher import build_frame_meta
-from tests.support.bad_inputs import png_claiming
 from tests.integration.test_worker_service import (
     HEIGHT,
     PARTITIONS,
@@ -37,6 +36,7 @@ from tests.integration.test_worker_service import (
     wait_until,
     with_worker,
 )
+from tests.support.bad_inputs import png_claiming
 from worker.stream.service import WorkerService
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]

@@ -6,7 +6,7 @@ same code paths with gentler faults; here the worker is a process and dies witho
 """
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 

@@ -18,6 +18,7 @@ import pytest
 import redis
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
+from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from infra._proc import REPO_ROOT
@@ -38,7 +39,7 @@ def create_topic(bootstrap: str, name: str, partitions: int = N_PARTITIONS) -> N
         while True:  # wait until every partition has a leader
             desc = admin.describe_topics([name])[0]
             leaders = [p.get("leader_id", p.get("leader", -1)) for p in desc["partitions"]]  # 3.x names it leader_id
-            if desc["error_code"] == 0 and len(leaders) == partitions and all(l >= 0 for l in leaders):
+            if desc["error_code"] == 0 and len(leaders) == partitions and all(leader >= 0 for leader in leaders):
                 return
             assert time.monotonic() < deadline, f"topic {name} not ready: {desc}"
             time.sleep(0.2)
@@ -301,7 +302,7 @@ def test_extra_sasl_scram_listener(kafka_broker_factory, topic_names) -> None:
         assert [m.value for m in consume_exactly(consumer, 1)] == [b"hello"]
     finally:
         consumer.close()
-    with pytest.raises(Exception):  # kafka-python reports a failed SCRAM login as a timeout
+    with pytest.raises(KafkaError):  # kafka-python reports a failed SCRAM login as a timeout
         bad = KafkaProducer(sasl_plain_password="wrong", max_block_ms=3000, **sasl)
         try:
             bad.send(topic, b"x").get(timeout=5)

@@ -17,10 +17,10 @@ from kafka.admin import NewTopic
 
 from common.codecs import decode_image, encode_image
 from common.kafka import build_admin, build_consumer
+from common.messages import parse_frame_meta
 from common.settings import KafkaSettings
 from common.telemetry import setup_telemetry
 from producer.cli import main
-from common.messages import parse_frame_meta
 from producer.publisher import FramePublisher, FrameTooLargeError
 
 pytestmark = pytest.mark.integration

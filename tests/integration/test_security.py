@@ -14,9 +14,9 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pytest
@@ -26,6 +26,7 @@ from kafka.errors import KafkaTimeoutError
 from pydantic import SecretStr
 
 from common.kafka import build_admin, build_consumer, build_producer, ensure_topics
+from common.messages import parse_frame_meta
 from common.settings import (
     KafkaSettings,
     LinewatchSettings,
@@ -34,7 +35,6 @@ from common.settings import (
     TelemetrySettings,
     WorkerSettings,
 )
-from common.messages import parse_frame_meta
 from infra.kafka_broker import (
     SASL_LISTENER,
     SASL_TLS_LISTENER,

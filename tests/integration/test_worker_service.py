@@ -13,10 +13,10 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -25,6 +25,7 @@ from pydantic import SecretStr
 
 from common.codecs import encode_image, rle_to_mask
 from common.kafka import build_consumer, build_producer, ensure_topics
+from common.messages import frame_headers
 from common.schemas import ERROR_HEADER, DeadLetterError, FrameMeta, InspectionResult, utc_now
 from common.settings import (
     KafkaSettings,
@@ -34,7 +35,6 @@ from common.settings import (
     TelemetrySettings,
     WorkerSettings,
 )
-from common.messages import frame_headers
 from producer.publisher import build_frame_meta
 from tests.support.inspectors import WrappedInspector, slow_worker_service
 from worker.stream.service import WorkerService

@@ -21,9 +21,9 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from common.codecs import ImageDecodeError, decode_image, encode_image
+from common.messages import dead_letter_error, dead_letter_record
 from common.schemas import ERROR_HEADER, FRAME_HEADER, DeadLetterError, FrameMeta, utc_now
 from tests.support.bad_inputs import jpeg_claiming, png_claiming
-from common.messages import dead_letter_error, dead_letter_record
 from worker.stream.intake import Consumed, Rejected, decode_frame, is_stale, parse_meta
 
 EXAMPLES = 1500  # per test; six tests

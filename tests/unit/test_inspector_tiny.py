@@ -11,8 +11,8 @@ from common.schemas import FrameMeta, InspectionResult, utc_now
 from common.settings import ModelSettings, WorkerSettings
 from tests.synthetic import make_synthetic_scene
 from worker.inspection.embedding_cache import LruEmbeddingCache
-from worker.inspection.types import Frame
 from worker.inspection.inspector import Inspector, build_inspector
+from worker.inspection.types import Frame
 from worker.stream.results import build_result
 
 

@@ -75,7 +75,7 @@ def test_one_component_per_object(isnet: IsNetSalientModel, seed, defects) -> No
         cy, cx = (int(round(c)) for c in obj.center)
         assert om[cy, cx], f"generator: centre of {obj.kind} not on the part"
         assert fg[cy, cx], f"{obj.kind} centre {(cy, cx)} not in the salient mask"
-        hit = {int(l) for l in np.unique(labels[om & fg])} & set(kept)
+        hit = {int(label) for label in np.unique(labels[om & fg])} & set(kept)
         assert len(hit) == 1, f"{obj.kind}: overlaps components {hit}"
         seen |= hit
         # the component covers most of the part

@@ -1,11 +1,10 @@
 """Tiny random-weight models of the real architectures: mechanics, shapes, fingerprints."""
-import numpy as np
 import pytest
 import torch
 
 from common.settings import ModelSettings
-from worker.inspection.models.registry import load_models, tiny_clipseg_config
 from worker.inspection.models.clipseg import build_clipseg_random
+from worker.inspection.models.registry import load_models, tiny_clipseg_config
 from worker.inspection.models.weights import ModelWeightsMissing, load_state_dict
 
 

@@ -8,8 +8,8 @@ from datetime import datetime, timezone
 import pytest
 from pydantic import ValidationError
 
-from common.schemas import FRAME_HEADER
 from common.messages import FrameHeaderError, estimate_record_size, frame_headers, parse_frame_meta
+from common.schemas import FRAME_HEADER
 from producer.publisher import _find_config_value, build_frame_meta, new_frame_id
 
 

@@ -13,8 +13,8 @@ from PIL import Image
 
 from producer.sources import (
     FolderSource,
-    StreamSource,
     SourceError,
+    StreamSource,
     SyntheticSource,
     VideoSource,
     list_images,

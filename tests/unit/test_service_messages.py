@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from common.codecs import mask_to_rle
+from common.messages import dead_letter_error, dead_letter_record, estimate_record_size
 from common.schemas import (
     ERROR_HEADER,
     FRAME_HEADER,
@@ -21,7 +22,6 @@ from common.schemas import (
 )
 from worker.stream.intake import Consumed, is_stale, parse_meta
 from worker.stream.results import ResultTooLarge, fit_result
-from common.messages import dead_letter_error, dead_letter_record, estimate_record_size
 
 NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
 

@@ -16,7 +16,13 @@ from pydantic import SecretStr
 
 from common.settings import RedisSettings
 from worker.inspection.embedding_cache import LruEmbeddingCache
-from worker.inspection.redis_cache import CorruptEntryError, RedisEmbeddingCache, build_embedding_cache, decode_array, encode_array
+from worker.inspection.redis_cache import (
+    CorruptEntryError,
+    RedisEmbeddingCache,
+    build_embedding_cache,
+    decode_array,
+    encode_array,
+)
 
 
 @given(

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import fnmatch
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -135,7 +135,7 @@ class SilenceRule(_Rule):
         return self
 
 
-Rule = Annotated[Union[AnomalyRule, SilenceRule], Field(discriminator="kind")]
+Rule = Annotated[AnomalyRule | SilenceRule, Field(discriminator="kind")]
 
 
 class Defaults(_Model):

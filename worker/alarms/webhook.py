@@ -29,7 +29,6 @@ import hmac
 import http.client
 import logging
 import random
-import socket
 import ssl
 import threading
 import time
@@ -204,7 +203,7 @@ class WebhookClient:
                 exc.close()
             text = f"HTTP {exc.code} {exc.reason}" + (f": {detail}" if detail else "")
             return int(exc.code), text, _retry_after(exc.headers.get("Retry-After") if exc.headers else None)
-        except (urllib.error.URLError, http.client.HTTPException, ConnectionError, socket.timeout, TimeoutError, OSError) as exc:
+        except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             return None, f"connection error: {type(reason).__name__}: {reason}", None
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+
 def add_bench_parser(subparsers) -> None:
     parser = subparsers.add_parser("bench", help="measure Inspector throughput against the naive path")
     parser.add_argument("--profile", choices=["tiny", "base", "default"], default="tiny")

@@ -13,10 +13,10 @@ import numpy as np
 import torch
 
 from common.settings import ModelSettings
-from worker.inspection.types import Frame
 from worker.inspection.inspector import Inspector
 from worker.inspection.measure import StageClock, peak_rss_mb
 from worker.inspection.models.registry import load_models
+from worker.inspection.types import Frame
 
 
 def synthetic_frames(count: int, width: int, height: int, seed: int = 0) -> list[Frame]:

@@ -246,7 +246,7 @@ class PixelMetricAccumulator:
             self.region_overlap += np.bincount(bucket[inside], weights=weight, minlength=self.bins)
             self.n_regions += len(areas) - 1
 
-    def merge(self, other: "PixelMetricAccumulator") -> None:
+    def merge(self, other: PixelMetricAccumulator) -> None:
         """Add another accumulator's counts (same bins), e.g. from a parallel shard."""
         if other.bins != self.bins:
             raise ValueError("cannot merge accumulators with different bins")

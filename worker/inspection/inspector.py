@@ -6,9 +6,8 @@ prompt embeddings are computed once per (model, prompt) and cached.
 """
 from __future__ import annotations
 
-import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import cv2
 import numpy as np
@@ -18,13 +17,13 @@ from common.schemas import Versions
 from common.settings import ModelSettings
 from worker.inspection.embedding_cache import EmbeddingCache, LruEmbeddingCache, prompt_key
 from worker.inspection.measure import StageClock
-from worker.inspection.types import Frame, Inspection, InstanceScore
 from worker.inspection.models.registry import ModelBundle, load_models
 from worker.inspection.pipeline.aggregate import component_scores, image_score, paste_tiles
 from worker.inspection.pipeline.foreground import Component, find_components, select_foreground
 from worker.inspection.pipeline.scoring import harmonic_mean, tile_anomaly_scores
 from worker.inspection.pipeline.tiling import Tile, crop_tile, plan_tiles
 from worker.inspection.prompts import DEFAULT_PROMPTS, PromptSet
+from worker.inspection.types import Frame, Inspection, InstanceScore
 
 
 @dataclass

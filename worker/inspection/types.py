@@ -5,9 +5,14 @@ harness can depend on them without importing any model code.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from common.schemas import Versions
 
 
 @dataclass(frozen=True)
@@ -49,12 +54,6 @@ class Inspection:
     foreground: np.ndarray
     instances: list[InstanceScore] = field(default_factory=list)
     timings_ms: dict[str, float] = field(default_factory=dict)
-
-
-from typing import TYPE_CHECKING, Protocol, Sequence  # noqa: E402 - appended with the protocol below
-
-if TYPE_CHECKING:
-    from common.schemas import Versions
 
 
 class InspectorProtocol(Protocol):

@@ -16,8 +16,9 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from kafka.errors import KafkaError, MessageSizeTooLargeError
 
