@@ -1,4 +1,5 @@
 """argparse `type=` converters shared by the command lines (producer, worker eval)."""
+
 from __future__ import annotations
 
 import argparse

@@ -5,6 +5,7 @@ for the k-th smallest s_(k). Taking k = ceil((n+1)(1-A)) bounds the false-alarm 
 threshold s_(k) at A (a frame is anomalous when its score is >= the threshold, so the
 threshold is nudged just above s_(k)). It needs k <= n, i.e. n >= ceil((1-A)/A) frames.
 """
+
 from __future__ import annotations
 
 import math
@@ -16,8 +17,9 @@ class TooFewFrames(ValueError):
     """Not enough normal scores for the target rate."""
 
     def __init__(self, n: int, needed: int, target_fpr: float):
-        super().__init__(f"{n} normal frames cannot bound the false-alarm rate at {target_fpr:g}: "
-                         f"at least {needed} are needed")
+        super().__init__(
+            f"{n} normal frames cannot bound the false-alarm rate at {target_fpr:g}: at least {needed} are needed"
+        )
         self.n, self.needed, self.target_fpr = n, needed, target_fpr
 
 

@@ -4,6 +4,7 @@ Decoding is where untrusted bytes meet the process: only the JPEG and PNG parser
 ever see them, and the byte and pixel limits are checked on the header before any
 pixel buffer is allocated.
 """
+
 from __future__ import annotations
 
 import base64
@@ -129,4 +130,3 @@ def heatmap_to_png(anomaly_map: np.ndarray, max_side: int = 128) -> Heatmap:
     buffer = io.BytesIO()
     grey.save(buffer, format="PNG")  # `optimize` costs up to 70% more time for 0-2% fewer bytes on these maps
     return Heatmap(width=size[0], height=size[1], png_base64=base64.b64encode(buffer.getvalue()).decode("ascii"))
-

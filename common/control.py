@@ -10,6 +10,7 @@ Scores: the Inspector's `raw_score` is not calibrated; `normalised_score` maps i
 linearly so that the threshold in force lands on 0.5 (0 stays 0, 1 stays 1), which lets
 dashboards and alarm rules span products.
 """
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -106,7 +107,9 @@ class ControlRecord(_Record):
 
     schema_version: Literal[1] = CONTROL_SCHEMA_VERSION
     version: int = Field(ge=1, description="increases with every change of the scope's record")
-    image_threshold: float | None = Field(None, ge=0.0, le=1.0, description="raw image score at or above which a frame is anomalous")
+    image_threshold: float | None = Field(
+        None, ge=0.0, le=1.0, description="raw image score at or above which a frame is anomalous"
+    )
     pixel_threshold: float | None = Field(None, ge=0.0, le=1.0, description="anomaly-map level of the defect mask")
     calibration: Calibration | None = None
     prompts: PromptOverrides | None = None

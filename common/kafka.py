@@ -1,4 +1,5 @@
 """Construction of kafka-python clients from settings (security options pass through)."""
+
 from __future__ import annotations
 
 import logging
@@ -80,9 +81,7 @@ def connection_options(settings: KafkaSettings) -> dict[str, Any]:
     if settings.security_protocol.startswith("SASL"):
         options["sasl_mechanism"] = settings.sasl_mechanism or "PLAIN"
         options["sasl_plain_username"] = settings.sasl_username
-        options["sasl_plain_password"] = (
-            settings.sasl_password.get_secret_value() if settings.sasl_password else None
-        )
+        options["sasl_plain_password"] = settings.sasl_password.get_secret_value() if settings.sasl_password else None
     if settings.security_protocol.endswith("SSL"):
         options["ssl_cafile"] = settings.ssl_cafile
         options["ssl_certfile"] = settings.ssl_certfile
@@ -132,14 +131,20 @@ def connection_hint(settings: KafkaSettings) -> str:
     protocol = settings.security_protocol
     causes = []
     if protocol.startswith("SASL"):
-        causes.append(f"the broker refused the {settings.sasl_mechanism or 'PLAIN'} login of user "
-                      f"{settings.sasl_username!r} (check LINEWATCH_KAFKA__SASL_USERNAME, "
-                      "LINEWATCH_KAFKA__SASL_PASSWORD, LINEWATCH_KAFKA__SASL_MECHANISM)")
+        causes.append(
+            f"the broker refused the {settings.sasl_mechanism or 'PLAIN'} login of user "
+            f"{settings.sasl_username!r} (check LINEWATCH_KAFKA__SASL_USERNAME, "
+            "LINEWATCH_KAFKA__SASL_PASSWORD, LINEWATCH_KAFKA__SASL_MECHANISM)"
+        )
     if protocol.endswith("SSL"):
-        causes.append("the broker certificate is not signed by a CA in LINEWATCH_KAFKA__SSL_CAFILE "
-                      f"({settings.ssl_cafile or 'unset: the system CAs'})")
-    causes.append(f"no {protocol} listener answers at {settings.bootstrap_servers} (the broker is down, or "
-                  "LINEWATCH_KAFKA__BOOTSTRAP_SERVERS / LINEWATCH_KAFKA__SECURITY_PROTOCOL do not match it)")
+        causes.append(
+            "the broker certificate is not signed by a CA in LINEWATCH_KAFKA__SSL_CAFILE "
+            f"({settings.ssl_cafile or 'unset: the system CAs'})"
+        )
+    causes.append(
+        f"no {protocol} listener answers at {settings.bootstrap_servers} (the broker is down, or "
+        "LINEWATCH_KAFKA__BOOTSTRAP_SERVERS / LINEWATCH_KAFKA__SECURITY_PROTOCOL do not match it)"
+    )
     return "likely causes: " + "; ".join(causes)
 
 

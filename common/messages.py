@@ -7,6 +7,7 @@ One implementation of each, shared by the producer, the worker and the alarm ser
 - `estimate_record_size`: what the broker compares with `max.message.bytes`.
 - `dead_letter_error` / `dead_letter_record`: the original record plus an `lw-error` header.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -119,5 +120,7 @@ def dead_letter_record(
     if estimate_record_size(key, value, with_error) <= max_bytes:
         return key, value, with_error
     size = len(value or b"")
-    trimmed = error.model_copy(update={"message": f"{error.message} [original value of {size} bytes omitted: too large]"})
+    trimmed = error.model_copy(
+        update={"message": f"{error.message} [original value of {size} bytes omitted: too large]"}
+    )
     return key, None, original + [(ERROR_HEADER, trimmed.model_dump_json().encode("utf-8"))]

@@ -3,6 +3,7 @@
 Everything that crosses Kafka is one of these pydantic models serialised as JSON.
 They are frozen: a message is a fact, not a mutable object.
 """
+
 from __future__ import annotations
 
 from datetime import datetime, timezone

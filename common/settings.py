@@ -4,6 +4,7 @@ Values come from (highest first): keyword arguments, `LINEWATCH_*` environment
 variables (nested with `__`, e.g. `LINEWATCH_KAFKA__BOOTSTRAP_SERVERS`), the YAML
 file named by `LINEWATCH_CONFIG`, then the defaults below.
 """
+
 from __future__ import annotations
 
 import os
@@ -30,8 +31,12 @@ class KafkaSettings(_Section):
     group_id: str = Field("linewatch", description="consumer group shared by all workers")
     partitions: int = Field(4, ge=1, description="partition count for topics created when missing")
     replication_factor: int = Field(1, ge=1)
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field("PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL")
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(None, description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None, description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"
+    )
     sasl_username: str | None = Field(None, description="SASL user")
     sasl_password: SecretStr | None = Field(None, description="SASL password (secret, never logged)")
     ssl_cafile: str | None = Field(None, description="CA bundle for TLS")
@@ -39,13 +44,24 @@ class KafkaSettings(_Section):
     ssl_keyfile: str | None = Field(None, description="client key for TLS")
     ssl_password: SecretStr | None = Field(None, description="password of the client key (secret)")
     max_message_bytes: int = Field(1_048_576, description="largest message the topics accept")
-    session_timeout_ms: int = Field(10_000, ge=1, description="a consumer that stops heartbeating (killed, hung) loses its partitions after this long; within the broker's group.min/max.session.timeout.ms")
-    max_poll_interval_ms: int = Field(300_000, ge=1, description="consumer rebalance timeout; the worker polls while it infers, so slow inference does not count against it")
+    session_timeout_ms: int = Field(
+        10_000,
+        ge=1,
+        description="a consumer that stops heartbeating (killed, hung) loses its partitions after this long; within the broker's group.min/max.session.timeout.ms",
+    )
+    max_poll_interval_ms: int = Field(
+        300_000,
+        ge=1,
+        description="consumer rebalance timeout; the worker polls while it infers, so slow inference does not count against it",
+    )
 
 
 class RedisSettings(_Section):
     # The URL may embed a password (redis://:secret@host:6379/0), so it is a secret too.
-    url: SecretStr | None = Field(SecretStr("redis://127.0.0.1:6379/0"), description="redis:// or rediss:// URL of the embedding cache (secret: may hold a password); empty disables Redis")
+    url: SecretStr | None = Field(
+        SecretStr("redis://127.0.0.1:6379/0"),
+        description="redis:// or rediss:// URL of the embedding cache (secret: may hold a password); empty disables Redis",
+    )
     password: SecretStr | None = Field(None, description="Redis password if not in the URL (secret)")
     key_prefix: str = Field("linewatch", description="prefix of every Redis key")
     socket_timeout_s: float = Field(0.5, description="Redis socket timeout; a slow Redis must not stall inference")
@@ -54,7 +70,9 @@ class RedisSettings(_Section):
 
 
 class ModelSettings(_Section):
-    profile: Literal["default", "tiny", "base"] = Field("default", description="default (real weights), base (real architectures, random weights), tiny (tests)")
+    profile: Literal["default", "tiny", "base"] = Field(
+        "default", description="default (real weights), base (real architectures, random weights), tiny (tests)"
+    )
     device: str = Field("auto", description="auto, cpu, cuda, cuda:1 ...")
     models_dir: Path = Field(Path("models"), description="folder holding clip/, clipseg/, sam/, isnet/")
     clip_model: str = Field("ViT-B-16-plus-240", description="open_clip model name")
@@ -63,12 +81,17 @@ class ModelSettings(_Section):
     sam_type: Literal["vit_b", "vit_l", "vit_h"] = Field("vit_b", description="SAM backbone: vit_b, vit_l or vit_h")
     sam_checkpoint: Path | None = Field(None, description="defaults to models/sam/sam_<type>.pth")
     isnet_path: Path | None = Field(None, description="defaults to <models_dir>/isnet/isnet.onnx")
-    foreground: Literal["sam+isnet", "isnet", "none"] = Field("sam+isnet", description="sam+isnet, isnet (no SAM) or none (whole frame)")
+    foreground: Literal["sam+isnet", "isnet", "none"] = Field(
+        "sam+isnet", description="sam+isnet, isnet (no SAM) or none (whole frame)"
+    )
     tile_size: int = Field(352, description="minimum tile side in pixels (CLIPSeg input)")
 
 
 class WorkerSettings(_Section):
-    worker_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}", description="identifier written into results and dead letters (default host-pid)")
+    worker_id: str = Field(
+        default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}",
+        description="identifier written into results and dead letters (default host-pid)",
+    )
     threshold: float = Field(0.5, ge=0.0, le=1.0, description="image score at or above which a frame is anomalous")
     threshold_version: str = Field("static-0.5", description="label of the threshold in force, written into results")
     pixel_threshold: float = Field(0.5, ge=0.0, le=1.0, description="anomaly map level for the defect mask")
@@ -77,12 +100,18 @@ class WorkerSettings(_Section):
     queue_max_frames: int = Field(64, ge=1, description="pause partitions when this many frames wait")
     max_frame_age_s: float | None = Field(None, description="older frames get verdict 'skipped'")
     max_frame_bytes: int = Field(20_000_000, description="frames larger than this are dead-lettered before decoding")
-    max_frame_pixels: int = Field(40_000_000, description="frames with more pixels (by header) are dead-lettered before decoding")
+    max_frame_pixels: int = Field(
+        40_000_000, description="frames with more pixels (by header) are dead-lettered before decoding"
+    )
     heatmap_side: int = Field(128, ge=0, description="0 disables the heatmap in results")
     health_port: int | None = Field(None, description="port of /healthz /readyz /metrics; None disables")
     commit_interval_ms: int = Field(1000, ge=0, description="how often acknowledged offsets are committed")
     shutdown_timeout_s: float = Field(20.0, ge=0.0, description="on SIGTERM, time to finish polled frames")
-    inference_timeout_s: float | None = Field(600.0, gt=0.0, description="a batch in the Inspector for longer (a wedged device) makes the worker unready; it leaves the group, so others take its partitions, and exits non-zero; None disables")
+    inference_timeout_s: float | None = Field(
+        600.0,
+        gt=0.0,
+        description="a batch in the Inspector for longer (a wedged device) makes the worker unready; it leaves the group, so others take its partitions, and exits non-zero; None disables",
+    )
 
 
 class TelemetrySettings(_Section):
@@ -110,7 +139,9 @@ class AlarmSettings(_Section):
     webhook_secret: SecretStr | None = Field(None, description="HMAC-SHA256 key for X-Linewatch-Signature")
     webhook_timeout_s: float = Field(5.0, gt=0.0, description="HTTP timeout of one MES webhook attempt")
     webhook_max_attempts: int = Field(8, ge=1, description="attempts before an event is dead-lettered")
-    webhook_backoff_base_s: float = Field(0.5, ge=0.0, description="first retry delay (doubles each attempt, with jitter)")
+    webhook_backoff_base_s: float = Field(
+        0.5, ge=0.0, description="first retry delay (doubles each attempt, with jitter)"
+    )
     webhook_backoff_max_s: float = Field(30.0, ge=0.0, description="longest retry delay")
     webhook_ca_file: Path | None = Field(None, description="CA bundle for an https MES with a private CA")
 

@@ -1,4 +1,5 @@
 """SIGTERM/SIGINT as a stop request, shared by the worker, the alarm service and the producer."""
+
 from __future__ import annotations
 
 import logging

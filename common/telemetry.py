@@ -27,6 +27,7 @@ itself with `telemetry.prometheus_text()` (it costs nothing until scraped).
 Trace context crosses Kafka in the record headers (`list[tuple[str, bytes]]`):
 `inject_headers` on the producing side, `extract_context` on the consuming side.
 """
+
 from __future__ import annotations
 
 import os

@@ -66,8 +66,14 @@ def _spawner_executor() -> ThreadPoolExecutor:
         return _spawner
 
 
-def spawn(argv: list[str], *, log_path: Path, cwd: Path | None = None,
-          env: dict[str, str] | None = None, die_with_parent: bool = True) -> subprocess.Popen:
+def spawn(
+    argv: list[str],
+    *,
+    log_path: Path,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    die_with_parent: bool = True,
+) -> subprocess.Popen:
     """Start ``argv`` in its own session, stdout+stderr appended to ``log_path``.
 
     With ``die_with_parent`` (Linux only) the child gets SIGTERM when this Python
@@ -75,17 +81,20 @@ def spawn(argv: list[str], *, log_path: Path, cwd: Path | None = None,
     servers behind. Start detached servers (``make demo``) with it off.
     """
     if die_with_parent and sys.platform.startswith("linux"):
-        return _spawner_executor().submit(
-            _spawn, argv, log_path=log_path, cwd=cwd, env=env, die_with_parent=True).result()
+        return (
+            _spawner_executor().submit(_spawn, argv, log_path=log_path, cwd=cwd, env=env, die_with_parent=True).result()
+        )
     return _spawn(argv, log_path=log_path, cwd=cwd, env=env, die_with_parent=False)
 
 
-def _spawn(argv: list[str], *, log_path: Path, cwd: Path | None,
-           env: dict[str, str] | None, die_with_parent: bool) -> subprocess.Popen:
+def _spawn(
+    argv: list[str], *, log_path: Path, cwd: Path | None, env: dict[str, str] | None, die_with_parent: bool
+) -> subprocess.Popen:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab", buffering=0) as log:
-        log.write(f"\n=== linewatch test infra: starting {' '.join(argv)} at "
-                  f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
+        log.write(
+            f"\n=== linewatch test infra: starting {' '.join(argv)} at {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode()
+        )
         preexec = _set_parent_death_signal if die_with_parent else None
         return subprocess.Popen(
             argv,

@@ -114,7 +114,8 @@ def ensure_kafka_jars(lib_dir: Path = DEFAULT_LIB_DIR) -> Path:
         if res.returncode != 0:
             raise KafkaBrokerError(
                 f"scripts/kafka_jars.sh failed (exit {res.returncode}); it needs java and mvn "
-                f"(see scripts/install_system_deps.sh).\n{res.stdout}\n{res.stderr}")
+                f"(see scripts/install_system_deps.sh).\n{res.stdout}\n{res.stderr}"
+            )
     if not kafka_jars_present(lib_dir):
         raise KafkaBrokerError(f"Kafka jars not found in {lib_dir}; run scripts/kafka_jars.sh")
     return lib_dir
@@ -153,7 +154,7 @@ def _kafka_python_can_list_topics(bootstrap: str, timeout_s: float) -> tuple[boo
 
 
 SCRAM_MECHANISM = "SCRAM-SHA-256"
-SASL_LISTENER = "SASL"          # SASL_PLAINTEXT
+SASL_LISTENER = "SASL"  # SASL_PLAINTEXT
 SASL_TLS_LISTENER = "SASL_TLS"  # SASL_SSL
 _SCRAM_JAAS = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
 # kafka-storage's --add-scram syntax ([name=...,password=...]) has no quoting: keep values plain.
@@ -164,9 +165,9 @@ _PLAIN_CREDENTIAL = re.compile(r"^[A-Za-z0-9_.-]+$")
 class SelfSignedTls:
     """A broker key pair for 127.0.0.1 whose certificate is its own CA."""
 
-    keystore: Path   # PKCS12: the broker's key and certificate
-    password: str    # of the keystore and the key
-    ca_file: Path    # the certificate in PEM: what clients trust (kafka-python ssl_cafile)
+    keystore: Path  # PKCS12: the broker's key and certificate
+    password: str  # of the keystore and the key
+    ca_file: Path  # the certificate in PEM: what clients trust (kafka-python ssl_cafile)
 
 
 def _jdk_tool(name: str) -> str:
@@ -182,9 +183,27 @@ def make_self_signed_tls(directory: str | os.PathLike, password: str = "linewatc
     store = ["-keystore", str(tls.keystore), "-storetype", "PKCS12", "-storepass", password]
     commands = [
         # CA:true so that OpenSSL accepts the certificate as the trust anchor of itself
-        [keytool, "-genkeypair", "-alias", "broker", "-keyalg", "EC", "-groupname", "secp256r1",
-         "-validity", "7", "-dname", f"CN={HOST}", "-ext", f"SAN=ip:{HOST},dns:localhost",
-         "-ext", "BC:c=ca:true", "-keypass", password, *store],
+        [
+            keytool,
+            "-genkeypair",
+            "-alias",
+            "broker",
+            "-keyalg",
+            "EC",
+            "-groupname",
+            "secp256r1",
+            "-validity",
+            "7",
+            "-dname",
+            f"CN={HOST}",
+            "-ext",
+            f"SAN=ip:{HOST},dns:localhost",
+            "-ext",
+            "BC:c=ca:true",
+            "-keypass",
+            password,
+            *store,
+        ],
         [keytool, "-exportcert", "-rfc", "-alias", "broker", "-file", str(tls.ca_file), *store],
     ]
     for argv in commands:
@@ -431,14 +450,23 @@ class KafkaBroker:
             return
         if not self.cluster_id:
             self.cluster_id = random_cluster_id()
-        argv = [*self._java_base(), "kafka.tools.StorageTool", "format",
-                "--cluster-id", self.cluster_id, "--config", str(self.config_path), "--ignore-formatted"]
+        argv = [
+            *self._java_base(),
+            "kafka.tools.StorageTool",
+            "format",
+            "--cluster-id",
+            self.cluster_id,
+            "--config",
+            str(self.config_path),
+            "--ignore-formatted",
+        ]
         for cred in self.scram_credentials:
             argv += ["--add-scram", cred]
         res = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120)
         with open(self.log_path, "a") as f:
-            f.write(f"\n=== linewatch test infra: kafka-storage format (exit {res.returncode})\n"
-                    f"{res.stdout}{res.stderr}")
+            f.write(
+                f"\n=== linewatch test infra: kafka-storage format (exit {res.returncode})\n{res.stdout}{res.stderr}"
+            )
         if res.returncode != 0 or not self._formatted():
             raise KafkaBrokerError(f"kafka-storage format failed (exit {res.returncode}):\n{res.stdout}\n{res.stderr}")
 
@@ -449,8 +477,10 @@ class KafkaBroker:
             return self
         timeout = self.startup_timeout if timeout is None else timeout
         if shutil.which(self.java) is None:
-            raise KafkaBrokerError(f"java ({self.java}) not found: Kafka needs a JDK {KAFKA_MIN_JAVA}+ "
-                                   "(apt-get install -y openjdk-17-jdk-headless, or scripts/install_system_deps.sh)")
+            raise KafkaBrokerError(
+                f"java ({self.java}) not found: Kafka needs a JDK {KAFKA_MIN_JAVA}+ "
+                "(apt-get install -y openjdk-17-jdk-headless, or scripts/install_system_deps.sh)"
+            )
         ensure_kafka_jars(self.lib_dir)
         first_start = self._port is None or self._controller_port is None
         attempts = 3 if (first_start and not self._fixed_ports) else 1
@@ -461,7 +491,9 @@ class KafkaBroker:
                 return self
             except _AddressInUse:
                 if attempt == attempts:
-                    raise KafkaBrokerError(f"port {self._port}/{self._controller_port} in use; see {self.log_path}") from None
+                    raise KafkaBrokerError(
+                        f"port {self._port}/{self._controller_port} in use; see {self.log_path}"
+                    ) from None
                 log.warning("kafka broker ports taken, retrying with new ones")
                 self._port = self._controller_port = None
                 self._listener_ports.clear()
@@ -473,8 +505,7 @@ class KafkaBroker:
         self._format_storage()
         log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         argv = [*self._java_base(), "kafka.Kafka", str(self.config_path)]
-        self._proc = _proc.spawn(argv, log_path=self.log_path, cwd=self.data_dir,
-                                 die_with_parent=self.die_with_parent)
+        self._proc = _proc.spawn(argv, log_path=self.log_path, cwd=self.data_dir, die_with_parent=self.die_with_parent)
         _proc.register_live(self)
         try:
             self._wait_ready(t0 + timeout, log_offset)
@@ -504,7 +535,8 @@ class KafkaBroker:
                     raise _AddressInUse()
                 raise KafkaBrokerError(
                     f"kafka broker exited with {self._proc.returncode} during startup; log {self.log_path}:\n"
-                    f"{_proc.log_tail(self.log_path, start=log_offset)}")
+                    f"{_proc.log_tail(self.log_path, start=log_offset)}"
+                )
             if not started:
                 started = STARTED_LINE in self._new_log(log_offset)
             if started:
@@ -515,7 +547,8 @@ class KafkaBroker:
                 raise KafkaBrokerError(
                     f"kafka broker not ready in time (saw '{STARTED_LINE}': {started}; "
                     f"last admin probe: {last_probe_error or '-'}); log {self.log_path}:\n"
-                    f"{_proc.log_tail(self.log_path, start=log_offset)}")
+                    f"{_proc.log_tail(self.log_path, start=log_offset)}"
+                )
             time.sleep(0.25 if not started else 0.5)
 
     def stop(self, timeout: float | None = None) -> int | None:

@@ -1,11 +1,11 @@
 """A real redis-server (Debian's ``redis-server`` package) on a free loopback port, for tests and demos.
 
-    server = RedisServer()       # optional password=..., port=...
-    server.start()               # returns once it answers PING
-    server.url                   # "redis://127.0.0.1:PORT/0" (with ":password@" if set)
-    server.kill()                # SIGKILL: no persistence, so all data is gone
-    server.restart()             # same port
-    server.stop()
+server = RedisServer()       # optional password=..., port=...
+server.start()               # returns once it answers PING
+server.url                   # "redis://127.0.0.1:PORT/0" (with ":password@" if set)
+server.kill()                # SIGKILL: no persistence, so all data is gone
+server.restart()             # same port
+server.stop()
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ from urllib.parse import quote
 from infra import _proc
 
 HOST = "127.0.0.1"
-INSTALL_HINT = ("redis-server not found: install it with `apt-get install -y redis-server` "
-                "(or run scripts/install_system_deps.sh)")
+INSTALL_HINT = (
+    "redis-server not found: install it with `apt-get install -y redis-server` (or run scripts/install_system_deps.sh)"
+)
 
 
 class RedisServerError(RuntimeError):
@@ -121,13 +122,20 @@ class RedisServer:
     def _argv(self) -> list[str]:
         argv = [
             self.exe,
-            "--port", str(self.port),
-            "--bind", HOST,
-            "--save", "",
-            "--appendonly", "no",
-            "--daemonize", "no",
-            "--dir", str(self.work_dir),
-            "--logfile", "",          # log to stdout (-> redis.log)
+            "--port",
+            str(self.port),
+            "--bind",
+            HOST,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+            "--dir",
+            str(self.work_dir),
+            "--logfile",
+            "",  # log to stdout (-> redis.log)
         ]
         if self.password:
             argv += ["--requirepass", self.password]
@@ -143,8 +151,9 @@ class RedisServer:
                 self._port = _proc.free_ports(1)[0]
             t0 = time.monotonic()
             offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-            self._proc = _proc.spawn(self._argv(), log_path=self.log_path, cwd=self.work_dir,
-                                     die_with_parent=self.die_with_parent)
+            self._proc = _proc.spawn(
+                self._argv(), log_path=self.log_path, cwd=self.work_dir, die_with_parent=self.die_with_parent
+            )
             _proc.register_live(self)
             deadline = t0 + timeout
             while True:
@@ -163,8 +172,10 @@ class RedisServer:
                     _proc.kill(self._proc)
                     self._proc = None
                     _proc.unregister_live(self)
-                    raise RedisServerError(f"redis-server did not answer PING in {timeout}s; log {self.log_path}:\n"
-                                           f"{_proc.log_tail(self.log_path, start=offset)}")
+                    raise RedisServerError(
+                        f"redis-server did not answer PING in {timeout}s; log {self.log_path}:\n"
+                        f"{_proc.log_tail(self.log_path, start=offset)}"
+                    )
                 time.sleep(0.05)
         raise RedisServerError(f"could not find a free port for redis-server; log {self.log_path}")
 

@@ -107,8 +107,14 @@ def cmd_start(args: argparse.Namespace) -> int:
     if kafka_port and not controller_port:
         controller_port = next(p for p in _proc.free_ports(2) if p != kafka_port)
 
-    broker = KafkaBroker(state / "kafka", port=kafka_port, controller_port=controller_port,
-                         die_with_parent=False, heap=args.kafka_heap, log_level="INFO")
+    broker = KafkaBroker(
+        state / "kafka",
+        port=kafka_port,
+        controller_port=controller_port,
+        die_with_parent=False,
+        heap=args.kafka_heap,
+        log_level="INFO",
+    )
     redis = RedisServer(port=redis_port, work_dir=state / "redis", die_with_parent=False)
     try:
         broker.start()
@@ -123,12 +129,15 @@ def cmd_start(args: argparse.Namespace) -> int:
     _proc.unregister_live(redis)
 
     (state / "ports").write_text(
-        f"kafka={broker.port}\nkafka_controller={broker.controller_port}\nredis={redis.port}\n")
+        f"kafka={broker.port}\nkafka_controller={broker.controller_port}\nredis={redis.port}\n"
+    )
     (state / "kafka.pid").write_text(f"{broker.pid}\n")
     (state / "redis.pid").write_text(f"{redis.pid}\n")
     env_file.write_text(f"{ENV_KAFKA}={broker.bootstrap}\n{ENV_REDIS}={redis.url}\n")
-    print(f"kafka  {broker.bootstrap} (pid {broker.pid}, started in {broker.last_start_seconds:.1f}s, "
-          f"log {broker.log_path})")
+    print(
+        f"kafka  {broker.bootstrap} (pid {broker.pid}, started in {broker.last_start_seconds:.1f}s, "
+        f"log {broker.log_path})"
+    )
     print(f"redis  {redis.url} (pid {redis.pid}, log {redis.log_path})")
     print(f"wrote {env_file}")
     return 0

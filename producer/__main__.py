@@ -1,4 +1,5 @@
 """`python -m producer` = `linewatch-producer`."""
+
 import sys
 
 from producer.cli import main

@@ -7,6 +7,7 @@ Exit status: 0 all frames delivered, 1 some frames were refused (too large) or n
 delivered, 2 bad arguments or the source/broker could not be opened.
 Ctrl-C or SIGTERM stops reading, flushes what was sent, prints the summary.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -143,9 +144,7 @@ def run(
     if fps is None:
         fps = source.fps if isinstance(source, CaptureSource) and not source.live else 0.0
     try:
-        publisher = FramePublisher(
-            settings.kafka, telemetry=telemetry, ensure_topic=not args.no_create_topic
-        )
+        publisher = FramePublisher(settings.kafka, telemetry=telemetry, ensure_topic=not args.no_create_topic)
     except Exception as exc:  # NoBrokersAvailable, auth errors ...
         source.close()
         print(

@@ -13,6 +13,7 @@ Usable from Python (worker tests, the demo)::
         meta, future = publisher.publish_array(rgb, camera_id="cam-1", line_id="line-1", object_name="washer")
         publisher.flush()
 """
+
 from __future__ import annotations
 
 import logging

@@ -6,6 +6,7 @@ accumulate into drift. A producer that falls behind (a slow source, a blocked se
 catches up by sending without sleeping, but never more than `max_burst_s` worth of
 frames: beyond that the schedule is re-anchored at "now" instead of bursting.
 """
+
 from __future__ import annotations
 
 import threading

@@ -8,6 +8,7 @@ only frames captured after it started (the demo's Kafka data survives between ru
 `--expect` frames are accounted for (results + dead letters), 1 on timeout. Kafka settings come
 from the environment (LINEWATCH_KAFKA__BOOTSTRAP_SERVERS ...), like every linewatch process.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,18 +44,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--expect", type=int, default=40, help="stop after this many frames (results + dead letters)")
     parser.add_argument("--timeout", type=float, default=180.0, help="give up after this many seconds")
     parser.add_argument("--interval", type=float, default=3.0, help="seconds between summary lines")
-    parser.add_argument("--slack", type=float, default=5.0,
-                        help="also count frames captured this many seconds before the summary started")
+    parser.add_argument(
+        "--slack",
+        type=float,
+        default=5.0,
+        help="also count frames captured this many seconds before the summary started",
+    )
     args = parser.parse_args(argv)
 
     ks = LinewatchSettings().kafka
     since = datetime.now(timezone.utc) - timedelta(seconds=args.slack)
     ensure_topics(ks, [ks.results_topic, ks.dlq_topic])  # so subscribing does not wait for the worker
-    consumer = build_consumer(ks, ks.results_topic, ks.dlq_topic, group_id=f"linewatch-demo-summary-{uuid.uuid4().hex[:8]}",
-                              auto_offset_reset="earliest")
-    print(f"demo summary: bootstrap {ks.bootstrap_servers}, results topic {ks.results_topic!r}, "
-          f"dead letters {ks.dlq_topic!r}; waiting for {args.expect} frames (timeout {args.timeout:.0f} s)",
-          flush=True)
+    consumer = build_consumer(
+        ks,
+        ks.results_topic,
+        ks.dlq_topic,
+        group_id=f"linewatch-demo-summary-{uuid.uuid4().hex[:8]}",
+        auto_offset_reset="earliest",
+    )
+    print(
+        f"demo summary: bootstrap {ks.bootstrap_servers}, results topic {ks.results_topic!r}, "
+        f"dead letters {ks.dlq_topic!r}; waiting for {args.expect} frames (timeout {args.timeout:.0f} s)",
+        flush=True,
+    )
 
     seen: set[str] = set()
     verdicts: dict[str, int] = {}
@@ -72,9 +84,11 @@ def main(argv: list[str] | None = None) -> int:
         p50 = f"{np.percentile(latencies, 50):.0f}" if latencies else "-"
         p95 = f"{np.percentile(latencies, 95):.0f}" if latencies else "-"
         counts = ", ".join(f"{k}={v}" for k, v in sorted(verdicts.items())) or "none yet"
-        return (f"[{'final' if final else f'{time.monotonic() - start:5.0f}s'}] {done}/{args.expect} frames | "
-                f"{rate:.2f} frames/s | verdicts: {counts} | latency ms p50 {p50} p95 {p95} | "
-                f"dead letters {dead} | {ks.bootstrap_servers} {ks.results_topic}")
+        return (
+            f"[{'final' if final else f'{time.monotonic() - start:5.0f}s'}] {done}/{args.expect} frames | "
+            f"{rate:.2f} frames/s | verdicts: {counts} | latency ms p50 {p50} p95 {p95} | "
+            f"dead letters {dead} | {ks.bootstrap_servers} {ks.results_topic}"
+        )
 
     try:
         while len(seen) + dead < args.expect and time.monotonic() - start < args.timeout:
@@ -102,10 +116,19 @@ def main(argv: list[str] | None = None) -> int:
         consumer.close()
     print(line(final=True), flush=True)
     complete = len(seen) + dead >= args.expect
-    print(json.dumps({"complete": complete, "results": len(seen), "dead_letters": dead, "verdicts": verdicts,
-                      "latency_ms_p50": round(float(np.percentile(latencies, 50)), 1) if latencies else None,
-                      "latency_ms_p95": round(float(np.percentile(latencies, 95)), 1) if latencies else None}),
-          flush=True)
+    print(
+        json.dumps(
+            {
+                "complete": complete,
+                "results": len(seen),
+                "dead_letters": dead,
+                "verdicts": verdicts,
+                "latency_ms_p50": round(float(np.percentile(latencies, 50)), 1) if latencies else None,
+                "latency_ms_p95": round(float(np.percentile(latencies, 95)), 1) if latencies else None,
+            }
+        ),
+        flush=True,
+    )
     if not complete:
         print(f"demo summary: timed out after {args.timeout:.0f} s", file=sys.stderr)
     return 0 if complete else 1

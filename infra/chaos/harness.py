@@ -12,6 +12,7 @@ Every wait is bounded, and every process started here is killed by whoever start
 (`stopping(...)`); as a last resort the children get SIGTERM when this process dies
 (infra/_proc.spawn).
 """
+
 from __future__ import annotations
 
 import json
@@ -88,8 +89,9 @@ def running_infra(work_dir: Path) -> Iterator[Infra]:
         broker.stop()
 
 
-def scenario_settings(infra: Infra, name: str, *,
-                      max_poll_interval_ms: int = 300_000, **worker: Any) -> LinewatchSettings:
+def scenario_settings(
+    infra: Infra, name: str, *, max_poll_interval_ms: int = 300_000, **worker: Any
+) -> LinewatchSettings:
     """Tiny models, foreground none, and topics, group and Redis prefix that no other scenario uses."""
     tag = f"{name}-{uuid.uuid4().hex[:6]}"
     return LinewatchSettings(
@@ -105,8 +107,9 @@ def scenario_settings(infra: Infra, name: str, *,
         ),
         redis=RedisSettings(url=SecretStr(infra.redis.url), key_prefix=f"chaos-{tag}", retry_after_s=1.0),
         models=ModelSettings(profile="tiny", foreground="none"),
-        worker=WorkerSettings(**({"worker_id": "unset", "batch_max_frames": 4, "commit_interval_ms": 200,
-                                  "heatmap_side": 16} | worker)),
+        worker=WorkerSettings(
+            **({"worker_id": "unset", "batch_max_frames": 4, "commit_interval_ms": 200, "heatmap_side": 16} | worker)
+        ),
         telemetry=TelemetrySettings(enabled=False),
     )
 
@@ -198,14 +201,24 @@ class WorkerProcess(_Child):
     service around the real Inspector, which then sleeps `delay_s` after every batch (slow inference).
     """
 
-    def __init__(self, settings: LinewatchSettings, worker_id: str, log_dir: Path, *, name: str | None = None,
-                 delay_s: float = 0.0):
+    def __init__(
+        self,
+        settings: LinewatchSettings,
+        worker_id: str,
+        log_dir: Path,
+        *,
+        name: str | None = None,
+        delay_s: float = 0.0,
+    ):
         super().__init__(name or worker_id, log_dir)
         self.worker_id = worker_id
         self.delay_s = delay_s
         self.health_port = _proc.free_ports(1)[0]
-        self.settings = settings.model_copy(update={"worker": settings.worker.model_copy(
-            update={"worker_id": worker_id, "health_port": self.health_port})})
+        self.settings = settings.model_copy(
+            update={
+                "worker": settings.worker.model_copy(update={"worker_id": worker_id, "health_port": self.health_port})
+            }
+        )
         self.started_at = 0.0
 
     def start(self) -> WorkerProcess:
@@ -231,10 +244,13 @@ class WorkerProcess(_Child):
 
     def wait_for(self, predicate: Callable[[dict[str, Any]], bool], timeout_s: float, what: str) -> dict[str, Any]:
         """The first status that satisfies `predicate`; ChaosError (with the log tail) if the worker dies first."""
+
         def check() -> dict[str, Any] | None:
             if not self.alive:
-                raise ChaosError(f"worker {self.name} exited with {self._proc.returncode} while waiting for "
-                                 f"{what}; log {self.log_path}:\n{self.log_tail()}")
+                raise ChaosError(
+                    f"worker {self.name} exited with {self._proc.returncode} while waiting for "
+                    f"{what}; log {self.log_path}:\n{self.log_tail()}"
+                )
             status = self.status()
             return status if status is not None and predicate(status) else None
 
@@ -245,8 +261,9 @@ class WorkerProcess(_Child):
 
     def wait_assigned(self, count: int = PARTITIONS, timeout_s: float = 180.0) -> dict[str, Any]:
         """Until the worker owns `count` partitions (models loaded and group joined)."""
-        return self.wait_for(lambda s: len(s["assigned_partitions"]) == count, timeout_s,
-                             f"{count} partitions assigned")
+        return self.wait_for(
+            lambda s: len(s["assigned_partitions"]) == count, timeout_s, f"{count} partitions assigned"
+        )
 
     def memory_mb(self, field: str = "VmHWM") -> float:
         """From /proc/PID/status: VmHWM (peak resident set so far) or VmRSS (now), in MiB."""
@@ -263,13 +280,30 @@ class WorkerProcess(_Child):
 class ProducerProcess(_Child):
     """`python -m producer` (= `linewatch-producer`): synthetic frames from one camera at a steady rate."""
 
-    def __init__(self, settings: LinewatchSettings, log_dir: Path, *, count: int, fps: float,
-                 width: int = 96, height: int = 72):  # the synthetic source draws at least 64x64
+    def __init__(
+        self, settings: LinewatchSettings, log_dir: Path, *, count: int, fps: float, width: int = 96, height: int = 72
+    ):  # the synthetic source draws at least 64x64
         super().__init__("producer", log_dir)
         self.settings = settings
-        self.argv = [sys.executable, "-m", "producer", "--source", "synthetic", "--limit", str(count),
-                     "--fps", str(fps), "--width", str(width), "--height", str(height), "--camera", "cam-chaos",
-                     "--log-level", "WARNING"]
+        self.argv = [
+            sys.executable,
+            "-m",
+            "producer",
+            "--source",
+            "synthetic",
+            "--limit",
+            str(count),
+            "--fps",
+            str(fps),
+            "--width",
+            str(width),
+            "--height",
+            str(height),
+            "--camera",
+            "cam-chaos",
+            "--log-level",
+            "WARNING",
+        ]
 
     def start(self) -> ProducerProcess:
         self._spawn(self.argv, self.settings)
@@ -346,12 +380,25 @@ class FrameSender:
         for i in range(count):
             if fps:
                 time.sleep(max(0.0, start + i / fps - time.monotonic()))
-            meta = build_frame_meta(camera_id=f"cam-{self._next % 8}", line_id="line-chaos",
-                                    object_name=object_name, content_type="image/jpeg", width=width, height=height)
+            meta = build_frame_meta(
+                camera_id=f"cam-{self._next % 8}",
+                line_id="line-chaos",
+                object_name=object_name,
+                content_type="image/jpeg",
+                width=width,
+                height=height,
+            )
             partition = self._next % PARTITIONS
             self._next += 1
-            futures.append(self._producer.send(self.topic, key=meta.camera_id.encode(), value=data,
-                                               headers=frame_headers(meta), partition=partition))
+            futures.append(
+                self._producer.send(
+                    self.topic,
+                    key=meta.camera_id.encode(),
+                    value=data,
+                    headers=frame_headers(meta),
+                    partition=partition,
+                )
+            )
             sent.append(SentFrame(meta.frame_id, partition, time.time()))
         self._producer.flush(timeout=60)
         for future in futures:
@@ -379,8 +426,9 @@ class Outputs:
     dead_letters: list[Output]
 
 
-def _read_all(settings: LinewatchSettings, topics: list[str], done: Callable[[list], bool],
-              timeout_s: float, settle_s: float) -> list:
+def _read_all(
+    settings: LinewatchSettings, topics: list[str], done: Callable[[list], bool], timeout_s: float, settle_s: float
+) -> list:
     """Every record of `topics` from the start, until `done(records)` or `timeout_s`, then `settle_s` more."""
     consumer = build_consumer(settings.kafka, group_id=None)  # no group: assigned by hand, nothing committed
     try:
@@ -409,8 +457,9 @@ def _output(ks: KafkaSettings, record: Any) -> Output:
     return Output(frame_id, record.timestamp / 1000)
 
 
-def collect_outputs(settings: LinewatchSettings, frame_ids: set[str], *, timeout_s: float = 120.0,
-                    settle_s: float = 2.0) -> Outputs:
+def collect_outputs(
+    settings: LinewatchSettings, frame_ids: set[str], *, timeout_s: float = 120.0, settle_s: float = 2.0
+) -> Outputs:
     """The results and dead letters, read until every frame in `frame_ids` has one (or `timeout_s`),
     then `settle_s` longer for late duplicates."""
     ks = settings.kafka
@@ -421,8 +470,9 @@ def collect_outputs(settings: LinewatchSettings, frame_ids: set[str], *, timeout
 
     records = _read_all(settings, [ks.results_topic, ks.dlq_topic], all_answered, timeout_s, settle_s)
     outputs = [(r.topic, _output(ks, r)) for r in records]
-    return Outputs([o for topic, o in outputs if topic == ks.results_topic],
-                   [o for topic, o in outputs if topic == ks.dlq_topic])
+    return Outputs(
+        [o for topic, o in outputs if topic == ks.results_topic], [o for topic, o in outputs if topic == ks.dlq_topic]
+    )
 
 
 def frames_on_topic(settings: LinewatchSettings, expected: int, timeout_s: float = 30.0) -> list[SentFrame]:
@@ -445,10 +495,10 @@ def redis_keys(infra: Infra, settings: LinewatchSettings) -> int:
 
 @dataclass(frozen=True)
 class Tally:
-    sent: int           # frames the producer was asked to send
-    results: int        # result messages for them, duplicates included
-    lost: int           # frames with neither a result nor a dead letter
-    duplicates: int     # result messages beyond the first one of their frame
+    sent: int  # frames the producer was asked to send
+    results: int  # result messages for them, duplicates included
+    lost: int  # frames with neither a result nor a dead letter
+    duplicates: int  # result messages beyond the first one of their frame
     dead_lettered: int  # frames that went to the dead-letter topic
 
 
@@ -457,16 +507,28 @@ def tally(sent: int, frame_ids: set[str], outputs: Outputs) -> Tally:
     result_ids = [o.frame_id for o in outputs.results if o.frame_id in frame_ids]
     dead_ids = {o.frame_id for o in outputs.dead_letters if o.frame_id in frame_ids}
     answered = set(result_ids) | dead_ids
-    return Tally(sent=sent, results=len(result_ids), lost=sent - len(answered),
-                 duplicates=len(result_ids) - len(set(result_ids)), dead_lettered=len(dead_ids))
+    return Tally(
+        sent=sent,
+        results=len(result_ids),
+        lost=sent - len(answered),
+        duplicates=len(result_ids) - len(set(result_ids)),
+        dead_lettered=len(dead_ids),
+    )
 
 
-def first_result_after(outputs: Outputs, frames: list[SentFrame], sent_after: float, *,
-                       since: float | None = None, partitions: set[int] | None = None) -> float | None:
+def first_result_after(
+    outputs: Outputs,
+    frames: list[SentFrame],
+    sent_after: float,
+    *,
+    since: float | None = None,
+    partitions: set[int] | None = None,
+) -> float | None:
     """Seconds from `since` (default `sent_after`) to the first result of a frame sent after `sent_after`,
     on `partitions` if given; None when there is none."""
-    after = {f.frame_id for f in frames
-             if f.sent_at >= sent_after and (partitions is None or f.partition in partitions)}
+    after = {
+        f.frame_id for f in frames if f.sent_at >= sent_after and (partitions is None or f.partition in partitions)
+    }
     times = [o.published_at for o in outputs.results if o.frame_id in after]
     return round(min(times) - (sent_after if since is None else since), 1) if times else None
 

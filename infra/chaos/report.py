@@ -6,6 +6,7 @@
 The table is Markdown (it is pasted into the README). Exit status 1 when a scenario failed
 to run or lost a frame.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,8 +21,17 @@ from pathlib import Path
 from infra.chaos.harness import running_infra
 from infra.chaos.scenarios import RECOVERY, SCENARIOS, ChaosRow
 
-COLUMNS = ("scenario", "frames sent", "results", "lost", "duplicates", "dead-lettered", "recovery (s)",
-           "peak RSS (MiB)", "observations")
+COLUMNS = (
+    "scenario",
+    "frames sent",
+    "results",
+    "lost",
+    "duplicates",
+    "dead-lettered",
+    "recovery (s)",
+    "peak RSS (MiB)",
+    "observations",
+)
 
 
 def _cell(value: object) -> str:
@@ -33,8 +43,17 @@ def format_table(rows: list[ChaosRow]) -> str:
     for row in rows:
         t = row.tally
         observations = ", ".join(f"{name}={value}" for name, value in row.observations.items())
-        cells = (row.scenario, t.sent, t.results, t.lost, t.duplicates, t.dead_lettered, row.recovery_s,
-                 row.peak_rss_mb, observations)
+        cells = (
+            row.scenario,
+            t.sent,
+            t.results,
+            t.lost,
+            t.duplicates,
+            t.dead_lettered,
+            row.recovery_s,
+            row.peak_rss_mb,
+            observations,
+        )
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     return "\n".join(lines)
 
@@ -66,8 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(rows))
     print()
     print(format_recovery_notes(rows))
-    print(f"\n{len(rows)} scenarios in {time.monotonic() - started:.0f} s"
-          + (f"; FAILED to run: {', '.join(failed)}" if failed else ""))
+    print(
+        f"\n{len(rows)} scenarios in {time.monotonic() - started:.0f} s"
+        + (f"; FAILED to run: {', '.join(failed)}" if failed else "")
+    )
     if args.json is not None:
         args.json.write_text(json.dumps([asdict(row) for row in rows], indent=2) + "\n")
     return 1 if failed or any(row.tally.lost for row in rows) else 0

@@ -6,6 +6,7 @@ tiny models, foreground none), and counts what
 reached the results and dead-letter topics by `frame_id`. A row's `recovery_s` is defined
 per scenario in `RECOVERY`; `observations` holds what the scenario checks beyond the counts.
 """
+
 from __future__ import annotations
 
 import time
@@ -39,8 +40,8 @@ from infra.chaos.harness import (
 class ChaosRow:
     scenario: str
     tally: Tally
-    recovery_s: float | None     # see RECOVERY[scenario]
-    peak_rss_mb: float           # highest VmHWM among the scenario's worker processes
+    recovery_s: float | None  # see RECOVERY[scenario]
+    peak_rss_mb: float  # highest VmHWM among the scenario's worker processes
     observations: dict[str, Any]
 
 
@@ -77,8 +78,9 @@ def kill9_restart(infra: Infra) -> ChaosRow:
     with FrameSender(settings) as sender, stopping(first, second):
         first.wait_assigned()
         stream = Background(lambda: sender.send(40, fps=5))
-        at_kill = first.wait_for(lambda s: results_count(s) >= 6 and s["waiting_frames"] > 0, 60,
-                                 "a batch in inference after some results")
+        at_kill = first.wait_for(
+            lambda s: results_count(s) >= 6 and s["waiting_frames"] > 0, 60, "a batch in inference after some results"
+        )
         peak = _peak(first)
         fault_at = time.time()
         first.kill()
@@ -87,12 +89,17 @@ def kill9_restart(infra: Infra) -> ChaosRow:
         outputs = collect_outputs(settings, _ids(frames))
         peak = max(peak, _peak(second))
         second.stop()
-    return ChaosRow("kill9-restart", tally(len(frames), _ids(frames), outputs),
-                    first_result_after(outputs, frames, fault_at), peak, {
-                        "results_before_kill": results_count(at_kill),
-                        "frames_in_worker_at_kill": at_kill["waiting_frames"],
-                        "uncommitted_at_kill": at_kill["uncommitted_messages"],
-                    })
+    return ChaosRow(
+        "kill9-restart",
+        tally(len(frames), _ids(frames), outputs),
+        first_result_after(outputs, frames, fault_at),
+        peak,
+        {
+            "results_before_kill": results_count(at_kill),
+            "frames_in_worker_at_kill": at_kill["waiting_frames"],
+            "uncommitted_at_kill": at_kill["uncommitted_messages"],
+        },
+    )
 
 
 # ----------------------------------------------------------------------------- 2. one of two killed
@@ -119,14 +126,19 @@ def kill9_one_of_two(infra: Infra) -> ChaosRow:
         survivor_status = survivor.status()
         peak = max(peak, _peak(survivor))
         survivor.stop()
-    return ChaosRow("kill9-one-of-two", tally(len(frames), _ids(frames), outputs),
-                    first_result_after(outputs, frames, fault_at, partitions=_partitions(victim_status)), peak, {
-                        "session_timeout_ms": SESSION_TIMEOUT_MS,
-                        "takeover_s": round(takeover_s, 1),
-                        "uncommitted_at_kill": victim_status["uncommitted_messages"],
-                        "results_by_survivor": results_count(survivor_status),
-                        "survivor_rebalances": survivor_status["counters"].get("rebalances", 0),
-                    })
+    return ChaosRow(
+        "kill9-one-of-two",
+        tally(len(frames), _ids(frames), outputs),
+        first_result_after(outputs, frames, fault_at, partitions=_partitions(victim_status)),
+        peak,
+        {
+            "session_timeout_ms": SESSION_TIMEOUT_MS,
+            "takeover_s": round(takeover_s, 1),
+            "uncommitted_at_kill": victim_status["uncommitted_messages"],
+            "results_by_survivor": results_count(survivor_status),
+            "survivor_rebalances": survivor_status["counters"].get("rebalances", 0),
+        },
+    )
 
 
 # ----------------------------------------------------------------------------- 3. broker stopped
@@ -159,15 +171,20 @@ def broker_restart(infra: Infra) -> ChaosRow:
         status = worker.wait_for(lambda s: s["broker_reachable"], 30, "the broker reachable again")
         peak = _peak(worker)
         worker.stop()
-    return ChaosRow("broker-restart", tally(PRODUCED_FRAMES, _ids(frames), outputs),
-                    first_result_after(outputs, frames, down_at, since=back_at), peak, {
-                        "broker_down_s": round(back_at - down_at, 1),
-                        "broker_stop_s": round(down_at - fault_at, 1),
-                        "producer_exit_code": producer_exit,
-                        "uncommitted_at_stop": before["uncommitted_messages"],
-                        "frames_on_topic": len(frames),
-                        "worker_rebalances": status["counters"].get("rebalances", 0),
-                    })
+    return ChaosRow(
+        "broker-restart",
+        tally(PRODUCED_FRAMES, _ids(frames), outputs),
+        first_result_after(outputs, frames, down_at, since=back_at),
+        peak,
+        {
+            "broker_down_s": round(back_at - down_at, 1),
+            "broker_stop_s": round(down_at - fault_at, 1),
+            "producer_exit_code": producer_exit,
+            "uncommitted_at_stop": before["uncommitted_messages"],
+            "frames_on_topic": len(frames),
+            "worker_rebalances": status["counters"].get("rebalances", 0),
+        },
+    )
 
 
 # ----------------------------------------------------------------------------- 4. Redis killed
@@ -206,12 +223,18 @@ def redis_killed(infra: Infra) -> ChaosRow:
         keys_after = redis_keys(infra, settings)
         peak = _peak(worker)
         worker.stop()
-    return ChaosRow("redis-killed", tally(len(frames), _ids(frames), outputs), round(recovery_s, 1), peak, {
-        "degraded_reported_after_s": round(degraded_after_s, 1),
-        "redis_keys_before_kill": keys_before,
-        "redis_keys_written_back": keys_written_back,
-        "redis_keys_after_new_object": keys_after,
-    })
+    return ChaosRow(
+        "redis-killed",
+        tally(len(frames), _ids(frames), outputs),
+        round(recovery_s, 1),
+        peak,
+        {
+            "degraded_reported_after_s": round(degraded_after_s, 1),
+            "redis_keys_before_kill": keys_before,
+            "redis_keys_written_back": keys_written_back,
+            "redis_keys_after_new_object": keys_after,
+        },
+    )
 
 
 # ----------------------------------------------------------------------------- 5. slow inference
@@ -232,14 +255,20 @@ def slow_inference(infra: Infra) -> ChaosRow:
         status = worker.status()
         peak = _peak(worker)
         worker.stop()
-    return ChaosRow("slow-inference", tally(len(frames), _ids(frames), outputs), None, peak, {
-        "batch_s": SLOW_BATCH_S,
-        "max_poll_interval_ms": SLOW_MAX_POLL_INTERVAL_MS,
-        "rebalances_at_join": joined["counters"].get("rebalances", 0),
-        "rebalances_at_end": status["counters"].get("rebalances", 0),
-        "consumed": status["counters"].get("consumed", 0),
-        "batches": status["counters"].get("batches", 0),
-    })
+    return ChaosRow(
+        "slow-inference",
+        tally(len(frames), _ids(frames), outputs),
+        None,
+        peak,
+        {
+            "batch_s": SLOW_BATCH_S,
+            "max_poll_interval_ms": SLOW_MAX_POLL_INTERVAL_MS,
+            "rebalances_at_join": joined["counters"].get("rebalances", 0),
+            "rebalances_at_end": status["counters"].get("rebalances", 0),
+            "consumed": status["counters"].get("consumed", 0),
+            "batches": status["counters"].get("batches", 0),
+        },
+    )
 
 
 # ----------------------------------------------------------------------------- 6. burst
@@ -279,17 +308,21 @@ def burst_10x(infra: Infra) -> ChaosRow:
         worker.stop()
     times = sorted(o.published_at for o in outputs.results if o.frame_id in _ids(burst))
     scoring_fps = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else 0.0
-    return ChaosRow("burst-10x", tally(len(burst), _ids(burst), outputs),
-                    round(times[-1] - started - burst_s, 1) if times else None,
-                    max(start_up_peak, warm_up_peak, burst_peak), {
-                        "burst_fps": round(BURST_FRAMES / burst_s, 1),
-                        "scoring_fps": round(scoring_fps, 1),
-                        "pauses": status["counters"].get("pauses", 0),
-                        "rss_peak_warm_up_mb": warm_up_peak,
-                        "rss_peak_burst_mb": burst_peak,
-                        "burst_extra_mb": round(burst_peak - warm_up_peak, 1),
-                        "extra_backlog_decoded_mb": round((BURST_FRAMES - WARM_UP_FRAMES) * height * width * 3 / 2**20, 1),
-                    })
+    return ChaosRow(
+        "burst-10x",
+        tally(len(burst), _ids(burst), outputs),
+        round(times[-1] - started - burst_s, 1) if times else None,
+        max(start_up_peak, warm_up_peak, burst_peak),
+        {
+            "burst_fps": round(BURST_FRAMES / burst_s, 1),
+            "scoring_fps": round(scoring_fps, 1),
+            "pauses": status["counters"].get("pauses", 0),
+            "rss_peak_warm_up_mb": warm_up_peak,
+            "rss_peak_burst_mb": burst_peak,
+            "burst_extra_mb": round(burst_peak - warm_up_peak, 1),
+            "extra_backlog_decoded_mb": round((BURST_FRAMES - WARM_UP_FRAMES) * height * width * 3 / 2**20, 1),
+        },
+    )
 
 
 SCENARIOS: dict[str, Callable[[Infra], ChaosRow]] = {

@@ -9,6 +9,7 @@ parses the `--source` notation of the command line.
 Modules: `base` (Frame, FrameSource, SourceError), `folder`, `capture` (video, camera,
 stream) and `synthetic` (the belt scene, also drawn by the bench and the tests).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,8 +21,20 @@ from producer.sources.folder import FolderSource, list_images
 from producer.sources.synthetic import DEFECT_KINDS, SyntheticSource
 
 __all__ = [
-    "DEFECT_KINDS", "IMAGE_SUFFIXES", "STREAM_SCHEMES", "CameraSource", "CaptureSource", "FolderSource", "Frame",
-    "FrameSource", "SourceError", "StreamSource", "SyntheticSource", "VideoSource", "list_images", "open_source",
+    "DEFECT_KINDS",
+    "IMAGE_SUFFIXES",
+    "STREAM_SCHEMES",
+    "CameraSource",
+    "CaptureSource",
+    "FolderSource",
+    "Frame",
+    "FrameSource",
+    "SourceError",
+    "StreamSource",
+    "SyntheticSource",
+    "VideoSource",
+    "list_images",
+    "open_source",
 ]
 
 

@@ -1,4 +1,5 @@
 """What every frame source yields and is: `Frame`, `FrameSource`, and the operator-facing `SourceError`."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator

@@ -1,4 +1,5 @@
 """OpenCV captures: video file, camera index, RTSP/HTTP stream (with reconnects for live ones)."""
+
 from __future__ import annotations
 
 import logging
@@ -83,7 +84,10 @@ class CaptureSource(FrameSource):
             if self.live and failures < self.reconnect_attempts:
                 failures += 1
                 log.warning(
-                    "no frame from %s (attempt %d/%d), reconnecting", self._redacted(), failures, self.reconnect_attempts
+                    "no frame from %s (attempt %d/%d), reconnecting",
+                    self._redacted(),
+                    failures,
+                    self.reconnect_attempts,
                 )
                 time.sleep(self.reconnect_delay_s)
                 self._capture.release()

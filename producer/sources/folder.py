@@ -1,4 +1,5 @@
 """Image folder source: every JPEG/PNG under a folder, in natural order, sent as the original bytes."""
+
 from __future__ import annotations
 
 import logging
@@ -25,8 +26,11 @@ def list_images(folder: str | Path) -> list[Path]:
     if not root.is_dir():
         raise SourceError(f"image folder {str(root)!r} does not exist or is not a directory")
     files = [
-        p for p in root.rglob("*")
-        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+        p
+        for p in root.rglob("*")
+        if p.suffix.lower() in IMAGE_SUFFIXES
+        and p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
     ]
     return sorted(files, key=lambda p: _natural_key(p.relative_to(root).as_posix()))
 

@@ -5,6 +5,7 @@ synthetic`, the bench, the demo) animates it, and the tests draw still scenes an
 dataset trees with the same pieces: `belt_texture` / `belt_background`, `Part`,
 `draw_part`, `draw_defect` and `part_mask`.
 """
+
 from __future__ import annotations
 
 import math
@@ -94,8 +95,14 @@ def draw_part(canvas: np.ndarray, background: np.ndarray, part: Part) -> None:
         cv2.line(canvas, (int(cx - dx), int(cy - dy)), (int(cx + dx), int(cy + dy)), dark, max(1, r // 12), cv2.LINE_AA)
 
 
-def draw_defect(canvas: np.ndarray, background: np.ndarray, part: Part, rng: np.random.Generator,
-                kind: str | None = None, colour: RGB | None = None) -> np.ndarray:
+def draw_defect(
+    canvas: np.ndarray,
+    background: np.ndarray,
+    part: Part,
+    rng: np.random.Generator,
+    kind: str | None = None,
+    colour: RGB | None = None,
+) -> np.ndarray:
     """Draw one defect on `part` (in place); returns its (H, W) bool mask (only where it lies on the part).
 
     kind: one of DEFECT_KINDS, or None to draw it from `rng`. colour: paint the defect in this

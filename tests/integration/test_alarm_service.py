@@ -4,6 +4,7 @@ Results are published to a results topic; the service must publish alarm events 
 alarms topic, deliver them signed to the MES webhook, dead-letter what the MES refuses, and
 commit the results offsets. No mocks: everything is read back with real clients.
 """
+
 from __future__ import annotations
 
 import json
@@ -193,7 +194,9 @@ def test_results_to_alarms_to_mes(kafka_broker) -> None:
                 make_result("cam-refused", 1, 0.9),
             ]
             for r in results:
-                sends.append(producer.send(kafka.results_topic, key=r.camera_id.encode(), value=r.model_dump_json().encode()))
+                sends.append(
+                    producer.send(kafka.results_topic, key=r.camera_id.encode(), value=r.model_dump_json().encode())
+                )
             producer.flush()
             for future in sends:
                 future.get(timeout=30)
@@ -261,7 +264,11 @@ def test_results_to_alarms_to_mes(kafka_broker) -> None:
                     ready = json.loads(response.read())
             assert response.status == 200 and ready["ready"] is True
             assert set(ready["checks"]) == {
-                "rules_loaded", "broker_reachable", "partitions_assigned", "evaluator_alive", "mes_deliverer_alive",
+                "rules_loaded",
+                "broker_reachable",
+                "partitions_assigned",
+                "evaluator_alive",
+                "mes_deliverer_alive",
             }
             assert not failure
         finally:
@@ -286,7 +293,14 @@ def test_results_are_not_committed_until_the_alarm_is_published(kafka_broker) ->
     admin = build_admin(kafka)
     try:
         admin.create_topics(
-            [NewTopic(kafka.alarms_topic, num_partitions=1, replication_factor=1, topic_configs={"max.message.bytes": "200"})]
+            [
+                NewTopic(
+                    kafka.alarms_topic,
+                    num_partitions=1,
+                    replication_factor=1,
+                    topic_configs={"max.message.bytes": "200"},
+                )
+            ]
         )
     finally:
         admin.close()
@@ -312,7 +326,9 @@ def test_results_are_not_committed_until_the_alarm_is_published(kafka_broker) ->
     try:
         (record,) = read_all(fixed, fixed.alarms_topic, want=1, timeout_s=60)
         assert AlarmEvent.model_validate_json(record.value).frame_ids == [result.frame_id]
-        wait_until(lambda: committed_total(fixed, alarms.group_id, fixed.results_topic) == 1, 30, "commit after publish")
+        wait_until(
+            lambda: committed_total(fixed, alarms.group_id, fixed.results_topic) == 1, 30, "commit after publish"
+        )
     finally:
         stop.set()
         thread.join(timeout=60)

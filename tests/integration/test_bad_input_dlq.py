@@ -8,6 +8,7 @@ the worker keeps running and commits past all of them. Every reason a frame can 
 for is tests/unit/test_bad_input.py's job. Then the results-topic size limit: results shrunk
 to fit (saying so in `note`) and one whose mask alone is too big, dead-lettered.
 """
+
 from __future__ import annotations
 
 import json
@@ -74,18 +75,42 @@ def bad_records() -> list[Bad]:
         return f"cam-{seed}".encode(), jpeg, [(FRAME_HEADER, value), ("traceparent", b"00-garbage")]
 
     return [
-        Bad("truncated JPEG", with_meta(100, jpeg[: len(jpeg) // 2]), "decode", "ImageDecodeError.undecodable",
-            "truncated"),
+        Bad(
+            "truncated JPEG",
+            with_meta(100, jpeg[: len(jpeg) // 2]),
+            "decode",
+            "ImageDecodeError.undecodable",
+            "truncated",
+        ),
         Bad("tombstone", with_meta(103, None), "decode", "ImageDecodeError.empty", "payload is empty"),
-        Bad("PNG bomb", with_meta(104, png_claiming(50_000, 50_000), content_type="image/png", width=50_000,
-                                  height=50_000), "decode", "ImageDecodeError.too_many_pixels",
-            f"50000x50000 = 2500000000 pixels, limit is {MAX_FRAME_PIXELS}"),
-        Bad("over the byte limit", with_meta(107, encode_image(noise, "image/png"), content_type="image/png"),
-            "decode", "ImageDecodeError.too_large", f"limit is {MAX_FRAME_BYTES}"),
-        Bad("lw-frame missing", (b"cam-10", jpeg, [("traceparent", b"00-garbage")]), "header", "MissingHeader",
-            f"no {FRAME_HEADER} header"),
-        Bad("wrong schema version", with_header(14, meta_json(14, schema_version=2)), "header", "InvalidHeader",
-            "schema_version: Input should be 1 (got 2)"),
+        Bad(
+            "PNG bomb",
+            with_meta(104, png_claiming(50_000, 50_000), content_type="image/png", width=50_000, height=50_000),
+            "decode",
+            "ImageDecodeError.too_many_pixels",
+            f"50000x50000 = 2500000000 pixels, limit is {MAX_FRAME_PIXELS}",
+        ),
+        Bad(
+            "over the byte limit",
+            with_meta(107, encode_image(noise, "image/png"), content_type="image/png"),
+            "decode",
+            "ImageDecodeError.too_large",
+            f"limit is {MAX_FRAME_BYTES}",
+        ),
+        Bad(
+            "lw-frame missing",
+            (b"cam-10", jpeg, [("traceparent", b"00-garbage")]),
+            "header",
+            "MissingHeader",
+            f"no {FRAME_HEADER} header",
+        ),
+        Bad(
+            "wrong schema version",
+            with_header(14, meta_json(14, schema_version=2)),
+            "header",
+            "InvalidHeader",
+            "schema_version: Input should be 1 (got 2)",
+        ),
     ]
 
 
@@ -102,8 +127,9 @@ def results_count(service: WorkerService) -> int:
 
 
 def test_every_bad_frame_is_dead_lettered_with_its_reason_and_the_worker_goes_on(kafka_broker, redis_server):
-    settings = make_settings(kafka_broker, redis_server.url, max_frame_pixels=MAX_FRAME_PIXELS,
-                             max_frame_bytes=MAX_FRAME_BYTES)
+    settings = make_settings(
+        kafka_broker, redis_server.url, max_frame_pixels=MAX_FRAME_PIXELS, max_frame_bytes=MAX_FRAME_BYTES
+    )
     bad = bad_records()
     good = [good_frame(i) for i in range(len(bad) + 1)]
     records: list[Record] = [(good[0][0].camera_id.encode(), good[0][1], frame_headers(good[0][0]))]
@@ -160,12 +186,15 @@ def test_results_over_the_message_limit_are_shrunk_or_dead_lettered(kafka_broker
     # about 3 kB without heatmap and regions; a 256 x 192 frame's mask alone is about 25 kB.
     limit = 4096
     settings = make_settings(kafka_broker, redis_server.url, heatmap_side=64)
-    worker_settings = settings.model_copy(update={"kafka": settings.kafka.model_copy(update={"max_message_bytes": limit})})
+    worker_settings = settings.model_copy(
+        update={"kafka": settings.kafka.model_copy(update={"max_message_bytes": limit})}
+    )
     small = [good_frame(i) for i in range(4)]
     rng = np.random.default_rng(3)
     big_image = np.clip(np.linspace(60, 200, 256)[None, :, None] + rng.normal(0, 20, (192, 256, 3)), 0, 255)
-    big_meta = build_frame_meta(camera_id="cam-big", line_id="line-1", object_name="screw",
-                                content_type="image/jpeg", width=256, height=192)
+    big_meta = build_frame_meta(
+        camera_id="cam-big", line_id="line-1", object_name="screw", content_type="image/jpeg", width=256, height=192
+    )
     big: Record = (b"cam-big", encode_image(big_image.astype(np.uint8)), frame_headers(big_meta))
     records: list[Record] = [(m.camera_id.encode(), data, frame_headers(m)) for m, data in small[:2]]
     records += [big] + [(m.camera_id.encode(), data, frame_headers(m)) for m, data in small[2:]]

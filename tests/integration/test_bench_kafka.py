@@ -1,4 +1,5 @@
 """`bench --through-kafka` end to end against the real broker and Redis (tiny model profile)."""
+
 from __future__ import annotations
 
 import pytest

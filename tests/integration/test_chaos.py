@@ -4,6 +4,7 @@ Each test runs one scenario of infra/chaos/scenarios.py (the report prints the s
 asserts on its row. The in-thread tests of tests/integration/test_worker_service.py cover the
 same code paths with gentler faults; here the worker is a process and dies without warning.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator

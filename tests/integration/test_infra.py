@@ -49,8 +49,7 @@ def create_topic(bootstrap: str, name: str, partitions: int = N_PARTITIONS) -> N
 
 def produce_keyed(bootstrap: str, topic: str, count: int, start: int = 0) -> list:
     """Send ``count`` keyed messages with headers; returns their RecordMetadata."""
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5,
-                             client_id="test-infra-producer")
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, client_id="test-infra-producer")
     try:
         futures = [
             producer.send(
@@ -185,7 +184,8 @@ def test_produce_and_consume_in_group_with_manual_commit(kafka_broker: KafkaBrok
         got = consume_exactly(consumer, 1)
         assert drain(consumer, seconds=1.0) == []
         assert [(r.value, r.partition, r.offset) for r in got] == [
-            (f"frame-{N_MESSAGES}".encode(), extra.partition, extra.offset)]
+            (f"frame-{N_MESSAGES}".encode(), extra.partition, extra.offset)
+        ]
         consumer.commit()
         tp = TopicPartition(topic, extra.partition)
         assert consumer.committed(tp) == extra.offset + 1 == consumer.end_offsets([tp])[tp]
@@ -218,8 +218,14 @@ def test_broker_restart_keeps_port_topics_and_data(kafka_broker_factory, topic_n
 
     # A producer that lives across the outage. kafka-python's default
     # reconnect_backoff_max_ms (30 s) would let it wait up to 30 s after the broker is back.
-    producer = KafkaProducer(bootstrap_servers=bs, acks="all", retries=100, retry_backoff_ms=200,
-                             request_timeout_ms=5000, reconnect_backoff_max_ms=1000)
+    producer = KafkaProducer(
+        bootstrap_servers=bs,
+        acks="all",
+        retries=100,
+        retry_backoff_ms=200,
+        request_timeout_ms=5000,
+        reconnect_backoff_max_ms=1000,
+    )
     try:
         producer.send(topic, key=b"line-0", value=b"before").get(timeout=30)
 
@@ -267,7 +273,8 @@ def test_broker_restart_keeps_port_topics_and_data(kafka_broker_factory, topic_n
     values = [r.value for r in records if r.partition == p0]
     assert values[-3:] == [b"before", b"after-restart", b"after-crash"]
     assert sorted(r.value for r in records if not r.value.startswith(b"frame-")) == sorted(
-        [b"before", b"after-restart", b"after-crash"])
+        [b"before", b"after-restart", b"after-crash"]
+    )
 
 
 @pytest.mark.slow
@@ -278,13 +285,16 @@ def test_extra_sasl_scram_listener(kafka_broker_factory, topic_names) -> None:
         scram_credentials=["SCRAM-SHA-256=[name=alice,password=alice-secret]"],
         extra_properties={
             "sasl.enabled.mechanisms": "SCRAM-SHA-256",
-            "listener.name.sasl.scram-sha-256.sasl.jaas.config":
-                "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+            "listener.name.sasl.scram-sha-256.sasl.jaas.config": "org.apache.kafka.common.security.scram.ScramLoginModule required;",
         },
     )
     assert broker.listener_port("SASL") not in (broker.port, broker.controller_port)
-    sasl = dict(bootstrap_servers=broker.listener_bootstrap("SASL"), security_protocol="SASL_PLAINTEXT",
-                sasl_mechanism="SCRAM-SHA-256", sasl_plain_username="alice")
+    sasl = dict(
+        bootstrap_servers=broker.listener_bootstrap("SASL"),
+        security_protocol="SASL_PLAINTEXT",
+        sasl_mechanism="SCRAM-SHA-256",
+        sasl_plain_username="alice",
+    )
     topic = topic_names("secure")
     admin = KafkaAdminClient(sasl_plain_password="alice-secret", **sasl)
     try:
@@ -364,7 +374,12 @@ def test_servers_cli_start_stop(tmp_path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     run = lambda *args: subprocess.run(  # noqa: E731
         [sys.executable, "-m", "infra.servers", *args, "--state-dir", str(state)],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     res = run("start")
     try:
         assert res.returncode == 0, res.stderr + res.stdout
@@ -376,8 +391,12 @@ def test_servers_cli_start_stop(tmp_path) -> None:
         admin.list_topics()
         admin.close()
         # shell-sourceable
-        out = subprocess.run(["bash", "-c", f'set -a; . "{state}/env"; echo "$LINEWATCH_REDIS__URL"'],
-                             capture_output=True, text=True, check=True).stdout.strip()
+        out = subprocess.run(
+            ["bash", "-c", f'set -a; . "{state}/env"; echo "$LINEWATCH_REDIS__URL"'],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         assert out == values["LINEWATCH_REDIS__URL"]
         assert run("status").returncode == 0
     finally:

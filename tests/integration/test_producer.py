@@ -1,5 +1,6 @@
 """The producer against the real Kafka broker (infra/): CLI run, refusal of oversize frames,
 clean stop on SIGINT. No mocks: messages are read back with a real consumer."""
+
 from __future__ import annotations
 
 import os
@@ -34,9 +35,7 @@ def _settings(kafka_broker, topic: str, **overrides) -> KafkaSettings:
 
 
 def _read_all(settings: KafkaSettings, topic: str, expected: int, timeout_s: float = 30.0) -> list:
-    consumer = build_consumer(
-        settings, topic, group_id=f"test-{uuid.uuid4().hex[:8]}", consumer_timeout_ms=1000
-    )
+    consumer = build_consumer(settings, topic, group_id=f"test-{uuid.uuid4().hex[:8]}", consumer_timeout_ms=1000)
     records: list = []
     deadline = time.monotonic() + timeout_s
     try:
@@ -66,8 +65,26 @@ def test_cli_synthetic_publishes_frames(kafka_broker, topic_names, monkeypatch, 
     monkeypatch.setenv("LINEWATCH_KAFKA__FRAMES_TOPIC", topic)
     monkeypatch.setenv("LINEWATCH_KAFKA__PARTITIONS", "2")
     code = main(
-        ["--source", "synthetic", "--limit", "20", "--camera", "cam-7", "--line", "line-3",
-         "--width", "320", "--height", "240", "--seed", "4", "--defect-rate", "0.3", "--log-level", "WARNING"]
+        [
+            "--source",
+            "synthetic",
+            "--limit",
+            "20",
+            "--camera",
+            "cam-7",
+            "--line",
+            "line-3",
+            "--width",
+            "320",
+            "--height",
+            "240",
+            "--seed",
+            "4",
+            "--defect-rate",
+            "0.3",
+            "--log-level",
+            "WARNING",
+        ]
     )
     assert code == 0
     assert "frames sent: 20, refused: 0, failed: 0" in capsys.readouterr().out
@@ -130,7 +147,9 @@ def test_oversize_frame_is_refused_by_the_topic_limit(kafka_broker, topic_names)
     with FramePublisher(settings, telemetry=telemetry) as publisher:
         assert publisher.topic_limit == 50000 and publisher.max_bytes == 50000
         with pytest.raises(FrameTooLargeError) as refused:
-            publisher.publish_array(noise, camera_id="cam-1", line_id="l", object_name="noise", content_type="image/png")
+            publisher.publish_array(
+                noise, camera_id="cam-1", line_id="l", object_name="noise", content_type="image/png"
+            )
         message = str(refused.value)
         assert refused.value.size > 50000 and refused.value.limit == 50000
         assert f"{refused.value.size:,} bytes" in message and "50,000 bytes" in message
@@ -151,7 +170,9 @@ def test_cli_reports_refusals_by_the_settings_limit(kafka_broker, topic_names, m
     monkeypatch.setenv("LINEWATCH_KAFKA__BOOTSTRAP_SERVERS", kafka_broker.bootstrap)
     monkeypatch.setenv("LINEWATCH_KAFKA__MAX_MESSAGE_BYTES", "20000")
     # 640x480 PNG frames of the noisy synthetic scene are far above 20 kB.
-    code = main(["--source", "synthetic", "--limit", "3", "--format", "png", "--topic", topic, "--log-level", "WARNING"])
+    code = main(
+        ["--source", "synthetic", "--limit", "3", "--format", "png", "--topic", topic, "--log-level", "WARNING"]
+    )
     captured = capsys.readouterr()
     assert code == 1
     assert "frames sent: 0, refused: 3, failed: 0" in captured.out
@@ -162,9 +183,28 @@ def test_sigint_stops_cleanly_after_flushing(kafka_broker, topic_names):
     topic = topic_names("sigint")
     env = dict(os.environ, LINEWATCH_KAFKA__BOOTSTRAP_SERVERS=kafka_broker.bootstrap, PYTHONUNBUFFERED="1")
     process = subprocess.Popen(
-        [sys.executable, "-m", "producer", "--source", "synthetic", "--fps", "20", "--topic", topic,
-         "--width", "160", "--height", "120", "--log-level", "INFO"],
-        cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "producer",
+            "--source",
+            "synthetic",
+            "--fps",
+            "20",
+            "--topic",
+            topic,
+            "--width",
+            "160",
+            "--height",
+            "120",
+            "--log-level",
+            "INFO",
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 60

@@ -1,5 +1,6 @@
 """RedisEmbeddingCache against a real redis-server (infra/): storage format, sharing between
 workers, password, corrupt entries, and Redis going away and coming back."""
+
 from __future__ import annotations
 
 import logging
@@ -54,8 +55,9 @@ def test_values_are_raw_little_endian_arrays_under_prefixed_keys(redis_server):
 
 def test_a_corrupt_entry_is_a_miss_not_a_crash(redis_server, caplog):
     settings = settings_for(redis_server)
-    raw_client(redis_server).hset(f"{settings.key_prefix}:emb:fp:clip-text:bad",
-                                  mapping={"dtype": "<f4", "shape": "10", "data": b"\x00\x01"})
+    raw_client(redis_server).hset(
+        f"{settings.key_prefix}:emb:fp:clip-text:bad", mapping={"dtype": "<f4", "shape": "10", "data": b"\x00\x01"}
+    )
     cache = RedisEmbeddingCache(settings)
     with caplog.at_level(logging.WARNING, logger="worker.inspection.redis_cache"):
         assert cache.get_many(["fp:clip-text:bad"]) == [None]
@@ -68,8 +70,12 @@ def test_password_from_settings(redis_server_factory):
     good = RedisEmbeddingCache(RedisSettings(url=url, password=SecretStr("s3cret"), key_prefix="pw"))
     assert good.check() and not good.degraded
     good.put_many({"fp:clip-text:p": np.ones(3, np.float32)})
-    assert RedisEmbeddingCache(RedisSettings(url=url, password=SecretStr("s3cret"), key_prefix="pw")).get_many(
-        ["fp:clip-text:p"])[0] is not None
+    assert (
+        RedisEmbeddingCache(RedisSettings(url=url, password=SecretStr("s3cret"), key_prefix="pw")).get_many(
+            ["fp:clip-text:p"]
+        )[0]
+        is not None
+    )
     wrong = RedisEmbeddingCache(RedisSettings(url=url, password=SecretStr("nope"), key_prefix="pw"))
     assert not wrong.check() and wrong.degraded
     missing = RedisEmbeddingCache(RedisSettings(url=url, key_prefix="pw"))
@@ -123,8 +129,9 @@ def test_the_inspector_asks_the_redis_cache_for_every_prompt(redis_server):
     def hook(hit, kind, layer):
         seen.append((hit, layer))
 
-    writer = build_inspector(ModelSettings(profile="tiny", foreground="none"),
-                             cache=RedisEmbeddingCache(settings, on_lookup=hook))
+    writer = build_inspector(
+        ModelSettings(profile="tiny", foreground="none"), cache=RedisEmbeddingCache(settings, on_lookup=hook)
+    )
     frame = Frame("f", np.full((200, 200, 3), 128, np.uint8), "metal nut")
     writer.inspect([frame])
     prompts = len(seen)
@@ -134,4 +141,4 @@ def test_the_inspector_asks_the_redis_cache_for_every_prompt(redis_server):
     reader = Inspector(writer.models, writer.settings, cache=RedisEmbeddingCache(settings, on_lookup=hook))
     calls = reader.text_encoder_calls
     reader.inspect([frame])  # another worker: every prompt from Redis, none encoded
-    assert seen[2 * prompts:] == [(True, "redis")] * prompts and reader.text_encoder_calls == calls
+    assert seen[2 * prompts :] == [(True, "redis")] * prompts and reader.text_encoder_calls == calls

@@ -5,6 +5,7 @@ One broker for the module has two SCRAM listeners: ``SASL`` (SASL_PLAINTEXT) and
 credentials or CA must be refused, the worker must say why it cannot connect, and no
 secret may reach the logs.
 """
+
 from __future__ import annotations
 
 import logging
@@ -52,7 +53,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 USER = "linewatch"
-PASSWORD = "scram-secret-7f3a9c"        # distinctive, so a leak into the logs is found
+PASSWORD = "scram-secret-7f3a9c"  # distinctive, so a leak into the logs is found
 WRONG_PASSWORD = "wrong-secret-51d0e2"
 REDIS_PASSWORD = "redis-secret-c4e81b"
 SECRETS = (PASSWORD, WRONG_PASSWORD, REDIS_PASSWORD)
@@ -100,8 +101,11 @@ def worker_settings(kafka: KafkaSettings, redis_url: str | None) -> LinewatchSet
     return LinewatchSettings(
         kafka=kafka,
         # a generous socket timeout: a slow, shared test machine must not look like a Redis outage
-        redis=RedisSettings(url=SecretStr(redis_url) if redis_url else None, key_prefix=f"sec-{uuid.uuid4().hex[:8]}",
-                            socket_timeout_s=5.0),
+        redis=RedisSettings(
+            url=SecretStr(redis_url) if redis_url else None,
+            key_prefix=f"sec-{uuid.uuid4().hex[:8]}",
+            socket_timeout_s=5.0,
+        ),
         models=ModelSettings(profile="tiny", foreground="none"),
         worker=WorkerSettings(worker_id="secure-worker", batch_max_frames=4, commit_interval_ms=200, heatmap_side=32),
         telemetry=TelemetrySettings(enabled=False),
@@ -145,9 +149,26 @@ def test_producer_cli_and_worker_with_scram_over_tls_and_redis_password(secure_k
     settings = worker_settings(kafka, redis_server.url)  # the Redis password travels in the URL
 
     produced = subprocess.run(
-        [sys.executable, "-m", "producer", "--source", "synthetic", "--limit", str(FRAMES),
-         "--width", "96", "--height", "64", "--log-level", "INFO"],
-        cwd=REPO_ROOT, env=producer_env(kafka), capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "producer",
+            "--source",
+            "synthetic",
+            "--limit",
+            str(FRAMES),
+            "--width",
+            "96",
+            "--height",
+            "64",
+            "--log-level",
+            "INFO",
+        ],
+        cwd=REPO_ROOT,
+        env=producer_env(kafka),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert produced.returncode == 0, produced.stdout + produced.stderr
     assert f"frames sent: {FRAMES}, refused: 0, failed: 0" in produced.stdout
@@ -211,7 +232,9 @@ def test_a_worker_with_a_wrong_password_says_why_and_retries_until_stopped(secur
     service = WorkerService(worker_settings(kafka, redis_url=None))
 
     def attempts() -> list[logging.LogRecord]:
-        return [r for r in caplog.records if r.name == "worker.stream.service" and "cannot reach Kafka" in r.getMessage()]
+        return [
+            r for r in caplog.records if r.name == "worker.stream.service" and "cannot reach Kafka" in r.getMessage()
+        ]
 
     with running(service, join_timeout_s=CONNECT_TIMEOUT_MS / 1000 + 20) as stop:
         wait_until(lambda: len(attempts()) >= 2, 120, "two failed connection attempts")
@@ -221,8 +244,12 @@ def test_a_worker_with_a_wrong_password_says_why_and_retries_until_stopped(secur
         stop()
     assert time.monotonic() - stopping < CONNECT_TIMEOUT_MS / 1000 + 10
     message = attempts()[0].getMessage()
-    for clue in (kafka.bootstrap_servers, "SASL_PLAINTEXT", f"refused the {SCRAM_MECHANISM} login of user '{USER}'",
-                 "LINEWATCH_KAFKA__SASL_PASSWORD"):
+    for clue in (
+        kafka.bootstrap_servers,
+        "SASL_PLAINTEXT",
+        f"refused the {SCRAM_MECHANISM} login of user '{USER}'",
+        "LINEWATCH_KAFKA__SASL_PASSWORD",
+    ):
         assert clue in message, f"{clue!r} missing from: {message}"
     assert_no_secret(caplog.text)
     good = kafka.model_copy(update={"sasl_password": SecretStr(PASSWORD)})
@@ -241,8 +268,11 @@ def test_the_embedding_cache_works_with_the_redis_password(redis_server_factory,
     caplog.set_level(logging.DEBUG, logger="worker.inspection.redis_cache")
     server = redis_server_factory(password=REDIS_PASSWORD)
     plain_url = f"redis://{server.host}:{server.port}/0"
-    fields = dict(url=SecretStr(server.url)) if password_in == "url" else dict(
-        url=SecretStr(plain_url), password=SecretStr(REDIS_PASSWORD))
+    fields = (
+        dict(url=SecretStr(server.url))
+        if password_in == "url"
+        else dict(url=SecretStr(plain_url), password=SecretStr(REDIS_PASSWORD))
+    )
     settings = RedisSettings(key_prefix=f"sec-{uuid.uuid4().hex[:8]}", **fields)
     writer = build_embedding_cache(settings)
     assert isinstance(writer, RedisEmbeddingCache) and not writer.degraded
@@ -267,9 +297,12 @@ def test_a_refused_redis_login_degrades_with_one_clear_warning(redis_server_fact
     caplog.set_level(logging.DEBUG, logger="worker.inspection.redis_cache")
     server = redis_server_factory(password=REDIS_PASSWORD)
     in_url, password = REDIS_LOGINS[login]
-    settings = RedisSettings(url=SecretStr(f"redis://{in_url}{server.host}:{server.port}/0"),
-                             password=SecretStr(password) if password else None,
-                             key_prefix=f"sec-{uuid.uuid4().hex[:8]}", retry_after_s=0.1)
+    settings = RedisSettings(
+        url=SecretStr(f"redis://{in_url}{server.host}:{server.port}/0"),
+        password=SecretStr(password) if password else None,
+        key_prefix=f"sec-{uuid.uuid4().hex[:8]}",
+        retry_after_s=0.1,
+    )
     cache = build_embedding_cache(settings)
     assert isinstance(cache, RedisEmbeddingCache) and cache.degraded
     value = np.ones(3, np.float32)

@@ -3,6 +3,7 @@
 Workers run in threads of this process (`WorkerService.run(stop_event)`), one in a
 subprocess to exercise `run_service` and SIGTERM. Every wait is bounded.
 """
+
 from __future__ import annotations
 
 import json
@@ -61,11 +62,22 @@ def make_settings(kafka_broker, redis_url: str | None, **worker) -> LinewatchSet
             group_id=f"test-workers-{tag}",
             partitions=PARTITIONS,
         ),
-        redis=RedisSettings(url=SecretStr(redis_url) if redis_url else None, key_prefix=f"test-{tag}",
-                            retry_after_s=1.0),
+        redis=RedisSettings(
+            url=SecretStr(redis_url) if redis_url else None, key_prefix=f"test-{tag}", retry_after_s=1.0
+        ),
         models=ModelSettings(profile="tiny", foreground="none"),
-        worker=WorkerSettings(**({"worker_id": "worker-1", "batch_max_frames": 4, "batch_max_wait_ms": 50,
-                                  "commit_interval_ms": 200, "heatmap_side": 32} | worker)),
+        worker=WorkerSettings(
+            **(
+                {
+                    "worker_id": "worker-1",
+                    "batch_max_frames": 4,
+                    "batch_max_wait_ms": 50,
+                    "commit_interval_ms": 200,
+                    "heatmap_side": 32,
+                }
+                | worker
+            )
+        ),
         telemetry=TelemetrySettings(enabled=False),
     )
 
@@ -81,8 +93,17 @@ def image(seed: int) -> np.ndarray:
 
 
 def good_frame(seed: int, object_name: str = "screw", **meta) -> tuple[FrameMeta, bytes]:
-    fields = dict(camera_id=f"cam-{seed % 8}", line_id="line-1", object_name=object_name,
-                  content_type="image/jpeg", width=WIDTH, height=HEIGHT) | meta
+    fields = (
+        dict(
+            camera_id=f"cam-{seed % 8}",
+            line_id="line-1",
+            object_name=object_name,
+            content_type="image/jpeg",
+            width=WIDTH,
+            height=HEIGHT,
+        )
+        | meta
+    )
     return build_frame_meta(**fields), encode_image(image(seed))
 
 
@@ -95,8 +116,13 @@ def publish(settings: LinewatchSettings, records: list[Record], partition: int |
     producer = build_producer(settings.kafka)
     try:
         for i, (key, value, headers) in enumerate(records):
-            producer.send(settings.kafka.frames_topic, key=key, value=value, headers=headers,
-                          partition=(i % PARTITIONS) if partition is None else partition)
+            producer.send(
+                settings.kafka.frames_topic,
+                key=key,
+                value=value,
+                headers=headers,
+                partition=(i % PARTITIONS) if partition is None else partition,
+            )
         producer.flush(timeout=30)
     finally:
         producer.close(timeout=5)
@@ -216,6 +242,7 @@ def test_two_workers_split_the_partitions_and_a_graceful_leave_loses_nothing(kaf
     second = WorkerService(with_worker(settings, worker_id="worker-b"), held)
     try:
         with running(first) as stop_first, running(second):
+
             def split() -> bool:
                 a, b = first.status().assigned_partitions, second.status().assigned_partitions
                 return bool(a) and bool(b) and len(set(a) | set(b)) == PARTITIONS and not set(a) & set(b)
@@ -227,16 +254,31 @@ def test_two_workers_split_the_partitions_and_a_graceful_leave_loses_nothing(kaf
             late = [good_frame(100 + i) for i in range(8)]
             sent = publish_frames(settings, early)
             assert held.called.wait(60), "worker-b never inspected a batch"
-            wait_until(lambda: first.status().counters.get("results_ok", 0)
-                       + first.status().counters.get("results_anomalous", 0) > 0, 120, "worker-a to publish")
+            wait_until(
+                lambda: (
+                    first.status().counters.get("results_ok", 0) + first.status().counters.get("results_anomalous", 0)
+                    > 0
+                ),
+                120,
+                "worker-a to publish",
+            )
             stop_first()  # graceful: finishes its frames, commits, leaves the group
-            wait_until(lambda: second.status().counters.get("dropped_on_revoke", 0) > dropped_before, 60,
-                       "worker-b to drop its unpublished frames on the revocation")
+            wait_until(
+                lambda: second.status().counters.get("dropped_on_revoke", 0) > dropped_before,
+                60,
+                "worker-b to drop its unpublished frames on the revocation",
+            )
             held.release.set()
             sent |= publish_frames(settings, late)
             results = read_results(settings, sent)
-            wait_until(lambda: set(second.status().assigned_partitions) == {
-                (settings.kafka.frames_topic, p) for p in range(PARTITIONS)}, 60, "worker-b to take over")
+            wait_until(
+                lambda: (
+                    set(second.status().assigned_partitions)
+                    == {(settings.kafka.frames_topic, p) for p in range(PARTITIONS)}
+                ),
+                60,
+                "worker-b to take over",
+            )
             wait_until(lambda: committed_total(settings) == len(sent), 60, "all offsets committed")
     finally:
         held.release.set()
@@ -470,8 +512,13 @@ def test_frames_continue_the_producers_trace_and_metrics_are_recorded(kafka_brok
     frame_span = next(span for span in spans if span.name == "linewatch.worker.frame")
     assert f"{frame_span.parent.span_id:016x}" == "ab" * 8
     text = telemetry.prometheus_text().decode()
-    for metric in ("linewatch_frames_processed", "linewatch_frame_latency", "linewatch_stage_duration",
-                   "linewatch_batch_size", "linewatch_cache_misses"):
+    for metric in (
+        "linewatch_frames_processed",
+        "linewatch_frame_latency",
+        "linewatch_stage_duration",
+        "linewatch_batch_size",
+        "linewatch_cache_misses",
+    ):
         assert metric in text, metric
     telemetry.shutdown()
 
@@ -514,8 +561,9 @@ def test_serve_in_a_subprocess_stops_cleanly_on_sigterm(kafka_broker, redis_serv
     }
     log_path = tmp_path / "worker.log"
     with open(log_path, "wb") as log:  # `linewatch-worker serve`
-        proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "serve"], cwd=REPO_ROOT, env=env,
-                                stdout=log, stderr=log)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "worker.cli", "serve"], cwd=REPO_ROOT, env=env, stdout=log, stderr=log
+        )
     try:
         sent = publish_frames(settings, [good_frame(i) for i in range(4)])
         results = read_results(settings, sent)

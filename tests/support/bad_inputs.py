@@ -1,4 +1,5 @@
 """Hostile frames for the bad-input and fuzz tests: tiny files whose header lies about their size."""
+
 from __future__ import annotations
 
 import struct

@@ -1,4 +1,5 @@
 """A real local HTTP server playing the MES webhook receiver in tests (stdlib http.server in a thread)."""
+
 from __future__ import annotations
 
 import json

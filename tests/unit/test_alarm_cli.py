@@ -1,4 +1,5 @@
 """`linewatch-worker alarms` argument handling and rules checking (no broker needed)."""
+
 from __future__ import annotations
 
 import argparse

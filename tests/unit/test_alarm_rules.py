@@ -1,4 +1,5 @@
 """Alarm rule engine and rules file: pure logic with a controlled clock."""
+
 from __future__ import annotations
 
 import textwrap
@@ -67,7 +68,9 @@ def engine(yaml_text: str, clock: FakeClock | None = None, **kw) -> RuleEngine:
     return RuleEngine(rules(yaml_text), clock=clock or FakeClock(), **kw)
 
 
-def feed(eng: RuleEngine, scores: list[float], start: int = 0, clock: FakeClock | None = None, **kw) -> list[AlarmEvent]:
+def feed(
+    eng: RuleEngine, scores: list[float], start: int = 0, clock: FakeClock | None = None, **kw
+) -> list[AlarmEvent]:
     out: list[AlarmEvent] = []
     for i, score in enumerate(scores, start):
         out += eng.observe(result(i, score, **kw), src(i))

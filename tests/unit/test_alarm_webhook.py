@@ -1,4 +1,5 @@
 """MES webhook delivery against a real local HTTP server: signature, retries with backoff, refusals."""
+
 from __future__ import annotations
 
 import hashlib
@@ -73,9 +74,7 @@ def test_signature_rejects_tampering_wrong_secret_and_stale_timestamps() -> None
 def test_fails_twice_then_accepts_with_backoff() -> None:
     attempts: list[tuple[int, int | None]] = []
     with MesServer(SECRET, script=[503, "drop"]) as mes:
-        outcome = client(mes.url).deliver(
-            BODY, "a-2", on_attempt=lambda n, status, _text: attempts.append((n, status))
-        )
+        outcome = client(mes.url).deliver(BODY, "a-2", on_attempt=lambda n, status, _text: attempts.append((n, status)))
         got = mes.wait_for(3)
     assert outcome.delivered and outcome.attempts == 3
     assert attempts == [(1, 503), (2, None), (3, 200)]  # the dropped connection counts as a failure

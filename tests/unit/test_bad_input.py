@@ -7,6 +7,7 @@ This is the one place for the rejection reasons; tests/integration/test_bad_inpu
 the way of a rejection through a real worker to the DLQ, tests/unit/test_fuzz_decoding.py that
 nothing else escapes on arbitrary input.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,17 @@ from worker.stream.intake import Rejected, decode_frame, parse_meta
 
 LIMITS = WorkerSettings()  # the worker's default limits
 HEIGHT, WIDTH = 48, 64
-META = dict(schema_version=1, frame_id="f-1", camera_id="cam-1", line_id="line-1", object_name="screw",
-            captured_at="2024-05-01T12:00:00Z", content_type="image/jpeg", width=WIDTH, height=HEIGHT)
+META = dict(
+    schema_version=1,
+    frame_id="f-1",
+    camera_id="cam-1",
+    line_id="line-1",
+    object_name="screw",
+    captured_at="2024-05-01T12:00:00Z",
+    content_type="image/jpeg",
+    width=WIDTH,
+    height=HEIGHT,
+)
 
 
 def image() -> np.ndarray:
@@ -65,6 +75,7 @@ def header(**update) -> list[tuple[str, bytes]]:
 @pytest.fixture
 def no_pixel_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fail if PIL starts decoding pixels (allocating the pixel buffer) at all."""
+
     def load(self):
         raise AssertionError(f"pixels of a {self.size[0]}x{self.size[1]} image were decoded")
 
@@ -106,38 +117,67 @@ def _png() -> bytes:
 PNG = {"content_type": "image/png"}
 TOO_MANY = "ImageDecodeError.too_many_pixels"
 BAD_PAYLOADS = {
-    "truncated-jpeg": BadPayload(lambda: _jpeg()[: len(_jpeg()) // 2], "ImageDecodeError.undecodable",
-                                 lambda _: ["JPEG", "truncated"]),
-    "truncated-png": BadPayload(lambda: _png()[: len(_png()) // 2], "ImageDecodeError.undecodable",
-                                lambda _: ["truncated"], meta=PNG),
-    "jpeg-cut-inside-its-header": BadPayload(lambda: _jpeg()[:20], "ImageDecodeError.undecodable",
-                                             lambda _: ["JPEG header"]),
-    "random-bytes": BadPayload(lambda: np.random.default_rng(1).bytes(4096), "ImageDecodeError.undecodable",
-                               lambda noise: ["not a JPEG or PNG", noise[:8].hex()]),
+    "truncated-jpeg": BadPayload(
+        lambda: _jpeg()[: len(_jpeg()) // 2], "ImageDecodeError.undecodable", lambda _: ["JPEG", "truncated"]
+    ),
+    "truncated-png": BadPayload(
+        lambda: _png()[: len(_png()) // 2], "ImageDecodeError.undecodable", lambda _: ["truncated"], meta=PNG
+    ),
+    "jpeg-cut-inside-its-header": BadPayload(
+        lambda: _jpeg()[:20], "ImageDecodeError.undecodable", lambda _: ["JPEG header"]
+    ),
+    "random-bytes": BadPayload(
+        lambda: np.random.default_rng(1).bytes(4096),
+        "ImageDecodeError.undecodable",
+        lambda noise: ["not a JPEG or PNG", noise[:8].hex()],
+    ),
     "empty": BadPayload(lambda: b"", "ImageDecodeError.empty", lambda _: ["empty"]),
     "tombstone": BadPayload(lambda: None, "ImageDecodeError.empty", lambda _: ["empty"]),
     "png-decompression-bomb": BadPayload(
-        lambda: png_claiming(50_000, 50_000), TOO_MANY,
+        lambda: png_claiming(50_000, 50_000),
+        TOO_MANY,
         lambda _: ["50000x50000", f"limit is {LIMITS.max_frame_pixels}"],
-        meta=PNG | {"width": 50_000, "height": 50_000}, before_decoding=True),
+        meta=PNG | {"width": 50_000, "height": 50_000},
+        before_decoding=True,
+    ),
     "jpeg-claiming-huge-dimensions": BadPayload(
-        lambda: jpeg_claiming(65_000, 60_000), TOO_MANY, lambda _: ["65000x60000", str(LIMITS.max_frame_pixels)],
-        meta={"width": 65_000, "height": 60_000}, before_decoding=True),
+        lambda: jpeg_claiming(65_000, 60_000),
+        TOO_MANY,
+        lambda _: ["65000x60000", str(LIMITS.max_frame_pixels)],
+        meta={"width": 65_000, "height": 60_000},
+        before_decoding=True,
+    ),
     # 100 M pixels: above PIL's built-in MAX_IMAGE_PIXELS (89 M) but the message still names our limit
     "the-configured-pixel-limit-not-pils": BadPayload(
-        lambda: png_claiming(10_000, 10_000), TOO_MANY, lambda _: ["10000x10000", "limit is 50000000"],
-        meta=PNG, limits={"max_pixels": 50_000_000}, before_decoding=True),
+        lambda: png_claiming(10_000, 10_000),
+        TOO_MANY,
+        lambda _: ["10000x10000", "limit is 50000000"],
+        meta=PNG,
+        limits={"max_pixels": 50_000_000},
+        before_decoding=True,
+    ),
     "a-real-frame-over-the-pixel-limit": BadPayload(
-        _jpeg, TOO_MANY, lambda _: [f"{WIDTH}x{HEIGHT}", f"limit is {WIDTH * HEIGHT - 1}"],
-        limits={"max_pixels": WIDTH * HEIGHT - 1}),
+        _jpeg,
+        TOO_MANY,
+        lambda _: [f"{WIDTH}x{HEIGHT}", f"limit is {WIDTH * HEIGHT - 1}"],
+        limits={"max_pixels": WIDTH * HEIGHT - 1},
+    ),
     "over-the-byte-limit": BadPayload(
-        _jpeg, "ImageDecodeError.too_large", lambda jpeg: [f"{len(jpeg)} bytes", f"limit is {len(jpeg) - 1}"],
-        limits={"max_bytes": len(_jpeg()) - 1}, before_decoding=True),
-    "png-under-a-jpeg-header": BadPayload(_png, "ImageDecodeError.content_type",
-                                          lambda _: ["payload is PNG", "image/jpeg"]),
+        _jpeg,
+        "ImageDecodeError.too_large",
+        lambda jpeg: [f"{len(jpeg)} bytes", f"limit is {len(jpeg) - 1}"],
+        limits={"max_bytes": len(_jpeg()) - 1},
+        before_decoding=True,
+    ),
+    "png-under-a-jpeg-header": BadPayload(
+        _png, "ImageDecodeError.content_type", lambda _: ["payload is PNG", "image/jpeg"]
+    ),
     "pixels-disagree-with-the-announced-size": BadPayload(
-        _jpeg, "SizeMismatch", lambda _: [f"image is {WIDTH}x{HEIGHT}", f"header says {WIDTH * 2}x{HEIGHT}"],
-        meta={"width": WIDTH * 2}),
+        _jpeg,
+        "SizeMismatch",
+        lambda _: [f"image is {WIDTH}x{HEIGHT}", f"header says {WIDTH * 2}x{HEIGHT}"],
+        meta={"width": WIDTH * 2},
+    ),
 }
 
 
@@ -165,40 +205,77 @@ def test_unknown_content_type_in_the_codec():
 # ----------------------------------------------------------------------------- the lw-frame header
 
 
-MISSING = [f"{name}: Field required" for name in
-           ("camera_id", "line_id", "object_name", "captured_at", "content_type", "width", "height")]
+MISSING = [
+    f"{name}: Field required"
+    for name in ("camera_id", "line_id", "object_name", "captured_at", "content_type", "width", "height")
+]
 BAD_HEADERS = {
     # names are case-sensitive: "LW-FRAME" is not the frame header
     "missing": ([("traceparent", b"00-abc"), ("LW-FRAME", json.dumps(META).encode())], "MissingHeader", [FRAME_HEADER]),
     "no-headers-at-all": ([], "MissingHeader", [FRAME_HEADER]),
     "not-json": ([(FRAME_HEADER, b'{"frame_id": "x", "camera_id": ')], "InvalidHeader", ["Invalid JSON"]),
     "not-utf8": ([(FRAME_HEADER, b'{"frame_id": "\xff\xfe"}')], "InvalidHeader", ["not UTF-8", "byte 14"]),
-    **{f"json-{kind}-not-an-object": ([(FRAME_HEADER, value)], "InvalidHeader",
-                                      ["Input should be an object", f"(got {got})"])
-       for kind, value, got in [("list", b"[1, 2]", "[1, 2]"), ("number", b"42", "42"), ("null", b"null", "None"),
-                                ("string", b'"lw"', "'lw'")]},
+    **{
+        f"json-{kind}-not-an-object": (
+            [(FRAME_HEADER, value)],
+            "InvalidHeader",
+            ["Input should be an object", f"(got {got})"],
+        )
+        for kind, value, got in [
+            ("list", b"[1, 2]", "[1, 2]"),
+            ("number", b"42", "42"),
+            ("null", b"null", "None"),
+            ("string", b'"lw"', "'lw'"),
+        ]
+    },
     "empty": ([(FRAME_HEADER, b"")], "InvalidHeader", ["header is empty"]),
     "blank": ([(FRAME_HEADER, b"   ")], "InvalidHeader", ["header is empty"]),
     "wrong-schema-version": (header(schema_version=2), "InvalidHeader", ["schema_version: Input should be 1 (got 2)"]),
-    "duplicate-is-ambiguous": ([header()[0], ("traceparent", b"x"), header()[0]], "InvalidHeader",
-                               [f"2 {FRAME_HEADER} headers"]),
-    "object-name-empty": (header(object_name=""), "InvalidHeader",
-                          ["object_name: String should have at least 1 character"]),
-    "object-name-blank": (header(object_name="   "), "InvalidHeader",
-                          ["object_name: Value error, object_name must be printable text and not blank"]),
+    "duplicate-is-ambiguous": (
+        [header()[0], ("traceparent", b"x"), header()[0]],
+        "InvalidHeader",
+        [f"2 {FRAME_HEADER} headers"],
+    ),
+    "object-name-empty": (
+        header(object_name=""),
+        "InvalidHeader",
+        ["object_name: String should have at least 1 character"],
+    ),
+    "object-name-blank": (
+        header(object_name="   "),
+        "InvalidHeader",
+        ["object_name: Value error, object_name must be printable text and not blank"],
+    ),
     # quoted shortened: repr() adds the quotes
-    "object-name-10kB": (header(object_name="x" * 10_240), "InvalidHeader",
-                         ["object_name: String should have at most 100 characters", "(10242 chars)"]),
-    "object-name-control-characters": (header(object_name="screw\nINFO forged log line"), "InvalidHeader",
-                                       ["object_name must be printable"]),
-    **{f"{name}-control-characters": (header(**{name: "cam\r\n1"}), "InvalidHeader",
-                                      [f"{name}: Value error, must be printable"])
-       for name in ("frame_id", "camera_id", "line_id")},
-    "unknown-content-type": (header(content_type="image/gif"), "InvalidHeader",
-                             ["content_type: Input should be 'image/jpeg' or 'image/png' (got 'image/gif')"]),
+    "object-name-10kB": (
+        header(object_name="x" * 10_240),
+        "InvalidHeader",
+        ["object_name: String should have at most 100 characters", "(10242 chars)"],
+    ),
+    "object-name-control-characters": (
+        header(object_name="screw\nINFO forged log line"),
+        "InvalidHeader",
+        ["object_name must be printable"],
+    ),
+    **{
+        f"{name}-control-characters": (
+            header(**{name: "cam\r\n1"}),
+            "InvalidHeader",
+            [f"{name}: Value error, must be printable"],
+        )
+        for name in ("frame_id", "camera_id", "line_id")
+    },
+    "unknown-content-type": (
+        header(content_type="image/gif"),
+        "InvalidHeader",
+        ["content_type: Input should be 'image/jpeg' or 'image/png' (got 'image/gif')"],
+    ),
     "zero-width": (header(width=0), "InvalidHeader", ["width: Input should be greater than 0 (got 0)"]),
-    "huge-height": (header(height=70_000), "InvalidHeader",
-                    ["height: Input should be less than or equal to 65535 (got 70000)"]),
+    "huge-height": (
+        header(height=70_000),
+        "InvalidHeader",
+        ["height: Input should be less than or equal to 65535 (got 70000)"],
+    ),
     "naive-time": (header(captured_at="2024-05-01T12:00:00"), "InvalidHeader", ["captured_at must carry a timezone"]),
     "bad-time": (header(captured_at="yesterday"), "InvalidHeader", ["captured_at: Input should be a valid datetime"]),
     "extra-field": (header(extra=1), "InvalidHeader", ["extra: Extra inputs are not permitted"]),

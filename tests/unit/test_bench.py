@@ -1,4 +1,5 @@
 """The benchmark helpers shared by `bench` and `bench --through-kafka`."""
+
 import numpy as np
 import pytest
 
@@ -29,8 +30,16 @@ class CountingInspector:
         self.calls.append(len(frames))
         if self.clock is not None:
             self.clock.now += (10 + 5 * len(frames)) / 1000
-        return [Inspection(f.frame_id, 0.0, np.zeros((2, 2), np.float32), np.ones((2, 2), bool),
-                           timings_ms={"pixel_map": 2.0, "tiling": 1.0}) for f in frames]
+        return [
+            Inspection(
+                f.frame_id,
+                0.0,
+                np.zeros((2, 2), np.float32),
+                np.ones((2, 2), bool),
+                timings_ms={"pixel_map": 2.0, "tiling": 1.0},
+            )
+            for f in frames
+        ]
 
 
 @pytest.fixture
@@ -53,8 +62,13 @@ def test_run_batches_cuts_batches_and_times_them(clock):
     assert inspector.calls == [4, 4, 2]
     # batches of 30, 30 and 20 ms: 80 ms for 10 frames; each frame's latency is its batch's time
     assert report == {
-        "frames": 10, "batch": 4, "wall_s": 0.08, "frames_per_s": 125.0, "ms_per_frame": 8.0,
-        "latency_ms_p50": 30.0, "latency_ms_p95": 30.0,
+        "frames": 10,
+        "batch": 4,
+        "wall_s": 0.08,
+        "frames_per_s": 125.0,
+        "ms_per_frame": 8.0,
+        "latency_ms_p50": 30.0,
+        "latency_ms_p95": 30.0,
         "stage_ms_per_frame": {"pixel_map": 2.0, "tiling": 1.0},
     }
     assert run_batches(CountingInspector(clock), frames[:2], 1)["latency_ms_p50"] == 15.0

@@ -1,4 +1,5 @@
 """Checkpoint's rebalance bookkeeping (no consumer attached: nothing is sent anywhere)."""
+
 from __future__ import annotations
 
 from kafka import TopicPartition

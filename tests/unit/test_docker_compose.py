@@ -1,6 +1,7 @@
 """Static checks of docker/ (no Docker engine here): the compose file, the Dockerfiles, the
 collector config. Every LINEWATCH_* variable must be a real settings field, every command
 must parse with the real entry point's argument parser."""
+
 from __future__ import annotations
 
 import argparse
@@ -159,7 +160,9 @@ def test_depends_on_names_real_services_with_healthchecks(compose: dict[str, Any
         for other, spec in depends.items():
             assert other in services, f"{name} depends on unknown {other}"
             if spec.get("condition") == "service_healthy":
-                assert "healthcheck" in services[other], f"{name} waits for {other} to be healthy: it has no healthcheck"
+                assert "healthcheck" in services[other], (
+                    f"{name} waits for {other} to be healthy: it has no healthcheck"
+                )
 
 
 def test_workers_reserve_a_gpu_and_mount_models_read_only(compose: dict[str, Any]) -> None:
@@ -258,7 +261,9 @@ def _check_command(where: str, argv: list[str]) -> None:
     if argv[:2] == ["tini", "--"]:
         argv = argv[2:]
     scripts = _scripts()
-    assert argv and argv[0] in scripts, f"{where}: {argv[:1]} is not a console script of pyproject.toml ({list(scripts)})"
+    assert argv and argv[0] in scripts, (
+        f"{where}: {argv[:1]} is not a console script of pyproject.toml ({list(scripts)})"
+    )
     module_name, _, func = scripts[argv[0]].partition(":")
     module = importlib.import_module(module_name)
     assert callable(getattr(module, func, None)), f"{where}: {scripts[argv[0]]} does not exist"
@@ -332,8 +337,11 @@ def pip_installed_names(instructions: list[tuple[str, str]]) -> set[str]:
         for step in re.split(r"&&|;", rest):
             words = shlex.split(step)
             if words[:2] == ["pip", "install"]:
-                names |= {re.split(r"[<>=\[]", w)[0].lower() for w in words[2:]
-                          if not w.startswith(("-", ".", "$", '"')) and "://" not in w}
+                names |= {
+                    re.split(r"[<>=\[]", w)[0].lower()
+                    for w in words[2:]
+                    if not w.startswith(("-", ".", "$", '"')) and "://" not in w
+                }
     return names
 
 
@@ -422,12 +430,19 @@ def test_the_cpu_image_commands_import_nothing_of_the_worker_extra(compose: dict
         assert module.startswith(CPU_IMAGE_PACKAGES), f"{entry[0]} ({module}) runs code outside {CPU_IMAGE_PACKAGES}"
 
     worker_extra = {_requirement_name(r).replace("_", "-") for r in _extras()["worker"]}
-    modules = sorted(module for module, dists in packages_distributions().items()
-                     if any(d.lower().replace("_", "-") in worker_extra for d in dists))
+    modules = sorted(
+        module
+        for module, dists in packages_distributions().items()
+        if any(d.lower().replace("_", "-") in worker_extra for d in dists)
+    )
     assert {"torch", "transformers", "onnxruntime"} <= set(modules)
-    probe = subprocess.run([sys.executable, "-c", _BLOCK_AND_IMPORT, json.dumps(modules),
-                            json.dumps(list(CPU_IMAGE_PACKAGES))], cwd=REPO, capture_output=True, text=True,
-                           timeout=120)
+    probe = subprocess.run(
+        [sys.executable, "-c", _BLOCK_AND_IMPORT, json.dumps(modules), json.dumps(list(CPU_IMAGE_PACKAGES))],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert probe.returncode == 0, probe.stderr[-3000:]
 
 

@@ -1,4 +1,5 @@
 """Dataset readers of the evaluation harness, on synthetic trees."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator

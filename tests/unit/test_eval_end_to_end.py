@@ -5,6 +5,7 @@ colour, so the metrics are known (image AUROC 1). The `slow` tests run the
 real Inspector with the tiny random-weight profile (scores meaningless) and
 check the outputs exist and parse.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -106,8 +107,20 @@ def test_mvtec_end_to_end_with_known_answers(mvtec_root, tmp_path, capsys):
 
 def test_visa_end_to_end_prints_the_seed_reference(visa_root, tmp_path, capsys):
     out = tmp_path / "out"
-    code, inspector = run_fake(["--dataset", "visa", "--root", str(visa_root), "--out", str(out), "--worst", "1",
-                                "--categories", "candle,pcb1"])
+    code, inspector = run_fake(
+        [
+            "--dataset",
+            "visa",
+            "--root",
+            str(visa_root),
+            "--out",
+            str(out),
+            "--worst",
+            "1",
+            "--categories",
+            "candle,pcb1",
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "Sample-level F1-max (seed Table 1)" in printed and "Pixel-level F1-max (seed Table 2)" in printed
@@ -123,8 +136,22 @@ def test_visa_end_to_end_prints_the_seed_reference(visa_root, tmp_path, capsys):
 
 def test_limit_and_object_name_override(mvtec_root, tmp_path):
     out = tmp_path / "out"
-    code, inspector = run_fake(["--dataset", "mvtec", "--root", str(mvtec_root), "--out", str(out),
-                                "--limit", "4", "--object-name", "widget", "--worst", "0"])
+    code, inspector = run_fake(
+        [
+            "--dataset",
+            "mvtec",
+            "--root",
+            str(mvtec_root),
+            "--out",
+            str(out),
+            "--limit",
+            "4",
+            "--object-name",
+            "widget",
+            "--worst",
+            "0",
+        ]
+    )
     assert code == 0
     results = json.loads((out / "results.json").read_text())
     for record in results["categories"].values():
@@ -145,8 +172,9 @@ def test_folder_without_masks_reports_image_metrics_only(tmp_path, capsys):
     assert pixel_row.split()[-2:] == ["n/a", "n/a"]
 
 
-@pytest.mark.parametrize(("kind", "expected"), [("mvtec", "test/good"), ("visa", "split_csv/1cls.csv"),
-                                                ("folder", "good")])
+@pytest.mark.parametrize(
+    ("kind", "expected"), [("mvtec", "test/good"), ("visa", "split_csv/1cls.csv"), ("folder", "good")]
+)
 def test_wrong_root_gives_a_clear_error(tmp_path, capsys, kind, expected):
     code, inspector = run_fake(["--dataset", kind, "--root", str(tmp_path), "--out", str(tmp_path / "out")])
     assert code == 2
@@ -198,8 +226,10 @@ def test_reference_mean_is_the_published_one_for_all_twelve_categories():
     from worker.eval.report import reference_tables
     from worker.eval.runner import CategoryResult
 
-    results = [CategoryResult(c, c, 2, 1, 1, 2, 0, ImageMetrics(1.0, 1.0, 0.5), PixelMetrics(0.5, 0.5, 0.25, 0.5),
-                              0.0, []) for c in VISA_CATEGORIES]
+    results = [
+        CategoryResult(c, c, 2, 1, 1, 2, 0, ImageMetrics(1.0, 1.0, 0.5), PixelMetrics(0.5, 0.5, 0.25, 0.5), 0.0, [])
+        for c in VISA_CATEGORIES
+    ]
     text = reference_tables(results)
     assert "Mean*" not in text
     lines = [line for line in text.splitlines() if line.startswith("WinCLIP")]
@@ -225,8 +255,25 @@ def tiny_without_isnet_file(monkeypatch):
 def test_tiny_profile_end_to_end(dataset, mvtec_root, visa_root, tmp_path, capsys, tiny_without_isnet_file):
     root = mvtec_root if dataset == "mvtec" else visa_root
     out = tmp_path / "out"
-    code = run_eval(parse(["--dataset", dataset, "--root", str(root), "--profile", "tiny", "--limit", "4",
-                           "--worst", "1", "--out", str(out), "--no-progress"]))
+    code = run_eval(
+        parse(
+            [
+                "--dataset",
+                dataset,
+                "--root",
+                str(root),
+                "--profile",
+                "tiny",
+                "--limit",
+                "4",
+                "--worst",
+                "1",
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "Mean" in printed and "meaningless" in printed

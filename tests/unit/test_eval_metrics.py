@@ -1,4 +1,5 @@
 """Evaluation metrics against scikit-learn and hand-computed cases."""
+
 from __future__ import annotations
 
 import math
@@ -25,8 +26,9 @@ from worker.eval.metrics import (
 
 def sklearn_f1_max(labels: np.ndarray, scores: np.ndarray) -> float:
     precision, recall, _ = precision_recall_curve(labels, scores)
-    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(precision),
-                   where=(precision + recall) > 0)
+    f1 = np.divide(
+        2 * precision * recall, precision + recall, out=np.zeros_like(precision), where=(precision + recall) > 0
+    )
     return float(f1.max())
 
 

@@ -8,6 +8,7 @@ serialises again). Each test also checks that both outcomes were actually reache
 
 Runs are derandomized and use no example database, so CI sees the same cases every time.
 """
+
 from __future__ import annotations
 
 import io
@@ -27,12 +28,18 @@ from tests.support.bad_inputs import jpeg_claiming, png_claiming
 from worker.stream.intake import Consumed, Rejected, decode_frame, is_stale, parse_meta
 
 EXAMPLES = 1500  # per test; six tests
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 MAX_BYTES = 1_000_000
 PIXEL_LIMITS = [1, 64, 4096, 1_000_000]  # small enough that a lying header can never cost real memory
-DECODE_ERRORS = {f"ImageDecodeError.{reason}" for reason in ("empty", "too_large", "content_type",
-                                                              "too_many_pixels", "undecodable")} | {"SizeMismatch"}
+DECODE_ERRORS = {
+    f"ImageDecodeError.{reason}" for reason in ("empty", "too_large", "content_type", "too_many_pixels", "undecodable")
+} | {"SizeMismatch"}
 HEADER_ERRORS = {"MissingHeader", "InvalidHeader"}
 
 
@@ -58,8 +65,17 @@ def _seed_images() -> list[tuple[bytes, str, tuple[int, int]]]:
 
 
 SEEDS = _seed_images()
-VALID_META = dict(schema_version=1, frame_id="f-1", camera_id="cam-1", line_id="line-1", object_name="screw",
-                  captured_at="2024-05-01T12:00:00Z", content_type="image/jpeg", width=16, height=12)
+VALID_META = dict(
+    schema_version=1,
+    frame_id="f-1",
+    camera_id="cam-1",
+    line_id="line-1",
+    object_name="screw",
+    captured_at="2024-05-01T12:00:00Z",
+    content_type="image/jpeg",
+    width=16,
+    height=12,
+)
 
 
 # ----------------------------------------------------------------------------- strategies
@@ -90,12 +106,34 @@ def mutated(draw: st.DrawFn, seeds: list[bytes]) -> bytes:
 
 
 json_leaves = (
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
-    | st.sampled_from(["", " ", "image/png", "image/jpeg", "2024-05-01T12:00:00Z", "0001-01-01T00:00:00+14:00",
-                       "9999-12-31T23:59:59-23:59", "x" * 10_000, 65535, 65536, 0, -1, 2**64, 1.5, True])
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(max_size=20)
+    | st.sampled_from(
+        [
+            "",
+            " ",
+            "image/png",
+            "image/jpeg",
+            "2024-05-01T12:00:00Z",
+            "0001-01-01T00:00:00+14:00",
+            "9999-12-31T23:59:59-23:59",
+            "x" * 10_000,
+            65535,
+            65536,
+            0,
+            -1,
+            2**64,
+            1.5,
+            True,
+        ]
+    )
 )
 json_values = st.recursive(
-    json_leaves, lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    json_leaves,
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
     max_leaves=8,
 )
 
@@ -113,7 +151,9 @@ def meta_like_json(draw: st.DrawFn) -> bytes:
     return json.dumps(fields).encode()
 
 
-header_keys = st.sampled_from([FRAME_HEADER, "traceparent", "LW-FRAME", "lw-frame ", ERROR_HEADER]) | st.text(max_size=12)
+header_keys = st.sampled_from([FRAME_HEADER, "traceparent", "LW-FRAME", "lw-frame ", ERROR_HEADER]) | st.text(
+    max_size=12
+)
 random_headers = st.lists(st.tuples(header_keys, st.binary(max_size=300)), max_size=6)
 
 
@@ -139,8 +179,14 @@ def frames(draw: st.DrawFn) -> tuple[FrameMeta, bytes | None]:
 def assert_dead_letterable(error: Rejected) -> None:
     """A rejection always becomes a dead letter whose lw-error says the same."""
     message = Consumed(topic="frames", partition=0, offset=7, key=b"cam-1", value=b"v", headers=[])
-    lw_error = dead_letter_error(error.stage, error.error_type, error.message, worker_id="w",
-                                 source=message.source, now=datetime(2024, 5, 1, tzinfo=timezone.utc))
+    lw_error = dead_letter_error(
+        error.stage,
+        error.error_type,
+        error.message,
+        worker_id="w",
+        source=message.source,
+        now=datetime(2024, 5, 1, tzinfo=timezone.utc),
+    )
     _, _, headers = dead_letter_record(message.key, message.value, message.headers, lw_error, MAX_BYTES)
     parsed = DeadLetterError.model_validate_json(dict(headers)[ERROR_HEADER])
     assert (parsed.stage, parsed.error_type) == (error.stage, error.error_type) and parsed.message
@@ -176,6 +222,7 @@ def header_outcome(headers: list[tuple[str, bytes]]) -> str:
 
 def test_frame_decoder_on_random_and_mutated_payloads():
     outcomes: Counter = Counter()
+
     @FUZZ
     @given(frame=frames(), max_pixels=st.sampled_from(PIXEL_LIMITS))
     def check(frame: tuple[FrameMeta, bytes | None], max_pixels: int) -> None:
@@ -204,9 +251,11 @@ def test_frame_decoder_on_mutated_images_announced_truthfully():
 
 def test_decode_image_without_a_content_type():
     outcomes: Counter = Counter()
+
     @FUZZ
-    @given(payload=mutated([s for s, _, _ in SEEDS]) | st.binary(max_size=1024),
-           max_pixels=st.sampled_from(PIXEL_LIMITS))
+    @given(
+        payload=mutated([s for s, _, _ in SEEDS]) | st.binary(max_size=1024), max_pixels=st.sampled_from(PIXEL_LIMITS)
+    )
     def check(payload: bytes, max_pixels: int) -> None:
         try:
             rgb = decode_image(payload, max_bytes=MAX_BYTES, max_pixels=max_pixels)
@@ -242,9 +291,12 @@ def test_header_parser_on_random_header_lists():
 
 def test_header_parser_on_arbitrary_json():
     outcomes: Counter = Counter()
+
     @FUZZ
-    @given(value=meta_like_json() | json_values.map(lambda v: json.dumps(v).encode()),
-           noise=random_headers.map(lambda hs: [(k, v) for k, v in hs if k != FRAME_HEADER]))
+    @given(
+        value=meta_like_json() | json_values.map(lambda v: json.dumps(v).encode()),
+        noise=random_headers.map(lambda hs: [(k, v) for k, v in hs if k != FRAME_HEADER]),
+    )
     def check(value: bytes, noise: list) -> None:
         outcomes[header_outcome([*noise, (FRAME_HEADER, value)])] += 1
 

@@ -1,4 +1,5 @@
 """Health server over real HTTP on a free port."""
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """The whole Inspector on synthetic frames with the tiny profile (mechanics, not accuracy)."""
+
 import json
 import subprocess
 import sys
@@ -34,9 +35,13 @@ def test_end_to_end_one_instance_per_object(inspector):
     assert len(inspection.instances) == 3  # IS-Net finds each part; tiny SAM's random masks do not change that
     for obj_mask in scene.object_masks:
         ys, xs = np.nonzero(obj_mask)
-        assert any(i.box[0] <= xs.mean() <= i.box[0] + i.box[2] and i.box[1] <= ys.mean() <= i.box[1] + i.box[3]
-                   for i in inspection.instances)
-    assert {"foreground_isnet", "foreground_sam", "tiling", "tile_score", "pixel_map", "aggregate"} <= set(inspection.timings_ms)
+        assert any(
+            i.box[0] <= xs.mean() <= i.box[0] + i.box[2] and i.box[1] <= ys.mean() <= i.box[1] + i.box[3]
+            for i in inspection.instances
+        )
+    assert {"foreground_isnet", "foreground_sam", "tiling", "tile_score", "pixel_map", "aggregate"} <= set(
+        inspection.timings_ms
+    )
 
 
 def test_batch_matches_single_frames_and_mixes_objects(inspector):
@@ -74,15 +79,23 @@ def test_every_prompt_lookup_reaches_the_one_cache_layer(inspector):
     first = seen[:]
     assert len(first) == prompts and {kind for _, kind, _ in first} == {"clip-text", "clipseg-text"}
     counting.inspect(_frames(1, size=(200, 200)))  # warm: still seen by the hook, now as hits
-    again = seen[len(first):]
+    again = seen[len(first) :]
     assert len(again) == prompts and all(hit and layer == "lru" for hit, _, layer in again)
 
 
 def test_result_message_round_trips(inspector):
     scene = make_synthetic_scene(seed=5, size=(240, 320))
     (inspection,) = inspector.inspect([Frame("r", scene.image, "metal nut")])
-    meta = FrameMeta(frame_id="r", camera_id="cam", line_id="l1", object_name="metal nut", captured_at=utc_now(),
-                     content_type="image/png", width=320, height=240)
+    meta = FrameMeta(
+        frame_id="r",
+        camera_id="cam",
+        line_id="l1",
+        object_name="metal nut",
+        captured_at=utc_now(),
+        content_type="image/png",
+        width=320,
+        height=240,
+    )
     worker = WorkerSettings(threshold=0.3, pixel_threshold=0.2)
     result = build_result(meta, inspection, versions=inspector.versions, worker_settings=worker, worker_id="w1")
     parsed = InspectionResult.model_validate_json(result.model_dump_json())
@@ -102,9 +115,27 @@ def test_cli_inspect_reports_bad_files_and_still_processes_the_rest(tmp_path):
     truncated.write_bytes(encode_image(make_synthetic_scene(seed=2, size=(200, 260)).image, "image/jpeg")[:500])
     out = tmp_path / "out"
     run = subprocess.run(
-        [sys.executable, "-m", "worker.cli", "inspect", str(good), str(tmp_path / "text.jpg"), str(truncated),
-         str(tmp_path / "missing.png"), "--object", "washer", "--profile", "tiny", "--foreground", "isnet", "--out", str(out)],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "worker.cli",
+            "inspect",
+            str(good),
+            str(tmp_path / "text.jpg"),
+            str(truncated),
+            str(tmp_path / "missing.png"),
+            "--object",
+            "washer",
+            "--profile",
+            "tiny",
+            "--foreground",
+            "isnet",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert run.returncode == 1, run.stderr
     lines = [json.loads(line) for line in run.stdout.splitlines()]
@@ -116,6 +147,10 @@ def test_cli_inspect_reports_bad_files_and_still_processes_the_rest(tmp_path):
 
 
 def test_cli_rejects_unknown_profile():
-    run = subprocess.run([sys.executable, "-m", "worker.cli", "inspect", "x.png", "--object", "a", "--profile", "huge"],
-                         capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-m", "worker.cli", "inspect", "x.png", "--object", "a", "--profile", "huge"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 2 and "invalid choice: 'huge'" in run.stderr

@@ -32,9 +32,7 @@ THRESHOLD = 0.5
 @pytest.fixture(scope="module")
 def isnet() -> IsNetSalientModel:
     if not MODEL_PATH.is_file():
-        proc = subprocess.run(
-            [sys.executable, str(FETCH)], cwd=REPO, capture_output=True, text=True, timeout=1800
-        )
+        proc = subprocess.run([sys.executable, str(FETCH)], cwd=REPO, capture_output=True, text=True, timeout=1800)
         if proc.returncode != 0 or not MODEL_PATH.is_file():
             pytest.fail(
                 f"{MODEL_PATH} is missing and `{FETCH.name}` could not fetch it "
@@ -67,8 +65,7 @@ def test_one_component_per_object(isnet: IsNetSalientModel, seed, defects) -> No
     fg = sal >= THRESHOLD
     labels, kept = _components(fg)
     assert len(kept) == len(scene.objects), (
-        f"expected {len(scene.objects)} components, got {len(kept)} "
-        f"(kinds {[o.kind for o in scene.objects]})"
+        f"expected {len(scene.objects)} components, got {len(kept)} (kinds {[o.kind for o in scene.objects]})"
     )
     seen = set()
     for obj, om in zip(scene.objects, scene.object_masks):

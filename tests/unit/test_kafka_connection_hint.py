@@ -1,4 +1,5 @@
 """`connection_hint`: what the worker and producer print when the broker cannot be reached."""
+
 from __future__ import annotations
 
 from pydantic import SecretStr
@@ -8,10 +9,16 @@ from common.settings import KafkaSettings
 
 
 def test_sasl_over_tls_names_the_login_the_ca_and_the_address_but_no_secret():
-    hint = connection_hint(KafkaSettings(
-        bootstrap_servers="kafka:9093", security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512",
-        sasl_username="camera-line-3", sasl_password=SecretStr("hunter2"), ssl_cafile="/etc/linewatch/ca.pem",
-    ))
+    hint = connection_hint(
+        KafkaSettings(
+            bootstrap_servers="kafka:9093",
+            security_protocol="SASL_SSL",
+            sasl_mechanism="SCRAM-SHA-512",
+            sasl_username="camera-line-3",
+            sasl_password=SecretStr("hunter2"),
+            ssl_cafile="/etc/linewatch/ca.pem",
+        )
+    )
     assert "refused the SCRAM-SHA-512 login of user 'camera-line-3'" in hint
     assert "LINEWATCH_KAFKA__SASL_PASSWORD" in hint
     assert "LINEWATCH_KAFKA__SSL_CAFILE (/etc/linewatch/ca.pem)" in hint

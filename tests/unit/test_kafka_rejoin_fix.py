@@ -1,4 +1,5 @@
 """common.kafka.apply_rejoin_fix on a real kafka-python ConsumerCoordinator (no broker needed)."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -14,8 +15,9 @@ from common.kafka import _library_need_rejoin, apply_rejoin_fix
 def coordinator() -> Iterator[ConsumerCoordinator]:
     """The coordinator of a subscribed consumer, caught mid-join the way kafka-python 3.0.12 leaves it:
     a JoinGroup in flight (`rejoining`), while its own assignment made the metadata current again."""
-    consumer = KafkaConsumer(bootstrap_servers=["127.0.0.1:1"], group_id="g", api_version=(2, 5),
-                             enable_auto_commit=False)  # api_version given: nothing is sent anywhere
+    consumer = KafkaConsumer(
+        bootstrap_servers=["127.0.0.1:1"], group_id="g", api_version=(2, 5), enable_auto_commit=False
+    )  # api_version given: nothing is sent anywhere
     try:
         consumer.subscribe(["frames"])
         coordinator = consumer._coordinator

@@ -1,4 +1,5 @@
 """Tiny random-weight models of the real architectures: mechanics, shapes, fingerprints."""
+
 import pytest
 import torch
 
@@ -43,8 +44,9 @@ def test_fingerprint_is_stable_and_weight_sensitive(tiny):
 
 
 def test_default_profile_without_weights_names_every_missing_file(tmp_path):
-    settings = ModelSettings(profile="default", models_dir=tmp_path, clipseg_model=str(tmp_path / "nope"),
-                             clip_pretrained="laion400m_e32")
+    settings = ModelSettings(
+        profile="default", models_dir=tmp_path, clipseg_model=str(tmp_path / "nope"), clip_pretrained="laion400m_e32"
+    )
     with pytest.raises(ModelWeightsMissing) as error:
         load_models(settings)
     message = str(error.value)

@@ -12,6 +12,7 @@ Two checks share the job:
   (`__import__("pickle")`, `importlib.import_module("pickle")`). Aliases (`import torch as t`,
   `from torch import load`) are resolved. The self-tests make sure every rule can fire.
 """
+
 from __future__ import annotations
 
 import ast
@@ -93,14 +94,20 @@ def _unsafe_call(call: ast.Call, aliases: dict[str, str]) -> str | None:
         return "numpy.load with allow_pickle"
     if name in ("__import__", "importlib.import_module") and call.args:
         module = call.args[0]
-        if isinstance(module, ast.Constant) and isinstance(module.value, str) and _module_root(module.value) in UNSAFE_MODULES:
+        if (
+            isinstance(module, ast.Constant)
+            and isinstance(module.value, str)
+            and _module_root(module.value) in UNSAFE_MODULES
+        ):
             return f"{name}({module.value!r})"
     return None
 
 
 def project_files() -> list[Path]:
     return sorted(
-        path for folder in CHECKED_DIRS for path in (REPO_ROOT / folder).rglob("*.py")
+        path
+        for folder in CHECKED_DIRS
+        for path in (REPO_ROOT / folder).rglob("*.py")
         if not SKIPPED_PARTS & set(path.relative_to(REPO_ROOT).parts)
     )
 
@@ -110,7 +117,9 @@ def project_files() -> list[Path]:
 
 def test_no_unsafe_deserialisation_in_the_project():
     files = project_files()
-    assert len(files) > 50 and REPO_ROOT / "worker" / "inspection" / "models" / "weights.py" in files  # it looked where it should
+    assert (
+        len(files) > 50 and REPO_ROOT / "worker" / "inspection" / "models" / "weights.py" in files
+    )  # it looked where it should
     problems = []
     for path in files:
         relative = path.relative_to(REPO_ROOT).as_posix()
@@ -164,7 +173,9 @@ model.load_state_dict(state)
 
 
 def test_findings_name_the_line():
-    assert unsafe_uses("import json\n\nimport torch\nx = torch.load(p)\n") == [(4, "torch.load without weights_only=True")]
+    assert unsafe_uses("import json\n\nimport torch\nx = torch.load(p)\n") == [
+        (4, "torch.load without weights_only=True")
+    ]
 
 
 # ----------------------------------------------------------------------------- what ruff checks instead
@@ -197,17 +208,48 @@ def test_findings_name_the_line():
 def test_ruff_flags_the_other_unsafe_patterns(source, code):
     """The project's ruff configuration (pyproject.toml) catches what the AST check above leaves to it."""
     found = subprocess.run(
-        [sys.executable, "-m", "ruff", "check", "--no-cache", "--quiet", "--output-format", "concise",
-         "--stdin-filename", "worker/snippet.py", "-"],
-        input=source + "\n", cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+        [
+            sys.executable,
+            "-m",
+            "ruff",
+            "check",
+            "--no-cache",
+            "--quiet",
+            "--output-format",
+            "concise",
+            "--stdin-filename",
+            "worker/snippet.py",
+            "-",
+        ],
+        input=source + "\n",
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert found.returncode in (0, 1), found.stderr  # 2: ruff or its configuration broken
     assert f" {code} " in found.stdout, found.stdout
 
 
 def test_ruff_lets_safe_code_pass():
     found = subprocess.run(
-        [sys.executable, "-m", "ruff", "check", "--no-cache", "--quiet", "--select", "S,TID251",
-         "--stdin-filename", "worker/snippet.py", "-"],
+        [
+            sys.executable,
+            "-m",
+            "ruff",
+            "check",
+            "--no-cache",
+            "--quiet",
+            "--select",
+            "S,TID251",
+            "--stdin-filename",
+            "worker/snippet.py",
+            "-",
+        ],
         input="import yaml\nconfig = yaml.safe_load(text)\nsafe = yaml.load(text, Loader=yaml.SafeLoader)\n",
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert found.returncode == 0, found.stdout + found.stderr

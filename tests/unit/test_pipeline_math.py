@@ -1,4 +1,5 @@
 """The seed's rules, pinned with hand-made inputs."""
+
 import numpy as np
 import pytest
 
@@ -123,8 +124,8 @@ def _box_mask(shape, y0, y1, x0, x1):
 
 def test_sam_mask_kept_only_when_80_percent_inside_salient():
     salient = _box_mask((20, 20), 0, 10, 0, 20)
-    inside = _box_mask((20, 20), 2, 10, 0, 10)            # 100% covered
-    shadow = _box_mask((20, 20), 8, 18, 0, 10)            # 20% covered
+    inside = _box_mask((20, 20), 2, 10, 0, 10)  # 100% covered
+    shadow = _box_mask((20, 20), 8, 18, 0, 10)  # 20% covered
     borderline = _box_mask((20, 20), 0, 10, 10, 20) | _box_mask((20, 20), 10, 12, 10, 15)  # 100/110 covered
     kept = keep_salient_masks([inside, shadow, borderline], salient)
     assert len(kept) == 2 and kept[0] is inside and kept[1] is borderline
@@ -143,7 +144,11 @@ def test_foreground_fallbacks():
 
 def test_components_count_parts_and_drop_specks():
     shape = (100, 100)
-    left, right, speck = _box_mask(shape, 10, 40, 10, 40), _box_mask(shape, 50, 90, 50, 90), _box_mask(shape, 0, 2, 98, 100)
+    left, right, speck = (
+        _box_mask(shape, 10, 40, 10, 40),
+        _box_mask(shape, 50, 90, 50, 90),
+        _box_mask(shape, 0, 2, 98, 100),
+    )
     parts = [_box_mask(shape, 10, 20, 10, 40), _box_mask(shape, 20, 40, 10, 40), right]
     _, components = find_components(Foreground(left | right | speck, parts, "sam+isnet"), min_area_fraction=0.001)
     assert [(c.box, c.parts) for c in components] == [((10, 10, 30, 30), 2), ((50, 50, 40, 40), 1)]

@@ -1,5 +1,6 @@
 """Command-line handling that happens before Kafka is reached: settings overrides, refused values,
 sources that cannot be opened. Publishing with the options is tests/integration/test_producer.py."""
+
 from __future__ import annotations
 
 import pytest
@@ -17,7 +18,8 @@ def test_topic_and_bootstrap_options_override_only_those_settings(monkeypatch):
     assert (given.kafka.frames_topic, given.kafka.bootstrap_servers) == ("t", "h:1")
     assert given.kafka.client_id == "env-client"  # the rest of the section stays as configured
     assert given.kafka.model_dump(exclude={"frames_topic", "bootstrap_servers"}) == plain.kafka.model_dump(
-        exclude={"frames_topic", "bootstrap_servers"})
+        exclude={"frames_topic", "bootstrap_servers"}
+    )
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,5 @@
 """Frame message building: FrameMeta header, frame ids, size estimation (no broker needed)."""
+
 from __future__ import annotations
 
 import json
@@ -14,7 +15,9 @@ from producer.publisher import _find_config_value, build_frame_meta, new_frame_i
 
 
 def _meta(**overrides):
-    fields = dict(camera_id="cam-1", line_id="line-1", object_name="washer", content_type="image/jpeg", width=640, height=480)
+    fields = dict(
+        camera_id="cam-1", line_id="line-1", object_name="washer", content_type="image/jpeg", width=640, height=480
+    )
     return build_frame_meta(**(fields | overrides))
 
 

@@ -1,4 +1,5 @@
 """Drift-free rate control, with a fake clock (and one short real-time check)."""
+
 from __future__ import annotations
 
 import threading

@@ -1,4 +1,5 @@
 """Frame sources: synthetic scene, image folder ordering, video file round trip."""
+
 from __future__ import annotations
 
 import functools

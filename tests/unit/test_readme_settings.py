@@ -1,4 +1,5 @@
 """The README's configuration table is the one the code generates."""
+
 from pathlib import Path
 
 from common.settings import LinewatchSettings, settings_table

@@ -1,4 +1,5 @@
 """Result building: defect regions measured per region, largest first, capped."""
+
 import cv2
 import numpy as np
 import pytest
@@ -14,8 +15,15 @@ def test_regions_match_a_brute_force_measurement_and_are_capped():
     count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
     assert count - 1 > 5
     expected = sorted(
-        ((int(stats[i, 4]), tuple(int(v) for v in stats[i, :4]), float(anomaly_map[labels == i].max()),
-          float(anomaly_map[labels == i].mean())) for i in range(1, count)),
+        (
+            (
+                int(stats[i, 4]),
+                tuple(int(v) for v in stats[i, :4]),
+                float(anomaly_map[labels == i].max()),
+                float(anomaly_map[labels == i].mean()),
+            )
+            for i in range(1, count)
+        ),
         key=lambda row: -row[0],
     )[:5]
     regions = defect_regions(anomaly_map, mask, limit=5)

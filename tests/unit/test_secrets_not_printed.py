@@ -6,6 +6,7 @@ DEBUG level, against a closed port so it stops at "cannot reach Kafka"), the ala
 service's start-up, `python -m common.settings` and the invalid-settings error must
 show the masked form and never the values. No broker or Redis is needed.
 """
+
 from __future__ import annotations
 
 import json
@@ -115,8 +116,13 @@ def test_redacted_repr_and_json_never_hold_a_secret(monkeypatch):
 
 @pytest.mark.slow
 def test_serve_start_up_print_masks_every_secret(tmp_path):
-    output = run_until(["-m", "worker.cli", "--log-level", "DEBUG", "serve"], secret_env(closed_port()),
-                       tmp_path / "serve.log", "cannot reach Kafka", timeout_s=180)
+    output = run_until(
+        ["-m", "worker.cli", "--log-level", "DEBUG", "serve"],
+        secret_env(closed_port()),
+        tmp_path / "serve.log",
+        "cannot reach Kafka",
+        timeout_s=180,
+    )
     settings_line = next(line for line in output.splitlines() if "linewatch worker settings:" in line)
     printed = json.loads(settings_line.split("linewatch worker settings: ", 1)[1])
     for name in SECRETS:
@@ -129,16 +135,28 @@ def test_serve_start_up_print_masks_every_secret(tmp_path):
 @pytest.mark.slow
 def test_alarm_service_start_up_prints_no_secret(tmp_path):
     rules = REPO_ROOT / "docker" / "alarms.example.yaml"
-    output = run_until(["-m", "worker.cli", "--log-level", "DEBUG", "alarms", "--rules", str(rules)],
-                       secret_env(closed_port()), tmp_path / "alarms.log", "ECONNREFUSED", timeout_s=120)
+    output = run_until(
+        ["-m", "worker.cli", "--log-level", "DEBUG", "alarms", "--rules", str(rules)],
+        secret_env(closed_port()),
+        tmp_path / "alarms.log",
+        "ECONNREFUSED",
+        timeout_s=120,
+    )
     assert "alarm service: 4 rules" in output and "https://mes.invalid/alarms" in output
     assert_no_secret(output)
 
 
 def test_settings_table_prints_no_secret():
     env = secret_env(closed_port())
-    output = subprocess.run([sys.executable, "-m", "common.settings"], cwd=REPO_ROOT, env=env, capture_output=True,
-                            text=True, timeout=60, check=True).stdout
+    output = subprocess.run(
+        [sys.executable, "-m", "common.settings"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
     assert "`LINEWATCH_KAFKA__SASL_PASSWORD`" in output and "`(secret)`" in output
     assert_no_secret(output)
 

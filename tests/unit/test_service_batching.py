@@ -1,4 +1,5 @@
 """Micro-batching and the pause/resume decision of the poll loop."""
+
 from __future__ import annotations
 
 from hypothesis import given

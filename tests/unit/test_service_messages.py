@@ -1,4 +1,5 @@
 """Per-message logic of the worker service: parsing, decoding, staleness, shrinking, dead letters."""
+
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
@@ -27,13 +28,24 @@ NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
 
 
 def meta(**update) -> FrameMeta:
-    fields = dict(frame_id="f1", camera_id="cam-1", line_id="line-1", object_name="screw",
-                  captured_at=NOW, content_type="image/jpeg", width=32, height=24)
+    fields = dict(
+        frame_id="f1",
+        camera_id="cam-1",
+        line_id="line-1",
+        object_name="screw",
+        captured_at=NOW,
+        content_type="image/jpeg",
+        width=32,
+        height=24,
+    )
     return FrameMeta(**(fields | update))
 
 
 def headers_of(m: FrameMeta) -> list[tuple[str, bytes]]:
-    return [(FRAME_HEADER, m.model_dump_json().encode()), ("traceparent", b"00-" + b"1" * 32 + b"-" + b"2" * 16 + b"-01")]
+    return [
+        (FRAME_HEADER, m.model_dump_json().encode()),
+        ("traceparent", b"00-" + b"1" * 32 + b"-" + b"2" * 16 + b"-01"),
+    ]
 
 
 def rgb(h=24, w=32) -> np.ndarray:
@@ -60,12 +72,23 @@ def test_stale_policy():
 def result(regions: int = 0, heatmap_bytes: int = 0, mask: np.ndarray | None = None) -> InspectionResult:
     mask = np.zeros((24, 32), bool) if mask is None else mask
     return InspectionResult(
-        frame_id="f1", camera_id="cam-1", line_id="line-1", object_name="screw", captured_at=NOW, processed_at=NOW,
-        score=0.7, threshold=0.5, verdict="anomalous", mask=mask_to_rle(mask),
+        frame_id="f1",
+        camera_id="cam-1",
+        line_id="line-1",
+        object_name="screw",
+        captured_at=NOW,
+        processed_at=NOW,
+        score=0.7,
+        threshold=0.5,
+        verdict="anomalous",
+        mask=mask_to_rle(mask),
         heatmap=Heatmap(width=8, height=8, png_base64="A" * heatmap_bytes) if heatmap_bytes else None,
-        regions=[Region(box=Box(x=i, y=i, w=1, h=1), area=1, peak_score=i / 1000, mean_score=0.5) for i in range(regions)],
+        regions=[
+            Region(box=Box(x=i, y=i, w=1, h=1), area=1, peak_score=i / 1000, mean_score=0.5) for i in range(regions)
+        ],
         versions=Versions(model_fingerprint="m", profile="tiny", prompt_set="p", threshold_version="t"),
-        worker_id="w", source=SourceRef(topic="t", partition=0, offset=1),
+        worker_id="w",
+        source=SourceRef(topic="t", partition=0, offset=1),
     )
 
 
@@ -104,8 +127,9 @@ def test_a_mask_that_alone_is_too_large_raises():
 
 
 def consumed(value: bytes | None = b"payload") -> Consumed:
-    return Consumed(topic="frames", partition=2, offset=41, key=b"cam-1", value=value,
-                    headers=[("a", b"1"), (ERROR_HEADER, b"old")])
+    return Consumed(
+        topic="frames", partition=2, offset=41, key=b"cam-1", value=value, headers=[("a", b"1"), (ERROR_HEADER, b"old")]
+    )
 
 
 def test_dead_letter_keeps_the_original_and_adds_the_error():

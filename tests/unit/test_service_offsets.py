@@ -1,4 +1,5 @@
 """OffsetTracker: commits never pass an unacknowledged message, whatever the ack order."""
+
 from __future__ import annotations
 
 from hypothesis import given

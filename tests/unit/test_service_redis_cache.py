@@ -2,6 +2,7 @@
 
 No Redis is mocked: "unreachable" is a real client pointed at a closed port.
 """
+
 from __future__ import annotations
 
 import logging
@@ -74,8 +75,9 @@ def _closed_port() -> int:
 
 def test_unreachable_redis_degrades_once_and_serves_from_the_lru(caplog):
     now = [100.0]
-    settings = RedisSettings(url=SecretStr(f"redis://127.0.0.1:{_closed_port()}/0"), retry_after_s=5.0,
-                             socket_timeout_s=0.2)
+    settings = RedisSettings(
+        url=SecretStr(f"redis://127.0.0.1:{_closed_port()}/0"), retry_after_s=5.0, socket_timeout_s=0.2
+    )
     cache = RedisEmbeddingCache(settings, clock=lambda: now[0])
     value = np.ones(4, np.float32)
     with caplog.at_level(logging.WARNING, logger="worker.inspection.redis_cache"):
@@ -106,7 +108,9 @@ def test_the_one_lru_holds_at_least_one_objects_prompts():
 
 def test_lru_only_cache_reports_every_lookup_too():
     seen = []
-    cache = build_embedding_cache(RedisSettings(url=None), on_lookup=lambda hit, kind, layer: seen.append((hit, kind, layer)))
+    cache = build_embedding_cache(
+        RedisSettings(url=None), on_lookup=lambda hit, kind, layer: seen.append((hit, kind, layer))
+    )
     cache.put_many({"fp:clip-text:x": np.zeros(2, np.float32)})
     cache.get_many(["fp:clip-text:x", "fp:clipseg-text:y"])
     assert seen == [(True, "clip-text", "lru"), (False, "clipseg-text", "lru")]

@@ -1,4 +1,5 @@
 """common.telemetry: exporter selection from OTEL_* variables, Kafka header propagation, metrics."""
+
 from __future__ import annotations
 
 import pytest
@@ -145,7 +146,13 @@ def test_inject_with_explicit_context_and_without_span(telemetry):
 
 @pytest.mark.parametrize(
     "headers",
-    [None, [], [("traceparent", b"\xff\xfe garbage")], [("traceparent", b"not-a-traceparent")], [("traceparent", None)]],
+    [
+        None,
+        [],
+        [("traceparent", b"\xff\xfe garbage")],
+        [("traceparent", b"not-a-traceparent")],
+        [("traceparent", None)],
+    ],
 )
 def test_extract_tolerates_missing_or_garbled_headers(headers):
     context = extract_context(headers)
@@ -171,7 +178,7 @@ def test_metrics_reach_the_prometheus_text(telemetry):
     m.frames_produced.add(2, {"outcome": "sent"})
     text = telemetry.prometheus_text().decode()
     for expected in [
-        'linewatch_frames_processed_total{',
+        "linewatch_frames_processed_total{",
         'outcome="anomalous"',
         'outcome="dead_letter"',
         "linewatch_frame_latency_seconds_bucket{",

@@ -9,6 +9,7 @@ Wiring in worker/cli.py:
 
 Standalone (same arguments): `python -m worker.alarms.cli --rules rules.yaml`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,7 +31,10 @@ def _configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     )
     parser.add_argument("--check", action="store_true", help="validate the rules file, print a summary and exit")
     parser.add_argument(
-        "--health-port", type=int, default=None, help="serve /healthz /readyz /metrics here (overrides alarms.health_port)"
+        "--health-port",
+        type=int,
+        default=None,
+        help="serve /healthz /readyz /metrics here (overrides alarms.health_port)",
     )
     # SUPPRESS: does not override a `--log-level` given to the parent `linewatch-worker` parser
     parser.add_argument("--log-level", default=argparse.SUPPRESS, help="DEBUG, INFO, WARNING ... (default INFO)")
@@ -99,7 +103,10 @@ def run_alarms(args: argparse.Namespace) -> int:
 
     log.info(
         "alarm service: %d rules from %s; %s -> %s; MES webhook %s",
-        len(rules.rules), rules_path, settings.kafka.results_topic, settings.kafka.alarms_topic,
+        len(rules.rules),
+        rules_path,
+        settings.kafka.results_topic,
+        settings.kafka.alarms_topic,
         settings.alarms.webhook_url or "not configured (Kafka only)",
     )
     health = None

@@ -22,6 +22,7 @@
 name) and the field of every problem, e.g.
 `rules.yaml: rules[1] (name 'cameras-silent'): silent_for_s: Input should be greater than 0`.
 """
+
 from __future__ import annotations
 
 import fnmatch
@@ -79,9 +80,7 @@ class Match(_Model):
         return any(fnmatch.fnmatchcase(value, pattern) for pattern in patterns)
 
     def matches(self, line: str, camera: str | None = None, object_name: str | None = None) -> bool:
-        return (
-            self._any(line, self.line) and self._any(camera, self.camera) and self._any(object_name, self.object)
-        )
+        return self._any(line, self.line) and self._any(camera, self.camera) and self._any(object_name, self.object)
 
 
 class Debounce(_Model):

@@ -1,4 +1,5 @@
 """alarms topic -> MES webhook; refused or exhausted events -> alarms DLQ; each committed after either."""
+
 from __future__ import annotations
 
 import logging
@@ -100,7 +101,11 @@ class MesDeliverer:
 
     def _dead_letter(self, record: Any, error_type: str, reason: str) -> None:
         error = dead_letter_error(
-            "mes_webhook", error_type, reason, worker_id=self.settings.worker.worker_id, now=utc_now(),
+            "mes_webhook",
+            error_type,
+            reason,
+            worker_id=self.settings.worker.worker_id,
+            now=utc_now(),
             source=SourceRef(topic=record.topic, partition=record.partition, offset=record.offset),
         )
         key, value, headers = dead_letter_record(
@@ -111,7 +116,9 @@ class MesDeliverer:
             future.get(timeout=PUBLISH_TIMEOUT_S)
         except KafkaError as exc:
             self.checkpoint.reachability.error()
-            raise AlarmPublishError(f"could not dead-letter alarm at {record.topic}[{record.partition}]@{record.offset}") from exc
+            raise AlarmPublishError(
+                f"could not dead-letter alarm at {record.topic}[{record.partition}]@{record.offset}"
+            ) from exc
         self.checkpoint.reachability.ok()
         log.error("alarm at %s[%d]@%d dead-lettered: %s", record.topic, record.partition, record.offset, reason)
 

@@ -1,4 +1,5 @@
 """results topic -> rule engine -> alarms topic, committing results offsets only after the alarms are acked."""
+
 from __future__ import annotations
 
 import logging
@@ -93,11 +94,16 @@ class AlarmEvaluator:
             self.metrics.results.add(1, {"outcome": "invalid"})
             log.warning(
                 "alarm evaluator: skipping unreadable result %s[%d]@%d: %s",
-                record.topic, record.partition, record.offset, str(exc).splitlines()[0],
+                record.topic,
+                record.partition,
+                record.offset,
+                str(exc).splitlines()[0],
             )
             return []
         before = self.engine.stats.duplicates
-        alarms = self.engine.observe(result, SourceRef(topic=record.topic, partition=record.partition, offset=record.offset))
+        alarms = self.engine.observe(
+            result, SourceRef(topic=record.topic, partition=record.partition, offset=record.offset)
+        )
         outcome = "duplicate" if self.engine.stats.duplicates > before else result.verdict
         self.metrics.results.add(1, {"outcome": outcome})
         return alarms

@@ -1,4 +1,5 @@
 """The alarm event: value of a `linewatch.alarms` message (key = camera id, or line id) and MES webhook body."""
+
 from __future__ import annotations
 
 import uuid

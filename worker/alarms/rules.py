@@ -21,6 +21,7 @@ Semantics (also in the README):
 - The clock (`clock()`, seconds since the epoch) is the processing time of this process:
   tests pass a fake one.
 """
+
 from __future__ import annotations
 
 import time
@@ -191,7 +192,9 @@ class RuleEngine:
         frame_ids = [obs.frame_id for obs in hits]
         threshold_text = f"score >= {rule.threshold:g}" if rule.threshold is not None else "verdict anomalous"
         return AlarmEvent(
-            alarm_id=alarm_id_for("anomaly", rule.name, result.line_id, result.camera_id, result.object_name, *frame_ids),
+            alarm_id=alarm_id_for(
+                "anomaly", rule.name, result.line_id, result.camera_id, result.object_name, *frame_ids
+            ),
             kind="anomaly",
             rule=rule.name,
             line_id=result.line_id,

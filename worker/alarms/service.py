@@ -27,6 +27,7 @@ it twice.
 Silence state is per process: run one alarm service replica (as compose does), or accept
 that `expected` streams are watched by every replica.
 """
+
 from __future__ import annotations
 
 import logging

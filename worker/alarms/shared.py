@@ -1,4 +1,5 @@
 """What the alarm evaluator and the MES deliverer share: metrics, heartbeats, errors, clients."""
+
 from __future__ import annotations
 
 import logging

@@ -22,6 +22,7 @@ Outcome of an attempt:
 - any other status (3xx redirects are not followed, 4xx): refused at once, no retry.
 The caller dead-letters refused and exhausted events (`linewatch.alarms.dlq`).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -178,7 +179,9 @@ class WebhookClient:
             handlers.append(urllib.request.HTTPSHandler(context=ssl.create_default_context(cafile=str(ca_file))))
         self._opener = urllib.request.build_opener(*handlers)
 
-    def _attempt(self, body: bytes, alarm_id: str, kind: str | None, attempt: int) -> tuple[int | None, str, float | None]:
+    def _attempt(
+        self, body: bytes, alarm_id: str, kind: str | None, attempt: int
+    ) -> tuple[int | None, str, float | None]:
         """One POST: (status or None, description, Retry-After seconds)."""
         headers = {
             "Content-Type": "application/json",
@@ -240,10 +243,18 @@ class WebhookClient:
             if attempt == self.policy.max_attempts:
                 break
             delay = self.policy.backoff(attempt, self._rng, retry_after)
-            log.info("MES delivery of alarm %s failed (%s), attempt %d; retrying in %.2f s", alarm_id, text, attempt, delay)
+            log.info(
+                "MES delivery of alarm %s failed (%s), attempt %d; retrying in %.2f s", alarm_id, text, attempt, delay
+            )
             if stop.wait(delay):
-                return DeliveryResult(False, attempt, status, f"stopped while retrying: {text}", "aborted", aborted=True)
+                return DeliveryResult(
+                    False, attempt, status, f"stopped while retrying: {text}", "aborted", aborted=True
+                )
         log.error("MES delivery of alarm %s gave up after %d attempts: %s", alarm_id, self.policy.max_attempts, text)
         return DeliveryResult(
-            False, self.policy.max_attempts, status, f"gave up after {self.policy.max_attempts} attempts: {text}", "retries_exhausted"
+            False,
+            self.policy.max_attempts,
+            status,
+            f"gave up after {self.policy.max_attempts} attempts: {text}",
+            "retries_exhausted",
         )

@@ -1,4 +1,5 @@
 """`linewatch-worker bench`: the command line of both benchmarks (in-process, and `--through-kafka`)."""
+
 from __future__ import annotations
 
 import json
@@ -14,29 +15,47 @@ def add_bench_parser(subparsers) -> None:
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--torch-threads", type=int, default=None,
-                        help="torch intra-op threads (default: torch's own choice, one per core)")
-    parser.add_argument("--through-kafka", action="store_true",
-                        help="measure end to end through Kafka and Redis (needs LINEWATCH_KAFKA__BOOTSTRAP_SERVERS)")
-    parser.add_argument("--rounds", type=int, default=3,
-                        help="--through-kafka: Kafka runs, each between two in-process runs (median reported)")
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=None,
+        help="torch intra-op threads (default: torch's own choice, one per core)",
+    )
+    parser.add_argument(
+        "--through-kafka",
+        action="store_true",
+        help="measure end to end through Kafka and Redis (needs LINEWATCH_KAFKA__BOOTSTRAP_SERVERS)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="--through-kafka: Kafka runs, each between two in-process runs (median reported)",
+    )
 
 
 def run_bench_command(args, settings) -> int:
     import torch  # heavy: only when the command runs
 
-    model_settings = settings.models.model_copy(update={"profile": args.profile, "foreground": args.foreground, "device": args.device})
+    model_settings = settings.models.model_copy(
+        update={"profile": args.profile, "foreground": args.foreground, "device": args.device}
+    )
     if args.torch_threads is not None:
         torch.set_num_threads(max(1, args.torch_threads))
     if args.through_kafka:
         from worker.bench.kafka_path import run_kafka_bench
 
-        report = run_kafka_bench(settings.model_copy(update={"models": model_settings}), frames=args.frames,
-                                 batch=args.batch, width=args.width, height=args.height, rounds=args.rounds)
+        report = run_kafka_bench(
+            settings.model_copy(update={"models": model_settings}),
+            frames=args.frames,
+            batch=args.batch,
+            width=args.width,
+            height=args.height,
+            rounds=args.rounds,
+        )
     else:
         from worker.bench.inprocess import run_bench
 
         report = run_bench(model_settings, args.frames, args.batch, args.naive_frames, args.width, args.height)
     print(json.dumps(report, indent=2))
     return 0
-

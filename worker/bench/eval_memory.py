@@ -8,6 +8,7 @@ the peak RSS. The point: peak RSS stays flat however many maps go through.
 
     python -m worker.bench.eval_memory [--images 2200] [--height 1000] [--width 1500]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,8 +59,15 @@ def synthetic_pair(rng: np.random.Generator, height: int, width: int, anomalous:
     return anomaly_map, mask.astype(bool)
 
 
-def run_benchmark(images: int, height: int, width: int, bins: int = DEFAULT_BINS, seed: int = 0,
-                  categories: Sequence[str] = VISA_CATEGORIES, worst: int = 3) -> BenchResult:
+def run_benchmark(
+    images: int,
+    height: int,
+    width: int,
+    bins: int = DEFAULT_BINS,
+    seed: int = 0,
+    categories: Sequence[str] = VISA_CATEGORIES,
+    worst: int = 3,
+) -> BenchResult:
     """Stream `images` maps split evenly over `categories`; returns timings, peak RSS and metrics."""
     rng = np.random.default_rng(seed)
     rss_before = peak_rss_mb()

@@ -5,6 +5,7 @@ CLIPSeg's whole model once per (tile, prompt), one frame at a time) on the same 
 and prints the speed-up. Times are wall-clock on whatever device runs it, so compare
 the ratio, not absolute numbers across machines.
 """
+
 from __future__ import annotations
 
 import platform
@@ -80,7 +81,12 @@ def run_bench(settings: ModelSettings, frames: int, batch: int, naive_frames: in
         "profile": models.profile,
         "model_fingerprint": models.fingerprint,
         "foreground": settings.foreground,
-        "device": str(models.device) + (f" ({torch.cuda.get_device_name(models.device)})" if models.device.type == "cuda" else f" ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"),
+        "device": str(models.device)
+        + (
+            f" ({torch.cuda.get_device_name(models.device)})"
+            if models.device.type == "cuda"
+            else f" ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+        ),
         "frame_size": [width, height],
         "first_call_ms_including_prompt_encoding": prompt_once_ms,
         "optimised": fast,

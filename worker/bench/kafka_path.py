@@ -42,6 +42,7 @@ machine take CPU too, and the machine's load average is reported next to the fig
 Latencies: `captured_at` is stamped when the frame is published; `processed_at` is stamped
 by the worker when it built the result; "arrival" is when this process received the result.
 """
+
 from __future__ import annotations
 
 import os
@@ -83,8 +84,9 @@ class _ResultCollector:
 
     def __init__(self, settings: LinewatchSettings, group_id: str):
         ks = settings.kafka
-        self.consumer = build_consumer(ks, ks.results_topic, group_id=group_id, client_id=group_id,
-                                       auto_offset_reset="earliest")
+        self.consumer = build_consumer(
+            ks, ks.results_topic, group_id=group_id, client_id=group_id, auto_offset_reset="earliest"
+        )
         self.results: dict[str, tuple[InspectionResult, datetime]] = {}
 
     def collect(self, wanted: set[str], timeout_s: float) -> None:
@@ -137,8 +139,14 @@ def _kafka_only_steps(inspector: Any, frames: list[Frame], settings: LinewatchSe
 
     ws = settings.worker
     height, width = frames[0].image.shape[:2]
-    meta = build_frame_meta(camera_id="bench-cam", line_id="bench-line", object_name=OBJECT_NAME,
-                            content_type="image/jpeg", width=width, height=height)
+    meta = build_frame_meta(
+        camera_id="bench-cam",
+        line_id="bench-line",
+        object_name=OBJECT_NAME,
+        content_type="image/jpeg",
+        width=width,
+        height=height,
+    )
     headers = frame_headers(meta)
     payloads = [encode_image(frame.image) for frame in frames]  # what FramePublisher sends
 
@@ -153,8 +161,9 @@ def _kafka_only_steps(inspector: Any, frames: list[Frame], settings: LinewatchSe
     return {
         "parse_and_decode": _cpu_ms_each(parse_and_decode, payloads),
         "build_result": _cpu_ms_each(build, inspections),
-        "serialise_and_fit": _cpu_ms_each(lambda r: fit_result(r, settings.kafka.max_message_bytes, b"bench-cam"),
-                                          results),
+        "serialise_and_fit": _cpu_ms_each(
+            lambda r: fit_result(r, settings.kafka.max_message_bytes, b"bench-cam"), results
+        ),
     }
 
 
@@ -177,8 +186,14 @@ class _RunningWorker:
         return not self.thread.is_alive()
 
 
-def _drain_backlog(settings: LinewatchSettings, inspector: Any, cache: Any, publisher: Any,
-                   collector: _ResultCollector, rgbs: list[Any]) -> tuple[dict[str, Any], _RunningWorker]:
+def _drain_backlog(
+    settings: LinewatchSettings,
+    inspector: Any,
+    cache: Any,
+    publisher: Any,
+    collector: _ResultCollector,
+    rgbs: list[Any],
+) -> tuple[dict[str, Any], _RunningWorker]:
     """Publish `rgbs` as a backlog, then start a worker (the bench's group) and time it draining them.
 
     The clock runs from partition assignment to the last result received. Returns the report
@@ -209,13 +224,18 @@ def _drain_backlog(settings: LinewatchSettings, inspector: Any, cache: Any, publ
     got = [collector.results[i] for i in sent_ids if i in collector.results]
     drain_s = clock.ms["drain"] / 1000.0
     report = _kafka_report(got, frames, drain_s) | _fill_and_drain(got, assigned_at, settings.worker.batch_max_frames)
-    report |= {"group_join_s": round(clock.ms["group_join"] / 1000.0, 3), "publish_s": round(publish_s, 3),
-               "publish_frames_per_s": round(frames / publish_s, 1), "cpu_ms_per_frame_by_thread": cpu_by_thread}
+    report |= {
+        "group_join_s": round(clock.ms["group_join"] / 1000.0, 3),
+        "publish_s": round(publish_s, 3),
+        "publish_frames_per_s": round(frames / publish_s, 1),
+        "cpu_ms_per_frame_by_thread": cpu_by_thread,
+    }
     return report, _RunningWorker(service, thread, stop_event)
 
 
-def run_kafka_bench(settings: LinewatchSettings, frames: int, batch: int, width: int, height: int,
-                    rounds: int = 3) -> dict:
+def run_kafka_bench(
+    settings: LinewatchSettings, frames: int, batch: int, width: int, height: int, rounds: int = 3
+) -> dict:
     """`rounds` backlog runs through Kafka, each between two in-process runs of the same frames.
 
     Each round's overhead is its Kafka ms/frame minus the mean of the in-process runs on either
@@ -228,20 +248,24 @@ def run_kafka_bench(settings: LinewatchSettings, frames: int, batch: int, width:
     frames, batch, rounds = max(1, frames), max(1, batch), max(1, rounds)
     load_at_start = os.getloadavg()[0]
     run_id = uuid.uuid4().hex[:10]
-    kafka = settings.kafka.model_copy(update={
-        "frames_topic": f"linewatch.bench.{run_id}.frames",
-        "results_topic": f"linewatch.bench.{run_id}.results",
-        "dlq_topic": f"linewatch.bench.{run_id}.frames.dlq",
-        "group_id": f"linewatch-bench-{run_id}",
-        "client_id": f"linewatch-bench-{run_id}",
-    })
-    worker = settings.worker.model_copy(update={
-        "batch_max_frames": batch,
-        "queue_max_frames": max(settings.worker.queue_max_frames, 2 * batch),
-        "max_frame_age_s": None,  # the backlog is old by design: never skip it
-        "health_port": None,
-        "worker_id": f"bench-{run_id}",
-    })
+    kafka = settings.kafka.model_copy(
+        update={
+            "frames_topic": f"linewatch.bench.{run_id}.frames",
+            "results_topic": f"linewatch.bench.{run_id}.results",
+            "dlq_topic": f"linewatch.bench.{run_id}.frames.dlq",
+            "group_id": f"linewatch-bench-{run_id}",
+            "client_id": f"linewatch-bench-{run_id}",
+        }
+    )
+    worker = settings.worker.model_copy(
+        update={
+            "batch_max_frames": batch,
+            "queue_max_frames": max(settings.worker.queue_max_frames, 2 * batch),
+            "max_frame_age_s": None,  # the backlog is old by design: never skip it
+            "health_port": None,
+            "worker_id": f"bench-{run_id}",
+        }
+    )
     settings = settings.model_copy(update={"kafka": kafka, "worker": worker})
     ensure_topics(kafka, [kafka.frames_topic, kafka.results_topic, kafka.dlq_topic])
 
@@ -301,8 +325,8 @@ def run_kafka_bench(settings: LinewatchSettings, frames: int, batch: int, width:
         "embedding_cache": type(cache).__name__,
         "warm_first_call_ms": warm_ms,
         "method": f"{rounds} rounds; each: a backlog of all frames published before a worker starts "
-                  "(throughput-bound), clock from partition assignment to the last result received, "
-                  "compared with in-process runs of the same frames just before and just after it",
+        "(throughput-bound), clock from partition assignment to the last result received, "
+        "compared with in-process runs of the same frames just before and just after it",
         "overhead_ms_per_frame_median": percentile(overheads, 50),
         "overhead_ms_per_frame_rounds": overheads,
         "steady_overhead_ms_per_frame_median": percentile(steady, 50),

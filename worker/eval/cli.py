@@ -9,6 +9,7 @@ Wiring (worker/cli.py)::
 
 Standalone: `python -m worker.eval.cli --dataset mvtec --root /data/mvtec_ad`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,22 +52,43 @@ def _non_negative_int(text: str) -> int:
 def _configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--dataset", choices=DATASET_KINDS, required=True, help="dataset layout of --root")
     parser.add_argument("--root", type=Path, required=True, help="dataset root folder (see README)")
-    parser.add_argument("--categories", default=None,
-                        help="comma-separated categories to evaluate (default: all found)")
-    parser.add_argument("--profile", choices=("tiny", "base", "default"), default=None,
-                        help="model profile (default: the configured one; tiny = random weights, tests only)")
+    parser.add_argument(
+        "--categories", default=None, help="comma-separated categories to evaluate (default: all found)"
+    )
+    parser.add_argument(
+        "--profile",
+        choices=("tiny", "base", "default"),
+        default=None,
+        help="model profile (default: the configured one; tiny = random weights, tests only)",
+    )
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: the configured one)")
-    parser.add_argument("--limit", type=positive_int, default=None,
-                        help="at most N images per category, evenly spread over normal and defect folders")
-    parser.add_argument("--out", type=Path, default=Path("out/eval"),
-                        help="folder for results.json, results.csv and overlays (default: out/eval)")
-    parser.add_argument("--object-name", default=None,
-                        help="object name used in prompts for every category (default: from the category)")
-    parser.add_argument("--worst", type=_non_negative_int, default=3,
-                        help="overlays of the N worst false positives and false negatives per category (0: none)")
+    parser.add_argument(
+        "--limit",
+        type=positive_int,
+        default=None,
+        help="at most N images per category, evenly spread over normal and defect folders",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("out/eval"),
+        help="folder for results.json, results.csv and overlays (default: out/eval)",
+    )
+    parser.add_argument(
+        "--object-name",
+        default=None,
+        help="object name used in prompts for every category (default: from the category)",
+    )
+    parser.add_argument(
+        "--worst",
+        type=_non_negative_int,
+        default=3,
+        help="overlays of the N worst false positives and false negatives per category (0: none)",
+    )
     parser.add_argument("--batch-size", type=positive_int, default=4, help="frames per Inspector call")
-    parser.add_argument("--bins", type=positive_int, default=DEFAULT_BINS,
-                        help="score bins of the streaming pixel metrics")
+    parser.add_argument(
+        "--bins", type=positive_int, default=DEFAULT_BINS, help="score bins of the streaming pixel metrics"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run_eval)
     return parser

@@ -28,6 +28,7 @@ Folder (`--dataset folder`, root = one category; the category is the folder's na
 
     Without a `masks/` or `ground_truth/` folder only image metrics are computed.
 """
+
 from __future__ import annotations
 
 import csv
@@ -46,12 +47,35 @@ from common.codecs import IMAGE_SUFFIXES
 DATASET_IMAGE_SUFFIXES = IMAGE_SUFFIXES | {".bmp", ".tif", ".tiff", ".webp"}
 
 MVTEC_CATEGORIES = (
-    "bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather", "metal_nut",
-    "pill", "screw", "tile", "toothbrush", "transistor", "wood", "zipper",
+    "bottle",
+    "cable",
+    "capsule",
+    "carpet",
+    "grid",
+    "hazelnut",
+    "leather",
+    "metal_nut",
+    "pill",
+    "screw",
+    "tile",
+    "toothbrush",
+    "transistor",
+    "wood",
+    "zipper",
 )
 VISA_CATEGORIES = (
-    "pcb1", "pcb2", "pcb3", "pcb4", "capsules", "candle", "macaroni1", "macaroni2",
-    "cashew", "chewinggum", "fryum", "pipe_fryum",
+    "pcb1",
+    "pcb2",
+    "pcb3",
+    "pcb4",
+    "capsules",
+    "candle",
+    "macaroni1",
+    "macaroni2",
+    "cashew",
+    "chewinggum",
+    "fryum",
+    "pipe_fryum",
 )
 
 # Category name -> the object name used in prompts ("a photo of a damaged <object>").

@@ -16,6 +16,7 @@ threshold bucket, the sum over ground-truth regions of the fraction of that
 region's pixels falling in the bucket, plus the normal-pixel histogram that
 gives the false-positive rate.
 """
+
 from __future__ import annotations
 
 import math

@@ -6,6 +6,7 @@ map (at most `MAP_SIDE` pixels on the long side, float16), so its memory is
 bounded by 2 N small maps. At the end the images and masks are re-read from
 disk and `render_overlay` draws them.
 """
+
 from __future__ import annotations
 
 import heapq
@@ -88,8 +89,9 @@ def render_overlay(image: np.ndarray, anomaly_map: np.ndarray, mask: np.ndarray,
     if scale < 1.0:
         image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
     mask_small = cv2.resize(mask.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST).astype(bool)
-    blended = overlay_heatmap(image, anomaly_map, mask_small, contour_rgb=CONTOUR_RGB,
-                              thickness=max(1, round(2 * size[0] / 512)))
+    blended = overlay_heatmap(
+        image, anomaly_map, mask_small, contour_rgb=CONTOUR_RGB, thickness=max(1, round(2 * size[0] / 512))
+    )
     return _with_caption(cv2.cvtColor(blended, cv2.COLOR_RGB2BGR), caption)
 
 
@@ -102,8 +104,7 @@ def _with_caption(picture: np.ndarray, caption: str) -> np.ndarray:
         scale *= (width - 8) / text_width
         (text_width, text_height), baseline = cv2.getTextSize(caption, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
     banner = np.zeros((text_height + baseline + 8, width, 3), dtype=np.uint8)
-    cv2.putText(banner, caption, (4, text_height + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1,
-                cv2.LINE_AA)
+    cv2.putText(banner, caption, (4, text_height + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
     return np.concatenate([banner, picture], axis=0)
 
 
@@ -128,7 +129,9 @@ def write_worst_cases(worst: WorstCases, out_dir: Path) -> list[Path]:
             kind = "false positive" if prefix == "worst_fp" else "false negative"
             caption = f"{kind} #{rank}: {case.sample.defect_type} {case.sample.image_path.name} score {case.score:.3f}"
             picture = render_overlay(image, case.small_map.astype(np.float32), mask, caption)
-            name = f"{prefix}_{rank}_{_safe_name(case.sample.defect_type)}_{_safe_name(case.sample.image_path.stem)}.png"
+            name = (
+                f"{prefix}_{rank}_{_safe_name(case.sample.defect_type)}_{_safe_name(case.sample.image_path.stem)}.png"
+            )
             path = out_dir / name
             if cv2.imwrite(str(path), picture):
                 written.append(path)

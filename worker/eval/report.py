@@ -5,6 +5,7 @@ metric, values x100 with one decimal ("n/a" where a metric is undefined).
 For VisA the seed's reference rows (its Tables 1 and 2, F1-max) are printed
 beside ours.
 """
+
 from __future__ import annotations
 
 import csv
@@ -34,22 +35,98 @@ METRIC_ROWS: tuple[tuple[str, str], ...] = (
 # Table 1: sample (image) level; Table 2: pixel level. "Mean" is the published mean of all 12.
 SEED_REFERENCE: dict[str, dict[str, dict[str, float]]] = {
     "image.f1_max": {
-        "WinCLIP": dict(pcb1=71.0, pcb2=67.1, pcb3=71.0, pcb4=74.9, capsules=83.9, candle=89.4, macaroni1=74.2,
-                        macaroni2=69.8, cashew=88.4, chewinggum=94.8, fryum=82.7, pipe_fryum=80.7, Mean=79.0),
-        "APRIL-GAN": dict(pcb1=66.9, pcb2=70.1, pcb3=66.7, pcb4=87.3, capsules=77.6, candle=77.8, macaroni1=71.1,
-                          macaroni2=69.1, cashew=84.8, chewinggum=93.7, fryum=91.7, pipe_fryum=87.7, Mean=78.7),
-        "Variance Vigilance Vanguard": dict(pcb1=74.3, pcb2=67.1, pcb3=70.2, pcb4=87.3, capsules=84.9, candle=82.1,
-                                            macaroni1=83.3, macaroni2=76.9, cashew=82.3, chewinggum=94.4,
-                                            fryum=84.8, pipe_fryum=90.0, Mean=81.5),
+        "WinCLIP": dict(
+            pcb1=71.0,
+            pcb2=67.1,
+            pcb3=71.0,
+            pcb4=74.9,
+            capsules=83.9,
+            candle=89.4,
+            macaroni1=74.2,
+            macaroni2=69.8,
+            cashew=88.4,
+            chewinggum=94.8,
+            fryum=82.7,
+            pipe_fryum=80.7,
+            Mean=79.0,
+        ),
+        "APRIL-GAN": dict(
+            pcb1=66.9,
+            pcb2=70.1,
+            pcb3=66.7,
+            pcb4=87.3,
+            capsules=77.6,
+            candle=77.8,
+            macaroni1=71.1,
+            macaroni2=69.1,
+            cashew=84.8,
+            chewinggum=93.7,
+            fryum=91.7,
+            pipe_fryum=87.7,
+            Mean=78.7,
+        ),
+        "Variance Vigilance Vanguard": dict(
+            pcb1=74.3,
+            pcb2=67.1,
+            pcb3=70.2,
+            pcb4=87.3,
+            capsules=84.9,
+            candle=82.1,
+            macaroni1=83.3,
+            macaroni2=76.9,
+            cashew=82.3,
+            chewinggum=94.4,
+            fryum=84.8,
+            pipe_fryum=90.0,
+            Mean=81.5,
+        ),
     },
     "pixel.f1_max": {
-        "WinCLIP": dict(pcb1=2.4, pcb2=4.7, pcb3=10.3, pcb4=32.0, capsules=9.2, candle=22.5, macaroni1=7.0,
-                        macaroni2=1.0, cashew=13.2, chewinggum=41.1, fryum=22.1, pipe_fryum=12.3, Mean=14.8),
-        "APRIL-GAN": dict(pcb1=12.5, pcb2=23.4, pcb3=21.7, pcb4=31.3, capsules=48.5, candle=39.4, macaroni1=35.5,
-                          macaroni2=13.7, cashew=22.9, chewinggum=78.5, fryum=29.7, pipe_fryum=30.4, Mean=32.3),
-        "Variance Vigilance Vanguard": dict(pcb1=29.5, pcb2=11.0, pcb3=4.7, pcb4=21.7, capsules=31.9, candle=20.2,
-                                            macaroni1=24.6, macaroni2=7.2, cashew=24.5, chewinggum=63.4,
-                                            fryum=31.3, pipe_fryum=19.6, Mean=24.2),
+        "WinCLIP": dict(
+            pcb1=2.4,
+            pcb2=4.7,
+            pcb3=10.3,
+            pcb4=32.0,
+            capsules=9.2,
+            candle=22.5,
+            macaroni1=7.0,
+            macaroni2=1.0,
+            cashew=13.2,
+            chewinggum=41.1,
+            fryum=22.1,
+            pipe_fryum=12.3,
+            Mean=14.8,
+        ),
+        "APRIL-GAN": dict(
+            pcb1=12.5,
+            pcb2=23.4,
+            pcb3=21.7,
+            pcb4=31.3,
+            capsules=48.5,
+            candle=39.4,
+            macaroni1=35.5,
+            macaroni2=13.7,
+            cashew=22.9,
+            chewinggum=78.5,
+            fryum=29.7,
+            pipe_fryum=30.4,
+            Mean=32.3,
+        ),
+        "Variance Vigilance Vanguard": dict(
+            pcb1=29.5,
+            pcb2=11.0,
+            pcb3=4.7,
+            pcb4=21.7,
+            capsules=31.9,
+            candle=20.2,
+            macaroni1=24.6,
+            macaroni2=7.2,
+            cashew=24.5,
+            chewinggum=63.4,
+            fryum=31.3,
+            pipe_fryum=19.6,
+            Mean=24.2,
+        ),
     },
 }
 SEED_TITLES = {
@@ -88,10 +165,7 @@ def metrics_table(results: Sequence[CategoryResult]) -> str:
     """Our metrics: categories as columns, Mean last, values x100."""
     columns = [r.category for r in results] + ["Mean"]
     means = mean_metrics(results)
-    rows = [
-        (label, [_cell(metric_value(r, key)) for r in results] + [_cell(means[key])])
-        for label, key in METRIC_ROWS
-    ]
+    rows = [(label, [_cell(metric_value(r, key)) for r in results] + [_cell(means[key])]) for label, key in METRIC_ROWS]
     return format_table(columns, rows)
 
 
@@ -168,8 +242,14 @@ def run_record(run: EvalRun) -> dict[str, Any]:
 
 
 CSV_COLUMNS = [
-    "category", "object_name", "n_images", "n_normal", "n_anomalous", "n_pixel_images",
-    "n_anomalous_without_mask", "seconds",
+    "category",
+    "object_name",
+    "n_images",
+    "n_normal",
+    "n_anomalous",
+    "n_pixel_images",
+    "n_anomalous_without_mask",
+    "seconds",
 ] + [key.replace(".", "_") for _, key in METRIC_ROWS]
 
 
@@ -194,8 +274,7 @@ def write_results(run: EvalRun, out_dir: Path) -> tuple[Path, Path]:
 def format_report(run: EvalRun) -> str:
     """Everything printed at the end of a run."""
     parts = [
-        f"linewatch eval: {run.dataset} at {run.root}, profile {run.profile}, {run.n_images} images, "
-        f"values x100",
+        f"linewatch eval: {run.dataset} at {run.root}, profile {run.profile}, {run.n_images} images, values x100",
         metrics_table(run.categories),
     ]
     if run.dataset == "visa":
@@ -204,8 +283,7 @@ def format_report(run: EvalRun) -> str:
             parts.append(reference)
     rate = run.n_images / run.seconds if run.seconds > 0 else float("nan")
     parts.append(
-        f"time {run.seconds:.1f} s ({rate:.2f} images/s), peak RSS {run.peak_rss_mb:.0f} MiB, "
-        f"{run.bins} score bins"
+        f"time {run.seconds:.1f} s ({rate:.2f} images/s), peak RSS {run.peak_rss_mb:.0f} MiB, {run.bins} score bins"
     )
     without_mask = sum(r.n_anomalous_without_mask for r in run.categories)
     if without_mask:

@@ -4,6 +4,7 @@ Memory stays bounded: one batch of decoded images and maps at a time, the
 image scores (one float per image), O(bins) pixel histograms per category and
 2 N small maps for the worst-case overlays.
 """
+
 from __future__ import annotations
 
 import math
@@ -204,7 +205,9 @@ def evaluate_category(
         n_anomalous=n_anomalous,
         n_pixel_images=pixels.n_images,
         n_anomalous_without_mask=without_mask,
-        image=image_metrics(np.array(scores), np.array(labels)) if labels else ImageMetrics(math.nan, math.nan, math.nan),
+        image=image_metrics(np.array(scores), np.array(labels))
+        if labels
+        else ImageMetrics(math.nan, math.nan, math.nan),
         pixel=pixels.result() if pixels.n_images else None,
         seconds=clock.elapsed_s(),
         overlays=overlays,

@@ -4,6 +4,7 @@ An embedding is identified by (model fingerprint, kind, exact prompt text); the
 text is hashed so keys stay short and printable. `kind` separates the CLIP text
 tower ("clip-text") from CLIPSeg's conditional embeddings ("clipseg-text").
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -44,7 +45,9 @@ class LruEmbeddingCache:
     `on_lookup(hit, kind, "lru")` is called for every key looked up.
     """
 
-    def __init__(self, max_entries: int = 1024, *, on_lookup: LookupHook | None = None):  # 1024: one object's prompts fit
+    def __init__(
+        self, max_entries: int = 1024, *, on_lookup: LookupHook | None = None
+    ):  # 1024: one object's prompts fit
         self.max_entries = max_entries
         self._entries: OrderedDict[str, np.ndarray] = OrderedDict()
         self._on_lookup = on_lookup

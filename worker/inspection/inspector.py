@@ -4,6 +4,7 @@ It composes the model adapters (worker/inspection/models) with the pure stage fu
 (worker/inspection/pipeline). Work is batched across all tiles of all frames of a call, and
 prompt embeddings are computed once per (model, prompt) and cached.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -40,7 +41,12 @@ def _resize_batch(crops: list[np.ndarray], size: int) -> torch.Tensor:
     """list of (s, s, 3) uint8 crops -> (N, 3, size, size) float in [0, 1]."""
     if not crops:
         return torch.empty(0, 3, size, size)
-    resized = np.stack([cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA if crop.shape[0] > size else cv2.INTER_LINEAR) for crop in crops])
+    resized = np.stack(
+        [
+            cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA if crop.shape[0] > size else cv2.INTER_LINEAR)
+            for crop in crops
+        ]
+    )
     return torch.from_numpy(resized).permute(0, 3, 1, 2).float().div_(255.0)
 
 
@@ -52,8 +58,14 @@ class Inspector:
     (tile, prompt). Never use it in production.
     """
 
-    def __init__(self, models: ModelBundle, settings: ModelSettings, prompts: PromptSet = DEFAULT_PROMPTS,
-                 cache: EmbeddingCache | None = None, naive: bool = False):
+    def __init__(
+        self,
+        models: ModelBundle,
+        settings: ModelSettings,
+        prompts: PromptSet = DEFAULT_PROMPTS,
+        cache: EmbeddingCache | None = None,
+        naive: bool = False,
+    ):
         self.models = models
         self.settings = settings
         self.prompts = prompts
@@ -62,8 +74,12 @@ class Inspector:
 
     @property
     def versions(self) -> Versions:
-        return Versions(model_fingerprint=self.models.fingerprint, profile=self.models.profile,
-                        prompt_set=self.prompts.version, threshold_version="unset")
+        return Versions(
+            model_fingerprint=self.models.fingerprint,
+            profile=self.models.profile,
+            prompt_set=self.prompts.version,
+            threshold_version="unset",
+        )
 
     @property
     def text_encoder_calls(self) -> int:
@@ -87,8 +103,10 @@ class Inspector:
 
     def state_embeddings(self, object_name: str) -> tuple[np.ndarray, np.ndarray]:
         normal, anomalous = self.prompts.state_prompts(object_name)
-        return (self._embeddings("clip-text", normal, self.models.clip.encode_texts),
-                self._embeddings("clip-text", anomalous, self.models.clip.encode_texts))
+        return (
+            self._embeddings("clip-text", normal, self.models.clip.encode_texts),
+            self._embeddings("clip-text", anomalous, self.models.clip.encode_texts),
+        )
 
     def localising_embeddings(self) -> np.ndarray:
         return self._embeddings("clipseg-text", list(self.prompts.localising), self.models.clipseg.encode_texts)
@@ -110,8 +128,11 @@ class Inspector:
                 shape = frame.image.shape[:2]
                 foreground = select_foreground(shape, salient, masks)
                 _, components = find_components(foreground)
-                tiles = [tile for index, component in enumerate(components)
-                         for tile in plan_tiles(index, component.box, component.parts, shape, self.settings.tile_size)]
+                tiles = [
+                    tile
+                    for index, component in enumerate(components)
+                    for tile in plan_tiles(index, component.box, component.parts, shape, self.settings.tile_size)
+                ]
                 plans.append(_FramePlan(frame, foreground.mask, components, tiles))
         return plans
 
@@ -123,7 +144,9 @@ class Inspector:
         clock = StageClock()
         for frame in frames:
             if frame.image.ndim != 3 or frame.image.shape[2] != 3 or frame.image.dtype != np.uint8:
-                raise ValueError(f"frame {frame.frame_id}: expected (H, W, 3) uint8 RGB, got {frame.image.shape} {frame.image.dtype}")
+                raise ValueError(
+                    f"frame {frame.frame_id}: expected (H, W, 3) uint8 RGB, got {frame.image.shape} {frame.image.dtype}"
+                )
         plans = self._plan(frames, clock)
         crops = [crop_tile(plan.frame.image, tile) for plan in plans for tile in plan.tiles]
         owners = [index for index, plan in enumerate(plans) for _ in plan.tiles]
@@ -138,7 +161,9 @@ class Inspector:
             scores = np.empty(len(crops), dtype=np.float32)
             for name, (normal, anomalous) in state.items():
                 rows = [i for i, owner in enumerate(owners) if plans[owner].frame.object_name == name]
-                scores[rows] = tile_anomaly_scores(tile_embeddings[rows], normal, anomalous, self.models.clip.logit_scale)
+                scores[rows] = tile_anomaly_scores(
+                    tile_embeddings[rows], normal, anomalous, self.models.clip.logit_scale
+                )
 
         with clock.stage("pixel_map"):
             seg_inputs = _resize_batch(crops, self.models.clipseg.size)
@@ -158,16 +183,23 @@ class Inspector:
                 anomaly_map = paste_tiles(plan.frame.image.shape[:2], plan.tiles, frame_maps, frame_scores)
                 tile_components = np.array([tile.component for tile in plan.tiles], dtype=int)
                 per_component = component_scores(frame_scores, tile_components, len(plan.components))
-                instances = [InstanceScore(component.box, component.area, float(per_component[i]),
-                                           int((tile_components == i).sum()))
-                             for i, component in enumerate(plan.components)]
+                instances = [
+                    InstanceScore(
+                        component.box, component.area, float(per_component[i]), int((tile_components == i).sum())
+                    )
+                    for i, component in enumerate(plan.components)
+                ]
                 results.append((plan, anomaly_map, float(np.clip(image_score(per_component), 0.0, 1.0)), instances))
 
         share = {stage: ms / len(frames) for stage, ms in clock.ms.items()}
-        return [Inspection(plan.frame.frame_id, score, anomaly_map, plan.foreground, instances, dict(share))
-                for plan, anomaly_map, score, instances in results]
+        return [
+            Inspection(plan.frame.frame_id, score, anomaly_map, plan.foreground, instances, dict(share))
+            for plan, anomaly_map, score, instances in results
+        ]
 
 
-def build_inspector(model_settings: ModelSettings, cache: EmbeddingCache | None = None, naive: bool = False) -> Inspector:
+def build_inspector(
+    model_settings: ModelSettings, cache: EmbeddingCache | None = None, naive: bool = False
+) -> Inspector:
     """Load the configured model profile and wrap it in an Inspector."""
     return Inspector(load_models(model_settings), model_settings, cache=cache, naive=naive)

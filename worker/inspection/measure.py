@@ -1,4 +1,5 @@
 """The one stage timer and the one peak-memory reading, for the Inspector, the bench and the evaluation."""
+
 from __future__ import annotations
 
 import resource

@@ -1,4 +1,5 @@
 """An anomaly map drawn over its frame: the one heatmap overlay (CLI `inspect --out`, eval's worst cases)."""
+
 from __future__ import annotations
 
 import cv2
@@ -8,9 +9,15 @@ HEATMAP_ALPHA = 0.45
 WHITE = (255, 255, 255)
 
 
-def overlay_heatmap(image: np.ndarray, anomaly_map: np.ndarray, mask: np.ndarray | None = None,
-                    alpha: float = HEATMAP_ALPHA, *, contour_rgb: tuple[int, int, int] = WHITE,
-                    thickness: int = 2) -> np.ndarray:
+def overlay_heatmap(
+    image: np.ndarray,
+    anomaly_map: np.ndarray,
+    mask: np.ndarray | None = None,
+    alpha: float = HEATMAP_ALPHA,
+    *,
+    contour_rgb: tuple[int, int, int] = WHITE,
+    thickness: int = 2,
+) -> np.ndarray:
     """(H, W, 3) uint8 RGB image blended with a JET-coloured anomaly map; `mask` outlined.
 
     anomaly_map: float in [0, 1], any size (resized bilinearly to H, W); the colour scale is

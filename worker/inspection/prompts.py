@@ -3,6 +3,7 @@
 The prompt-set version is a hash of all of it, so a result says exactly which
 prompts produced it and cache entries of an old prompt set are never reused.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -37,22 +38,72 @@ TEMPLATES: tuple[str, ...] = (
 
 # WinCLIP's state words, then the seed's additions (appendix, Fig. 2 a and b).
 NORMAL_STATES: tuple[str, ...] = (
-    "{}", "flawless {}", "perfect {}", "unblemished {}", "{} without flaw", "{} without defect", "{} without damage",
-    "good {}", "normal {}", "amazing {}", "pristine {}", "undamaged {}", "{} in good condition", "unbroken {}",
-    "{} without any imperfections", "{} without any scratches", "{} without any marks", "complete {}", "new {}",
+    "{}",
+    "flawless {}",
+    "perfect {}",
+    "unblemished {}",
+    "{} without flaw",
+    "{} without defect",
+    "{} without damage",
+    "good {}",
+    "normal {}",
+    "amazing {}",
+    "pristine {}",
+    "undamaged {}",
+    "{} in good condition",
+    "unbroken {}",
+    "{} without any imperfections",
+    "{} without any scratches",
+    "{} without any marks",
+    "complete {}",
+    "new {}",
 )
 ANOMALOUS_STATES: tuple[str, ...] = (
-    "damaged {}", "{} with flaw", "{} with defect", "{} with damage",
-    "broken {}", "bad {}", "flawed {}", "defective {}", "{} in poor condition", "worn {}", "{} with scratches",
-    "{} with marks", "{} with imperfections", "cracked {}", "faulty {}", "incomplete {}", "bent {}", "snapped {}",
-    "scratched {}", "shattered {}", "fractured {}", "burst {}", "{} in pieces",
+    "damaged {}",
+    "{} with flaw",
+    "{} with defect",
+    "{} with damage",
+    "broken {}",
+    "bad {}",
+    "flawed {}",
+    "defective {}",
+    "{} in poor condition",
+    "worn {}",
+    "{} with scratches",
+    "{} with marks",
+    "{} with imperfections",
+    "cracked {}",
+    "faulty {}",
+    "incomplete {}",
+    "bent {}",
+    "snapped {}",
+    "scratched {}",
+    "shattered {}",
+    "fractured {}",
+    "burst {}",
+    "{} in pieces",
 )
 
 # Generic nouns for a defective region (seed, Fig. 2 c). The seed lists "an error" twice;
 # a duplicate would only double its weight in the harmonic mean, so it appears once.
 LOCALISING_PROMPTS: tuple[str, ...] = (
-    "a tear", "a rip", "some damage", "a fault", "a break", "an abnormality", "a defect", "a crack", "an anomaly",
-    "a missing component", "an error", "a mark", "a cut", "a dent", "a scratch", "an imperfection", "a blemish",
+    "a tear",
+    "a rip",
+    "some damage",
+    "a fault",
+    "a break",
+    "an abnormality",
+    "a defect",
+    "a crack",
+    "an anomaly",
+    "a missing component",
+    "an error",
+    "a mark",
+    "a cut",
+    "a dent",
+    "a scratch",
+    "an imperfection",
+    "a blemish",
     "a mistake",
 )
 

@@ -13,6 +13,7 @@ one warning, reports itself `degraded`, answers from the LRU (misses are compute
 locally by the caller) and tries Redis again after `retry_after_s`; it logs once
 more when Redis is back and then writes there the embeddings computed meanwhile.
 """
+
 from __future__ import annotations
 
 import logging
@@ -83,8 +84,10 @@ def decode_array(fields: Mapping[bytes | str, bytes]) -> np.ndarray:
 def _failure_reason(exc: Exception) -> str:
     """Why Redis failed, for the one warning; a refused login also names the settings to fix."""
     if isinstance(exc, redis.AuthenticationError):  # no, or the wrong, password
-        return (f"authentication failed ({exc}): set the Redis password in LINEWATCH_REDIS__PASSWORD "
-                "or in LINEWATCH_REDIS__URL as redis://:PASSWORD@host:port/0")
+        return (
+            f"authentication failed ({exc}): set the Redis password in LINEWATCH_REDIS__PASSWORD "
+            "or in LINEWATCH_REDIS__URL as redis://:PASSWORD@host:port/0"
+        )
     return f"{type(exc).__name__}: {exc}"
 
 
@@ -257,8 +260,11 @@ class RedisEmbeddingCache:
                 log.debug("Redis embedding cache still unavailable: %s", exc)
                 return
             self._degraded = True
-        log.warning("Redis embedding cache unavailable: %s; computing embeddings locally, retrying in %.0f s",
-                    _failure_reason(exc), self._retry_after_s)
+        log.warning(
+            "Redis embedding cache unavailable: %s; computing embeddings locally, retrying in %.0f s",
+            _failure_reason(exc),
+            self._retry_after_s,
+        )
 
     def _succeeded(self) -> None:
         if not self._degraded:

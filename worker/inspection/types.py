@@ -3,6 +3,7 @@
 Kept apart from the Inspector so that the service, the CLI and the evaluation
 harness can depend on them without importing any model code.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -4,6 +4,7 @@
 handed on whose results are not sent yet, and pauses the consumer on them; `hand_over` puts
 on a bounded queue for as long as the thread that takes from it runs.
 """
+
 from __future__ import annotations
 
 import logging
@@ -111,8 +112,11 @@ class InFlight:
                 self._paused = action == "pause"
             paused = self._paused
         if action is not None:
-            log.info("backpressure: %d frames waiting, %s partitions", waiting,
-                     "pausing" if action == "pause" else "resuming")
+            log.info(
+                "backpressure: %d frames waiting, %s partitions",
+                waiting,
+                "pausing" if action == "pause" else "resuming",
+            )
         # Re-applied every time: a rebalance hands out partitions unpaused.
         assignment = consumer.assignment()
         if paused and assignment:
@@ -125,7 +129,9 @@ class InFlight:
 STOP = object()  # sentinel that ends the inference thread, which passes it on to the publish thread
 
 
-def hand_over(target: queue.Queue, item: Any, receiver: threading.Thread | None, timeout_s: float | None = None) -> bool:
+def hand_over(
+    target: queue.Queue, item: Any, receiver: threading.Thread | None, timeout_s: float | None = None
+) -> bool:
     """Put `item` on the bounded `target`, waiting as long as `receiver` (who takes from it) runs,
     or at most `timeout_s`; False when that ran out."""
     deadline = None if timeout_s is None else time.monotonic() + timeout_s

@@ -21,6 +21,7 @@ Without one, the default prometheus_client registry is served.
     ...
     server.stop()
 """
+
 from __future__ import annotations
 
 import json
@@ -99,7 +100,11 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             self._send(HTTPStatus.OK, CONTENT_TYPE_LATEST, payload, send_body)
         else:
-            self._json(HTTPStatus.NOT_FOUND, {"error": "not found", "endpoints": ["/healthz", "/readyz", "/metrics"]}, send_body)
+            self._json(
+                HTTPStatus.NOT_FOUND,
+                {"error": "not found", "endpoints": ["/healthz", "/readyz", "/metrics"]},
+                send_body,
+            )
 
     def _json(self, status: HTTPStatus, body: dict[str, Any], send_body: bool) -> None:
         self._send(status, "application/json", json.dumps(body, default=str).encode("utf-8"), send_body)

@@ -9,6 +9,7 @@ Watchdog: `busy_s` is how long the batch now in the Inspector has been there. Pa
 `worker.inference_timeout_s` the device looks wedged: `check` raises `InferenceStuck`
 (the poll loop calls it every turn), which stops the worker so that it leaves the group.
 """
+
 from __future__ import annotations
 
 import logging
@@ -53,7 +54,9 @@ class Inference:
         self.telemetry = telemetry
         self.counters = counters
         self._abandon = abandon  # shutdown gave up: the publish thread may be gone
-        self.queue: queue.Queue = queue.Queue(maxsize=max(2, settings.queue_max_frames // settings.batch_max_frames + 2))
+        self.queue: queue.Queue = queue.Queue(
+            maxsize=max(2, settings.queue_max_frames // settings.batch_max_frames + 2)
+        )
         self.thread = threading.Thread(target=self._loop, name="lw-inference", daemon=True)
         self._lock = threading.Lock()
         self._started: float | None = None  # monotonic time the batch now in the Inspector went in
@@ -76,9 +79,12 @@ class Inference:
     def check(self) -> None:
         """Raise InferenceStuck when a batch is in the Inspector for too long (cheap: every loop turn)."""
         if self.stuck():
-            log.error("a batch has been in the Inspector for %.0f s (worker.inference_timeout_s = %.0f s): "
-                      "the device looks wedged; leaving the group so other workers take the partitions",
-                      self.busy_s(), self.settings.inference_timeout_s)
+            log.error(
+                "a batch has been in the Inspector for %.0f s (worker.inference_timeout_s = %.0f s): "
+                "the device looks wedged; leaving the group so other workers take the partitions",
+                self.busy_s(),
+                self.settings.inference_timeout_s,
+            )
             self.counters.add("inference_stuck")
             raise InferenceStuck(f"inference busy for more than {self.settings.inference_timeout_s} s")
 
@@ -139,8 +145,9 @@ class Inference:
             if len(fresh) == 1:
                 self._failed(fresh[0], exc)
                 return []
-            log.warning("batch of %d frames failed (%s: %s); retrying frame by frame", len(fresh),
-                        type(exc).__name__, exc)
+            log.warning(
+                "batch of %d frames failed (%s: %s); retrying frame by frame", len(fresh), type(exc).__name__, exc
+            )
             return [pair for work in fresh for pair in self._score([work])]
         self._inspecting(None)
         end_ns = time.time_ns()
@@ -152,8 +159,9 @@ class Inference:
     def _failed(self, work: Work, exc: Exception) -> None:
         log.warning("frame %s failed in inference: %s: %s", work.meta.frame_id, type(exc).__name__, exc)
         self.counters.add("inference_errors")
-        self.publisher.send_dead_letter(work.partition, work.message, "inference", type(exc).__name__, str(exc),
-                                        work.span)
+        self.publisher.send_dead_letter(
+            work.partition, work.message, "inference", type(exc).__name__, str(exc), work.span
+        )
 
 
 def _sum_timings(inspections: list[Inspection]) -> dict[str, float]:

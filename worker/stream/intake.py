@@ -5,6 +5,7 @@
 - `is_stale`: the stale-frame policy.
 - `Intake`: the poll thread's routing of one record (tracked in the `Checkpoint` first).
 """
+
 from __future__ import annotations
 
 import logging
@@ -88,9 +89,7 @@ def decode_frame(meta: FrameMeta, value: bytes | None, *, max_bytes: int, max_pi
         raise Rejected("decode", f"ImageDecodeError.{exc.reason}", str(exc)) from exc
     height, width = rgb.shape[:2]
     if (width, height) != (meta.width, meta.height):
-        raise Rejected(
-            "decode", "SizeMismatch", f"image is {width}x{height}, header says {meta.width}x{meta.height}"
-        )
+        raise Rejected("decode", "SizeMismatch", f"image is {width}x{height}, header says {meta.width}x{meta.height}")
     return rgb
 
 
@@ -129,8 +128,16 @@ Skip = Callable[[Any, Consumed, FrameMeta, Any], None]  # (partition, message, m
 class Intake:
     """record -> `Work` for the batcher; a bad record is dead-lettered, a stale one skipped, at once."""
 
-    def __init__(self, settings: WorkerSettings, checkpoint: Checkpoint, telemetry: ServiceTelemetry,
-                 counters: Counters, *, dead_letter: DeadLetter, skip: Skip):
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        checkpoint: Checkpoint,
+        telemetry: ServiceTelemetry,
+        counters: Counters,
+        *,
+        dead_letter: DeadLetter,
+        skip: Skip,
+    ):
         self.settings = settings
         self.checkpoint = checkpoint
         self.telemetry = telemetry
@@ -143,8 +150,11 @@ class Intake:
         self.counters.add("consumed")
         span = self.telemetry.start_frame(
             message.headers,
-            {"messaging.destination.name": message.topic, "messaging.kafka.partition": message.partition,
-             "messaging.kafka.offset": message.offset},
+            {
+                "messaging.destination.name": message.topic,
+                "messaging.kafka.partition": message.partition,
+                "messaging.kafka.offset": message.offset,
+            },
         )
         ws = self.settings
         try:
@@ -152,8 +162,10 @@ class Intake:
                 meta = parse_meta(message.headers)
                 span.set_attribute("linewatch.frame_id", meta.frame_id)
                 stale = is_stale(meta, utc_now(), ws.max_frame_age_s)  # a stale frame is not even decoded
-                image = None if stale else decode_frame(
-                    meta, message.value, max_bytes=ws.max_frame_bytes, max_pixels=ws.max_frame_pixels
+                image = (
+                    None
+                    if stale
+                    else decode_frame(meta, message.value, max_bytes=ws.max_frame_bytes, max_pixels=ws.max_frame_pixels)
                 )
         except Rejected as exc:
             self._dead_letter(partition, message, exc.stage, exc.error_type, exc.message, span)

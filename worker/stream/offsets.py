@@ -13,6 +13,7 @@ rebalance listener forgets partitions.
 `Checkpoint` puts an `OffsetTracker` together with a consumer: explicit commits of what
 is done, and one rebalance listener (`RebalanceListener`, callbacks) for every service.
 """
+
 from __future__ import annotations
 
 import logging
@@ -252,9 +253,14 @@ class Checkpoint:
                 log.warning("%s: commit on revocation failed (the next owner re-processes more): %s", self._name, exc)
             with self._lock:
                 self._committed.update(offsets)
-        log.info("%s: partitions %s: %s; committing %s; %d uncommitted messages dropped (re-processed by the "
-                 "next owner)", self._name, "revoked" if commit else "lost", names(partitions), names(offsets),
-                 dropped)
+        log.info(
+            "%s: partitions %s: %s; committing %s; %d uncommitted messages dropped (re-processed by the next owner)",
+            self._name,
+            "revoked" if commit else "lost",
+            names(partitions),
+            names(offsets),
+            dropped,
+        )
         return offsets, dropped
 
     def assign(self, partitions: set) -> dict[Any, int]:
@@ -269,8 +275,12 @@ class Checkpoint:
                 self.consumer.seek(tp, offset)
             except Exception as exc:  # pragma: no cover - it was just assigned
                 log.warning("%s: cannot seek %s:%s back to %s: %s", self._name, tp.topic, tp.partition, offset, exc)
-        log.info("%s: partitions assigned: %s%s", self._name, names(partitions),
-                 f" (rewound {names(rewind)})" if rewind else "")
+        log.info(
+            "%s: partitions assigned: %s%s",
+            self._name,
+            names(partitions),
+            f" (rewound {names(rewind)})" if rewind else "",
+        )
         return rewind
 
     # ------------------------------------------------------------------ any thread
@@ -292,7 +302,10 @@ class Checkpoint:
 def names(partitions: Any) -> str:
     """`topic:partition[@offset], ...` of a set or dict of TopicPartitions, for log lines."""
     items = partitions.items() if isinstance(partitions, dict) else ((tp, None) for tp in partitions)
-    return ", ".join(
-        f"{tp.topic}:{tp.partition}" + ("" if off is None else f"@{off}")
-        for tp, off in sorted(items, key=lambda item: (item[0].topic, item[0].partition))
-    ) or "none"
+    return (
+        ", ".join(
+            f"{tp.topic}:{tp.partition}" + ("" if off is None else f"@{off}")
+            for tp, off in sorted(items, key=lambda item: (item[0].topic, item[0].partition))
+        )
+        or "none"
+    )

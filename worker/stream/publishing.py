@@ -10,6 +10,7 @@ size: the caller shrinks or dead-letters it). Any other failure is kept and sent
 again by `retry_failed`, so a record is acknowledged, re-routed or retried --
 never silently dropped. Callbacks run on the producer's I/O thread.
 """
+
 from __future__ import annotations
 
 import logging
@@ -126,8 +127,13 @@ class Outbox:
         else:
             self._on_broker_error()
         if item.attempts == 1:
-            log.warning("send to %s failed (%s: %s); retrying every %.0f s", item.topic, type(exc).__name__, exc,
-                        RETRY_BACKOFF_S)
+            log.warning(
+                "send to %s failed (%s: %s); retrying every %.0f s",
+                item.topic,
+                type(exc).__name__,
+                exc,
+                RETRY_BACKOFF_S,
+            )
         item.failed_at = self._clock()
         self._failed.put(item)
 
@@ -192,8 +198,12 @@ class Publisher:
     def send_result(self, work: Work, inspection: Inspection) -> None:
         try:
             result = build_result(
-                work.meta, inspection, versions=self._versions(), worker_settings=self.settings.worker,
-                worker_id=self.worker_id, source=work.message.source,
+                work.meta,
+                inspection,
+                versions=self._versions(),
+                worker_settings=self.settings.worker,
+                worker_id=self.worker_id,
+                source=work.message.source,
             )
             self._publish_result(work.partition, work.message, result, work.span)
         except Exception as exc:  # a frame whose result cannot be built or sent goes to the DLQ alone
@@ -203,8 +213,12 @@ class Publisher:
     def send_skipped(self, partition: Any, message: Consumed, meta: FrameMeta, span: Any) -> None:
         note = stale_note(meta, utc_now(), self.settings.worker.max_frame_age_s or 0.0)
         result = skipped_result(
-            meta, note, versions=self._versions(), worker_settings=self.settings.worker,
-            worker_id=self.worker_id, source=message.source,
+            meta,
+            note,
+            versions=self._versions(),
+            worker_settings=self.settings.worker,
+            worker_id=self.worker_id,
+            source=message.source,
         )
         self._publish_result(partition, message, result, span)
 
@@ -230,19 +244,35 @@ class Publisher:
 
         def too_large() -> None:  # the broker refused it after all (a lower topic limit)
             publish_span.end()
-            self.send_dead_letter(partition, message, "encode", "MessageSizeTooLarge",
-                                  f"result of {len(value)} bytes refused by the broker", span)
+            self.send_dead_letter(
+                partition,
+                message,
+                "encode",
+                "MessageSizeTooLarge",
+                f"result of {len(value)} bytes refused by the broker",
+                span,
+            )
 
         self.outbox.send(Outgoing(self.settings.kafka.results_topic, key, value, headers, acked, too_large))
 
-    def send_dead_letter(self, partition: Any, message: Consumed, stage: str, error_type: str, text: str,
-                         span: Any) -> None:
-        error = dead_letter_error(stage, error_type, text, worker_id=self.worker_id, source=message.source,
-                                  now=utc_now())
-        key, value, headers = dead_letter_record(message.key, message.value, message.headers, error,
-                                                self.settings.kafka.max_message_bytes)
-        log.info("dead-lettering %s:%s@%s (%s/%s): %s", message.topic, message.partition, message.offset,
-                 stage, error_type, error.message)
+    def send_dead_letter(
+        self, partition: Any, message: Consumed, stage: str, error_type: str, text: str, span: Any
+    ) -> None:
+        error = dead_letter_error(
+            stage, error_type, text, worker_id=self.worker_id, source=message.source, now=utc_now()
+        )
+        key, value, headers = dead_letter_record(
+            message.key, message.value, message.headers, error, self.settings.kafka.max_message_bytes
+        )
+        log.info(
+            "dead-lettering %s:%s@%s (%s/%s): %s",
+            message.topic,
+            message.partition,
+            message.offset,
+            stage,
+            error_type,
+            error.message,
+        )
         span.set_attribute("linewatch.dead_letter", f"{stage}/{error_type}")
 
         def acked() -> None:

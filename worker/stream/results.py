@@ -4,6 +4,7 @@
 - `fit_result`: a result serialised within the topic's size limit, shrunk if it
   must be (heatmap first, then regions), or `ResultTooLarge`.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -37,8 +38,14 @@ def defect_regions(anomaly_map: np.ndarray, mask: np.ndarray, limit: int = MAX_R
     for label in largest:
         x, y, w, h, area = (int(v) for v in stats[label])
         values = scores[y : y + h, x : x + w][labels[y : y + h, x : x + w] == label]
-        regions.append(Region(box=Box(x=left + x, y=top + y, w=w, h=h), area=area,
-                              peak_score=float(values.max()), mean_score=float(values.mean())))
+        regions.append(
+            Region(
+                box=Box(x=left + x, y=top + y, w=w, h=h),
+                area=area,
+                peak_score=float(values.max()),
+                mean_score=float(values.mean()),
+            )
+        )
     return regions
 
 
@@ -65,10 +72,14 @@ def build_result(
         threshold=worker_settings.threshold,
         verdict="anomalous" if anomalous else "ok",
         mask=mask_to_rle(mask),
-        heatmap=heatmap_to_png(inspection.anomaly_map, worker_settings.heatmap_side) if worker_settings.heatmap_side else None,
+        heatmap=heatmap_to_png(inspection.anomaly_map, worker_settings.heatmap_side)
+        if worker_settings.heatmap_side
+        else None,
         regions=defect_regions(inspection.anomaly_map, mask),
-        instances=[Instance(box=Box(x=i.box[0], y=i.box[1], w=i.box[2], h=i.box[3]), area=i.area, score=i.score, tiles=i.tiles)
-                   for i in inspection.instances],
+        instances=[
+            Instance(box=Box(x=i.box[0], y=i.box[1], w=i.box[2], h=i.box[3]), area=i.area, score=i.score, tiles=i.tiles)
+            for i in inspection.instances
+        ],
         timings_ms=dict(inspection.timings_ms),
         versions=versions.model_copy(update={"threshold_version": worker_settings.threshold_version}),
         worker_id=worker_id or worker_settings.worker_id,
@@ -87,10 +98,19 @@ def skipped_result(
 ) -> InspectionResult:
     """A result for a frame that was deliberately not inspected (e.g. too old): verdict 'skipped'."""
     return InspectionResult(
-        frame_id=meta.frame_id, camera_id=meta.camera_id, line_id=meta.line_id, object_name=meta.object_name,
-        captured_at=meta.captured_at, processed_at=utc_now(), score=0.0, threshold=worker_settings.threshold,
-        verdict="skipped", versions=versions.model_copy(update={"threshold_version": worker_settings.threshold_version}),
-        worker_id=worker_id or worker_settings.worker_id, source=source, note=reason,
+        frame_id=meta.frame_id,
+        camera_id=meta.camera_id,
+        line_id=meta.line_id,
+        object_name=meta.object_name,
+        captured_at=meta.captured_at,
+        processed_at=utc_now(),
+        score=0.0,
+        threshold=worker_settings.threshold,
+        verdict="skipped",
+        versions=versions.model_copy(update={"threshold_version": worker_settings.threshold_version}),
+        worker_id=worker_id or worker_settings.worker_id,
+        source=source,
+        note=reason,
     )
 
 
@@ -143,5 +163,3 @@ def fit_result(
     raise ResultTooLarge(
         f"result of frame {result.frame_id} is {len(value)} bytes without heatmap and regions; limit is {max_bytes}"
     )
-
-

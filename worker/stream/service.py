@@ -37,6 +37,7 @@ stays in the Inspector longer than `inference_timeout_s` (a wedged device) makes
 the worker unready and stops it the same way, with `InferenceStuck`: it leaves the
 group, so the others take over its partitions and score its frames again.
 """
+
 from __future__ import annotations
 
 import json
@@ -89,8 +90,9 @@ class WorkerService:
         self.telemetry = ServiceTelemetry(telemetry)
         self.counters = Counters()
         self.broker = BrokerReachability()
-        self.checkpoint = Checkpoint(reachability=self.broker, commit_timeout_ms=COMMIT_TIMEOUT_MS,
-                                     name=f"worker {self.worker_id}")
+        self.checkpoint = Checkpoint(
+            reachability=self.broker, commit_timeout_ms=COMMIT_TIMEOUT_MS, name=f"worker {self.worker_id}"
+        )
         self.tracker = self.checkpoint.tracker
         ws = settings.worker
         self.batcher: MicroBatcher[Work] = MicroBatcher(ws.batch_max_frames, ws.batch_max_wait_ms / 1000.0)
@@ -177,23 +179,34 @@ class WorkerService:
         stop_event = stop_event or threading.Event()
         while True:
             try:
-                ensure_topics(ks, [ks.frames_topic, ks.results_topic, ks.dlq_topic],
-                              bootstrap_timeout_ms=CONNECT_TIMEOUT_MS)
+                ensure_topics(
+                    ks, [ks.frames_topic, ks.results_topic, ks.dlq_topic], bootstrap_timeout_ms=CONNECT_TIMEOUT_MS
+                )
                 break
             except Exception as exc:  # broker not up yet: wait for it rather than crash-loop
                 self.broker.error()
-                log.warning("cannot reach Kafka at %s (%s: %s); %s; retrying in 5 s",
-                            ks.bootstrap_servers, type(exc).__name__, exc, connection_hint(ks))
+                log.warning(
+                    "cannot reach Kafka at %s (%s: %s); %s; retrying in 5 s",
+                    ks.bootstrap_servers,
+                    type(exc).__name__,
+                    exc,
+                    connection_hint(ks),
+                )
                 if stop_event.wait(5.0):
                     return False
         self.broker.ok()
         self.outbox = Outbox(build_producer(ks), on_broker_ok=self.broker.ok, on_broker_error=self.broker.error)
         parts = {"checkpoint": self.checkpoint, "telemetry": self.telemetry, "counters": self.counters}
-        self.publisher = Publisher(self.settings, self.outbox, lambda: self.inspector.versions,
-                                   in_flight=self.in_flight, abandon=self._abandon, **parts)
+        self.publisher = Publisher(
+            self.settings,
+            self.outbox,
+            lambda: self.inspector.versions,
+            in_flight=self.in_flight,
+            abandon=self._abandon,
+            **parts,
+        )
         self.inference = Inference(ws, self.inspector, self.publisher, abandon=self._abandon, **parts)
-        self.intake = Intake(ws, dead_letter=self.publisher.send_dead_letter, skip=self.publisher.send_skipped,
-                             **parts)
+        self.intake = Intake(ws, dead_letter=self.publisher.send_dead_letter, skip=self.publisher.send_skipped, **parts)
         self.consumer = build_consumer(ks, max_poll_records=ws.batch_max_frames)
         self.checkpoint.subscribe(self.consumer, [ks.frames_topic], on_revoked=self._revoked)
         self.publisher.thread.start()
@@ -207,8 +220,9 @@ class WorkerService:
         self._running = False
         deadline = time.monotonic() + self.settings.worker.shutdown_timeout_s
         left = lambda: max(0.0, deadline - time.monotonic())  # noqa: E731
-        helpers = [stage.thread for stage in (self.inference, self.publisher)
-                   if stage is not None and stage.thread.is_alive()]
+        helpers = [
+            stage.thread for stage in (self.inference, self.publisher) if stage is not None and stage.thread.is_alive()
+        ]
         if self.inference is not None and self.inference.thread.is_alive():
             self._dispatch(self.batcher.take(), timeout_s=left())
             hand_over(self.inference.queue, STOP, self.inference.thread, timeout_s=left())
@@ -217,8 +231,10 @@ class WorkerService:
         for helper in helpers:  # the publish thread ends once the inference thread's STOP reaches it
             helper.join(left())
         if any(helper.is_alive() for helper in helpers):
-            log.warning("shutdown: inference or publishing still busy after %.0f s; leaving queued frames "
-                        "uncommitted", self.settings.worker.shutdown_timeout_s)
+            log.warning(
+                "shutdown: inference or publishing still busy after %.0f s; leaving queued frames uncommitted",
+                self.settings.worker.shutdown_timeout_s,
+            )
             self._abandon.set()
             for helper in helpers:
                 helper.join(10.0)

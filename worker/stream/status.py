@@ -1,4 +1,5 @@
 """What the worker reports about itself: `ServiceStatus` and the readiness checks of /readyz."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

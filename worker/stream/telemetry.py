@@ -5,6 +5,7 @@ span covers the worker's part, with children `decode`, `inference` (and one
 child per Inspector stage, laid end to end from `Inspection.timings_ms`) and
 `publish`. Without a `Telemetry` (tests, telemetry disabled) everything is a no-op.
 """
+
 from __future__ import annotations
 
 import threading
@@ -34,7 +35,9 @@ class ServiceTelemetry:
     def start_frame(self, headers: Sequence[tuple[str, bytes]], attributes: Mapping[str, object]) -> trace.Span:
         """The span of one frame's trip through the worker, child of the producer's span."""
         return self.tracer.start_span(
-            "linewatch.worker.frame", context=extract_context(headers), kind=trace.SpanKind.CONSUMER,
+            "linewatch.worker.frame",
+            context=extract_context(headers),
+            kind=trace.SpanKind.CONSUMER,
             attributes=dict(attributes),
         )
 
@@ -57,7 +60,9 @@ class ServiceTelemetry:
     ) -> None:
         """An `inference` span for the batch call, with the Inspector's per-stage timings as children."""
         span = self.tracer.start_span(
-            "inference", context=trace.set_span_in_context(parent), start_time=start_ns,
+            "inference",
+            context=trace.set_span_in_context(parent),
+            start_time=start_ns,
             attributes={"linewatch.batch_size": batch_size},
         )
         child_context = trace.set_span_in_context(span)

@@ -1,4 +1,5 @@
 """Stage 5: put tile predictions back together into a frame map and a frame score."""
+
 from __future__ import annotations
 
 import math
@@ -9,7 +10,9 @@ import numpy as np
 from worker.inspection.pipeline.tiling import Tile
 
 
-def paste_tiles(frame_shape: tuple[int, int], tiles: list[Tile], tile_maps: np.ndarray, tile_scores: np.ndarray) -> np.ndarray:
+def paste_tiles(
+    frame_shape: tuple[int, int], tiles: list[Tile], tile_maps: np.ndarray, tile_scores: np.ndarray
+) -> np.ndarray:
     """Frame anomaly map from per-tile pixel maps.
 
     tile_maps: (T, s, s) maps in [0, 1] at model resolution; each is resized to its

@@ -4,6 +4,7 @@ SAM proposes instance masks; IS-Net says what is salient. A SAM mask is kept whe
 at least `min_coverage` of it lies inside the salient mask, which drops shadows
 and background that SAM segments as separate masks.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -83,8 +84,12 @@ def find_components(foreground: Foreground, min_area_fraction: float = 0.001) ->
         if owners.size:
             parts_per_label[np.bincount(owners).argmax()] += 1
     components = [
-        Component(label, (int(stats[label, 0]), int(stats[label, 1]), int(stats[label, 2]), int(stats[label, 3])),
-                  int(stats[label, 4]), int(parts_per_label[label]))
+        Component(
+            label,
+            (int(stats[label, 0]), int(stats[label, 1]), int(stats[label, 2]), int(stats[label, 3])),
+            int(stats[label, 4]),
+            int(parts_per_label[label]),
+        )
         for label in range(1, count)
         if stats[label, 4] >= min_area
     ]

@@ -1,4 +1,5 @@
 """Stage 3 and 4 math: tile scores from CLIP similarities, pixel maps from CLIPSeg prompts."""
+
 from __future__ import annotations
 
 import numpy as np

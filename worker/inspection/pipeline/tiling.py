@@ -1,4 +1,5 @@
 """Stage 2: tiling. One square crop per object instance; long many-part objects get a row of tiles."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
