@@ -17,7 +17,7 @@ ERROR_HEADER = "lw-error"
 TRACEPARENT_HEADER = "traceparent"
 
 ContentType = Literal["image/jpeg", "image/png"]
-Verdict = Literal["ok", "anomalous", "skipped"]
+Verdict = Literal["ok", "anomalous", "skipped", "calibrating"]
 
 
 def utc_now() -> datetime:
@@ -131,7 +131,10 @@ class InspectionResult(_Message):
     object_name: str
     captured_at: datetime
     processed_at: datetime
+    # `score` is calibrated: the threshold in force maps to 0.5 (see common/control.normalised_score);
+    # `raw_score` is the Inspector's own score, compared with `threshold`.
     score: float = Field(ge=0.0, le=1.0)
+    raw_score: float | None = Field(None, ge=0.0, le=1.0)
     threshold: float
     verdict: Verdict
     mask: RleMask | None = None

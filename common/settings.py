@@ -28,6 +28,12 @@ class KafkaSettings(_Section):
     results_topic: str = Field("linewatch.results", description="topic the worker publishes InspectionResult JSON to")
     dlq_topic: str = Field("linewatch.frames.dlq", description="dead-letter topic for frames that cannot be inspected")
     alarms_topic: str = Field("linewatch.alarms", description="topic the alarm service publishes alarm events to")
+    control_topic: str = Field(
+        "linewatch.control", description="compacted topic of ControlRecords (thresholds, prompts, references) by scope"
+    )
+    feedback_topic: str = Field(
+        "linewatch.feedback", description="topic of operators' labels on results (false alarm, defect, good reference)"
+    )
     group_id: str = Field("linewatch", description="consumer group shared by all workers")
     partitions: int = Field(4, ge=1, description="partition count for topics created when missing")
     replication_factor: int = Field(1, ge=1)

@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from common.codecs import heatmap_to_png, mask_to_rle
+from common.control import ThresholdsInForce, normalised_score
 from common.messages import estimate_record_size
 from common.schemas import Box, FrameMeta, InspectionResult, Instance, Region, SourceRef, Versions, utc_now
 from common.settings import WorkerSettings
@@ -57,10 +58,22 @@ def build_result(
     worker_settings: WorkerSettings,
     worker_id: str | None = None,
     source: SourceRef | None = None,
+    thresholds: ThresholdsInForce | None = None,
+    calibrating: bool = False,
 ) -> InspectionResult:
-    """The result message for one inspected frame: verdict, RLE defect mask, regions, instances, timings."""
-    mask = inspection.anomaly_map >= worker_settings.pixel_threshold
-    anomalous = inspection.score >= worker_settings.threshold
+    """The result message for one inspected frame: verdict, RLE defect mask, regions, instances, timings.
+
+    `thresholds` are those of the control record in force (default: the static settings);
+    `score` is the raw score normalised so that the image threshold maps to 0.5. While the
+    scope is `calibrating` (learning mode) the verdict says so and nothing is anomalous.
+    """
+    thresholds = thresholds or static_thresholds(worker_settings)
+    raw_score = float(np.clip(inspection.score, 0.0, 1.0))
+    mask = inspection.anomaly_map >= thresholds.pixel
+    if calibrating:
+        verdict = "calibrating"
+    else:
+        verdict = "anomalous" if raw_score >= thresholds.image else "ok"
     return InspectionResult(
         frame_id=meta.frame_id,
         camera_id=meta.camera_id,
@@ -68,9 +81,10 @@ def build_result(
         object_name=meta.object_name,
         captured_at=meta.captured_at,
         processed_at=utc_now(),
-        score=float(np.clip(inspection.score, 0.0, 1.0)),
-        threshold=worker_settings.threshold,
-        verdict="anomalous" if anomalous else "ok",
+        score=normalised_score(raw_score, thresholds.image),
+        raw_score=raw_score,
+        threshold=thresholds.image,
+        verdict=verdict,
         mask=mask_to_rle(mask),
         heatmap=heatmap_to_png(inspection.anomaly_map, worker_settings.heatmap_side)
         if worker_settings.heatmap_side
@@ -81,9 +95,18 @@ def build_result(
             for i in inspection.instances
         ],
         timings_ms=dict(inspection.timings_ms),
-        versions=versions.model_copy(update={"threshold_version": worker_settings.threshold_version}),
+        versions=versions.model_copy(update={"threshold_version": thresholds.version}),
         worker_id=worker_id or worker_settings.worker_id,
         source=source,
+    )
+
+
+def static_thresholds(worker_settings: WorkerSettings) -> ThresholdsInForce:
+    """The thresholds of the settings, in force where no control record sets any."""
+    return ThresholdsInForce(
+        image=worker_settings.threshold,
+        pixel=worker_settings.pixel_threshold,
+        version=worker_settings.threshold_version,
     )
 
 
