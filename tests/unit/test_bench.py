@@ -3,13 +3,13 @@
 import numpy as np
 import pytest
 
-from worker.bench import inprocess
+from worker.inspection import measure
 from worker.bench.inprocess import percentile, run_batches, synthetic_frames, warm_up
 from worker.inspection.types import Frame, Inspection
 
 
 class FakeClock:
-    """`time.perf_counter` for worker.bench.inprocess, advanced only by the inspector below."""
+    """`time.perf_counter` for the stage clock the bench times with, advanced only by the inspector below."""
 
     def __init__(self) -> None:
         self.now = 100.0
@@ -45,7 +45,7 @@ class CountingInspector:
 @pytest.fixture
 def clock(monkeypatch) -> FakeClock:
     fake = FakeClock()
-    monkeypatch.setattr(inprocess, "time", fake)
+    monkeypatch.setattr(measure, "time", fake)
     return fake
 
 
