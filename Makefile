@@ -33,7 +33,7 @@ lint: install
 test: install system-deps models lint
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
 
-test-unit: install models
+test-unit: install
 	$(PY) -m pytest -q -ra tests/unit $(PYTEST_ARGS)
 
 demo: install system-deps models
