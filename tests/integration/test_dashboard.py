@@ -75,7 +75,7 @@ def browser(user_data: Path):
     options = webdriver.ChromeOptions()
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--no-first-run", "--window-size=1400,900", f"--user-data-dir={user_data}"):  # fmt: skip
+                 "--no-first-run", "--window-size=1200,760", f"--user-data-dir={user_data}"):  # fmt: skip
         options.add_argument(flag)
     return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
 
@@ -97,6 +97,14 @@ class ResultWatcher:
                     result = InspectionResult.model_validate_json(record.value)
                     self.seen.setdefault(result.frame_id, (time.monotonic(), result))
         self.consumer.close()
+
+
+def screenshot(driver, path: Path) -> None:
+    """A PNG of the page, reduced to 128 colours so that it is small enough to commit."""
+    from PIL import Image
+
+    driver.save_screenshot(str(path))
+    Image.open(path).convert("RGB").quantize(128).save(path, optimize=True)
 
 
 def wait(predicate, timeout_s: float, what: str, poll_s: float = 0.05):
@@ -206,7 +214,7 @@ def test_an_operator_watches_the_line_and_flags_a_false_alarm(kafka_broker, tmp_
             wait(lambda: driver.execute_script(
                 "return [...document.querySelectorAll('.tile img')].every(i => i.complete && i.naturalWidth > 0)"),
                  20, "every tile's overlay image")  # fmt: skip
-            driver.save_screenshot(str(shots / "dashboard-grid.png"))
+            screenshot(driver, shots / "dashboard-grid.png")
 
             # the frame page, and one click on "false alarm" puts a record on the feedback topic
             driver.find_element(By.ID, "tile-cam-b").click()
@@ -215,7 +223,7 @@ def test_an_operator_watches_the_line_and_flags_a_false_alarm(kafka_broker, tmp_
             wait(lambda: driver.execute_script("const i = document.getElementById('overlay');"
                                                "return i.complete && i.naturalWidth > 0"), 15, "the overlay")  # fmt: skip
             assert "Timings" in driver.find_element(By.ID, "details").text
-            driver.save_screenshot(str(shots / "dashboard-frame.png"))
+            screenshot(driver, shots / "dashboard-frame.png")
             driver.find_element(By.ID, "fb-false_alarm").click()
             wait(lambda: driver.find_element(By.ID, "feedback-status").get_attribute("data-saved") == "false_alarm",
                  10, "the saved confirmation")  # fmt: skip

@@ -193,3 +193,12 @@ def test_credentials_parse_and_compare():
         parse_credentials(SecretStr("a:b:viewer,secret-pw:admin"), None)
     assert "secret-pw" not in str(info.value)
     assert safe_next("//evil.example/x") == "/" and safe_next("/frame/a/b") == "/frame/a/b"
+
+
+def test_the_dashboard_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, worker.dashboard.server, worker.dashboard.bench; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "False"

@@ -34,6 +34,10 @@ function drawTrend(t) {
     if (i === 0) ctx.moveTo(x, y); else ctx.lineTo(x, y);
   });
   ctx.stroke();
+  for (const p of t.history) {  // a dot per result: a lone point is visible too
+    ctx.fillStyle = p[2] === "anomalous" ? "#ff7b72" : "#8ab4f8";
+    ctx.fillRect(w - (now - p[0]) / HISTORY_S * w - 1.5, h - p[1] * h - 1.5, 3, 3);
+  }
 }
 
 function showCamera(entry) {
