@@ -52,7 +52,7 @@ bench-dashboard: install system-deps
 	  $(PY) -m worker.dashboard.bench --bootstrap-servers "$$LINEWATCH_KAFKA__BOOTSTRAP_SERVERS"'
 
 # The README's dashboard screenshots, from a run of the browser test (docs/images/dashboard-*.png).
-dashboard-screenshots: install system-deps models
+dashboard-screenshots: install system-deps
 	LINEWATCH_SCREENSHOTS=docs/images $(PY) -m pytest -q -p no:cacheprovider tests/integration/test_dashboard.py
 
 chaos: install system-deps models
