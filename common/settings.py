@@ -204,6 +204,12 @@ class DashboardSettings(_Section):
     frame_cache_ttl_s: float = Field(60.0, gt=0.0, description="how long a fetched frame stays cached")
     push_interval_ms: int = Field(250, ge=20, description="how often live updates are pushed to each page")
 
+    @field_validator("users", "tokens", "session_secret", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: Any) -> Any:
+        # compose passes `${DASHBOARD_SESSION_SECRET:-}` through as an empty string: that is "unset", not a key
+        return None if isinstance(value, str) and not value.strip() else value
+
 
 class LinewatchSettings(BaseSettings):
     model_config = SettingsConfigDict(

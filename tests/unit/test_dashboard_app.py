@@ -202,3 +202,42 @@ def test_the_dashboard_does_not_import_torch():
     code = "import sys, worker.dashboard.server, worker.dashboard.bench; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_the_overlay_keeps_the_frame_size_and_colours_the_hot_area():
+    import base64
+
+    import numpy as np
+
+    from common.codecs import decode_image, encode_image, heatmap_to_png, mask_to_rle
+    from worker.dashboard.images import heatmap_array, placeholder_svg, render_overlay
+
+    frame = np.full((60, 80, 3), 128, dtype=np.uint8)
+    heat = np.zeros((60, 80), dtype=np.float32)
+    heat[:, 40:] = 1.0
+    mask = np.zeros((60, 80), dtype=bool)
+    mask[20:40, 50:70] = True
+    hot = result().model_copy(update={"heatmap": heatmap_to_png(heat, max_side=40), "mask": mask_to_rle(mask)})
+    assert heatmap_array(hot).shape == (30, 40) and base64.b64decode(hot.heatmap.png_base64)[:4] == b"\x89PNG"
+    drawn = decode_image(render_overlay(encode_image(frame, "image/png"), hot))
+    assert drawn.shape == frame.shape
+    cold_side, hot_side = drawn[5:15, 5:30].astype(int), drawn[5:15, 45:55].astype(int)
+    assert hot_side[..., 0].mean() > cold_side[..., 0].mean() + 40  # red where the score is 1
+    assert drawn[20, 55:65].min() > 200  # the white outline of the mask
+    plain = decode_image(render_overlay(encode_image(frame, "image/png"), result()))  # no heatmap, no mask
+    assert np.abs(plain.astype(int) - 128).max() < 8
+    assert b"expired" in placeholder_svg("frame expired", "<retention>") and b"&lt;retention&gt;" in placeholder_svg(
+        "x", "<retention>"
+    )
+
+
+def test_the_dashboard_command_line(monkeypatch, capsys):
+    from worker.cli import build_parser
+    from worker.dashboard.cli import build_parser as dashboard_parser
+    from worker.dashboard.cli import main
+
+    assert build_parser().parse_args(["dashboard", "--port", "9001"]).port == 9001
+    assert dashboard_parser().parse_args(["--host", "0.0.0.0"]).host == "0.0.0.0"
+    monkeypatch.setenv("LINEWATCH_DASHBOARD__USERS", "olga:pw:admin")
+    assert main([]) == 2
+    assert "role viewer or operator" in capsys.readouterr().err

@@ -26,3 +26,31 @@ def run_dashboard(args, settings: LinewatchSettings) -> int:
 
     serve(settings, args.host or dash.host, args.port or dash.port)
     return 0
+
+
+def build_parser():
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="linewatch-dashboard", description=__doc__.splitlines()[0])
+    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--port", type=int, default=None, help="HTTP port (default: dashboard.port, 8090)")
+    parser.add_argument("--host", default=None, help="listen address (default: dashboard.host)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`linewatch-dashboard`: the same as `linewatch-worker dashboard`, for the torch-less image."""
+    import logging
+
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = LinewatchSettings()
+    except Exception as exc:
+        print(f"error: invalid settings: {exc}", file=sys.stderr)
+        return 2
+    return run_dashboard(args, settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

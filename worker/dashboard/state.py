@@ -152,6 +152,7 @@ class LiveState:
                 cameras.append(entry)
             payload: dict[str, Any] = {
                 "version": self._version,
+                "now": round(now.timestamp(), 3),  # the page draws trends against this clock, not its own
                 "cameras": cameras,
                 "lag_total": sum(self._lag.values()),
             }

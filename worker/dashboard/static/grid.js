@@ -4,6 +4,8 @@
 const IMAGE_REFRESH_MS = 1000;  // a tile's picture changes at most once a second (each is a Kafka fetch)
 const HISTORY_S = 300;
 const tiles = new Map();
+let clockSkew = 0;  // server clock minus this browser's: trends are drawn on the server's time
+const serverNow = () => Date.now() / 1000 + clockSkew;
 
 function tile(cameraId) {
   if (tiles.has(cameraId)) return tiles.get(cameraId);
@@ -23,7 +25,7 @@ function tile(cameraId) {
 
 function drawTrend(t) {
   const ctx = t.canvas.getContext("2d"), w = t.canvas.width, h = t.canvas.height;
-  const now = Date.now() / 1000;
+  const now = serverNow();
   t.history = t.history.filter(p => p[0] >= now - HISTORY_S);
   ctx.clearRect(0, 0, w, h);
   ctx.strokeStyle = "#d29922"; ctx.setLineDash([4, 3]); ctx.beginPath();  // threshold: 0.5 on the normalised score
@@ -86,6 +88,7 @@ function showAlarms(alarms) {
 }
 
 function apply(payload) {
+  clockSkew = payload.now - Date.now() / 1000;
   for (const entry of payload.cameras) showCamera(entry);
   if (payload.alarms) showAlarms(payload.alarms);
   window.lwLastUpdate = {at: Date.now(), version: payload.version};
