@@ -85,6 +85,7 @@ class ResultWatcher:
 
     def __init__(self, settings: LinewatchSettings) -> None:
         self.seen: dict[str, tuple[float, InspectionResult]] = {}
+        self.where: dict[str, tuple[int, int]] = {}  # frame id -> (partition, offset) of its result
         self.stop = threading.Event()
         self.consumer = build_consumer(settings.kafka, settings.kafka.results_topic, group_id=f"w-{uuid.uuid4().hex}")
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -96,6 +97,7 @@ class ResultWatcher:
                 for record in records:
                     result = InspectionResult.model_validate_json(record.value)
                     self.seen.setdefault(result.frame_id, (time.monotonic(), result))
+                    self.where.setdefault(result.frame_id, (record.partition, record.offset))
         self.consumer.close()
 
 
@@ -205,11 +207,13 @@ def test_an_operator_watches_the_line_and_flags_a_false_alarm(kafka_broker, tmp_
             print(f"page update delay: {delay:.3f} s")
             assert delay < 2.0
 
-            # an alarm on that frame, for the alarm list (and the screenshot)
-            result = watcher.seen[new_id][1]
-            ref = dash.state.changes_since(0)
-            assert any(c["camera_id"] == "cam-b" for c in ref["cameras"])
-            publish_alarm(settings, result, 0, 0)
+            # a few more rounds, so that the trends and rates have something to show
+            more = [f for _ in range(4) for f in publish_round(publisher, source)]
+            wait(lambda: all(f in watcher.seen for f in more), 240, "results of the later rounds")
+
+            # an alarm on the frame above, for the alarm list (and the screenshot)
+            assert {c["camera_id"] for c in dash.state.changes_since(0)["cameras"]} == set(CAMERAS)
+            publish_alarm(settings, watcher.seen[new_id][1], *watcher.where[new_id])
             wait(lambda: driver.find_elements(By.CSS_SELECTOR, "#alarms li"), 15, "the alarm in the list")
             wait(lambda: driver.execute_script(
                 "return [...document.querySelectorAll('.tile img')].every(i => i.complete && i.naturalWidth > 0)"),
@@ -217,6 +221,8 @@ def test_an_operator_watches_the_line_and_flags_a_false_alarm(kafka_broker, tmp_
             screenshot(driver, shots / "dashboard-grid.png")
 
             # the frame page, and one click on "false alarm" puts a record on the feedback topic
+            clicked = driver.find_element(By.ID, "tile-cam-b").get_attribute("data-frame")
+            result = watcher.seen[clicked][1]
             driver.find_element(By.ID, "tile-cam-b").click()
             wait(lambda: "/frame/cam-b/" in driver.current_url, 10, "the frame page")
             wait(lambda: driver.find_elements(By.CSS_SELECTOR, "#details table"), 10, "the result's details")
@@ -227,7 +233,7 @@ def test_an_operator_watches_the_line_and_flags_a_false_alarm(kafka_broker, tmp_
             driver.find_element(By.ID, "fb-false_alarm").click()
             wait(lambda: driver.find_element(By.ID, "feedback-status").get_attribute("data-saved") == "false_alarm",
                  10, "the saved confirmation")  # fmt: skip
-            (record,) = feedback_records(settings, new_id)
+            (record,) = feedback_records(settings, clicked)
             assert (record.label, record.by, record.camera_id) == ("false_alarm", "olga", "cam-b")
             assert record.source == result.source and record.raw_score == result.raw_score
 
