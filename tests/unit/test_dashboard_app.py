@@ -161,6 +161,15 @@ def test_state_deduplicates_and_reports_changes_since_a_version():
     by_camera = {c["camera_id"]: c for c in changed["cameras"]}
     assert "latest" in by_camera["cam-2"] and "latest" not in by_camera["cam-1"]
     assert by_camera["cam-1"]["lag"] == 5 and changed["lag_total"] == 5 and "alarms" not in changed
+    # increments carry only the trend points added since; a first payload carries them all
+    state.add_result(result(camera="cam-2", frame="c", score=0.4, verdict="ok"), partition=2)
+    later = {c["camera_id"]: c for c in state.changes_since(changed["version"])["cameras"]}
+    assert [p[1] for p in later["cam-2"]["history"]] == [0.4]
+    whole = state.changes_since(0)
+    assert whole["full"] and [p[1] for p in {c["camera_id"]: c for c in whole["cameras"]}["cam-2"]["history"]] == [
+        0.2,
+        0.4,
+    ]
 
 
 def test_alarm_list_shows_acknowledgements_even_when_they_arrive_first():

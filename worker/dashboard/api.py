@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
+from kafka.errors import KafkaError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -70,7 +71,7 @@ async def find_result(
     try:
         record = await run_in_threadpool(b.reader.read, b.settings.kafka.results_topic, int(partition), int(offset))
         found = InspectionResult.model_validate_json(record.value or b"")
-    except (RecordExpired, TimeoutError, ValueError, ValidationError):
+    except (RecordExpired, TimeoutError, KafkaError, ValueError, ValidationError):
         return None
     return found if (found.camera_id, found.frame_id) == (camera_id, frame_id) else None
 
@@ -93,12 +94,11 @@ async def events(request: Request) -> Response:
     interval = b.settings.dashboard.push_interval_ms / 1000
 
     async def stream() -> AsyncIterator[str]:
-        version, last_sent = 0, time.monotonic()
+        version, last_sent, first = 0, time.monotonic(), True
         while not (b.stopping is not None and b.stopping.is_set()):
-            if b.state.version != version or version == 0:
+            if first or b.state.version != version:
                 payload = b.state.changes_since(version)
-                version = payload["version"] or -1  # -1: an empty state was sent once
-                last_sent = time.monotonic()
+                version, first, last_sent = payload["version"], False, time.monotonic()
                 yield f"data: {json.dumps(payload, separators=(',', ':'))}\n\n"
             elif time.monotonic() - last_sent > KEEPALIVE_S:
                 last_sent = time.monotonic()
@@ -115,9 +115,12 @@ async def events(request: Request) -> Response:
 async def result_json(request: Request) -> Response:
     p = request.path_params
     result = await find_result(
-        backend(request), p["camera_id"], p["frame_id"], request.query_params.get("partition"),
+        backend(request),
+        p["camera_id"],
+        p["frame_id"],
+        request.query_params.get("partition"),
         request.query_params.get("offset"),
-    )  # fmt: skip
+    )
     if result is None:
         return _error("no such result in memory (it may be older than the last results kept)", 404)
     return Response(result.model_dump_json(), media_type="application/json")
@@ -135,12 +138,13 @@ async def overlay(request: Request) -> Response:
     key = result.frame_id
     if key not in b.overlays:
         try:
-            record = await run_in_threadpool(b.reader.read, result.source.topic, result.source.partition,
-                                             result.source.offset)  # fmt: skip
+            record = await run_in_threadpool(
+                b.reader.read, result.source.topic, result.source.partition, result.source.offset
+            )
         except RecordExpired:
             svg = placeholder_svg("frame expired", "no longer on the frames topic (retention)")
             return Response(svg, media_type="image/svg+xml", headers=headers)
-        except TimeoutError:
+        except (TimeoutError, KafkaError):
             return Response(placeholder_svg("frame unavailable", "broker did not answer"), media_type="image/svg+xml")
         meta_ok = _frame_id(record.headers) == result.frame_id
         if not meta_ok or not record.value:
@@ -171,9 +175,15 @@ async def feedback(request: Request) -> Response:
     if result is None:
         return _error("unknown frame: feedback needs a result the dashboard has seen", 404)
     record = FeedbackRecord(
-        frame_id=result.frame_id, camera_id=result.camera_id, object_name=result.object_name, label=body.label,
-        by=request.state.principal.name, raw_score=result.raw_score, source=result.source, note=body.note,
-    )  # fmt: skip
+        frame_id=result.frame_id,
+        camera_id=result.camera_id,
+        object_name=result.object_name,
+        label=body.label,
+        by=request.state.principal.name,
+        raw_score=result.raw_score,
+        source=result.source,
+        note=body.note,
+    )
     await run_in_threadpool(b.writer.feedback, record)
     return JSONResponse(json.loads(record.model_dump_json()), status_code=201)
 
@@ -194,8 +204,13 @@ async def silence(request: Request) -> Response:
     if isinstance(body, JSONResponse):
         return body
     now = utc_now()
-    record = Silence(camera_id=body.camera_id, until=now + timedelta(minutes=body.minutes), at=now,
-                     by=request.state.principal.name, note=body.note)  # fmt: skip
+    record = Silence(
+        camera_id=body.camera_id,
+        until=now + timedelta(minutes=body.minutes),
+        at=now,
+        by=request.state.principal.name,
+        note=body.note,
+    )
     await run_in_threadpool(backend(request).writer.state, record)
     return JSONResponse(json.loads(record.model_dump_json()), status_code=201)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from urllib.parse import parse_qs
 
@@ -17,6 +18,7 @@ from worker.dashboard.auth import check_password, check_token, new_csrf_token
 from worker.dashboard.web import STATIC, Backend, backend, page, requires, safe_next
 
 MAX_LOGIN_BODY = 8192
+FAILED_LOGIN_DELAY_S = 1.0  # slows password guessing down
 STATIC_TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
 
 
@@ -46,6 +48,7 @@ async def login(request: Request) -> Response:
     else:
         who = check_password(credentials, form.get("user", ""), form.get("password", ""))
     if who is None:
+        await asyncio.sleep(FAILED_LOGIN_DELAY_S)
         return await login_page(request, "Unknown user, wrong password or wrong token.", 401)
     request.session.clear()  # a fresh session: no fixation
     request.session.update({"user": who.name, "role": who.role, "csrf": new_csrf_token()})

@@ -36,11 +36,22 @@ def template() -> InspectionResult:
     mask[200:240, 300:340] = True
     now = utc_now()
     return InspectionResult(
-        frame_id="x", camera_id="x", line_id="line-1", object_name="washer", captured_at=now, processed_at=now,
-        score=0.3, raw_score=0.3, threshold=0.5, verdict="ok", mask=mask_to_rle(mask), heatmap=heatmap_to_png(heat),
+        frame_id="x",
+        camera_id="x",
+        line_id="line-1",
+        object_name="washer",
+        captured_at=now,
+        processed_at=now,
+        score=0.3,
+        raw_score=0.3,
+        threshold=0.5,
+        verdict="ok",
+        mask=mask_to_rle(mask),
+        heatmap=heatmap_to_png(heat),
         versions=Versions(model_fingerprint="bench", profile="bench", prompt_set="ps", threshold_version="static-0.5"),
-        worker_id="bench", source=SourceRef(topic="none", partition=0, offset=0),
-    )  # fmt: skip
+        worker_id="bench",
+        source=SourceRef(topic="none", partition=0, offset=0),
+    )
 
 
 def read_stream(url: str, delays: list[float], stop: threading.Event) -> None:
@@ -67,11 +78,15 @@ def percentile(values: list[float], q: float) -> float:
 def run(bootstrap: str, cameras: int, rate: float, seconds: float) -> dict:
     tag = uuid.uuid4().hex[:8]
     settings = LinewatchSettings(
-        kafka=KafkaSettings(bootstrap_servers=bootstrap, results_topic=f"bench.results.{tag}",
-                            alarms_topic=f"bench.alarms.{tag}", partitions=8),
+        kafka=KafkaSettings(
+            bootstrap_servers=bootstrap,
+            results_topic=f"bench.results.{tag}",
+            alarms_topic=f"bench.alarms.{tag}",
+            partitions=8,
+        ),
         telemetry=TelemetrySettings(enabled=False),
         dashboard=DashboardSettings(tokens=SecretStr(f"{TOKEN}:bench:viewer"), state_topic=f"bench.state.{tag}"),
-    )  # fmt: skip
+    )
     ensure_topics(settings.kafka, [settings.kafka.results_topic])
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -90,10 +105,17 @@ def run(bootstrap: str, cameras: int, rate: float, seconds: float) -> dict:
             time.sleep(max(0.0, tick - time.monotonic()))
             for c in range(cameras):
                 now = datetime.now(timezone.utc)
-                result = base.model_copy(update={"frame_id": f"{tag}-{sent}", "camera_id": f"cam-{c:02d}",
-                                                 "captured_at": now, "processed_at": now})  # fmt: skip
-                producer.send(settings.kafka.results_topic, key=result.camera_id.encode(),
-                              value=result.model_dump_json().encode())  # fmt: skip
+                result = base.model_copy(
+                    update={
+                        "frame_id": f"{tag}-{sent}",
+                        "camera_id": f"cam-{c:02d}",
+                        "captured_at": now,
+                        "processed_at": now,
+                    }
+                )
+                producer.send(
+                    settings.kafka.results_topic, key=result.camera_id.encode(), value=result.model_dump_json().encode()
+                )
                 sent += 1
             if time.monotonic() >= next_lag:
                 next_lag += 1.0
@@ -105,12 +127,20 @@ def run(bootstrap: str, cameras: int, rate: float, seconds: float) -> dict:
         shown = len(dash.state.changes_since(0)["cameras"])
     producer.close()
     return {
-        "cameras": cameras, "target_results_per_s": cameras * rate, "seconds": round(elapsed, 1),
-        "published": sent, "published_per_s": round(sent / elapsed, 1), "cameras_on_page": shown,
+        "cameras": cameras,
+        "target_results_per_s": cameras * rate,
+        "seconds": round(elapsed, 1),
+        "published": sent,
+        "published_per_s": round(sent / elapsed, 1),
+        "cameras_on_page": shown,
         "consumer_lag": {"p50": statistics.median(lags) if lags else None, "max": max(lags, default=None)},
-        "page_update_delay_s": {"n": len(delays), "p50": percentile(delays, 50), "p95": percentile(delays, 95),
-                                "max": round(max(delays), 4) if delays else None},
-    }  # fmt: skip
+        "page_update_delay_s": {
+            "n": len(delays),
+            "p50": percentile(delays, 50),
+            "p95": percentile(delays, 95),
+            "max": round(max(delays), 4) if delays else None,
+        },
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

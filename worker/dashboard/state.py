@@ -53,7 +53,8 @@ def summary(result: InspectionResult) -> dict[str, Any]:
 class CameraView:
     camera_id: str
     results: OrderedDict[str, InspectionResult] = field(default_factory=OrderedDict)
-    history: deque[tuple[float, float, str]] = field(default_factory=deque)  # (epoch s, score, verdict)
+    # (epoch s, score, verdict, state version): the version lets a page fetch only the points it lacks
+    history: deque[tuple[float, float, str, int]] = field(default_factory=deque)
     arrivals: deque[float] = field(default_factory=deque)  # monotonic receive times
     partition: int | None = None
     version: int = 0
@@ -90,14 +91,14 @@ class LiveState:
             camera.results[result.frame_id] = result
             while len(camera.results) > self.results_per_camera:
                 camera.results.popitem(last=False)
+            self._version += 1
+            camera.version = self._version
             now_epoch = result.processed_at.timestamp()
-            camera.history.append((now_epoch, result.score, result.verdict))
+            camera.history.append((now_epoch, result.score, result.verdict, self._version))
             while camera.history and camera.history[0][0] < now_epoch - self.history_s:
                 camera.history.popleft()
             camera.arrivals.append(self._clock())
             camera.partition = partition
-            self._version += 1
-            camera.version = self._version
             return True
 
     def add_alarm(self, event: AlarmEvent) -> None:
@@ -142,16 +143,18 @@ class LiveState:
             return camera.results.get(frame_id) if camera else None
 
     def changes_since(self, version: int, now: datetime | None = None) -> dict[str, Any]:
-        """Cameras changed after `version` (all of them for 0), the alarm list if it changed, lag and fps."""
+        """Cameras changed after `version` (all of them for 0) with their trend points added since (all for
+        0), the alarm list if it changed, lag and fps. `full` says whether the trends are whole."""
         now = now or utc_now()
         with self._lock:
             clock = self._clock()
             cameras = []
             for camera in self._cameras.values():
-                entry = self._camera_entry(camera, clock, full=version == 0 or camera.version > version)
+                entry = self._camera_entry(camera, clock, since=version)
                 cameras.append(entry)
             payload: dict[str, Any] = {
                 "version": self._version,
+                "full": version == 0,
                 "now": round(now.timestamp(), 3),  # the page draws trends against this clock, not its own
                 "cameras": cameras,
                 "lag_total": sum(self._lag.values()),
@@ -160,15 +163,15 @@ class LiveState:
                 payload["alarms"] = self._alarm_list(now)
             return payload
 
-    def _camera_entry(self, camera: CameraView, clock: float, *, full: bool) -> dict[str, Any]:
+    def _camera_entry(self, camera: CameraView, clock: float, *, since: int) -> dict[str, Any]:
         entry: dict[str, Any] = {
             "camera_id": camera.camera_id,
             "fps": fps(camera.arrivals, clock),
             "lag": self._lag.get(camera.partition, 0) if camera.partition is not None else None,
         }
-        if full and camera.results:
+        if camera.version > since and camera.results:
             entry["latest"] = summary(next(reversed(camera.results.values())))
-            entry["history"] = [[round(t, 3), round(s, 4), v] for t, s, v in camera.history]
+            entry["history"] = [[round(t, 3), round(s, 4), v] for t, s, v, n in camera.history if n > since]
         return entry
 
     def _alarm_list(self, now: datetime) -> list[dict[str, Any]]:

@@ -42,7 +42,7 @@ function drawTrend(t) {
   }
 }
 
-function showCamera(entry) {
+function showCamera(entry, full) {
   const t = tile(entry.camera_id);
   t.rate.textContent = entry.fps.toFixed(1) + " fps, lag " + (entry.lag === null ? "-" : entry.lag);
   if (entry.latest) {
@@ -52,7 +52,7 @@ function showCamera(entry) {
     t.node.dataset.frame = r.frame_id;
     t.verdict.textContent = r.verdict;
     t.score.textContent = "score " + r.score.toFixed(3) + (r.raw_score === null ? "" : " (raw " + r.raw_score.toFixed(3) + ")");
-    if (entry.history) t.history = entry.history;
+    if (entry.history) t.history = full ? entry.history : t.history.concat(entry.history);
     if (r.frame_id !== t.frameId && Date.now() - t.shownAt >= IMAGE_REFRESH_MS) {
       t.frameId = r.frame_id; t.shownAt = Date.now();
       t.img.src = LW.overlayUrl(r.camera_id, r.frame_id);
@@ -89,7 +89,7 @@ function showAlarms(alarms) {
 
 function apply(payload) {
   clockSkew = payload.now - Date.now() / 1000;
-  for (const entry of payload.cameras) showCamera(entry);
+  for (const entry of payload.cameras) showCamera(entry, payload.full);
   if (payload.alarms) showAlarms(payload.alarms);
   window.lwLastUpdate = {at: Date.now(), version: payload.version};
   document.getElementById("status").textContent = "live, " + payload.cameras.length + " cameras, lag " + payload.lag_total;
