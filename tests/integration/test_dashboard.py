@@ -67,7 +67,7 @@ def make_settings(kafka_broker) -> LinewatchSettings:
 
 
 def browser(user_data: Path):
-    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium import webdriver  # the test extra
     from selenium.webdriver.chrome.service import Service
 
     if not Path(CHROMEDRIVER).exists():
