@@ -5,14 +5,14 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: all install system-deps models lint test test-unit demo bench bench-kafka chaos clean
+.PHONY: all install system-deps models lint test test-unit demo bench bench-kafka bench-dashboard dashboard-screenshots chaos clean
 
 all: test
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[worker,test]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[worker,dashboard,test]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -44,6 +44,16 @@ bench: install models
 
 bench-kafka: install system-deps models
 	bash scripts/bench_kafka.sh
+
+# The operator dashboard under 50 cameras x 5 results/s (synthetic results, no models): lag and page delay.
+bench-dashboard: install system-deps
+	bash -c 'set -e; S=.state/bench-dashboard; trap "$(PY) -m infra.servers stop --state-dir $$S" EXIT; \
+	  $(PY) -m infra.servers start --state-dir $$S; . $$S/env; \
+	  $(PY) -m worker.dashboard.bench --bootstrap-servers "$$LINEWATCH_KAFKA__BOOTSTRAP_SERVERS"'
+
+# The README's dashboard screenshots, from a run of the browser test (docs/images/dashboard-*.png).
+dashboard-screenshots: install system-deps
+	LINEWATCH_SCREENSHOTS=docs/images $(PY) -m pytest -q -p no:cacheprovider tests/integration/test_dashboard.py
 
 chaos: install system-deps models
 	$(PY) -m infra.chaos.report

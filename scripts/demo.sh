@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `make demo`: a local Kafka broker + Redis, one worker, the synthetic camera, and a live summary.
+# `make demo`: a local Kafka broker + Redis, one worker, the synthetic camera, a live summary,
+# and the operator dashboard (its address is printed; it stays up until Enter when run in a terminal).
 #
 #   DEMO_FRAMES=40 bash scripts/demo.sh      # frames to send (default 40, at DEMO_FPS=2 frames/s)
 #
@@ -18,9 +19,17 @@ DEMO_FPS=${DEMO_FPS:-2}
 DEMO_TIMEOUT=${DEMO_TIMEOUT:-$(( 120 + 5 * DEMO_FRAMES ))}
 WORKER_LOG=$STATE/worker.log
 WORKER_PID=
+DASHBOARD_LOG=$STATE/dashboard.log
+DASHBOARD_PID=
+DASHBOARD_PORT=${DASHBOARD_PORT:-8090}
 
 cleanup() {
     local rc=$?
+    if [[ -n "$DASHBOARD_PID" ]] && kill -0 "$DASHBOARD_PID" 2>/dev/null; then
+        echo "demo: stopping the dashboard (pid $DASHBOARD_PID)"
+        kill -TERM "$DASHBOARD_PID" 2>/dev/null || true
+        wait "$DASHBOARD_PID" 2>/dev/null || true
+    fi
     if [[ -n "$WORKER_PID" ]] && kill -0 "$WORKER_PID" 2>/dev/null; then
         echo "demo: stopping the worker (SIGTERM, pid $WORKER_PID)"
         kill -TERM "$WORKER_PID" 2>/dev/null || true
@@ -68,6 +77,12 @@ else
 BANNER
 fi
 
+# The operator dashboard, with a demo login unless one is configured.
+export LINEWATCH_DASHBOARD__USERS=${LINEWATCH_DASHBOARD__USERS:-operator:linewatch:operator}
+"$VENV/bin/linewatch-worker" dashboard --port "$DASHBOARD_PORT" >"$DASHBOARD_LOG" 2>&1 &
+DASHBOARD_PID=$!
+echo "demo: dashboard on http://127.0.0.1:$DASHBOARD_PORT/ (log in as operator / linewatch unless LINEWATCH_DASHBOARD__USERS says otherwise; log in $DASHBOARD_LOG)"
+
 echo "demo: worker log in $WORKER_LOG"
 "$VENV/bin/linewatch-worker" serve >"$WORKER_LOG" 2>&1 &
 WORKER_PID=$!
@@ -107,5 +122,14 @@ fi
 if [[ $summary_rc -ne 0 ]]; then
     echo "demo: not every frame came back in time; last lines of $WORKER_LOG:" >&2
     tail -n 30 "$WORKER_LOG" >&2
+fi
+if kill -0 "$DASHBOARD_PID" 2>/dev/null; then
+    echo "demo: dashboard still on http://127.0.0.1:$DASHBOARD_PORT/"
+    if [[ -t 0 && -z "${DEMO_NO_WAIT:-}" ]]; then
+        read -r -p "demo: press Enter to stop everything " _ || true
+    fi
+else
+    echo "demo: the dashboard exited; last lines of $DASHBOARD_LOG:" >&2
+    tail -n 30 "$DASHBOARD_LOG" >&2
 fi
 exit "$summary_rc"

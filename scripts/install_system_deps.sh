@@ -3,6 +3,7 @@
 #   * redis-server (Debian package)
 #   * a JDK >= 17 and Maven, to fetch and run the Kafka broker jars
 #   * the Kafka broker jars themselves (scripts/kafka_jars.sh)
+#   * chromium + chromium-driver (Debian packages), for the dashboard's browser test
 # Idempotent and non-interactive: installs only what is missing, runs
 # `apt-get update` only when apt cannot find a package. Runs as root (CI) or
 # through passwordless sudo.
@@ -83,6 +84,15 @@ fi
 command -v java >/dev/null 2>&1 || { log "java still missing"; exit 1; }
 command -v mvn >/dev/null 2>&1 || { log "mvn still missing"; exit 1; }
 log "java $(java_major), $(mvn -v 2>/dev/null | sed -e 's/\x1b\[[0-9;]*m//g' | head -n1)"
+
+# --- headless Chromium and its WebDriver (tests/integration/test_dashboard.py) ---------
+browser_missing=()
+[[ -x /usr/bin/chromium ]] || browser_missing+=(chromium)
+[[ -x /usr/bin/chromedriver ]] || browser_missing+=(chromium-driver)
+if [[ ${#browser_missing[@]} -gt 0 ]]; then
+  apt_install "${browser_missing[@]}"
+fi
+log "$(/usr/bin/chromium --version 2>/dev/null | head -n1 || echo 'chromium present')"
 
 # --- Kafka broker jars --------------------------------------------------------------
 bash "$ROOT/scripts/kafka_jars.sh"

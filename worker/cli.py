@@ -128,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
         add_alarms_parser(subparsers)
     except ImportError:  # pragma: no cover
         pass
+    from worker.dashboard.cli import add_dashboard_parser
+
+    add_dashboard_parser(subparsers)
     return parser
 
 
@@ -165,6 +168,10 @@ def main(argv: list[str] | None = None) -> int:
         from worker.alarms.cli import run_alarms
 
         return run_alarms(args)
+    if args.command == "dashboard":
+        from worker.dashboard.cli import run_dashboard
+
+        return run_dashboard(args, settings)
     parser.error(f"unknown command {args.command}")
     return 2
 

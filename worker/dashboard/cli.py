@@ -1,0 +1,56 @@
+"""`linewatch-worker dashboard [--port 8090]`: the operator dashboard (no torch needed)."""
+
+from __future__ import annotations
+
+import sys
+
+from common.settings import LinewatchSettings
+
+
+def add_dashboard_parser(subparsers) -> None:
+    parser = subparsers.add_parser("dashboard", help="serve the operator dashboard (live results, alarms, feedback)")
+    parser.add_argument("--port", type=int, default=None, help="HTTP port (default: dashboard.port, 8090)")
+    parser.add_argument("--host", default=None, help="listen address (default: dashboard.host)")
+
+
+def run_dashboard(args, settings: LinewatchSettings) -> int:
+    dash = settings.dashboard
+    try:
+        from worker.dashboard.auth import parse_credentials
+
+        parse_credentials(dash.users, dash.tokens)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from worker.dashboard.server import serve
+
+    serve(settings, args.host or dash.host, args.port or dash.port)
+    return 0
+
+
+def build_parser():
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="linewatch-dashboard", description=__doc__.splitlines()[0])
+    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--port", type=int, default=None, help="HTTP port (default: dashboard.port, 8090)")
+    parser.add_argument("--host", default=None, help="listen address (default: dashboard.host)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`linewatch-dashboard`: the same as `linewatch-worker dashboard`, for the torch-less image."""
+    import logging
+
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = LinewatchSettings()
+    except Exception as exc:
+        print(f"error: invalid settings: {exc}", file=sys.stderr)
+        return 2
+    return run_dashboard(args, settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

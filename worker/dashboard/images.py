@@ -1,0 +1,49 @@
+"""Pictures for the pages: the frame with its heatmap and defect outline, and the placeholders."""
+
+from __future__ import annotations
+
+import base64
+import io
+from html import escape
+
+import numpy as np
+from PIL import Image
+
+from common.codecs import decode_image, encode_image, rle_to_mask
+from common.schemas import InspectionResult
+from worker.inspection.overlays import overlay_heatmap
+
+
+def heatmap_array(result: InspectionResult) -> np.ndarray | None:
+    """The result's grey heatmap PNG as floats in [0, 1], or None when it has none."""
+    if result.heatmap is None:
+        return None
+    grey = Image.open(io.BytesIO(base64.b64decode(result.heatmap.png_base64))).convert("L")
+    return np.asarray(grey, dtype=np.float32) / 255.0
+
+
+def render_overlay(frame: bytes, result: InspectionResult, *, max_bytes: int = 50_000_000) -> bytes:
+    """JPEG of the frame, the heatmap blended on it (JET, absolute scale) and the defect mask outlined."""
+    image = decode_image(frame, max_bytes=max_bytes)
+    heat = heatmap_array(result)
+    mask = rle_to_mask(result.mask) if result.mask is not None else None
+    if mask is not None and mask.shape != image.shape[:2]:
+        mask = None  # a mask of another resolution would be drawn in the wrong place
+    if heat is None:
+        heat = np.zeros(image.shape[:2], dtype=np.float32)
+        drawn = overlay_heatmap(image, heat, mask, alpha=0.0)
+    else:
+        drawn = overlay_heatmap(image, heat, mask)
+    return encode_image(drawn, "image/jpeg", quality=80)
+
+
+def placeholder_svg(title: str, detail: str = "", width: int = 640, height: int = 480) -> bytes:
+    """A grey picture that says why there is no frame (expired from the topic, not found ...)."""
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}">'
+        f'<rect width="100%" height="100%" fill="#3a3f44"/>'
+        f'<text x="50%" y="46%" fill="#e8e8e8" font-family="sans-serif" font-size="28" text-anchor="middle">'
+        f"{escape(title)}</text>"
+        f'<text x="50%" y="56%" fill="#b8b8b8" font-family="sans-serif" font-size="16" text-anchor="middle">'
+        f"{escape(detail)}</text></svg>"
+    ).encode()

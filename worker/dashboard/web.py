@@ -1,0 +1,111 @@
+"""Request plumbing shared by the pages and the API: who is asking, role checks, CSRF, templates."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from html import escape
+from importlib import resources
+from typing import Any, Protocol
+from urllib.parse import quote, urlsplit
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+
+from common.control import FeedbackRecord
+from common.settings import LinewatchSettings
+from worker.dashboard.alarm_state import AlarmAck, Silence
+from worker.dashboard.auth import Credentials, Principal, check_token, csrf_matches
+from worker.dashboard.kafka_io import FetchedRecord
+from worker.dashboard.state import LiveState
+
+STATIC = resources.files("worker.dashboard") / "static"
+CSRF_HEADER = "x-csrf-token"
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class RecordWriter(Protocol):
+    def feedback(self, record: FeedbackRecord) -> None: ...
+    def state(self, record: AlarmAck | Silence) -> None: ...
+    def lift_silence(self, camera_id: str) -> None: ...
+
+
+class RecordReader(Protocol):
+    def read(self, topic: str, partition: int, offset: int) -> FetchedRecord: ...
+
+
+@dataclass
+class Backend:
+    """Everything a request handler may touch."""
+
+    settings: LinewatchSettings
+    credentials: Credentials
+    state: LiveState
+    writer: RecordWriter
+    reader: RecordReader
+    stopping: Any = None  # a threading.Event set at shutdown (ends the live streams)
+    overlays: dict = field(default_factory=dict)
+
+
+def backend(request: Request) -> Backend:
+    return request.app.state.backend
+
+
+def principal(request: Request) -> tuple[Principal | None, bool]:
+    """(who, by bearer token). A session cookie or an `Authorization: Bearer` header."""
+    header = request.headers.get("authorization", "")
+    if header.lower().startswith("bearer "):
+        return check_token(backend(request).credentials, header[7:].strip()), True
+    user, role = request.session.get("user"), request.session.get("role")
+    if user and role in ("viewer", "operator"):
+        return Principal(user, role), False
+    return None, False
+
+
+def _same_origin(request: Request) -> bool:
+    """Browsers send Origin on cross-site POSTs; when present it must be this very host."""
+    origin = request.headers.get("origin")
+    if origin is None or origin == "null":
+        return origin is None
+    return urlsplit(origin).netloc == request.headers.get("host")
+
+
+def requires(role: str, *, api: bool = True) -> Callable[[Handler], Handler]:
+    """Wrap a handler: anonymous -> 401 (API) or the login page; `operator` writes also need CSRF."""
+
+    def wrap(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        async def guarded(request: Request) -> Response:
+            who, by_token = principal(request)
+            if who is None:
+                if api:
+                    return JSONResponse({"error": "login required"}, status_code=401)
+                return RedirectResponse(f"/login?next={quote(request.url.path)}", status_code=303)
+            if role == "operator":
+                if not who.can_write:
+                    return JSONResponse({"error": f"{who.name} has the viewer role: read only"}, status_code=403)
+                csrf_ok = by_token or csrf_matches(request.session.get("csrf"), request.headers.get(CSRF_HEADER))
+                if not csrf_ok or not _same_origin(request):
+                    return JSONResponse({"error": "cross-site request refused (CSRF token)"}, status_code=403)
+            request.state.principal = who
+            return await handler(request)
+
+        return guarded
+
+    return wrap
+
+
+def page(name: str, **values: str) -> HTMLResponse:
+    """A page of static/ with `{{name}}` placeholders filled (HTML-escaped)."""
+    html = (STATIC / name).read_text(encoding="utf-8")
+    for key, value in values.items():
+        html = html.replace("{{" + key + "}}", escape(value))
+    return HTMLResponse(html, headers={"Cache-Control": "no-store"})
+
+
+def safe_next(target: str | None) -> str:
+    """Only a path of this site: never `//evil.example` or an absolute URL (open redirect)."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/"
+    return target
