@@ -39,18 +39,21 @@ def frames_needed(target_fpr: float) -> int:
     return n
 
 
-def conformal_threshold(scores: np.ndarray, target_fpr: float) -> float:
+def conformal_threshold(scores: np.ndarray, target_fpr: float, dtype: type = np.float64) -> float:
     """The threshold whose false-alarm rate on exchangeable normal scores is at most `target_fpr`.
 
     Verdicts compare `score >= threshold`, so the k-th smallest score itself must pass: the
-    result is the next float above it. Raises TooFewFrames when n is too small for the rate.
+    result is the next value above it in `dtype`, the precision the comparison runs in
+    (float32 for anomaly maps: numpy compares a float32 map with a Python float in float32,
+    which would round a float64 step back onto the score). Raises TooFewFrames when n is
+    too small for the rate.
     """
     values = np.sort(np.asarray(scores, dtype=np.float64).ravel())
     n = values.size
     k = conformal_rank(n, target_fpr)
     if k > n:
         raise TooFewFrames(n, frames_needed(target_fpr), target_fpr)
-    return float(np.nextafter(values[k - 1], np.inf))
+    return float(np.nextafter(dtype(values[k - 1]), dtype(np.inf)))
 
 
 # Summary of the normal raw scores stored with a calibration (what an operator compares with).
@@ -86,10 +89,10 @@ def normal_pixel_score(anomaly_map: np.ndarray, foreground: np.ndarray | None) -
     return float(values.max())
 
 
-def unit_threshold(scores: np.ndarray, target_fpr: float) -> float:
+def unit_threshold(scores: np.ndarray, target_fpr: float, dtype: type = np.float64) -> float:
     """`conformal_threshold` kept within [0, 1], the range of scores and of ControlRecord thresholds.
 
     The cap only bites when the bound's score is 1 itself (saturated scores): frames scoring
     exactly 1 are then anomalous, and the bound holds only for the scores below 1.
     """
-    return min(1.0, conformal_threshold(scores, target_fpr))
+    return min(1.0, conformal_threshold(scores, target_fpr, dtype))

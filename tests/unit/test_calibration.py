@@ -143,3 +143,12 @@ def test_too_few_frames_for_a_rate_is_refused_not_approximated() -> None:
         with pytest.raises(TooFewFrames):
             conformal_threshold(rng.random(needed - 1), rate)
         assert 0.0 < conformal_threshold(rng.random(needed), rate) <= 1.0
+
+
+def test_a_float32_threshold_survives_the_float32_comparison_of_maps() -> None:
+    maps = np.random.default_rng(5).random((19, 8, 8), dtype=np.float32)
+    maxima = maps.max(axis=(1, 2)).astype(np.float64)
+    naive = conformal_threshold(maxima, 0.05)  # one float64 step: rounds back onto the max in float32
+    assert (maps.max() >= naive).item()
+    threshold = conformal_threshold(maxima, 0.05, np.float32)
+    assert not (maps >= threshold).any() and threshold > maps.max()
