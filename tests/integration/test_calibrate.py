@@ -12,10 +12,11 @@ import time
 import numpy as np
 import pytest
 from kafka import KafkaConsumer, TopicPartition
+from kafka.admin import ConfigResource, ConfigResourceType
 
 from common.codecs import encode_image
 from common.control import ControlRecord, FeedbackRecord
-from common.kafka import build_producer, ensure_topics
+from common.kafka import build_admin, build_producer, ensure_topics
 from common.messages import frame_headers
 from common.settings import KafkaSettings
 from producer.publisher import build_frame_meta
@@ -94,6 +95,17 @@ def control_records(kafka: KafkaSettings, scope: str) -> list[ControlRecord]:
         consumer.close()
 
 
+def cleanup_policy(kafka: KafkaSettings, topic: str) -> str:
+    admin = build_admin(kafka)
+    try:
+        resource = ConfigResource(ConfigResourceType.TOPIC, topic, configs={"cleanup.policy": None})
+        answer = admin.describe_configs([resource], config_filter="all")
+    finally:
+        admin.close()
+    [by_topic] = answer.values()
+    return by_topic[topic]["cleanup.policy"]["value"]
+
+
 def calibrate(*args: str) -> list[str]:
     return ["calibrate", "--object", OBJECT, "--camera", CAMERA, "--target-fpr", "0.05", *TINY, *args]
 
@@ -109,6 +121,7 @@ def test_publish_numbers_versions_and_from_topic_takes_the_cameras_newest_frames
     [first] = control_records(kafka, SCOPE)
     assert first.version == 1 and first.calibration.n == 20 and first.calibration.by == "tester"
     assert first.image_threshold is not None and first.pixel_threshold is not None
+    assert cleanup_policy(kafka, kafka.control_topic) == "compact"  # created compacted: a scope's last record stays
 
     assert main(calibrate("--from-topic", "--frames", "19", "--publish")) == 0
     assert f"published scope {SCOPE} version 2" in capsys.readouterr().out
