@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from kafka import KafkaConsumer, TopicPartition
@@ -45,9 +45,14 @@ def partitions_of(reader: KafkaConsumer, topic: str) -> list[TopicPartition]:
 
 
 def read_range(
-    reader: KafkaConsumer, starts: dict[TopicPartition, int], ends: dict[TopicPartition, int], timeout_s: float
+    reader: KafkaConsumer,
+    starts: dict[TopicPartition, int],
+    ends: dict[TopicPartition, int],
+    timeout_s: float,
+    keep: Callable[[ConsumerRecord], bool] = lambda record: True,
 ) -> list[ConsumerRecord]:
-    """Every record from `starts` up to (not including) `ends`, per partition, in offset order."""
+    """The records from `starts` up to (not including) `ends` that `keep` accepts, per partition
+    in offset order (only those are held in memory)."""
     todo = {tp for tp in starts if starts[tp] < ends[tp]}
     if not todo:
         return []
@@ -60,7 +65,7 @@ def read_range(
         if time.monotonic() > deadline:
             raise TimeoutError(f"reading {sorted(str(tp) for tp in todo)} took more than {timeout_s:g} s")
         for tp, batch in reader.poll(timeout_ms=POLL_MS).items():
-            records.extend(r for r in batch if r.offset < ends[tp])
+            records.extend(r for r in batch if r.offset < ends[tp] and keep(r))
         todo = {tp for tp in todo if reader.position(tp) < ends[tp]}
     return records
 
@@ -86,7 +91,7 @@ def last_frames_of_camera(
         span = max(64, 2 * count)
         while True:
             starts = {tp: max(begin[tp], end[tp] - span) for tp in tps}
-            mine = [r for r in read_range(reader, starts, end, timeout_s) if r.key == key]
+            mine = read_range(reader, starts, end, timeout_s, keep=lambda r: r.key == key)
             if len(mine) >= count or all(starts[tp] == begin[tp] for tp in tps):
                 break
             span *= 4
