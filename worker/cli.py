@@ -1,4 +1,4 @@
-"""`linewatch-worker`: inspect images, benchmark, serve from Kafka, evaluate, raise alarms."""
+"""`linewatch-worker`: inspect images, benchmark, serve from Kafka, evaluate, raise alarms, calibrate, feedback."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 import uuid
 from pathlib import Path
 
-from common.codecs import ImageDecodeError, decode_image, sniff_content_type
+from common.codecs import ImageDecodeError
 from common.schemas import FrameMeta, utc_now
 from common.settings import LinewatchSettings
 
@@ -30,16 +30,54 @@ def add_inspect_parser(subparsers) -> None:
     parser.add_argument("--foreground", choices=["sam+isnet", "isnet", "none"], default=None)
     parser.add_argument("--out", type=Path, default=None, help="folder for heatmap overlay PNGs")
     parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument(
+        "--calibration",
+        type=Path,
+        default=None,
+        help="apply a record file written by `calibrate --out` (its thresholds and threshold_version)",
+    )
+
+
+def _thresholds_from_file(path: Path, object_name: str, limits):
+    """(thresholds in force, camera id for the results) from a record file; RecordFileError if unusable."""
+    from common.control import parse_scope, thresholds_in_force
+    from worker.calibration.record import RecordFileError, read_record_file
+
+    loaded = read_record_file(path)
+    camera, scoped_object = parse_scope(loaded.scope)
+    if scoped_object is not None and scoped_object != object_name:
+        raise RecordFileError(
+            f"{path}: calibrated for {scoped_object!r} ({loaded.scope}), not --object {object_name!r}"
+        )
+    thresholds = thresholds_in_force(
+        loaded.scope,
+        loaded.record,
+        image=limits.threshold,
+        pixel=limits.pixel_threshold,
+        static_version=limits.threshold_version,
+    )
+    return thresholds, camera or "cli"
 
 
 def run_inspect(args, settings: LinewatchSettings) -> int:
     from tqdm import tqdm
 
+    from worker.calibration.record import RecordFileError
+    from worker.calibration.scoring import decode_file
     from worker.inspection.inspector import build_inspector
     from worker.inspection.models.weights import ModelWeightsMissing
     from worker.inspection.overlays import overlay_heatmap
     from worker.inspection.types import Frame
-    from worker.stream.results import build_result
+    from worker.stream.results import build_result, static_thresholds
+
+    limits = settings.worker
+    thresholds, camera_id = static_thresholds(limits), "cli"
+    if args.calibration:
+        try:
+            thresholds, camera_id = _thresholds_from_file(args.calibration, args.object, limits)
+        except RecordFileError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
 
     updates = {key: value for key, value in (("profile", args.profile), ("foreground", args.foreground)) if value}
     model_settings = settings.models.model_copy(update=updates)
@@ -55,19 +93,20 @@ def run_inspect(args, settings: LinewatchSettings) -> int:
         return 2
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-    limits = settings.worker
     failures = 0
     pending: list[tuple[Path, FrameMeta, Frame]] = []
 
     def flush() -> None:
         frames = [frame for _, _, frame in pending]
         for (path, meta, frame), inspection in zip(pending, inspector.inspect(frames)):
-            result = build_result(meta, inspection, versions=inspector.versions, worker_settings=limits)
+            result = build_result(
+                meta, inspection, versions=inspector.versions, worker_settings=limits, thresholds=thresholds
+            )
             print(result.model_dump_json(), flush=True)
             if args.out:
                 from PIL import Image
 
-                mask = inspection.anomaly_map >= limits.pixel_threshold
+                mask = inspection.anomaly_map >= thresholds.pixel
                 Image.fromarray(overlay_heatmap(frame.image, inspection.anomaly_map, mask)).save(
                     args.out / f"{path.stem}_heatmap.png"
                 )
@@ -75,13 +114,7 @@ def run_inspect(args, settings: LinewatchSettings) -> int:
 
     for path in tqdm(args.images, disable=len(args.images) <= 3, file=sys.stderr, unit="img"):
         try:
-            data = path.read_bytes()
-            content_type = sniff_content_type(data)
-            if content_type is None:
-                raise ImageDecodeError("format", "not a JPEG or PNG file")
-            image = decode_image(
-                data, content_type, max_bytes=limits.max_frame_bytes, max_pixels=limits.max_frame_pixels
-            )
+            image, content_type = decode_file(path, limits)
         except (OSError, ImageDecodeError) as exc:
             tqdm.write(f"error: {path}: {exc}", file=sys.stderr)
             failures += 1
@@ -89,7 +122,7 @@ def run_inspect(args, settings: LinewatchSettings) -> int:
         frame_id = str(uuid.uuid4())
         meta = FrameMeta(
             frame_id=frame_id,
-            camera_id="cli",
+            camera_id=camera_id,
             line_id="cli",
             object_name=args.object,
             captured_at=utc_now(),
@@ -122,6 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
         add_eval_parser(subparsers)
     except ImportError:  # pragma: no cover - eval extras missing
         pass
+    from worker.calibration.cli import add_calibrate_parser
+    from worker.calibration.feedback_cli import add_feedback_parser
+
+    add_calibrate_parser(subparsers)
+    add_feedback_parser(subparsers)
     try:
         from worker.alarms.cli import add_alarms_parser
 
@@ -172,6 +210,14 @@ def main(argv: list[str] | None = None) -> int:
         from worker.dashboard.cli import run_dashboard
 
         return run_dashboard(args, settings)
+    if args.command == "calibrate":
+        from worker.calibration.cli import run_calibrate
+
+        return run_calibrate(args, settings)
+    if args.command == "feedback":
+        from worker.calibration.feedback_cli import run_feedback
+
+        return run_feedback(args, settings)
     parser.error(f"unknown command {args.command}")
     return 2
 

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from worker.inspection import measure
 from worker.bench.inprocess import percentile, run_batches, synthetic_frames, warm_up
+from worker.inspection import measure
 from worker.inspection.types import Frame, Inspection
 
 

@@ -10,6 +10,13 @@
         threshold: 0.7              # optional: anomalous = score >= 0.7 (default: the result's verdict)
         debounce: {anomalous: 3, of_last: 5}
         cooldown_s: 60
+      - name: bottle-drift          # calibrated at 1%: alarm when over 3% of the last 500 frames are anomalous
+        kind: drift
+        match: {object: bottle}
+        window: 500                 # frames
+        target_rate: 0.01
+        multiple: 3
+        min_frames: 200             # optional (default: window)
       - name: cameras-silent
         kind: silence
         match: {line: "line-*"}
@@ -134,7 +141,34 @@ class SilenceRule(_Rule):
         return self
 
 
-Rule = Annotated[AnomalyRule | SilenceRule, Field(discriminator="kind")]
+class DriftRule(_Rule):
+    """Alarm when the share of anomalous verdicts over the last `window` frames of a stream
+    exceeds `multiple` x `target_rate` (the false-alarm rate the stream was calibrated at)."""
+
+    kind: Literal["drift"]
+    window: int = Field(ge=1, le=100_000, description="the last N inspected frames of the stream")
+    target_rate: float = Field(gt=0.0, lt=1.0, description="calibrated false-alarm rate, e.g. 0.01")
+    multiple: float = Field(3.0, ge=1.0, description="alarm above multiple x target_rate")
+    min_frames: int | None = Field(None, ge=1, description="no verdict before this many frames (default: window)")
+
+    @property
+    def limit(self) -> float:
+        return self.multiple * self.target_rate
+
+    @property
+    def needed(self) -> int:
+        return self.min_frames if self.min_frames is not None else self.window
+
+    @model_validator(mode="after")
+    def _reachable(self) -> DriftRule:
+        if self.min_frames is not None and self.min_frames > self.window:
+            raise ValueError(f"min_frames ({self.min_frames}) cannot exceed window ({self.window})")
+        if self.limit >= 1.0:
+            raise ValueError(f"multiple x target_rate = {self.limit:g}: a rate can never exceed it")
+        return self
+
+
+Rule = Annotated[AnomalyRule | SilenceRule | DriftRule, Field(discriminator="kind")]
 
 
 class Defaults(_Model):

@@ -20,6 +20,8 @@ Semantics (also in the README):
   `cooldown_s` of the stream's previous silence alarm.
 - The clock (`clock()`, seconds since the epoch) is the processing time of this process:
   tests pass a fake one.
+- drift rules (worker/alarms/drift.py) watch the anomalous share of a stream's last `window`
+  verdicts against `multiple x target_rate`: one alarm per drift spell.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from common.schemas import InspectionResult, SourceRef
-from worker.alarms.config import AnomalyRule, RulesFile, SilenceRule
+from worker.alarms.config import AnomalyRule, DriftRule, RulesFile, SilenceRule
+from worker.alarms.drift import DriftTracker
 from worker.alarms.events import AlarmEvent, MaskRef, alarm_id_for
 
 Clock = Callable[[], float]
@@ -99,7 +102,7 @@ class _SilenceStream:
 class EngineStats:
     observed: int = 0
     duplicates: int = 0
-    alarms: dict[str, int] = field(default_factory=lambda: {"anomaly": 0, "silence": 0})
+    alarms: dict[str, int] = field(default_factory=lambda: {"anomaly": 0, "silence": 0, "drift": 0})
 
 
 def _utc(ts: float) -> datetime:
@@ -109,7 +112,7 @@ def _utc(ts: float) -> datetime:
 class RuleEngine:
     def __init__(
         self,
-        rules: RulesFile | Sequence[AnomalyRule | SilenceRule],
+        rules: RulesFile | Sequence[AnomalyRule | SilenceRule | DriftRule],
         *,
         clock: Clock = time.time,
         dedup_entries: int = 100_000,
@@ -117,6 +120,7 @@ class RuleEngine:
         rule_list = list(rules.rules if isinstance(rules, RulesFile) else rules)
         self.anomaly_rules = [r for r in rule_list if isinstance(r, AnomalyRule)]
         self.silence_rules = [r for r in rule_list if isinstance(r, SilenceRule)]
+        self._drift = DriftTracker(r for r in rule_list if isinstance(r, DriftRule))
         self._clock = clock
         self._seen = SeenFrames(dedup_entries)
         self._anomaly: dict[tuple[str, str, str, str], _AnomalyStream] = {}
@@ -162,7 +166,9 @@ class RuleEngine:
                 alarm = self._observe_anomaly(rule, result, ref, now, partition)
                 if alarm is not None:
                     alarms.append(alarm)
-        return alarms
+        drift = self._drift.observe(result, ref, now, partition)
+        self.stats.alarms["drift"] += len(drift)
+        return alarms + drift
 
     def _observe_anomaly(
         self,
@@ -294,4 +300,4 @@ class RuleEngine:
             del self._anomaly[k]
         for k2 in silence:
             del self._silence[k2]
-        return len(anomaly) + len(silence)
+        return len(anomaly) + len(silence) + self._drift.forget_partitions(gone)
