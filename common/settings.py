@@ -72,7 +72,11 @@ class RedisSettings(_Section):
     key_prefix: str = Field("linewatch", description="prefix of every Redis key")
     socket_timeout_s: float = Field(0.5, description="Redis socket timeout; a slow Redis must not stall inference")
     retry_after_s: float = Field(5.0, description="how long to stay on local compute after Redis failed")
-    lru_entries: int = Field(256, description="in-process LRU entries in front of Redis")
+    # The LRU is the Inspector's only in-process cache: one object's prompts (about 950) must fit,
+    # or every batch misses it.
+    lru_entries: int = Field(
+        4096, ge=1024, description="in-process LRU entries in front of Redis (about 950 per object; 10 MB per 4096)"
+    )
 
 
 class ModelSettings(_Section):

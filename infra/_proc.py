@@ -218,3 +218,39 @@ def _stop_all_live() -> None:
             server._atexit_stop()
         except Exception:  # noqa: BLE001 - best effort at interpreter exit
             pass
+
+
+class ServerProcess:
+    """Stop, crash and restart of a server process started by a subclass's `start()`.
+
+    The subclass sets `_proc` (the Popen), `_port` (None before the first start) and
+    `stop_timeout`, and calls `register_live(self)` when it starts.
+    """
+
+    _proc: subprocess.Popen | None = None
+    _port: int | None = None
+    stop_timeout: float = 30.0
+
+    def start(self):  # pragma: no cover - every subclass has its own
+        raise NotImplementedError
+
+    def stop(self, timeout: float | None = None) -> int | None:
+        """Clean shutdown: SIGTERM, wait, then SIGKILL. Returns the exit code."""
+        proc, self._proc = self._proc, None
+        unregister_live(self)
+        return terminate(proc, self.stop_timeout if timeout is None else timeout)
+
+    def kill(self) -> int | None:
+        """Crash it (SIGKILL)."""
+        proc, self._proc = self._proc, None
+        unregister_live(self)
+        return kill(proc)
+
+    def restart(self, down_seconds: float = 0.0, *, hard: bool = False):
+        """Stop (SIGTERM, or SIGKILL with `hard`), stay down `down_seconds`, start again on the same port."""
+        if self._port is None:
+            return self.start()
+        self.kill() if hard else self.stop()
+        if down_seconds > 0:
+            time.sleep(down_seconds)
+        return self.start()

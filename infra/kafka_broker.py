@@ -242,7 +242,7 @@ def scram_listeners(users: Mapping[str, str], *, tls: SelfSignedTls | None = Non
     }
 
 
-class KafkaBroker:
+class KafkaBroker(_proc.ServerProcess):
     """A single-node KRaft Kafka broker (``process.roles=broker,controller``) on loopback.
 
     Ports are picked (free) at the first :meth:`start` and kept for the lifetime of
@@ -550,27 +550,6 @@ class KafkaBroker:
                     f"{_proc.log_tail(self.log_path, start=log_offset)}"
                 )
             time.sleep(0.25 if not started else 0.5)
-
-    def stop(self, timeout: float | None = None) -> int | None:
-        """Clean shutdown: SIGTERM, wait, then SIGKILL. Returns the JVM exit code."""
-        proc, self._proc = self._proc, None
-        _proc.unregister_live(self)
-        return _proc.terminate(proc, self.stop_timeout if timeout is None else timeout)
-
-    def kill(self) -> int | None:
-        """Crash the broker (SIGKILL). ``start()`` afterwards recovers the logs."""
-        proc, self._proc = self._proc, None
-        _proc.unregister_live(self)
-        return _proc.kill(proc)
-
-    def restart(self, down_seconds: float = 0.0, *, hard: bool = False) -> KafkaBroker:
-        """Stop (SIGTERM, or SIGKILL with ``hard``), stay down ``down_seconds``, start on the same port."""
-        if self._port is None:
-            return self.start()
-        self.kill() if hard else self.stop()
-        if down_seconds > 0:
-            time.sleep(down_seconds)
-        return self.start()
 
     def pause(self) -> None:
         """SIGSTOP the JVM: the port stays open but nothing answers (a hung broker)."""

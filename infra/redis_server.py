@@ -65,7 +65,7 @@ def ping(host: str, port: int, password: str | None = None, timeout: float = 1.0
         return False
 
 
-class RedisServer:
+class RedisServer(_proc.ServerProcess):
     """``redis-server --port N --save '' --appendonly no`` bound to 127.0.0.1."""
 
     def __init__(
@@ -178,27 +178,6 @@ class RedisServer:
                     )
                 time.sleep(0.05)
         raise RedisServerError(f"could not find a free port for redis-server; log {self.log_path}")
-
-    def stop(self, timeout: float | None = None) -> int | None:
-        """SIGTERM (redis exits at once with --save ''), then SIGKILL after the timeout."""
-        proc, self._proc = self._proc, None
-        _proc.unregister_live(self)
-        return _proc.terminate(proc, self.stop_timeout if timeout is None else timeout)
-
-    def kill(self) -> int | None:
-        """SIGKILL: a crash. Without persistence all keys are lost."""
-        proc, self._proc = self._proc, None
-        _proc.unregister_live(self)
-        return _proc.kill(proc)
-
-    def restart(self, down_seconds: float = 0.0, *, hard: bool = False) -> RedisServer:
-        """Stop (or SIGKILL with ``hard``), stay down ``down_seconds``, start again on the same port."""
-        if self._port is None:
-            return self.start()
-        self.kill() if hard else self.stop()
-        if down_seconds > 0:
-            time.sleep(down_seconds)
-        return self.start()
 
     def close(self) -> None:
         self.stop()

@@ -10,7 +10,7 @@ import pytest
 from common.codecs import encode_image, rle_to_mask
 from common.schemas import FrameMeta, InspectionResult, utc_now
 from common.settings import ModelSettings, WorkerSettings
-from tests.synthetic import make_synthetic_scene
+from tests.support.synthetic import make_synthetic_scene
 from worker.inspection.embedding_cache import LruEmbeddingCache
 from worker.inspection.inspector import Inspector, build_inspector
 from worker.inspection.types import Frame

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from tests.synthetic import make_synthetic_scene
+from tests.support.synthetic import make_synthetic_scene
 from worker.inspection.models.isnet import INPUT_SIZE, IsNetSalientModel, load_isnet
 
 REPO = Path(__file__).resolve().parents[2]

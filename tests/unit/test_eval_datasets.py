@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from tests.synthetic_datasets import corrupt, write_folder, write_mvtec, write_visa
+from tests.support.synthetic_datasets import corrupt, write_folder, write_mvtec, write_visa
 from worker.eval.datasets import (
     DatasetLayoutError,
     UnreadableFileError,

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.synthetic_datasets import DEFECT_RGB, corrupt, write_folder, write_mvtec, write_visa
+from tests.support.synthetic_datasets import DEFECT_RGB, corrupt, write_folder, write_mvtec, write_visa
 from worker.eval.cli import add_eval_parser, run_eval
 from worker.inspection.types import Frame, Inspection
 

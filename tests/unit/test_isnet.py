@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.synthetic import make_synthetic_scene
+from tests.support.synthetic import make_synthetic_scene
 from worker.inspection.models.isnet import INPUT_SIZE, IsNetSalientModel, load_isnet
 
 

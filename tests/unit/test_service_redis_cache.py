@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
 from common.settings import RedisSettings
 from worker.inspection.embedding_cache import LruEmbeddingCache
@@ -102,8 +102,10 @@ def test_the_one_lru_holds_at_least_one_objects_prompts():
     from worker.inspection.prompts import DEFAULT_PROMPTS
 
     normal, anomalous = DEFAULT_PROMPTS.state_prompts("metal nut")
-    lru = build_embedding_cache(RedisSettings(url=None, lru_entries=16))
-    assert lru.max_entries >= len(normal) + len(anomalous) + len(DEFAULT_PROMPTS.localising)
+    lru = build_embedding_cache(RedisSettings(url=None))
+    assert lru.max_entries >= 4 * (len(normal) + len(anomalous) + len(DEFAULT_PROMPTS.localising))  # four objects
+    with pytest.raises(ValidationError, match="lru_entries"):
+        RedisSettings(lru_entries=16)  # too small for one object's prompts: refused, not silently raised
 
 
 def test_lru_only_cache_reports_every_lookup_too():

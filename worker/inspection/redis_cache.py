@@ -36,15 +36,6 @@ log = logging.getLogger(__name__)
 _ALLOWED_KINDS = "biuf"  # bool, signed/unsigned int, float; never object, void or strings
 # Embeddings kept for Redis while it is down: the prompts of a few objects (about 1000 each, ~2.5 KB apiece).
 _UNSAVED_MAX_ENTRIES = 4096
-# The in-process LRU is the Inspector's only one, and one object's prompts (about 940) must fit in it,
-# or every call misses it: never fewer entries than the Inspector's own LRU used to hold in front of
-# this cache, whatever RedisSettings.lru_entries says (its default, 256, is smaller than that).
-MIN_LRU_ENTRIES = 1024
-
-
-def lru_entries(settings: RedisSettings) -> int:
-    """How many embeddings the in-process LRU holds: `settings.lru_entries`, at least MIN_LRU_ENTRIES."""
-    return max(settings.lru_entries, MIN_LRU_ENTRIES)
 
 
 class CorruptEntryError(ValueError):
@@ -136,7 +127,7 @@ class RedisEmbeddingCache:
         self._client = client if client is not None else build_redis_client(settings)
         self._prefix = f"{settings.key_prefix}:emb:"
         self._retry_after_s = settings.retry_after_s
-        self._lru = LruEmbeddingCache(lru_entries(settings))
+        self._lru = LruEmbeddingCache(settings.lru_entries)
         self._on_lookup = on_lookup
         self._clock = clock
         self._lock = threading.Lock()
@@ -294,7 +285,7 @@ def build_embedding_cache(settings: RedisSettings, *, on_lookup: LookupHook | No
     Either way it is the Inspector's only cache layer, so `on_lookup` sees every lookup.
     """
     if settings.url is None:
-        return LruEmbeddingCache(lru_entries(settings), on_lookup=on_lookup)
+        return LruEmbeddingCache(settings.lru_entries, on_lookup=on_lookup)
     cache = RedisEmbeddingCache(settings, on_lookup=on_lookup)
     cache.check()  # so `degraded` is meaningful from the first health probe
     return cache
