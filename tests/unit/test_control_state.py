@@ -226,3 +226,13 @@ def test_set_from_a_file_ignores_its_version(tmp_path):
     table.apply("object:nut", ControlRecord(version=2, image_threshold=0.7))
     record = new_record(parse(["set", "--scope", "object:nut", "--from-file", str(path), "--by", "ana"]), table)
     assert (record.version, record.image_threshold) == (3, 0.42)
+
+
+def test_a_scope_in_learning_is_stamped_with_its_learning_record():
+    control = state()
+    control.apply_message(
+        b"object:nut", message(ControlRecord(version=2, learning=Learning(frames=20, target_fpr=0.1)))
+    )
+    resolved = control.resolve("c1", "nut")
+    assert resolved.learning and resolved.thresholds.version == "object:nut@v2"
+    assert (resolved.thresholds.image, resolved.thresholds.pixel) == (0.5, 0.6)  # the static ones meanwhile

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from kafka.errors import KafkaError
 
-from common.control import ControlRecord, ThresholdsInForce, candidate_scopes, thresholds_in_force
+from common.control import ControlRecord, ThresholdsInForce, candidate_scopes, threshold_version, thresholds_in_force
 from common.control_topic import ControlTable, RefusedRecord, caught_up, control_consumer, decode_control, poll_control
 from common.settings import KafkaSettings, WorkerSettings
 from common.telemetry import Metrics
@@ -99,6 +99,8 @@ class ControlState:
         thresholds = thresholds_in_force(
             scope, record, image=ws.threshold, pixel=ws.pixel_threshold, static_version=ws.threshold_version
         )
+        if scope is not None and in_learning(record):  # `calibrating` results name the learning record
+            thresholds = thresholds.model_copy(update={"version": threshold_version(scope, record)})
         return Resolved(camera_id, object_name, scope, record, thresholds)
 
     def records(self) -> dict[str, ControlRecord]:
