@@ -132,9 +132,8 @@ class PromptSet:
         def compose(states: tuple[str, ...]) -> list[str]:
             return [template.format(_state(state, object_name)) for state in states for template in self.templates]
 
-        return compose(self.normal_states + tuple(extra_normal)), compose(
-            self.anomalous_states + tuple(extra_anomalous)
-        )
+        normal, anomalous = self.normal_states + tuple(extra_normal), self.anomalous_states + tuple(extra_anomalous)
+        return compose(normal), compose(anomalous)
 
     @property
     def version(self) -> str:
