@@ -16,7 +16,7 @@ import pytest
 from kafka.admin import ConfigResource, ConfigResourceType
 
 from common.calibration import conformal_threshold
-from common.control import ControlRecord, Learning
+from common.control import ControlRecord, Learning, PromptOverrides
 from common.control_topic import publish_control, read_control_topic
 from common.kafka import build_admin, build_consumer
 from common.schemas import InspectionResult, utc_now
@@ -312,3 +312,19 @@ def test_control_commands_set_get_list_delete_against_the_broker(kafka_broker, r
     assert code == 2 and "not a control scope" in err
     code, _, err = run("set", "--scope", "object:bolt", "--image-threshold", "2")
     assert code == 2 and "image_threshold" in err
+
+
+def test_prompt_overrides_of_a_camera_reach_the_inspector_of_a_running_worker(kafka_broker, redis_server):
+    settings = control_settings(kafka_broker, redis_server)
+    service = WorkerService(settings)
+    prompts = PromptOverrides(object_name="hex nut", extra_anomalous_states=("rusty {}", "{} with a chipped thread"))
+    with running(service):
+        wait_until(lambda: service.status().control_caught_up, 120, "the control topic read")
+        put(settings, "camera:cam-x", ControlRecord(version=1, prompts=prompts))
+        wait_until(lambda: service.status().control_scopes == 1, 10, "the record in force")
+        # the same image from a camera with overrides and from one without
+        same = [good_frame(7, camera_id="cam-x"), good_frame(7, camera_id="cam-y")]
+        results = {r.camera_id: r for r in results_for(settings, same)}
+    assert results["cam-x"].raw_score != pytest.approx(results["cam-y"].raw_score, abs=1e-6)
+    assert results["cam-x"].object_name == results["cam-y"].object_name == "screw"  # the frame's own name is kept
+    assert results["cam-x"].versions.threshold_version == "static-0.5"  # prompts only: static thresholds
