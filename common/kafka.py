@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
@@ -148,8 +148,21 @@ def connection_hint(settings: KafkaSettings) -> str:
     return "likely causes: " + "; ".join(causes)
 
 
-def ensure_topics(settings: KafkaSettings, topics: list[str], **admin_overrides: Any) -> None:
-    """Create the topics that do not exist yet, with the configured partitions."""
+COMPACTED = {"cleanup.policy": "compact"}  # topic config of a topic keyed by scope (latest value per key)
+
+
+def ensure_topics(
+    settings: KafkaSettings,
+    topics: list[str],
+    configs: Mapping[str, Mapping[str, str]] | None = None,
+    **admin_overrides: Any,
+) -> None:
+    """Create the topics that do not exist yet, with the configured partitions.
+
+    `configs` adds topic configs per topic name (e.g. `{control_topic: COMPACTED}`); an existing
+    topic is left as it is.
+    """
+    configs = configs or {}
     admin = build_admin(settings, **admin_overrides)
     try:
         existing = set(admin.list_topics())
@@ -158,7 +171,7 @@ def ensure_topics(settings: KafkaSettings, topics: list[str], **admin_overrides:
                 name=topic,
                 num_partitions=settings.partitions,
                 replication_factor=settings.replication_factor,
-                topic_configs={"max.message.bytes": str(settings.max_message_bytes)},
+                topic_configs={"max.message.bytes": str(settings.max_message_bytes), **configs.get(topic, {})},
             )
             for topic in topics
             if topic not in existing

@@ -141,6 +141,8 @@ class Metrics:
     - `dead_letters`: `stage`, `error_type`
     - `cache_hits` / `cache_misses`: `kind` = text | image ..., `layer` = lru | redis
     - `consumer_lag`: `topic`, `partition`
+    - `control_records`: `outcome` = applied | deleted | refused, `reason` (refusals only)
+    - `scope_above_threshold` / `scope_raw_score_p95`: `scope` = camera:<id>/object:<name>
     """
 
     frames_processed: Counter
@@ -152,6 +154,9 @@ class Metrics:
     cache_hits: Counter
     cache_misses: Counter
     consumer_lag: Any  # synchronous Gauge from meter.create_gauge (its class is not public API yet)
+    control_records: Counter
+    scope_above_threshold: Any  # Gauge: fraction of the scope's recent frames at or above its threshold
+    scope_raw_score_p95: Any  # Gauge: rolling p95 of the scope's recent raw scores (drift)
 
     @classmethod
     def create(cls, meter: Meter) -> Metrics:
@@ -194,6 +199,19 @@ class Metrics:
                 unit="{message}",
                 description="End offset minus committed/position offset, per assigned partition",
             ),
+            control_records=meter.create_counter(
+                "linewatch.control.records", unit="{record}", description="Control records applied, deleted, refused"
+            ),
+            scope_above_threshold=meter.create_gauge(
+                "linewatch.scope.above_threshold_rate",
+                unit="1",
+                description="Fraction of the scope's recent frames (rolling window) at or above its threshold",
+            ),
+            scope_raw_score_p95=meter.create_gauge(
+                "linewatch.scope.raw_score_p95",
+                unit="1",
+                description="95th percentile of the scope's recent raw scores (rolling window)",
+            ),
         )
 
     # Small conveniences so call sites stay one line.
@@ -214,6 +232,13 @@ class Metrics:
 
     def lag(self, topic: str, partition: int, lag: int) -> None:
         self.consumer_lag.set(max(0, int(lag)), {"topic": topic, "partition": str(partition)})
+
+    def control_record(self, outcome: str, reason: str | None = None) -> None:
+        self.control_records.add(1, {"outcome": outcome} | ({"reason": reason} if reason else {}))
+
+    def scope_drift(self, scope: str, above_rate: float, raw_p95: float) -> None:
+        self.scope_above_threshold.set(above_rate, {"scope": scope})
+        self.scope_raw_score_p95.set(raw_p95, {"scope": scope})
 
 
 # --------------------------------------------------------------------------- setup

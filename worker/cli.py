@@ -160,6 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_calibrate_parser(subparsers)
     add_feedback_parser(subparsers)
+
+    from worker.stream.control_cli import add_control_parser  # no torch: common/ and kafka only
+
+    add_control_parser(subparsers)
     try:
         from worker.alarms.cli import add_alarms_parser
 
@@ -202,6 +206,10 @@ def main(argv: list[str] | None = None) -> int:
         from worker.eval.cli import run_eval
 
         return run_eval(args)
+    if args.command == "control":
+        from worker.stream.control_cli import run_control
+
+        return run_control(args, settings)
     if args.command == "alarms":
         from worker.alarms.cli import run_alarms
 

@@ -101,8 +101,11 @@ class Inspector:
                 found[i] = row
         return np.stack(found).astype(np.float32)
 
-    def state_embeddings(self, object_name: str) -> tuple[np.ndarray, np.ndarray]:
-        normal, anomalous = self.prompts.state_prompts(object_name)
+    def state_embeddings(
+        self, object_name: str, extra_normal: tuple[str, ...] = (), extra_anomalous: tuple[str, ...] = ()
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(normal, anomalous) prompt embeddings of an object, the control record's extra states included."""
+        normal, anomalous = self.prompts.state_prompts(object_name, extra_normal, extra_anomalous)
         return (
             self._embeddings("clip-text", normal, self.models.clip.encode_texts),
             self._embeddings("clip-text", anomalous, self.models.clip.encode_texts),
@@ -152,15 +155,15 @@ class Inspector:
         owners = [index for index, plan in enumerate(plans) for _ in plan.tiles]
 
         with clock.stage("prompts"):
-            state = {name: self.state_embeddings(name) for name in {frame.object_name for frame in frames}}
+            state = {key: self.state_embeddings(*key) for key in {frame.prompt_key for frame in frames}}
             localising = None if self.naive else self.localising_embeddings()
 
         with clock.stage("tile_score"):
             clip_inputs = _resize_batch(crops, self.models.clip.normalisation.size)
             tile_embeddings = self.models.clip.encode_images(clip_inputs).cpu().numpy()
             scores = np.empty(len(crops), dtype=np.float32)
-            for name, (normal, anomalous) in state.items():
-                rows = [i for i, owner in enumerate(owners) if plans[owner].frame.object_name == name]
+            for key, (normal, anomalous) in state.items():
+                rows = [i for i, owner in enumerate(owners) if plans[owner].frame.prompt_key == key]
                 scores[rows] = tile_anomaly_scores(
                     tile_embeddings[rows], normal, anomalous, self.models.clip.logit_scale
                 )

@@ -108,6 +108,11 @@ LOCALISING_PROMPTS: tuple[str, ...] = (
 )
 
 
+def _state(state: str, object_name: str) -> str:
+    # replace() rather than format(): an operator's state may contain other braces
+    return state.replace("{}", object_name)
+
+
 @dataclass(frozen=True)
 class PromptSet:
     templates: tuple[str, ...] = TEMPLATES
@@ -115,13 +120,20 @@ class PromptSet:
     anomalous_states: tuple[str, ...] = ANOMALOUS_STATES
     localising: tuple[str, ...] = LOCALISING_PROMPTS
 
-    def state_prompts(self, object_name: str) -> tuple[list[str], list[str]]:
-        """Every template x state combination for one object: (normal prompts, anomalous prompts)."""
+    def state_prompts(
+        self, object_name: str, extra_normal: tuple[str, ...] = (), extra_anomalous: tuple[str, ...] = ()
+    ) -> tuple[list[str], list[str]]:
+        """Every template x state combination for one object: (normal prompts, anomalous prompts).
+
+        `extra_normal` / `extra_anomalous` (a control record's prompt overrides) join the ensemble;
+        like the built-in states they may hold `{}` for the object name (else they are used as written).
+        """
 
         def compose(states: tuple[str, ...]) -> list[str]:
-            return [template.format(state.format(object_name)) for state in states for template in self.templates]
+            return [template.format(_state(state, object_name)) for state in states for template in self.templates]
 
-        return compose(self.normal_states), compose(self.anomalous_states)
+        normal, anomalous = self.normal_states + tuple(extra_normal), self.anomalous_states + tuple(extra_anomalous)
+        return compose(normal), compose(anomalous)
 
     @property
     def version(self) -> str:

@@ -27,6 +27,14 @@ class Frame:
     frame_id: str
     image: np.ndarray
     object_name: str
+    # prompt overrides of the control record in force: states added to the ensemble for this frame
+    extra_normal_states: tuple[str, ...] = ()
+    extra_anomalous_states: tuple[str, ...] = ()
+
+    @property
+    def prompt_key(self) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+        """Frames with the same key share one prompt ensemble."""
+        return self.object_name, self.extra_normal_states, self.extra_anomalous_states
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from common.settings import WorkerSettings
 from worker.inspection.types import Frame, Inspection, InspectorProtocol
 from worker.stream.batching import STOP, hand_over
 from worker.stream.intake import Work, is_stale
+from worker.stream.judging import Judge
 from worker.stream.offsets import Checkpoint
 from worker.stream.publishing import Publisher
 from worker.stream.telemetry import Counters, ServiceTelemetry
@@ -46,6 +47,7 @@ class Inference:
         telemetry: ServiceTelemetry,
         counters: Counters,
         abandon: threading.Event,
+        judge: Judge | None = None,
     ):
         self.settings = settings
         self.inspector = inspector
@@ -54,6 +56,7 @@ class Inference:
         self.telemetry = telemetry
         self.counters = counters
         self._abandon = abandon  # shutdown gave up: the publish thread may be gone
+        self.judge = judge  # the control records in force (None: the static thresholds)
         self.queue: queue.Queue = queue.Queue(
             maxsize=max(2, settings.queue_max_frames // settings.batch_max_frames + 2)
         )
@@ -137,7 +140,7 @@ class Inference:
         start_ns = time.time_ns()
         self._inspecting(time.monotonic())
         try:
-            inspections = self.inspector.inspect([Frame(w.meta.frame_id, w.image, w.meta.object_name) for w in fresh])
+            inspections = self.inspector.inspect([self._frame(work) for work in fresh])
             if len(inspections) != len(fresh):
                 raise RuntimeError(f"inspector returned {len(inspections)} results for {len(fresh)} frames")
         except Exception as exc:
@@ -155,6 +158,14 @@ class Inference:
         for work, inspection in zip(fresh, inspections):
             self.telemetry.record_inference(work.span, start_ns, end_ns, inspection.timings_ms, len(fresh))
         return list(zip(fresh, inspections))
+
+    def _frame(self, work: Work) -> Frame:
+        """The Inspector's input, with the prompt overrides of the control record in force."""
+        if self.judge is None:
+            return Frame(work.meta.frame_id, work.image, work.meta.object_name)
+        work.control = resolved = self.judge.resolve(work.meta.camera_id, work.meta.object_name)
+        normal, anomalous = resolved.extra_states
+        return Frame(work.meta.frame_id, work.image, resolved.prompt_object_name, normal, anomalous)
 
     def _failed(self, work: Work, exc: Exception) -> None:
         log.warning("frame %s failed in inference: %s: %s", work.meta.frame_id, type(exc).__name__, exc)

@@ -119,6 +119,7 @@ class Work:
     meta: FrameMeta
     image: np.ndarray
     span: Any  # opentelemetry Span of the frame
+    control: Any = None  # worker.stream.control.Resolved: the control record the frame is judged by
 
 
 DeadLetter = Callable[[Any, Consumed, str, str, str, Any], None]  # (partition, message, stage, type, text, span)

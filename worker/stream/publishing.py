@@ -29,6 +29,7 @@ from common.settings import LinewatchSettings
 from worker.inspection.types import Inspection
 from worker.stream.batching import STOP, InFlight
 from worker.stream.intake import Consumed, Work, stale_note
+from worker.stream.judging import Judge
 from worker.stream.offsets import Checkpoint
 from worker.stream.results import ResultTooLarge, build_result, fit_result, skipped_result
 from worker.stream.telemetry import Counters, ServiceTelemetry
@@ -159,8 +160,10 @@ class Publisher:
         telemetry: ServiceTelemetry,
         counters: Counters,
         abandon: threading.Event,
+        judge: Judge | None = None,
     ):
         self.settings = settings
+        self.judge = judge  # the control records in force (None: the static thresholds)
         self.worker_id = settings.worker.worker_id
         self.outbox = outbox
         self._versions = versions
@@ -197,6 +200,9 @@ class Publisher:
 
     def send_result(self, work: Work, inspection: Inspection) -> None:
         try:
+            thresholds, calibrating = None, False
+            if self.judge is not None and work.control is not None:
+                thresholds, calibrating = self.judge.judge(work.control, inspection)
             result = build_result(
                 work.meta,
                 inspection,
@@ -204,6 +210,8 @@ class Publisher:
                 worker_settings=self.settings.worker,
                 worker_id=self.worker_id,
                 source=work.message.source,
+                thresholds=thresholds,
+                calibrating=calibrating,
             )
             self._publish_result(work.partition, work.message, result, work.span)
         except Exception as exc:  # a frame whose result cannot be built or sent goes to the DLQ alone

@@ -48,13 +48,14 @@ from typing import Any
 
 from kafka.errors import KafkaError
 
-from common.kafka import BrokerReachability, build_consumer, build_producer, connection_hint, ensure_topics
+from common.kafka import COMPACTED, BrokerReachability, build_consumer, build_producer, connection_hint, ensure_topics
 from common.settings import LinewatchSettings
 from common.signals import StopOnSignals
 from common.telemetry import Telemetry
 from worker.inspection.embedding_cache import EmbeddingCache
 from worker.inspection.types import InspectorProtocol
 from worker.stream.batching import STOP, InFlight, MicroBatcher, hand_over
+from worker.stream.control_plane import ControlPlane
 from worker.stream.inference import Inference, InferenceStuck
 from worker.stream.intake import Consumed, Intake, Work
 from worker.stream.offsets import Checkpoint
@@ -107,6 +108,7 @@ class WorkerService:
         self.publisher: Publisher | None = None
         self.inference: Inference | None = None
         self.intake: Intake | None = None
+        self.control = ControlPlane(settings, self.counters, self.telemetry.metrics, outbox=lambda: self.outbox)
 
     # ================================================================== the loop
 
@@ -169,7 +171,7 @@ class WorkerService:
     # ================================================================== lifecycle
 
     def start(self, stop_event: threading.Event | None = None) -> bool:
-        """Load models, create missing topics (waiting for the broker), subscribe, start the threads.
+        """Load models, create missing topics (waiting for the broker), read control to its end, subscribe.
 
         Returns False when `stop_event` was set before the broker answered.
         """
@@ -179,9 +181,8 @@ class WorkerService:
         stop_event = stop_event or threading.Event()
         while True:
             try:
-                ensure_topics(
-                    ks, [ks.frames_topic, ks.results_topic, ks.dlq_topic], bootstrap_timeout_ms=CONNECT_TIMEOUT_MS
-                )
+                topics = [ks.frames_topic, ks.results_topic, ks.dlq_topic, ks.control_topic]
+                ensure_topics(ks, topics, {ks.control_topic: COMPACTED}, bootstrap_timeout_ms=CONNECT_TIMEOUT_MS)
                 break
             except Exception as exc:  # broker not up yet: wait for it rather than crash-loop
                 self.broker.error()
@@ -195,17 +196,21 @@ class WorkerService:
                 if stop_event.wait(5.0):
                     return False
         self.broker.ok()
+        if not self.control.start(stop_event):  # no frame is judged before control is read to its end
+            return False
         self.outbox = Outbox(build_producer(ks), on_broker_ok=self.broker.ok, on_broker_error=self.broker.error)
         parts = {"checkpoint": self.checkpoint, "telemetry": self.telemetry, "counters": self.counters}
+        judge = self.control.judge
         self.publisher = Publisher(
             self.settings,
             self.outbox,
             lambda: self.inspector.versions,
             in_flight=self.in_flight,
             abandon=self._abandon,
+            judge=judge,
             **parts,
         )
-        self.inference = Inference(ws, self.inspector, self.publisher, abandon=self._abandon, **parts)
+        self.inference = Inference(ws, self.inspector, self.publisher, abandon=self._abandon, judge=judge, **parts)
         self.intake = Intake(ws, dead_letter=self.publisher.send_dead_letter, skip=self.publisher.send_skipped, **parts)
         self.consumer = build_consumer(ks, max_poll_records=ws.batch_max_frames)
         self.checkpoint.subscribe(self.consumer, [ks.frames_topic], on_revoked=self._revoked)
@@ -250,6 +255,7 @@ class WorkerService:
             self.outbox.close()
             self.counters.add("publish_errors", self.outbox.errors)
             self.outbox = None
+        self.control.stop()
 
     # ================================================================== status
 
@@ -273,6 +279,8 @@ class WorkerService:
             inference_busy_s=round(self.inference.busy_s() if self.inference else 0.0, 3),
             lag=lag,
             counters=counters,
+            control_caught_up=self.control.caught_up,
+            control_scopes=self.control.scopes,
         )
 
     def inference_stuck(self) -> bool:

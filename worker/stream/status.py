@@ -22,15 +22,19 @@ class ServiceStatus:
     inference_busy_s: float  # how long the batch now in the Inspector has been there; 0 when idle
     lag: dict[str, int]
     counters: dict[str, int]
+    control_caught_up: bool = False  # the control topic was read to the end offsets seen at start
+    control_scopes: int = 0  # scopes with a control record in force
 
     def as_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "assigned_partitions": [f"{t}:{p}" for t, p in self.assigned_partitions]}
 
 
 def readiness_checks(status: ServiceStatus, inference_stuck: bool) -> dict[str, Any]:
-    """/readyz of a stream worker: models loaded, broker reachable, partitions assigned, device responsive."""
+    """/readyz of a stream worker: models loaded, control topic read, broker reachable, partitions assigned,
+    device responsive."""
     return {
         "models_loaded": status.models_loaded,
+        "control_caught_up": (status.control_caught_up, {"scopes": status.control_scopes}),
         "broker_reachable": status.broker_reachable,
         "partitions_assigned": (bool(status.assigned_partitions), status.as_dict()),
         "inference_responsive": (not inference_stuck, {"busy_s": status.inference_busy_s}),

@@ -1,0 +1,72 @@
+"""The worker's side of the control topic, as the service wires it: the records in force
+(`ControlState`), the follower thread, the `Judge` that the inference and publish threads ask,
+and the sending of records this worker calibrated (learning mode) through the service's Outbox.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from common.control import ControlRecord
+from common.control_topic import encode_control
+from common.settings import LinewatchSettings
+from common.telemetry import Metrics
+from worker.stream.control import ControlFollower, ControlState
+from worker.stream.judging import Judge
+from worker.stream.publishing import Outbox, Outgoing
+from worker.stream.telemetry import Counters
+
+log = logging.getLogger(__name__)
+
+
+class ControlPlane:
+    def __init__(
+        self, settings: LinewatchSettings, counters: Counters, metrics: Metrics, *, outbox: Callable[[], Outbox | None]
+    ) -> None:
+        self.settings = settings
+        self._outbox = outbox  # the service's, once it has one
+        self.state = ControlState(settings.worker, counters, metrics)
+        self.judge = Judge(
+            self.state, self._send, worker_id=settings.worker.worker_id, counters=counters, metrics=metrics
+        )
+        self.follower: ControlFollower | None = None
+
+    def start(self, stop_event: threading.Event) -> bool:
+        """Read the control topic to its end (then follow it live); False when stopped first."""
+        self.follower = ControlFollower(self.settings.kafka, self.state).start()
+        if self.follower.wait_caught_up(stop_event):
+            return True
+        if not self.follower.thread.is_alive():
+            raise RuntimeError("the control topic follower died before it caught up")
+        return False
+
+    @property
+    def caught_up(self) -> bool:
+        return self.follower is not None and self.follower.caught_up.is_set()
+
+    @property
+    def scopes(self) -> int:
+        return len(self.state.records())
+
+    def stop(self) -> None:
+        if self.follower is not None:
+            self.follower.stop()
+
+    def _send(self, scope: str, record: ControlRecord) -> None:
+        """A calibrated record, through the Outbox: retried until the broker acknowledges it."""
+        topic = self.settings.kafka.control_topic
+        outbox = self._outbox()
+        if outbox is None:
+            log.error("no outbox to publish %s v%d on", scope, record.version)
+            return
+        outbox.send(
+            Outgoing(
+                topic,
+                scope.encode("utf-8"),
+                encode_control(record),
+                [],
+                lambda: log.info("published %s v%d to %s", scope, record.version, topic),
+            )
+        )
