@@ -65,6 +65,7 @@ class ControlTable:
 
     def __init__(self) -> None:
         self.records: dict[str, ControlRecord] = {}
+        self._highest: dict[str, int] = {}  # per scope, the highest version applied, tombstones or not
 
     def apply(self, scope: str, record: ControlRecord | None) -> str:
         """Apply one decoded message: returns "applied" or "deleted"; raises RefusedRecord("not_newer")."""
@@ -77,11 +78,13 @@ class ControlTable:
                 "not_newer", f"{scope}: version {record.version} is not higher than v{current.version} in force"
             )
         self.records[scope] = record
+        self._highest[scope] = max(self._highest.get(scope, 0), record.version)
         return "applied"
 
     def next_version(self, scope: str) -> int:
-        current = self.records.get(scope)
-        return 1 if current is None else current.version + 1
+        """The version a new record of `scope` gets: above every version the scope had in the retained
+        log, even one a tombstone deleted since, so that a `threshold_version` never names two records."""
+        return self._highest.get(scope, 0) + 1
 
 
 # --------------------------------------------------------------------------- Kafka

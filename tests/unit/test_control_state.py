@@ -72,6 +72,7 @@ def test_only_a_higher_version_replaces_the_record_in_force():
     assert table.records["object:nut"].image_threshold == 0.7
     assert table.next_version("object:nut") == 3 and table.next_version("object:bolt") == 1
     assert table.apply("object:nut", None) == "deleted" and "object:nut" not in table.records
+    assert table.next_version("object:nut") == 3  # a version a tombstone deleted is never given again
     assert table.apply("object:nut", ControlRecord(version=1, image_threshold=0.2)) == "applied"
 
 

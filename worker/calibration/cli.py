@@ -97,10 +97,10 @@ def run_calibrate(args, settings: LinewatchSettings) -> int:
 
 
 def _calibrate(args, settings: LinewatchSettings, scope: str) -> int:
+    from common.control_topic import publish_control, read_control_topic
     from worker.calibration import sources
     from worker.calibration.record import calibration_record, write_record_file
     from worker.calibration.scoring import score_normal_frames
-    from worker.calibration.topics import publish_control_record, scope_state
 
     gathered = sources.from_files(args.images, args.object, settings)
     if args.from_topic:
@@ -121,15 +121,15 @@ def _calibrate(args, settings: LinewatchSettings, scope: str) -> int:
         return 2
     scores = score_normal_frames(inspector, gathered.frames, batch=args.batch, progress=not args.no_progress)
     by = args.by or _default_user()
-    state = scope_state(settings.kafka, scope) if args.publish else None
-    version = state.highest_version + 1 if state is not None else (args.version or 1)
+    table = read_control_topic(settings.kafka)[0] if args.publish else None
+    version = table.next_version(scope) if table is not None else (args.version or 1)
     record = calibration_record(
         scores.raw,
         scores.pixel,
         target_fpr=args.target_fpr,
         by=by,
         version=version,
-        base=state.record if state is not None else None,
+        base=table.records.get(scope) if table is not None else None,
     )
     print(
         f"calibrated {scope} on {n} normal frames at target false-alarm rate {args.target_fpr:g}: "
@@ -142,10 +142,10 @@ def _calibrate(args, settings: LinewatchSettings, scope: str) -> int:
         write_record_file(args.out, scope, record)
         print(f"wrote {args.out}: scope {scope} version {record.version}")
     if args.publish:
-        meta = publish_control_record(settings.kafka, scope, record)
+        partition, offset = publish_control(settings.kafka, scope, record)
         print(
-            f"published scope {scope} version {record.version} to {meta.topic} "
-            f"(partition {meta.partition}, offset {meta.offset})"
+            f"published scope {scope} version {record.version} to {settings.kafka.control_topic} "
+            f"(partition {partition}, offset {offset})"
         )
     if not (args.out or args.publish):
         print(record.model_dump_json())

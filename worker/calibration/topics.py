@@ -1,9 +1,8 @@
-"""The Kafka edges of calibration: read frames by camera or by offset, the control topic's
-version in force, publish a record, write and read feedback.
+"""The Kafka edges of calibration: read frames by camera or by offset, write and read feedback.
 
 Readers are assigned consumers without a group: they never join the workers' group and
-never commit. Small and self-contained on purpose (common/control_topic.py of the control
-follower will hold the shared reader of the control topic).
+never commit. The control topic is read and written through common/control_topic.py, the
+same rules the workers apply.
 """
 
 from __future__ import annotations
@@ -14,13 +13,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from kafka import KafkaConsumer, TopicPartition
-from kafka.admin import NewTopic
 from kafka.consumer.fetcher import ConsumerRecord
-from kafka.errors import TopicAlreadyExistsError
 from pydantic import ValidationError
 
-from common.control import ControlRecord, FeedbackRecord
-from common.kafka import build_admin, build_producer, connection_options, ensure_topics
+from common.control import FeedbackRecord
+from common.kafka import build_producer, connection_options, ensure_topics
 from common.schemas import SourceRef
 from common.settings import KafkaSettings
 
@@ -137,68 +134,6 @@ def fetch_frames_at(settings: KafkaSettings, refs: Iterable[SourceRef], timeout_
     finally:
         reader.close()
     return out
-
-
-# --------------------------------------------------------------------------- control topic
-
-
-@dataclass(frozen=True)
-class ScopeState:
-    """A scope on the control topic: its record in force (None: none, or a tombstone) and the
-    highest version it ever had in the retained log (0: never), so that versions never repeat."""
-
-    record: ControlRecord | None
-    highest_version: int
-
-
-def scope_state(settings: KafkaSettings, scope: str, timeout_s: float = 60.0) -> ScopeState:
-    """Read the compacted control topic to its end and return `scope`'s state."""
-    reader = open_reader(settings)
-    try:
-        tps = partitions_of(reader, settings.control_topic)
-        records = read_range(reader, reader.beginning_offsets(tps), reader.end_offsets(tps), timeout_s) if tps else []
-    finally:
-        reader.close()
-    key = scope.encode("utf-8")
-    current: ControlRecord | None = None
-    highest = 0
-    for record in sorted((r for r in records if r.key == key), key=lambda r: (r.partition, r.offset)):
-        if record.value is None:
-            current = None  # tombstone
-            continue
-        try:
-            current = ControlRecord.model_validate_json(record.value)
-        except ValidationError as exc:
-            log.warning("control record at %s/%d@%d is invalid, ignored: %s", *_where(record), exc)
-            continue
-        highest = max(highest, current.version)
-    return ScopeState(current, highest)
-
-
-def ensure_control_topic(settings: KafkaSettings) -> None:
-    """Create the control topic, compacted, when it is missing."""
-    admin = build_admin(settings)
-    try:
-        if settings.control_topic in set(admin.list_topics()):
-            return
-        topic = NewTopic(
-            name=settings.control_topic,
-            num_partitions=settings.partitions,
-            replication_factor=settings.replication_factor,
-            topic_configs={"cleanup.policy": "compact", "max.message.bytes": str(settings.max_message_bytes)},
-        )
-        try:
-            admin.create_topics([topic])
-        except TopicAlreadyExistsError:
-            pass
-    finally:
-        admin.close()
-
-
-def publish_control_record(settings: KafkaSettings, scope: str, record: ControlRecord, timeout_s: float = 30.0):
-    """Send `record` keyed by `scope` (acks=all) and wait for the broker; returns its RecordMetadata."""
-    ensure_control_topic(settings)
-    return _send(settings, settings.control_topic, scope, record.model_dump_json().encode("utf-8"), timeout_s)
 
 
 # --------------------------------------------------------------------------- feedback
