@@ -122,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
         add_eval_parser(subparsers)
     except ImportError:  # pragma: no cover - eval extras missing
         pass
+    from worker.inspection.models.cli import add_models_parser
+
+    add_models_parser(subparsers)
     try:
         from worker.alarms.cli import add_alarms_parser
 
@@ -161,6 +164,10 @@ def main(argv: list[str] | None = None) -> int:
         from worker.eval.cli import run_eval
 
         return run_eval(args)
+    if args.command == "models":
+        from worker.inspection.models.cli import run_models
+
+        return run_models(args, settings)
     if args.command == "alarms":
         from worker.alarms.cli import run_alarms
 
