@@ -37,7 +37,9 @@ from worker.inspection.models.registry import base_clipseg_config, load_models, 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
-ISNET = REPO / "models" / "isnet" / "isnet.onnx"
+ISNET = Path(
+    os.environ.get("LINEWATCH_TEST_ISNET", REPO / "models" / "isnet" / "isnet.onnx")
+)  # `make models` puts it there
 FULL = os.environ.get("LINEWATCH_FULL_DEFAULT") == "1"
 CLIP_MODEL = "ViT-B-16-plus-240" if FULL else "ViT-S-32"
 RELEASE_NAME = "vit_b_16_plus_240-laion400m_e32-699c4b84.pt"

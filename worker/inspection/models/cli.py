@@ -100,7 +100,8 @@ def run_check(args, settings: ModelSettings) -> int:
     random_profile = settings.profile != "default"
     fingerprints: dict[str, str] = {}
     error = None
-    if not args.no_load:
+    nothing_missing = random_profile or all(path is not None for _, path, _ in rows)
+    if not args.no_load and nothing_missing:  # building is the proof; pointless while files are missing
         from worker.inspection.models.registry import load_models
 
         try:
