@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: all install system-deps models lint test test-unit demo bench bench-kafka bench-dashboard dashboard-screenshots chaos clean
+.PHONY: all install system-deps models models-pull lint test test-unit demo bench bench-kafka bench-dashboard dashboard-screenshots chaos clean
 
 all: test
 
@@ -60,3 +60,9 @@ chaos: install system-deps models
 
 clean:
 	rm -rf $(VENV) infra/kafka/target .pytest_cache
+
+# Real CLIP, CLIPSeg and SAM weights (needs internet; pinned revisions, digests checked). SAM=vit_l|vit_h for bigger SAMs.
+SAM ?= vit_b
+models-pull: models
+	$(VENV)/bin/linewatch-worker models pull --sam $(SAM)
+	$(VENV)/bin/linewatch-worker models check

@@ -113,6 +113,7 @@ class Versions(_Message):
     profile: str
     prompt_set: str
     threshold_version: str
+    tile_temperature: float | None = None  # the tile score's softmax scale (None in results from before it existed)
 
 
 class SourceRef(_Message):

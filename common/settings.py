@@ -95,6 +95,15 @@ class ModelSettings(_Section):
         "sam+isnet", description="sam+isnet, isnet (no SAM) or none (whole frame)"
     )
     tile_size: int = Field(352, description="minimum tile side in pixels (CLIPSeg input)")
+    tile_temperature: float | None = Field(
+        None,
+        gt=0.0,
+        description="scale of the tile score's two-way softmax; None = the CLIP checkpoint's own logit scale (100 for CLIP); anomalib's WinCLIP uses 1/0.07 = 14.29",
+    )
+    sam_base_url: str = Field(
+        "https://dl.fbaipublicfiles.com/segment_anything/",
+        description="where `models pull` fetches SAM checkpoints (Meta's release; a mirror of the same files)",
+    )
 
 
 class WorkerSettings(_Section):

@@ -164,6 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
     from worker.stream.control_cli import add_control_parser  # no torch: common/ and kafka only
 
     add_control_parser(subparsers)
+
+    from worker.inspection.models.cli import add_models_parser
+
+    add_models_parser(subparsers)
     try:
         from worker.alarms.cli import add_alarms_parser
 
@@ -210,6 +214,10 @@ def main(argv: list[str] | None = None) -> int:
         from worker.stream.control_cli import run_control
 
         return run_control(args, settings)
+    if args.command == "models":
+        from worker.inspection.models.cli import run_models
+
+        return run_models(args, settings)
     if args.command == "alarms":
         from worker.alarms.cli import run_alarms
 

@@ -79,7 +79,13 @@ class Inspector:
             profile=self.models.profile,
             prompt_set=self.prompts.version,
             threshold_version="unset",
+            tile_temperature=self.tile_temperature,
         )
+
+    @property
+    def tile_temperature(self) -> float:
+        """The setting, or the checkpoint's own logit scale when unset."""
+        return self.settings.tile_temperature or self.models.clip.logit_scale
 
     @property
     def text_encoder_calls(self) -> int:
@@ -164,9 +170,7 @@ class Inspector:
             scores = np.empty(len(crops), dtype=np.float32)
             for key, (normal, anomalous) in state.items():
                 rows = [i for i, owner in enumerate(owners) if plans[owner].frame.prompt_key == key]
-                scores[rows] = tile_anomaly_scores(
-                    tile_embeddings[rows], normal, anomalous, self.models.clip.logit_scale
-                )
+                scores[rows] = tile_anomaly_scores(tile_embeddings[rows], normal, anomalous, self.tile_temperature)
 
         with clock.stage("pixel_map"):
             seg_inputs = _resize_batch(crops, self.models.clipseg.size)

@@ -1,4 +1,5 @@
 """CLIP (open_clip) adapter: normalised image and text embeddings for tile scoring."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -59,7 +60,9 @@ class ClipModel:
         return int(self.model.text_projection.shape[1]) if hasattr(self.model, "text_projection") else 0
 
 
-def build_open_clip(model_name: str, pretrained: str | None, device: torch.device, model_cfg: dict | None = None) -> ClipModel:
+def build_open_clip(
+    model_name: str, pretrained: str | None, device: torch.device, model_cfg: dict | None = None
+) -> ClipModel:
     """Build an open_clip model by registry name (optionally a custom config) and wrap it.
 
     pretrained: None for random weights, an open_clip tag, or a local checkpoint path

@@ -4,6 +4,7 @@ The expensive part of CLIPSeg is its CLIP vision tower; the decoder is light.
 `segment` runs the vision tower once per tile and the decoder once per
 (tile, prompt), instead of the whole model once per (tile, prompt).
 """
+
 from __future__ import annotations
 
 import json
@@ -46,8 +47,15 @@ class HfTokens:
 
 
 class ClipSegModel:
-    def __init__(self, model: CLIPSegForImageSegmentation, tokens, device: torch.device,
-                 size: int = 352, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    def __init__(
+        self,
+        model: CLIPSegForImageSegmentation,
+        tokens,
+        device: torch.device,
+        size: int = 352,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+    ):
         self.model = model.to(device).eval()
         self.tokens = tokens
         self.device = device
@@ -81,12 +89,16 @@ class ClipSegModel:
         layers = [i + 1 for i in self.model.extract_layers]  # hidden_states[0] is the embedding output
         for start in range(0, n_images, images_per_chunk):
             chunk = self._normalise(images[start : start + images_per_chunk])
-            vision = self.model.clip.vision_model(pixel_values=chunk, output_hidden_states=True, interpolate_pos_encoding=True)
+            vision = self.model.clip.vision_model(
+                pixel_values=chunk, output_hidden_states=True, interpolate_pos_encoding=True
+            )
             self.vision_forward_images += len(chunk)
             # Each tile's activations are shared by all prompts: repeat them, not the vision pass.
             activations = [vision.hidden_states[i].repeat_interleave(n_prompts, dim=0) for i in layers]
             logits = self.model.decoder(activations, conditional.repeat(len(chunk), 1)).logits
-            out[start : start + len(chunk)] = torch.sigmoid(logits.float()).view(len(chunk), n_prompts, *logits.shape[-2:]).cpu()
+            out[start : start + len(chunk)] = (
+                torch.sigmoid(logits.float()).view(len(chunk), n_prompts, *logits.shape[-2:]).cpu()
+            )
         return out
 
     @torch.inference_mode()
@@ -96,7 +108,9 @@ class ClipSegModel:
         ids, mask = self.tokens(texts)
         for i in range(len(images)):
             pixels = self._normalise(images[i : i + 1]).repeat(len(texts), 1, 1, 1)
-            logits = self.model(pixel_values=pixels, input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
+            logits = self.model(
+                pixel_values=pixels, input_ids=ids.to(self.device), attention_mask=mask.to(self.device)
+            ).logits
             self.vision_forward_images += len(texts)
             self.text_forward_calls += 1
             out[i] = torch.sigmoid(logits.float()).view(len(texts), *logits.shape[-2:]).cpu()

@@ -18,8 +18,8 @@ The ``@imgly/background-removal`` JS runtime that ships this ONNX feeds
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from PIL import Image
@@ -96,9 +96,7 @@ class IsNetSalientModel:
         inp = inputs[0]
         shape = list(inp.shape)
         if len(shape) != 4 or shape[1] != 3 or shape[2] != INPUT_SIZE or shape[3] != INPUT_SIZE:
-            raise ValueError(
-                f"{path}: input {inp.name} has shape {shape}, expected [N, 3, {INPUT_SIZE}, {INPUT_SIZE}]"
-            )
+            raise ValueError(f"{path}: input {inp.name} has shape {shape}, expected [N, 3, {INPUT_SIZE}, {INPUT_SIZE}]")
         self.input_name: str = inp.name
         self.batch_size: int | None = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
         outputs = session.get_outputs()
@@ -126,9 +124,7 @@ class IsNetSalientModel:
         _check_image(image)
         h, w = image.shape[:2]
         if (h, w) != (INPUT_SIZE, INPUT_SIZE):
-            resized = Image.fromarray(np.ascontiguousarray(image)).resize(
-                (INPUT_SIZE, INPUT_SIZE), Image.BILINEAR
-            )
+            resized = Image.fromarray(np.ascontiguousarray(image)).resize((INPUT_SIZE, INPUT_SIZE), Image.BILINEAR)
             arr = np.asarray(resized, dtype=np.float32)
         else:
             arr = image.astype(np.float32)
@@ -216,8 +212,7 @@ def load_isnet(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
-            f"IS-Net model not found at {path.resolve()}; run `make models` "
-            f"(scripts/fetch_isnet.py) to download it"
+            f"IS-Net model not found at {path.resolve()}; run `make models` (scripts/fetch_isnet.py) to download it"
         )
     import onnxruntime as ort
 

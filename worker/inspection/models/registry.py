@@ -7,21 +7,33 @@
 
 Random profiles are only ever chosen explicitly; they say so in the fingerprint and profile.
 """
+
 from __future__ import annotations
 
-import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import torch
 from transformers import CLIPSegConfig
 
 from common.settings import ModelSettings
+from worker.inspection.models import locate
 from worker.inspection.models.clip import ClipModel, build_open_clip
 from worker.inspection.models.clipseg import ClipSegModel, build_clipseg_random, load_clipseg_folder
-from worker.inspection.models.sam import SamGeneratorOptions, SamMaskProposer, build_sam_random, build_tiny_sam, load_sam
-from worker.inspection.models.weights import ModelWeightsMissing, combine_fingerprints, fingerprint_module, resolve_device
+from worker.inspection.models.sam import (
+    SamGeneratorOptions,
+    SamMaskProposer,
+    build_sam_random,
+    build_tiny_sam,
+    load_sam,
+)
+from worker.inspection.models.weights import (
+    ModelWeightsMissing,
+    combine_fingerprints,
+    fingerprint_module,
+    resolve_device,
+)
 
 if TYPE_CHECKING:  # onnxruntime is imported only when IS-Net is loaded
     from worker.inspection.models.isnet import IsNetSalientModel
@@ -57,10 +69,20 @@ def _tiny_clip(device: torch.device) -> ClipModel:
 def tiny_clipseg_config() -> CLIPSegConfig:
     return CLIPSegConfig(
         text_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2},
-        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 4, "num_attention_heads": 2,
-                       "patch_size": 16, "image_size": 64},
-        projection_dim=32, reduce_dim=16, extract_layers=[1, 2, 3],
-        decoder_num_attention_heads=2, decoder_intermediate_size=32, use_complex_transposed_convolution=True,
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 4,
+            "num_attention_heads": 2,
+            "patch_size": 16,
+            "image_size": 64,
+        },
+        projection_dim=32,
+        reduce_dim=16,
+        extract_layers=[1, 2, 3],
+        decoder_num_attention_heads=2,
+        decoder_intermediate_size=32,
+        use_complex_transposed_convolution=True,
     )
 
 
@@ -81,78 +103,50 @@ def _load_isnet(settings: ModelSettings) -> IsNetSalientModel:
 
 def _build_tiny(settings: ModelSettings, device: torch.device) -> ModelBundle:
     sam = build_tiny_sam(device, TINY_SAM_OPTIONS, RANDOM_SEED) if settings.foreground == "sam+isnet" else None
-    return ModelBundle("tiny", device, _tiny_clip(device), build_clipseg_random(tiny_clipseg_config(), device, RANDOM_SEED),
-                       sam, _load_isnet(settings) if settings.foreground != "none" else None)
+    return ModelBundle(
+        "tiny",
+        device,
+        _tiny_clip(device),
+        build_clipseg_random(tiny_clipseg_config(), device, RANDOM_SEED),
+        sam,
+        _load_isnet(settings) if settings.foreground != "none" else None,
+    )
 
 
 def _build_base(settings: ModelSettings, device: torch.device) -> ModelBundle:
     torch.manual_seed(RANDOM_SEED)
     clip = build_open_clip(settings.clip_model, None, device)
     clipseg = build_clipseg_random(base_clipseg_config(), device, RANDOM_SEED)
-    sam = build_sam_random(settings.sam_type, device, REAL_SAM_OPTIONS, RANDOM_SEED) if settings.foreground == "sam+isnet" else None
-    return ModelBundle("base", device, clip, clipseg, sam, _load_isnet(settings) if settings.foreground != "none" else None)
-
-
-def _find_sam_checkpoint(settings: ModelSettings) -> Path | None:
-    if settings.sam_checkpoint is not None:
-        return settings.sam_checkpoint if settings.sam_checkpoint.is_file() else None
-    candidates = sorted((settings.models_dir / "sam").glob(f"sam_{settings.sam_type}*.pth"))
-    candidates += sorted((settings.models_dir / "sam").glob(f"sam_{settings.sam_type}*.safetensors"))
-    return candidates[0] if candidates else None
-
-
-def _find_clip_checkpoint(settings: ModelSettings) -> str | None:
-    """A local file named by the setting, one under models/clip/, or the open_clip tag if cached."""
-    if Path(settings.clip_pretrained).is_file():
-        return settings.clip_pretrained
-    folder = settings.models_dir / "clip"
-    for suffix in (".safetensors", ".bin", ".pt"):
-        candidate = folder / f"{settings.clip_model}-{settings.clip_pretrained}{suffix}"
-        if candidate.is_file():
-            return str(candidate)
-    return None
-
-
-def _find_clipseg_folder(settings: ModelSettings) -> Path | None:
-    if Path(settings.clipseg_model).is_dir():
-        return Path(settings.clipseg_model)
-    local = settings.models_dir / "clipseg"
-    if (local / "config.json").is_file():
-        return local
-    try:  # a hub id already in the Hugging Face cache (no download is attempted)
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(settings.clipseg_model, local_files_only=True))
-    except Exception:
-        return None
+    sam = (
+        build_sam_random(settings.sam_type, device, REAL_SAM_OPTIONS, RANDOM_SEED)
+        if settings.foreground == "sam+isnet"
+        else None
+    )
+    return ModelBundle(
+        "base", device, clip, clipseg, sam, _load_isnet(settings) if settings.foreground != "none" else None
+    )
 
 
 def _build_default(settings: ModelSettings, device: torch.device) -> ModelBundle:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the network at start-up
-    models = settings.models_dir
+    """Real weights from local files only (see locate.py); every missing one is named at once."""
     missing: list[str] = []
-    clip_source = _find_clip_checkpoint(settings)
+    clip_file = locate.find_clip(settings)
     clip = None
-    try:
-        clip = build_open_clip(settings.clip_model, clip_source or settings.clip_pretrained, device)
-    except Exception as exc:
-        missing.append(
-            f"CLIP {settings.clip_model} ({settings.clip_pretrained}): put the open_clip checkpoint at "
-            f"{models}/clip/{settings.clip_model}-{settings.clip_pretrained}.safetensors (or .bin), or set "
-            f"LINEWATCH_MODELS__CLIP_PRETRAINED=/path/to/checkpoint [{type(exc).__name__}: {str(exc)[:120]}]"
-        )
-    clipseg_folder = _find_clipseg_folder(settings)
+    if clip_file is None:
+        missing.append(f"CLIP {settings.clip_model} ({settings.clip_pretrained}): {locate.clip_expected(settings)}")
+    else:  # always a file, never an open_clip tag: a tag would let open_clip reach for the network
+        try:
+            clip = build_open_clip(settings.clip_model, str(clip_file), device)
+        except Exception as exc:
+            missing.append(
+                f"CLIP {settings.clip_model}: {clip_file} does not load [{type(exc).__name__}: {str(exc)[:160]}]"
+            )
+    clipseg_folder = locate.find_clipseg(settings)
     if clipseg_folder is None:
-        missing.append(
-            f"CLIPSeg {settings.clipseg_model}: put the Hugging Face model folder (config.json, model.safetensors, "
-            f"tokenizer and preprocessor files) at {models}/clipseg, or set LINEWATCH_MODELS__CLIPSEG_MODEL=/path"
-        )
-    sam_checkpoint = _find_sam_checkpoint(settings) if settings.foreground == "sam+isnet" else None
+        missing.append(f"CLIPSeg {settings.clipseg_model}: {locate.clipseg_expected(settings)}")
+    sam_checkpoint = locate.find_sam(settings) if settings.foreground == "sam+isnet" else None
     if settings.foreground == "sam+isnet" and sam_checkpoint is None:
-        missing.append(
-            f"SAM {settings.sam_type}: put the official checkpoint (e.g. sam_vit_b_01ec64.pth) in {models}/sam/, "
-            "or set LINEWATCH_MODELS__SAM_CHECKPOINT=/path (or LINEWATCH_MODELS__FOREGROUND=isnet to run without SAM)"
-        )
+        missing.append(f"SAM {settings.sam_type}: {locate.sam_expected(settings)}")
     isnet = None
     if settings.foreground != "none":
         try:
@@ -161,8 +155,10 @@ def _build_default(settings: ModelSettings, device: torch.device) -> ModelBundle
             missing.append(f"IS-Net: {exc}")
     if missing:
         raise ModelWeightsMissing(
-            "profile 'default' needs real weights that are not on this machine:\n  - " + "\n  - ".join(missing)
-            + "\n(use --profile tiny for a smoke test with random weights; its scores mean nothing)"
+            "profile 'default' needs real weights that are not on this machine:\n  - "
+            + "\n  - ".join(missing)
+            + "\n(`linewatch-worker models pull` fetches them; `linewatch-worker models check` shows what is found;"
+            " use --profile tiny for a smoke test with random weights, its scores mean nothing)"
         )
     clipseg = load_clipseg_folder(clipseg_folder, device)
     sam = load_sam(settings.sam_type, sam_checkpoint, device, REAL_SAM_OPTIONS) if sam_checkpoint else None

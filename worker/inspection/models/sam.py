@@ -1,4 +1,5 @@
 """Segment Anything adapter: automatic instance-mask proposals for a frame."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -60,17 +61,31 @@ def build_tiny_sam(device: torch.device, options: SamGeneratorOptions, seed: int
     image_size, patch, dim = 256, 16, 32
     sam = Sam(
         image_encoder=ImageEncoderViT(
-            img_size=image_size, patch_size=patch, embed_dim=dim, depth=2, num_heads=2, mlp_ratio=2,
-            out_chans=dim, qkv_bias=True, norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
-            use_rel_pos=True, window_size=4, global_attn_indexes=(1,),
+            img_size=image_size,
+            patch_size=patch,
+            embed_dim=dim,
+            depth=2,
+            num_heads=2,
+            mlp_ratio=2,
+            out_chans=dim,
+            qkv_bias=True,
+            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+            use_rel_pos=True,
+            window_size=4,
+            global_attn_indexes=(1,),
         ),
         prompt_encoder=PromptEncoder(
-            embed_dim=dim, image_embedding_size=(image_size // patch, image_size // patch),
-            input_image_size=(image_size, image_size), mask_in_chans=4,
+            embed_dim=dim,
+            image_embedding_size=(image_size // patch, image_size // patch),
+            input_image_size=(image_size, image_size),
+            mask_in_chans=4,
         ),
         mask_decoder=MaskDecoder(
-            transformer_dim=dim, transformer=TwoWayTransformer(depth=1, embedding_dim=dim, mlp_dim=64, num_heads=2),
-            num_multimask_outputs=3, iou_head_depth=2, iou_head_hidden_dim=32,
+            transformer_dim=dim,
+            transformer=TwoWayTransformer(depth=1, embedding_dim=dim, mlp_dim=64, num_heads=2),
+            num_multimask_outputs=3,
+            iou_head_depth=2,
+            iou_head_hidden_dim=32,
         ),
         pixel_mean=[123.675, 116.28, 103.53],
         pixel_std=[58.395, 57.12, 57.375],

@@ -1,4 +1,5 @@
 """Safe weight loading, fingerprints and device choice shared by every model adapter."""
+
 from __future__ import annotations
 
 import hashlib

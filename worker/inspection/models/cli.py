@@ -1,0 +1,129 @@
+"""`linewatch-worker models pull|check`: fetch the real weights once; say what a worker would load.
+
+`pull` is the only command that opens a network connection, and only for the files it was asked for.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from common.settings import LinewatchSettings, ModelSettings
+
+
+def add_models_parser(subparsers) -> None:
+    parser = subparsers.add_parser("models", help="fetch real weights (pull) or show what a worker would load (check)")
+    commands = parser.add_subparsers(dest="models_command", required=True)
+    pull = commands.add_parser("pull", help="download CLIP, CLIPSeg and SAM at their pinned revisions, digests checked")
+    pull.add_argument(
+        "--sam", choices=["vit_b", "vit_l", "vit_h"], default=None, help="SAM backbone (default: setting)"
+    )
+    pull.add_argument("--dest", type=Path, default=None, help="models folder (default: LINEWATCH_MODELS__MODELS_DIR)")
+    pull.add_argument("--pins", type=Path, default=None, help="pins file (default: worker/inspection/models/pins.json)")
+    pull.add_argument(
+        "--update-pins", action="store_true", help="accept files without a pinned digest and record what was fetched"
+    )
+    check = commands.add_parser(
+        "check", help="for each model: file found, real or random, fingerprint, what is missing"
+    )
+    check.add_argument("--profile", choices=["default", "base", "tiny"], default=None)
+    check.add_argument("--no-load", action="store_true", help="only look for the files; do not build the models")
+
+
+def run_models(args, settings: LinewatchSettings) -> int:
+    if args.models_command == "pull":
+        return run_pull(args, settings.models)
+    return run_check(args, settings.models)
+
+
+def run_pull(args, settings: ModelSettings) -> int:
+    from worker.inspection.models.catalog import PINS_FILE, load_catalog, save_catalog, sources_for
+    from worker.inspection.models.download import DigestMismatch, UnpinnedFile, fetch_hub, fetch_url
+
+    pins = args.pins or PINS_FILE
+    catalog = load_catalog(pins)
+    dest = args.dest or settings.models_dir
+    sam_type = args.sam or settings.sam_type
+    failures = 0
+    for source in sources_for(catalog, sam_type):
+        try:
+            if source.kind == "hub":
+                revision, fetched = fetch_hub(source, dest, update_pins=args.update_pins)
+            else:
+                revision, fetched = None, fetch_url(source, settings.sam_base_url, dest, update_pins=args.update_pins)
+        except (DigestMismatch, UnpinnedFile) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            failures += 1
+            continue
+        except Exception as exc:  # network and hub errors: say which model, go on with the others
+            print(f"error: {source.key}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            failures += 1
+            continue
+        where = f"{source.repo}@{revision}" if revision else settings.sam_base_url
+        for item in fetched:
+            print(f"{source.key}: {item.path}  ({item.size / 2**20:.1f} MiB, sha256 {item.sha256}, from {where})")
+        if args.update_pins:
+            catalog[source.key] = source.with_pins(revision, {item.path.name: item.sha256 for item in fetched})
+    if args.update_pins:
+        save_catalog(catalog, pins)
+        print(f"pins written to {pins}: review the diff before committing it")
+    if failures:
+        print(f"{failures} model(s) not fetched", file=sys.stderr)
+        return 1
+    print(f"all weights in {dest}; `linewatch-worker models check` shows what a worker will load")
+    return 0
+
+
+def _found_rows(settings: ModelSettings) -> list[tuple[str, Path | None, str]]:
+    """(model, path found or None, how to provide it) for the models the settings need."""
+    from worker.inspection.models import locate
+    from worker.inspection.models.isnet import default_isnet_path
+
+    rows = [
+        ("clip", locate.find_clip(settings), locate.clip_expected(settings)),
+        ("clipseg", locate.find_clipseg(settings), locate.clipseg_expected(settings)),
+    ]
+    if settings.foreground == "sam+isnet":
+        rows.append(("sam", locate.find_sam(settings), locate.sam_expected(settings)))
+    if settings.foreground != "none":
+        isnet = settings.isnet_path or default_isnet_path(settings.models_dir)
+        rows.append(
+            ("isnet", isnet if isnet.is_file() else None, f"{isnet} (`make models`), or LINEWATCH_MODELS__ISNET_PATH")
+        )
+    return rows
+
+
+def run_check(args, settings: ModelSettings) -> int:
+    if args.profile:
+        settings = settings.model_copy(update={"profile": args.profile})
+    rows = _found_rows(settings)
+    random_profile = settings.profile != "default"
+    fingerprints: dict[str, str] = {}
+    error = None
+    nothing_missing = random_profile or all(path is not None for _, path, _ in rows)
+    if not args.no_load and nothing_missing:  # building is the proof; pointless while files are missing
+        from worker.inspection.models.registry import load_models
+
+        try:
+            bundle = load_models(settings)
+            fingerprints = dict(bundle.fingerprints, profile=bundle.fingerprint)
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+    print(f"profile {settings.profile}" + (" (RANDOM weights: scores mean nothing)" if random_profile else ""))
+    missing = False
+    for model, path, fix in rows:
+        if random_profile and model != "isnet":
+            state, where = "random", f"built in memory ({settings.profile} architecture)"
+        elif path is None:
+            state, where, missing = "MISSING", f"put it at {fix}", True
+        else:
+            state, where = "real", str(path)
+        print(f"  {model:8} {state:8} {fingerprints.get(model, '-'):16}  {where}")
+    if error is not None:
+        print(f"profile {settings.profile} cannot load: {error}")
+        return 1
+    if missing:
+        print(f"profile {settings.profile} cannot load: files missing (`linewatch-worker models pull`)")
+        return 1
+    print(f"profile {settings.profile} loads" + (f": fingerprint {fingerprints['profile']}" if fingerprints else ""))
+    return 0
