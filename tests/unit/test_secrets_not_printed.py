@@ -31,6 +31,9 @@ SECRETS = {  # setting -> a value that appears nowhere else
     "redis.url": "redis-url-pw-Lm9k",  # the password part of the URL
     "redis.password": "redis-pw-Kd2w",
     "alarms.webhook_secret": "webhook-secret-Tz5p",
+    "dashboard.users": "olga:dash-user-pw-Hq4n:operator",
+    "dashboard.tokens": "dash-token-Wr8c:screen:viewer",
+    "dashboard.session_secret": "dash-session-key-Ja6m",
 }
 
 
