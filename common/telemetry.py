@@ -227,8 +227,8 @@ class Metrics:
     def dead_letter(self, stage: str, error_type: str) -> None:
         self.dead_letters.add(1, {"stage": stage, "error_type": error_type})
 
-    def cache_lookup(self, hit: bool, kind: str, layer: str = "redis") -> None:
-        (self.cache_hits if hit else self.cache_misses).add(1, {"kind": kind, "layer": layer})
+    def cache_lookup(self, hit: bool, kind: str, layer: str = "redis", count: int = 1) -> None:
+        (self.cache_hits if hit else self.cache_misses).add(count, {"kind": kind, "layer": layer})
 
     def lag(self, topic: str, partition: int, lag: int) -> None:
         self.consumer_lag.set(max(0, int(lag)), {"topic": topic, "partition": str(partition)})

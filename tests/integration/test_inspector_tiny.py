@@ -71,7 +71,7 @@ def test_prompt_embeddings_are_computed_once_and_shared_through_the_cache(inspec
 def test_every_prompt_lookup_reaches_the_one_cache_layer(inspector):
     assert isinstance(Inspector(inspector.models, inspector.settings).cache, LruEmbeddingCache)  # no shared cache
     seen = []
-    cache = LruEmbeddingCache(on_lookup=lambda hit, kind, layer: seen.append((hit, kind, layer)))
+    cache = LruEmbeddingCache(on_lookup=lambda hit, kind, layer, count: seen.extend([(hit, kind, layer)] * count))
     counting = Inspector(inspector.models, inspector.settings, cache=cache)
     normal, anomalous = counting.prompts.state_prompts("metal nut")
     prompts = len(normal) + len(anomalous) + len(counting.prompts.localising)

@@ -126,8 +126,8 @@ def test_the_inspector_asks_the_redis_cache_for_every_prompt(redis_server):
     settings = settings_for(redis_server)
     seen = []
 
-    def hook(hit, kind, layer):
-        seen.append((hit, layer))
+    def hook(hit, kind, layer, count):
+        seen.extend([(hit, layer)] * count)
 
     writer = build_inspector(
         ModelSettings(profile="tiny", foreground="none"), cache=RedisEmbeddingCache(settings, on_lookup=hook)

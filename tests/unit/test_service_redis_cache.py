@@ -111,7 +111,7 @@ def test_the_one_lru_holds_at_least_one_objects_prompts():
 def test_lru_only_cache_reports_every_lookup_too():
     seen = []
     cache = build_embedding_cache(
-        RedisSettings(url=None), on_lookup=lambda hit, kind, layer: seen.append((hit, kind, layer))
+        RedisSettings(url=None), on_lookup=lambda hit, kind, layer, count: seen.extend([(hit, kind, layer)] * count)
     )
     cache.put_many({"fp:clip-text:x": np.zeros(2, np.float32)})
     cache.get_many(["fp:clip-text:x", "fp:clipseg-text:y"])
@@ -121,7 +121,17 @@ def test_lru_only_cache_reports_every_lookup_too():
 def test_lookup_hook_reports_kind_and_layer():
     seen = []
     settings = RedisSettings(url=SecretStr(f"redis://127.0.0.1:{_closed_port()}/0"), socket_timeout_s=0.2)
-    cache = RedisEmbeddingCache(settings, on_lookup=lambda hit, kind, layer: seen.append((hit, kind, layer)))
+    cache = RedisEmbeddingCache(
+        settings, on_lookup=lambda hit, kind, layer, count: seen.extend([(hit, kind, layer)] * count)
+    )
     cache.put_many({"fp:clipseg-text:x": np.zeros(2, np.float32)})
     cache.get_many(["fp:clipseg-text:x", "fp:clip-text:y"])
     assert seen == [(True, "clipseg-text", "lru"), (False, "clip-text", "redis")]
+
+
+def test_one_lookup_reports_each_outcome_once_with_its_count():
+    calls = []
+    cache = LruEmbeddingCache(on_lookup=lambda *args: calls.append(args))
+    cache.put_many({"fp:clip-text:a": np.zeros(2, np.float32)})
+    cache.get_many(["fp:clip-text:a", "fp:clip-text:b", "fp:clip-text:c", "fp:clipseg-text:d", "fp:clip-text:a"])
+    assert calls == [(True, "clip-text", "lru", 2), (False, "clip-text", "lru", 2), (False, "clipseg-text", "lru", 1)]

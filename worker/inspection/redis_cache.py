@@ -29,7 +29,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from common.settings import RedisSettings
-from worker.inspection.embedding_cache import EmbeddingCache, LookupHook, LruEmbeddingCache, key_kind
+from worker.inspection.embedding_cache import EmbeddingCache, LookupHook, LruEmbeddingCache, report_lookups
 
 log = logging.getLogger(__name__)
 
@@ -157,9 +157,7 @@ class RedisEmbeddingCache:
                     self._lru_hits += 1
                 else:
                     self._redis_hits += 1
-        if self._on_lookup is not None:
-            for key, value, layer in zip(keys, found, layers):
-                self._on_lookup(value is not None, key_kind(key), layer)
+        report_lookups(self._on_lookup, keys, found, layers)
         return found
 
     def put_many(self, items: dict[str, np.ndarray]) -> None:
