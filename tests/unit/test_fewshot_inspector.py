@@ -1,6 +1,5 @@
 """The few-shot step inside the Inspector (tiny profile, random weights, whole-frame foreground)."""
 
-
 import numpy as np
 import pytest
 import torch

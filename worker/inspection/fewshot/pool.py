@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -38,12 +38,16 @@ def pool_distance(queries: torch.Tensor, pool: Sequence[torch.Tensor], fraction:
 class RollingPool:
     """The last `size` frames' patch features (L, n, C) of one scope, in memory; oldest dropped."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, on_add: Callable[[np.ndarray], None] | None = None) -> None:
         self.size = size
+        self.on_add = on_add  # e.g. push the frame to the shared ring in Redis
         self._frames: deque[np.ndarray] = deque(maxlen=size)
 
     def add(self, features: np.ndarray) -> None:
-        self._frames.append(np.ascontiguousarray(features, dtype=np.float32))
+        features = np.ascontiguousarray(features, dtype=np.float32)
+        self._frames.append(features)
+        if self.on_add is not None:
+            self.on_add(features)
 
     def replace(self, frames: Sequence[np.ndarray]) -> None:
         """Take the pool read back from Redis (shared by every worker), newest last."""
