@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # the fewshot package imports torch: only a worker that serve
 
 log = logging.getLogger(__name__)
 
+RETRY_LOAD_S = 2.0  # an announced bank not found in Redis is looked for again this often (inference thread)
 HEAL_INTERVAL_S = 10.0  # how often the banks in memory are checked against Redis (an EXISTS each)
 
 
@@ -53,6 +54,7 @@ class ReferenceBanks:
         self._banks: dict[tuple[str, str], PatchBank] = {}
         self._pools: dict[str, _Pool] = {}
         self._healed_at = time.monotonic()
+        self._tried_at: dict[tuple[str, str], float] = {}
 
     def bind(self, fingerprint: str) -> None:
         """The model fingerprint is known once the models are loaded: banks are keyed by it."""
@@ -75,6 +77,8 @@ class ReferenceBanks:
     def _load(self, scope: str, version: str) -> None:
         if (scope, version) in self._banks:
             return
+        first_try = (scope, version) not in self._tried_at
+        self._tried_at[(scope, version)] = time.monotonic()
         if self.store is None:
             log.warning("%s: reference bank v%s announced, but Redis is disabled", scope, version)
             return
@@ -82,10 +86,12 @@ class ReferenceBanks:
         try:
             bank = self.store.get_bank(self.fingerprint, scope, version)
         except Exception as exc:  # Redis down or a bad entry: keep the bank we had
-            log.warning("%s: reference bank v%s not loaded (%s: %s)", scope, version, type(exc).__name__, exc)
+            if first_try:
+                log.warning("%s: reference bank v%s not loaded (%s: %s)", scope, version, type(exc).__name__, exc)
             return
         if bank is None:
-            log.warning("%s: reference bank v%s for model %s is not in Redis", scope, version, self.fingerprint)
+            if first_try:
+                log.warning("%s: reference bank v%s for model %s is not in Redis", scope, version, self.fingerprint)
             return
         with self._lock:
             self._banks = {k: b for k, b in self._banks.items() if k[0] != scope}  # older versions go
@@ -124,6 +130,8 @@ class ReferenceBanks:
             version = self._announced.get(scope) if scope is not None else None
             bank = self._banks.get((scope, version)) if version is not None else None
         if version is not None and bank is None and self.fingerprint is not None:
+            if time.monotonic() - self._tried_at.get((scope, version), float("-inf")) < RETRY_LOAD_S:
+                return None
             self._load(scope, version)  # announced while Redis was away: try again
             with self._lock:
                 bank = self._banks.get((scope, version))
