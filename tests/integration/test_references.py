@@ -9,11 +9,13 @@ and any other frame clearly more: which bank a worker used shows in its results'
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from pathlib import Path
 
 import numpy as np
 import pytest
+from pydantic import SecretStr
 
 from common.codecs import encode_image
 from common.control_topic import read_control_topic
@@ -192,3 +194,47 @@ def test_a_bank_survives_a_worker_restart_and_a_redis_restart(
         line.stop()
         tap.close()
     assert not scored(tap, "b", near_zero=True)
+
+
+def test_two_workers_share_one_rolling_pool_through_redis(redis_server):
+    """Each worker's frames join the scope's ring in Redis; the others read them back (newest M kept)."""
+    from common.settings import ModelSettings, RedisSettings
+    from worker.stream.references import ReferenceBanks
+
+    redis_settings = RedisSettings(url=SecretStr(redis_server.url), key_prefix=f"test-{uuid.uuid4().hex[:8]}")
+    models = ModelSettings(profile="tiny", pool_frames=4, pool_refresh_s=0.01)
+    first, second = (
+        ReferenceBanks(models, open_store(redis_settings)),
+        ReferenceBanks(models, open_store(redis_settings)),
+    )
+    first.bind("tiny-test")
+    second.bind("tiny-test")
+    frames = [np.full((2, 3, 8), i, dtype=np.float32) for i in range(6)]
+    pool_a = first.context(None, "cam-1", OBJECT).pool
+    for frame in frames[:2]:
+        pool_a.add(frame)
+    time.sleep(0.02)
+    pool_b = second.context(None, "cam-1", OBJECT).pool
+    assert [int(f[0, 0, 0]) for f in pool_b.frames()] == [0, 1]
+    for frame in frames[2:]:
+        pool_b.add(frame)  # the second worker's frames, into the same ring
+    time.sleep(0.02)
+    pool_a = first.context(None, "cam-1", OBJECT).pool
+    assert [int(f[0, 0, 0]) for f in pool_a.frames()] == [2, 3, 4, 5]  # the newest 4, whoever pushed them
+    assert second.context(None, "cam-2", OBJECT).pool is not pool_b  # pools are per camera and object
+    assert first.memory()["pools"] == 4 * frames[0].nbytes
+
+
+def test_a_corrupt_bank_in_redis_is_refused_and_the_worker_stays_zero_shot(redis_server, caplog):
+    from common.control import ControlRecord, ReferenceSet
+    from common.settings import ModelSettings, RedisSettings
+    from worker.stream.references import ReferenceBanks
+
+    redis_settings = RedisSettings(url=SecretStr(redis_server.url), key_prefix=f"test-{uuid.uuid4().hex[:8]}")
+    store = open_store(redis_settings)
+    store.client.hset(store.bank_key("tiny-test", SCOPE, "3"), mapping={"dtype": "|O", "shape": "1", "data": b"x"})
+    banks = ReferenceBanks(ModelSettings(profile="tiny"), store)
+    banks.bind("tiny-test")
+    banks.announced(SCOPE, ControlRecord(version=3, references=ReferenceSet(version="3")))
+    assert banks.bank(SCOPE) is None and banks.context(SCOPE, "cam-1", OBJECT) is None
+    assert "not loaded (CorruptEntryError" in caplog.text
