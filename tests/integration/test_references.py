@@ -8,6 +8,7 @@ and any other frame clearly more: which bank a worker used shows in its results'
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -238,3 +239,29 @@ def test_a_corrupt_bank_in_redis_is_refused_and_the_worker_stays_zero_shot(redis
     banks.announced(SCOPE, ControlRecord(version=3, references=ReferenceSet(version="3")))
     assert banks.bank(SCOPE) is None and banks.context(SCOPE, "cam-1", OBJECT) is None
     assert "not loaded (CorruptEntryError" in caplog.text
+
+
+def test_references_list_show_delete_against_the_broker_and_redis(kafka_broker, redis_server, tmp_path, capsys):
+    settings = fewshot_settings(kafka_broker, redis_server.url)
+    add_references(settings, tmp_path, A)
+    add_references(settings, tmp_path, B)  # adds to the bank in force: 2 frames
+    capsys.readouterr()
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        code = run_references(build_parser().parse_args(["references", *argv]), settings)
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    code, out, _ = run("list")
+    listed = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and [(r["scope"], r["bank_version"], r["frames"]) for r in listed] == [(SCOPE, "2", 2)]
+    assert listed[0]["in_redis"] and listed[0]["patches"] == 32  # 16 patches per tiny tile, both frames kept
+    code, out, _ = run("show", "--scope", SCOPE)
+    assert code == 0 and json.loads(out)["record_version"] == 2
+    code, out, _ = run("delete", "--scope", SCOPE)
+    assert code == 0 and json.loads(out)["deleted_banks"] >= 1
+    record = read_control_topic(settings.kafka)[0].records[SCOPE]
+    assert record.references is None and record.version == 3
+    assert run("show", "--scope", SCOPE)[0] == 1 and run("list")[1] == ""
+    code, _, err = run("show", "--scope", "nonsense")
+    assert code == 2 and "not a control scope" in err
