@@ -87,11 +87,12 @@ class PromptOverrides(_Record):
 
 
 class ReferenceSet(_Record):
-    """The reference bank in force for the scope (filled by the reference-frames work)."""
+    """The reference bank in force for the scope: in Redis under (model fingerprint, scope, version)."""
 
     version: str = Field(min_length=1)
     frames: int = Field(0, ge=0)
     patches: int = Field(0, ge=0)
+    model_fingerprint: str | None = Field(None, description="the model whose patch features the bank holds")
 
 
 class Learning(_Record):

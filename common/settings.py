@@ -104,6 +104,33 @@ class ModelSettings(_Section):
         "https://dl.fbaipublicfiles.com/segment_anything/",
         description="where `models pull` fetches SAM checkpoints (Meta's release; a mirror of the same files)",
     )
+    few_shot_weight: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="fusion of the few-shot (reference bank / pool) map and score with the zero-shot ones: 0 = zero-shot only, 1 = few-shot only",
+    )
+    few_shot_layers: tuple[int, ...] = Field(
+        (-7, -4, -1),
+        min_length=1,
+        description="CLIP vision blocks whose patch tokens form the few-shot features (negative = from the end, clamped to the depth)",
+    )
+    reference_max_patches: int = Field(
+        20_000, ge=1, description="patches a reference bank keeps; beyond, greedy coreset subsampling (PatchCore)"
+    )
+    pool_frames: int = Field(
+        0, ge=0, description="rolling normal pool: the last M frames per scope scored against (0 = off)"
+    )
+    pool_fraction: float = Field(
+        0.3,
+        gt=0.0,
+        le=1.0,
+        description="pool aggregate: mean of the smallest fraction of a patch's per-frame distances (MuSc)",
+    )
+    pool_min_frames: int = Field(4, ge=1, description="pool frames needed before the pool scores a frame")
+    pool_refresh_s: float = Field(
+        5.0, gt=0.0, description="how often a worker reads the scope's pool back from Redis (shared by all workers)"
+    )
 
 
 class WorkerSettings(_Section):

@@ -28,6 +28,7 @@ from common.telemetry import Telemetry, TelemetryConfigError, setup_telemetry
 from producer.publisher import FramePublisher, FrameTooLargeError, build_frame_meta
 from producer.rate import RateLimiter
 from producer.sources import CaptureSource, FrameSource, SourceError, open_source
+from producer.sources.synthetic import truth_headers
 
 log = logging.getLogger("linewatch.producer")
 
@@ -192,7 +193,7 @@ def run(
                 captured_at=frame.captured_at if source.live else utc_now(),
             )
             try:
-                publisher.publish(data, meta)
+                publisher.publish(data, meta, truth_headers(frame))
             except FrameTooLargeError as exc:
                 print(f"linewatch-producer: {exc}", file=sys.stderr)
             taken += 1

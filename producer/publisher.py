@@ -219,14 +219,15 @@ class FramePublisher:
             )
         return size
 
-    def publish(self, data: bytes, meta: FrameMeta) -> Any:
-        """Send already-encoded image bytes with their FrameMeta. Returns the Kafka future.
+    def publish(self, data: bytes, meta: FrameMeta, extra_headers: Sequence[tuple[str, bytes]] = ()) -> Any:
+        """Send already-encoded image bytes with their FrameMeta (and `extra_headers`, e.g. the synthetic
+        scene's ground truth). Returns the Kafka future.
 
         Raises FrameTooLargeError (nothing was sent). Delivery failures surface through the
         future and are counted in `stats.failed`.
         """
         key = meta.camera_id.encode("utf-8")
-        base_headers = frame_headers(meta)
+        base_headers = frame_headers(meta, extra_headers)
         # Size check before the span: a refused frame is not a message.
         try:
             self.check_size(key, data, base_headers + [(TRACEPARENT_HEADER, b"0" * 55)], meta)

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # `make demo`: a local Kafka broker + Redis, one worker, the synthetic camera, a live summary,
 # and the operator dashboard (its address is printed; it stays up until Enter when run in a terminal).
+# Before the line starts, DEMO_REFERENCES good frames of the synthetic belt become the reference bank
+# of "metal washer" and the worker calibrates itself on DEMO_CALIBRATION_FRAMES good frames (learning
+# mode, the bank in force); the summary then prints image AUROC and F1 against the producer's truth.
 #
 #   DEMO_FRAMES=40 bash scripts/demo.sh      # frames to send (default 40, at DEMO_FPS=2 frames/s)
 #
@@ -15,6 +18,10 @@ PY=$VENV/bin/python
 STATE=${DEMO_STATE_DIR:-.state/demo}
 DEMO_FRAMES=${DEMO_FRAMES:-40}
 DEMO_FPS=${DEMO_FPS:-2}
+DEMO_REFERENCES=${DEMO_REFERENCES:-4}
+DEMO_CALIBRATION_FRAMES=${DEMO_CALIBRATION_FRAMES:-12}  # >= 9 for the 10% false-alarm bound
+DEMO_DEFECT_RATE=${DEMO_DEFECT_RATE:-0.3}
+OBJECT="metal washer"
 # generous: on a small CPU the tiny profile with IS-Net runs at ~0.5 frames/s, slower than DEMO_FPS
 DEMO_TIMEOUT=${DEMO_TIMEOUT:-$(( 120 + 5 * DEMO_FRAMES ))}
 WORKER_LOG=$STATE/worker.log
@@ -106,11 +113,37 @@ until grep -q "partitions assigned: linewatch\|partitions assigned: ${LINEWATCH_
 done
 echo "demo: worker ready after ${SECONDS} s"
 
-"$PY" scripts/demo_summary.py --expect "$DEMO_FRAMES" --timeout "$DEMO_TIMEOUT" &
+# Learning from good parts: good frames of the belt (no defect drawn) become the scope's reference bank,
+# announced on the control topic; then learning mode calibrates the threshold on fused scores.
+REFS=$STATE/references
+rm -rf "$REFS" && mkdir -p "$REFS"
+"$PY" - "$REFS" "$DEMO_REFERENCES" <<'PYTHON'
+import sys
+from pathlib import Path
+
+from common.codecs import encode_image
+from producer.sources import SyntheticSource
+
+for frame in SyntheticSource(seed=101, defect_rate=0.0, limit=int(sys.argv[2])):
+    (Path(sys.argv[1]) / f"good-{frame.index:02d}.png").write_bytes(encode_image(frame.rgb, "image/png"))
+PYTHON
+echo "demo: registering $DEMO_REFERENCES good frames as references of \"$OBJECT\""
+"$VENV/bin/linewatch-worker" --log-level WARNING references add "$REFS"/*.png --object "$OBJECT"
+echo "demo: learning mode: the worker calibrates on the next $DEMO_CALIBRATION_FRAMES good frames (10% false alarms)"
+"$VENV/bin/linewatch-worker" --log-level WARNING control set --scope "object:$OBJECT" \
+    --learning-frames "$DEMO_CALIBRATION_FRAMES" --target-fpr 0.1 >/dev/null
+"$PY" scripts/demo_summary.py --expect "$DEMO_CALIBRATION_FRAMES" --timeout "$DEMO_TIMEOUT" --interval 10 &
+SUMMARY_PID=$!
+"$VENV/bin/linewatch-producer" --source synthetic --camera cam-1 --line line-1 --object "$OBJECT" \
+    --fps "$DEMO_FPS" --limit "$DEMO_CALIBRATION_FRAMES" --defect-rate 0 --seed 202 --log-level WARNING
+wait "$SUMMARY_PID" || { echo "demo: calibration frames did not all come back" >&2; tail -n 30 "$WORKER_LOG" >&2; exit 1; }
+sleep 2  # the calibrated record goes round the control topic
+
+"$PY" scripts/demo_summary.py --expect "$DEMO_FRAMES" --timeout "$DEMO_TIMEOUT" --slack 0 &
 SUMMARY_PID=$!
 
-"$VENV/bin/linewatch-producer" --source synthetic --camera cam-1 --line line-1 --object "metal washer" \
-    --fps "$DEMO_FPS" --limit "$DEMO_FRAMES" --log-level WARNING
+"$VENV/bin/linewatch-producer" --source synthetic --camera cam-1 --line line-1 --object "$OBJECT" \
+    --fps "$DEMO_FPS" --limit "$DEMO_FRAMES" --defect-rate "$DEMO_DEFECT_RATE" --seed 303 --log-level WARNING
 
 summary_rc=0
 wait "$SUMMARY_PID" || summary_rc=$?

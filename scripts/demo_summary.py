@@ -1,5 +1,7 @@
 """Live summary for `make demo`: reads the results and dead-letter topics and prints, every few seconds,
-frames/s, verdict counts, p50/p95 latency (processed_at - captured_at) and the dead-letter count.
+frames/s, verdict counts, p50/p95 latency (processed_at - captured_at) and the dead-letter count; and,
+against the synthetic producer's truth (header `lw-synthetic-defect` on the frames topic), image AUROC,
+the F1 of the verdicts and the best F1 over all thresholds (F1-max).
 
     python scripts/demo_summary.py --expect 40 --timeout 180
 
@@ -24,8 +26,39 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from common.kafka import build_consumer, ensure_topics  # noqa: E402
+from common.messages import FrameHeaderError, parse_frame_meta  # noqa: E402
 from common.schemas import ERROR_HEADER, DeadLetterError, InspectionResult  # noqa: E402
 from common.settings import LinewatchSettings  # noqa: E402
+from producer.sources.synthetic import DEFECT_HEADER  # noqa: E402
+from worker.eval.metrics import image_metrics  # noqa: E402
+
+
+def _truth(record) -> tuple[str, int] | None:
+    """(frame id, 1 if a defect was drawn else 0) of a synthetic frame record; None without truth."""
+    headers = dict(record.headers or [])
+    if DEFECT_HEADER not in headers:
+        return None
+    try:
+        return parse_frame_meta(record.headers).frame_id, int(headers[DEFECT_HEADER] == b"1")
+    except FrameHeaderError:
+        return None
+
+
+def detection(truth: dict[str, int], scores: dict[str, float], verdicts: dict[str, str]) -> dict:
+    """Image AUROC and F1-max of the raw scores, and F1 of the ok/anomalous verdicts, against the truth."""
+    judged = [f for f in scores if f in truth]
+    labels = np.array([truth[f] for f in judged])
+    out: dict = {"frames_with_truth": len(judged), "defective": int(labels.sum()) if judged else 0}
+    if judged and 0 < labels.sum() < len(labels):
+        metrics = image_metrics(np.array([scores[f] for f in judged]), labels)
+        out.update(image_auroc=round(metrics.auroc, 3), image_f1_max=round(metrics.f1_max, 3))
+    decided = [f for f in judged if verdicts[f] in ("ok", "anomalous")]
+    if decided:
+        tp = sum(1 for f in decided if truth[f] and verdicts[f] == "anomalous")
+        fp = sum(1 for f in decided if not truth[f] and verdicts[f] == "anomalous")
+        fn = sum(1 for f in decided if truth[f] and verdicts[f] == "ok")
+        out["verdict_f1"] = round(2 * tp / (2 * tp + fp + fn), 3) if tp + fp + fn else None
+    return out
 
 
 def _dead_letter_time(record) -> datetime | None:
@@ -54,11 +87,12 @@ def main(argv: list[str] | None = None) -> int:
 
     ks = LinewatchSettings().kafka
     since = datetime.now(timezone.utc) - timedelta(seconds=args.slack)
-    ensure_topics(ks, [ks.results_topic, ks.dlq_topic])  # so subscribing does not wait for the worker
+    ensure_topics(ks, [ks.results_topic, ks.dlq_topic, ks.frames_topic])  # so subscribing does not wait
     consumer = build_consumer(
         ks,
         ks.results_topic,
         ks.dlq_topic,
+        ks.frames_topic,
         group_id=f"linewatch-demo-summary-{uuid.uuid4().hex[:8]}",
         auto_offset_reset="earliest",
     )
@@ -69,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     seen: set[str] = set()
+    truth: dict[str, int] = {}
+    raw_scores: dict[str, float] = {}
+    verdict_of: dict[str, str] = {}
     verdicts: dict[str, int] = {}
     latencies: list[float] = []
     dead = 0
@@ -94,6 +131,11 @@ def main(argv: list[str] | None = None) -> int:
         while len(seen) + dead < args.expect and time.monotonic() - start < args.timeout:
             for _tp, records in consumer.poll(timeout_ms=200).items():
                 for record in records:
+                    if record.topic == ks.frames_topic:
+                        known = _truth(record)
+                        if known is not None:
+                            truth[known[0]] = known[1]
+                        continue
                     if record.topic == ks.dlq_topic:
                         captured = _dead_letter_time(record)
                         if captured is None or captured >= since:
@@ -107,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
                         continue  # an earlier demo's result, or a redelivery
                     seen.add(result.frame_id)
                     verdicts[result.verdict] = verdicts.get(result.verdict, 0) + 1
+                    raw_scores[result.frame_id] = result.raw_score if result.raw_score is not None else result.score
+                    verdict_of[result.frame_id] = result.verdict
                     latencies.append((result.processed_at - result.captured_at).total_seconds() * 1000.0)
                     last = time.monotonic()
             if time.monotonic() >= next_print:
@@ -115,6 +159,14 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         consumer.close()
     print(line(final=True), flush=True)
+    found = detection(truth, raw_scores, verdict_of)
+    if "image_auroc" in found:
+        print(
+            f"detection against the synthetic truth ({found['frames_with_truth']} frames, {found['defective']} with a "
+            f"drawn defect): image AUROC {found['image_auroc']:.3f}, F1-max {found['image_f1_max']:.3f}, "
+            f"F1 of the verdicts {found.get('verdict_f1')}",
+            flush=True,
+        )
     complete = len(seen) + dead >= args.expect
     print(
         json.dumps(
@@ -125,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
                 "verdicts": verdicts,
                 "latency_ms_p50": round(float(np.percentile(latencies, 50)), 1) if latencies else None,
                 "latency_ms_p95": round(float(np.percentile(latencies, 95)), 1) if latencies else None,
+                "detection": found,
             }
         ),
         flush=True,

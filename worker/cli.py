@@ -36,6 +36,14 @@ def add_inspect_parser(subparsers) -> None:
         default=None,
         help="apply a record file written by `calibrate --out` (its thresholds and threshold_version)",
     )
+    parser.add_argument(
+        "--references",
+        nargs="+",
+        type=Path,
+        default=None,
+        metavar="IMAGE",
+        help="good frames: a reference bank is built from them in memory and fused (models.few_shot_weight)",
+    )
 
 
 def _thresholds_from_file(path: Path, object_name: str, limits):
@@ -91,6 +99,17 @@ def run_inspect(args, settings: LinewatchSettings) -> int:
     except (ModelWeightsMissing, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    few_shot = None
+    if args.references:
+        from worker.inspection.fewshot.build import bank_from_images
+        from worker.inspection.fewshot.context import FewShotContext
+
+        try:
+            references = [decode_file(path, limits)[0] for path in args.references]
+        except (OSError, ImageDecodeError) as exc:
+            print(f"error: reference: {exc}", file=sys.stderr)
+            return 2
+        few_shot = FewShotContext(bank=bank_from_images(inspector, references, args.object))
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
     failures = 0
@@ -130,7 +149,7 @@ def run_inspect(args, settings: LinewatchSettings) -> int:
             width=image.shape[1],
             height=image.shape[0],
         )
-        pending.append((path, meta, Frame(frame_id, image, meta.object_name)))
+        pending.append((path, meta, Frame(frame_id, image, meta.object_name, few_shot=few_shot)))
         if len(pending) >= args.batch:
             flush()
     if pending:
@@ -162,8 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_feedback_parser(subparsers)
 
     from worker.stream.control_cli import add_control_parser  # no torch: common/ and kafka only
+    from worker.stream.references_cli import add_references_parser  # torch only inside `references add`
 
     add_control_parser(subparsers)
+    add_references_parser(subparsers)
 
     from worker.inspection.models.cli import add_models_parser
 
@@ -210,6 +231,10 @@ def main(argv: list[str] | None = None) -> int:
         from worker.eval.cli import run_eval
 
         return run_eval(args)
+    if args.command == "references":
+        from worker.stream.references_cli import run_references
+
+        return run_references(args, settings)
     if args.command == "control":
         from worker.stream.control_cli import run_control
 

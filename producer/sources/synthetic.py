@@ -23,6 +23,13 @@ HOLE_FRACTIONS = (0.0, 0.35, 0.45)  # hole radius / part radius: solid caps and 
 BELT_PERIOD = 64  # pixels: the belt texture repeats (and scrolls) with this period
 MACHINE_RGB = (120, 124, 128)
 RGB = tuple[int, int, int]
+# Ground truth on the wire, synthetic sources only: "1" when the frame carries a drawn defect, else "0".
+DEFECT_HEADER = "lw-synthetic-defect"
+
+
+def truth_headers(frame: Frame) -> list[tuple[str, bytes]]:
+    """The `lw-synthetic-defect` header of a frame whose truth is known (the synthetic scene); else none."""
+    return [] if frame.defective is None else [(DEFECT_HEADER, b"1" if frame.defective else b"0")]
 
 
 @dataclass

@@ -82,16 +82,20 @@ def write_mvtec(
     defects: tuple[tuple[str, int], ...] = (("scratch", 2), ("hole", 1)),
     size: int = 256,
     seed: int = 0,
+    n_train: int = 1,
 ) -> Path:
     """MVTec AD tree: <root>/<cat>/test/{good,<defect>}/NNN.png and ground_truth/<defect>/NNN_mask.png.
 
-    Also a train/good folder with one image (ignored by the evaluation). Returns root.
+    Also a train/good folder with `n_train` images (the references of `eval --shots`). Returns root.
     """
     rng = np.random.default_rng(seed)
+    extra = np.random.default_rng(seed + 1000)  # more training images leave the test images as they were
     for index, category in enumerate(categories):
         colour, hole = _category_style(index)
         base = root / category
         _save(base / "train" / "good" / "000.png", draw_sample(rng, size, colour, hole, False).image)
+        for i in range(1, n_train):
+            _save(base / "train" / "good" / f"{i:03d}.png", draw_sample(extra, size, colour, hole, False).image)
         for i in range(n_good):
             _save(base / "test" / "good" / f"{i:03d}.png", draw_sample(rng, size, colour, hole, False).image)
         for defect, count in defects:

@@ -27,6 +27,13 @@ def add_bench_parser(subparsers) -> None:
         help="measure end to end through Kafka and Redis (needs LINEWATCH_KAFKA__BOOTSTRAP_SERVERS)",
     )
     parser.add_argument(
+        "--few-shot",
+        action="store_true",
+        help="cost of reference banks (K = --shots) and of the rolling pool (M = --pool): ms per frame and memory",
+    )
+    parser.add_argument("--shots", default="0,1,4,16", help="--few-shot: reference frame counts to measure")
+    parser.add_argument("--pool", default="32,128", help="--few-shot: pool sizes to measure")
+    parser.add_argument(
         "--rounds",
         type=int,
         default=3,
@@ -42,7 +49,16 @@ def run_bench_command(args, settings) -> int:
     )
     if args.torch_threads is not None:
         torch.set_num_threads(max(1, args.torch_threads))
-    if args.through_kafka:
+    if args.few_shot:
+        from worker.bench.fewshot import run_fewshot_bench
+
+        counts = {
+            name: tuple(int(n) for n in getattr(args, name).split(",") if n.strip()) for name in ("shots", "pool")
+        }
+        report = run_fewshot_bench(
+            model_settings, args.frames, args.batch, args.width, args.height, counts["shots"], counts["pool"]
+        )
+    elif args.through_kafka:
         from worker.bench.kafka_path import run_kafka_bench
 
         report = run_kafka_bench(

@@ -82,14 +82,17 @@ def from_topic(camera_id: str, count: int, object_name: str, settings: Linewatch
     return out
 
 
-def from_feedback(camera_id: str | None, object_name: str, settings: LinewatchSettings) -> Gathered:
-    """The frames of the scope that operators labelled `false_alarm`: good frames the threshold flagged."""
-    out = Gathered()
+def from_feedback(
+    camera_id: str | None, object_name: str, settings: LinewatchSettings, label: str = "false_alarm"
+) -> Gathered:
+    """The frames of the scope that operators labelled `label` (`false_alarm`: good frames the threshold
+    flagged; `good_reference`: frames confirmed good, for reference banks)."""
+    out, named = Gathered(), label.replace("_", " ")
     log = read_feedback(settings.kafka)
     out.problems += [f"invalid feedback record {line}" for line in log.invalid]
     chosen = {}
     for _, feedback in log.records:
-        if feedback.label != "false_alarm" or feedback.object_name != object_name:
+        if feedback.label != label or feedback.object_name != object_name:
             continue
         if camera_id is not None and feedback.camera_id != camera_id:
             continue
@@ -97,13 +100,13 @@ def from_feedback(camera_id: str | None, object_name: str, settings: LinewatchSe
     located = {}
     for (camera, frame_id), feedback in chosen.items():
         if feedback.source is None:
-            out.problems.append(f"false alarm {camera}/{frame_id}: no frames-topic position in the feedback, skipped")
+            out.problems.append(f"{named} {camera}/{frame_id}: no frames-topic position in the feedback, skipped")
         else:
             located[(feedback.source.topic, feedback.source.partition, feedback.source.offset)] = feedback
     fetched = fetch_frames_at(settings.kafka, [f.source for f in located.values() if f.source is not None])
     for position, feedback in located.items():
         topic, partition, offset = position
-        where = f"false alarm {feedback.camera_id}/{feedback.frame_id} at {topic}/{partition}@{offset}"
+        where = f"{named} {feedback.camera_id}/{feedback.frame_id} at {topic}/{partition}@{offset}"
         if position in fetched.missing:
             out.problems.append(f"{where}: {fetched.missing[position]}, skipped")
             continue

@@ -20,6 +20,7 @@ from typing import Any
 
 from common.argtypes import positive_int
 from worker.eval.datasets import DATASET_KINDS, DatasetLayoutError, open_dataset, select_categories
+from worker.eval.fewshot import context_for, evaluate_modes, mode_label
 from worker.eval.metrics import DEFAULT_BINS
 from worker.eval.report import format_report, write_results
 from worker.eval.runner import (
@@ -90,6 +91,13 @@ def _configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "--bins", type=positive_int, default=DEFAULT_BINS, help="score bins of the streaming pixel metrics"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--shots", type=_non_negative_int, default=0, help="few-shot: K references from each category's train/good"
+    )
+    parser.add_argument("--seeds", default="0", help="few-shot: comma-separated seeds of the reference draws")
+    parser.add_argument(
+        "--pool", type=_non_negative_int, default=0, help="label-free: score against a rolling pool of M test images"
+    )
     parser.set_defaults(func=run_eval)
     return parser
 
@@ -162,12 +170,25 @@ def run_eval(args: argparse.Namespace, inspector_factory: InspectorFactory | Non
         out_dir=args.out,
     )
     skipped = SkippedFiles()
-    results = []
-    progress = _progress_bar(sum(totals.values()), enabled=not args.no_progress)
+    seeds = [int(s) for s in str(args.seeds).split(",") if s.strip()] if args.shots else [0]
+    mode, per_seed = mode_label(args.shots, args.pool, seeds), {}
+    progress = _progress_bar(sum(totals.values()) * len(seeds), enabled=not args.no_progress)
+
+    def evaluate(category: str, few_shot):
+        progress.set_postfix_str(category)
+        return evaluate_category(reader, category, inspector, options, skipped, progress, few_shot=few_shot)
+
+    def make_context(category: str, seed: int):
+        if not (args.shots or args.pool):
+            return None
+        modes = {"shots": args.shots, "pool": args.pool, "seed": seed, "object_name": args.object_name}
+        return context_for(inspector, reader, category, **modes)
+
     try:
-        for category in categories:
-            progress.set_postfix_str(category)
-            results.append(evaluate_category(reader, category, inspector, options, skipped, progress))
+        results, per_seed = evaluate_modes(evaluate, make_context, categories, seeds)
+    except DatasetLayoutError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_LAYOUT_ERROR
     finally:
         progress.close()
 
@@ -181,6 +202,8 @@ def run_eval(args: argparse.Namespace, inspector_factory: InspectorFactory | Non
         skipped=skipped,
         seconds=clock.elapsed_s(),
         peak_rss_mb=peak_rss_mb(),
+        mode=mode,
+        per_seed=per_seed if args.shots else {},
     )
     json_path, csv_path = write_results(run, args.out)
     print(format_report(run))

@@ -161,11 +161,14 @@ def format_table(columns: Sequence[str], rows: Sequence[tuple[str, Sequence[str]
     return "\n".join(lines)
 
 
-def metrics_table(results: Sequence[CategoryResult]) -> str:
-    """Our metrics: categories as columns, Mean last, values x100."""
+def metrics_table(results: Sequence[CategoryResult], mode: str = "zero-shot") -> str:
+    """Our metrics: categories as columns, Mean last, values x100; each row labelled with the mode."""
     columns = [r.category for r in results] + ["Mean"]
     means = mean_metrics(results)
-    rows = [(label, [_cell(metric_value(r, key)) for r in results] + [_cell(means[key])]) for label, key in METRIC_ROWS]
+    rows = [
+        (f"{label} [{mode}]", [_cell(metric_value(r, key)) for r in results] + [_cell(means[key])])
+        for label, key in METRIC_ROWS
+    ]
     return format_table(columns, rows)
 
 
@@ -224,6 +227,7 @@ def run_record(run: EvalRun) -> dict[str, Any]:
         "dataset": run.dataset,
         "root": run.root,
         "profile": run.profile,
+        "mode": run.mode,
         "versions": run.versions,
         "bins": run.bins,
         "aupro_fpr_limit": 0.3,
@@ -236,6 +240,10 @@ def run_record(run: EvalRun) -> dict[str, Any]:
         "mean": {key.replace(".", "_"): _json_number(v) for key, v in means.items()},
         "overlays": {r.category: r.overlays for r in run.categories},
     }
+    if run.per_seed:
+        record["per_seed"] = {
+            str(seed): {r.category: category_record(r) for r in results} for seed, results in run.per_seed.items()
+        }
     if run.dataset == "visa":
         record["seed_reference_f1_max_x100"] = SEED_REFERENCE
     return record
@@ -275,8 +283,11 @@ def format_report(run: EvalRun) -> str:
     """Everything printed at the end of a run."""
     parts = [
         f"linewatch eval: {run.dataset} at {run.root}, profile {run.profile}, {run.n_images} images, values x100",
-        metrics_table(run.categories),
+        metrics_table(run.categories, run.mode),
     ]
+    for seed, results in run.per_seed.items():
+        if len(run.per_seed) > 1:
+            parts.append(metrics_table(results, f"seed {seed}"))
     if run.dataset == "visa":
         reference = reference_tables(run.categories)
         if reference:

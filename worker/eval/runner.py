@@ -99,6 +99,8 @@ class EvalRun:
     skipped: SkippedFiles
     seconds: float
     peak_rss_mb: float
+    mode: str = "zero-shot"  # or "2-shot (mean of seeds 0,1,2)", "pool 8" (worker/eval/fewshot.py)
+    per_seed: dict[int, list[CategoryResult]] = field(default_factory=dict)
 
     @property
     def n_images(self) -> int:
@@ -156,10 +158,12 @@ def evaluate_category(
     options: EvalOptions,
     skipped: SkippedFiles,
     progress: Any = None,
+    few_shot: Any = None,
 ) -> CategoryResult:
     """Inspect every (or `options.limit`) test sample of one category and compute its metrics.
 
     progress: an object with update(n) (a tqdm bar), advanced once per sample, skipped ones included.
+    few_shot: a FewShotContext (reference bank, rolling pool) every frame takes; None: zero-shot.
     """
     clock = StageClock()
     object_name = options.object_name or default_object_name(category)
@@ -175,7 +179,7 @@ def evaluate_category(
     loaded = _load_stream(samples, skipped, lambda: tick(1))
     for batch_index, batch in enumerate(_batches(loaded, options.batch_size)):
         frames = [
-            Frame(frame_id=f"{category}/{batch_index}/{i}", image=item.image, object_name=object_name)
+            Frame(f"{category}/{batch_index}/{i}", item.image, object_name, few_shot=few_shot)
             for i, item in enumerate(batch)
         ]
         inspections = inspector.inspect(frames)

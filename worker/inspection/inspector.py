@@ -17,6 +17,7 @@ import torch
 from common.schemas import Versions
 from common.settings import ModelSettings
 from worker.inspection.embedding_cache import EmbeddingCache, LruEmbeddingCache, prompt_key
+from worker.inspection.fewshot.step import apply_few_shot, frame_queries
 from worker.inspection.measure import StageClock
 from worker.inspection.models.registry import ModelBundle, load_models
 from worker.inspection.pipeline.aggregate import component_scores, image_score, paste_tiles
@@ -145,6 +146,41 @@ class Inspector:
                 plans.append(_FramePlan(frame, foreground.mask, components, tiles))
         return plans
 
+    # -- few-shot (reference banks, rolling pool): worker/inspection/fewshot ---------------------
+    def _encode_tiles(self, clip_inputs: torch.Tensor, frames: Sequence[Frame]):
+        """(tile embeddings, patch tokens or None): patch tokens come from the same CLIP pass, and only
+        when a frame of the batch has a bank or a pool, so the zero-shot path stays exactly as it was."""
+        if not any(frame.few_shot is not None and frame.few_shot.active for frame in frames):
+            return self.models.clip.encode_images(clip_inputs).cpu().numpy(), None
+        embeddings, patches = self.models.clip.encode_images_with_patches(clip_inputs, self.settings.few_shot_layers)
+        return embeddings.cpu().numpy(), patches
+
+    def _few_shot(self, plan: _FramePlan, tile_patches: torch.Tensor, zero_map: np.ndarray, zero_score: float):
+        return apply_few_shot(
+            plan.frame.few_shot,
+            plan.frame.image.shape[:2],
+            plan.tiles,
+            tile_patches,
+            self.models.clip.patch_grid,
+            zero_map,
+            zero_score,
+            self.settings.few_shot_weight,
+        )
+
+    def patch_features(self, frames: Sequence[Frame]) -> list[np.ndarray]:
+        """Per frame, the (L, T * n, C) patch features of its tiles (what a reference bank is made of)."""
+        plans = self._plan(frames, StageClock())
+        crops = [crop_tile(plan.frame.image, tile) for plan in plans for tile in plan.tiles]
+        _, patches = self.models.clip.encode_images_with_patches(
+            _resize_batch(crops, self.models.clip.normalisation.size), self.settings.few_shot_layers
+        )
+        out, start = [], 0
+        for plan in plans:
+            count = len(plan.tiles)
+            out.append(frame_queries(patches[start : start + count]).cpu().numpy())
+            start += count
+        return out
+
     @torch.inference_mode()
     def inspect(self, frames: Sequence[Frame]) -> list[Inspection]:
         """Inspect a batch of frames; returns one Inspection per frame, in order."""
@@ -166,7 +202,7 @@ class Inspector:
 
         with clock.stage("tile_score"):
             clip_inputs = _resize_batch(crops, self.models.clip.normalisation.size)
-            tile_embeddings = self.models.clip.encode_images(clip_inputs).cpu().numpy()
+            tile_embeddings, tile_patches = self._encode_tiles(clip_inputs, frames)
             scores = np.empty(len(crops), dtype=np.float32)
             for key, (normal, anomalous) in state.items():
                 rows = [i for i, owner in enumerate(owners) if plans[owner].frame.prompt_key == key]
@@ -196,7 +232,10 @@ class Inspector:
                     )
                     for i, component in enumerate(plan.components)
                 ]
-                results.append((plan, anomaly_map, float(np.clip(image_score(per_component), 0.0, 1.0)), instances))
+                score = float(np.clip(image_score(per_component), 0.0, 1.0))
+                if tile_patches is not None and plan.frame.few_shot is not None:
+                    anomaly_map, score = self._few_shot(plan, tile_patches[start - count : start], anomaly_map, score)
+                results.append((plan, anomaly_map, score, instances))
 
         share = {stage: ms / len(frames) for stage, ms in clock.ms.items()}
         return [

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -30,6 +30,8 @@ class Frame:
     # prompt overrides of the control record in force: states added to the ensemble for this frame
     extra_normal_states: tuple[str, ...] = ()
     extra_anomalous_states: tuple[str, ...] = ()
+    # few-shot: the reference bank and/or rolling pool of the frame's scope (a FewShotContext; None: zero-shot only)
+    few_shot: Any = field(default=None, compare=False)
 
     @property
     def prompt_key(self) -> tuple[str, tuple[str, ...], tuple[str, ...]]:

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from kafka.errors import KafkaError
 
@@ -39,6 +41,7 @@ class Resolved:
     scope: str | None
     record: ControlRecord | None
     thresholds: ThresholdsInForce
+    few_shot: Any = None  # the FewShotContext of the frame's scope (reference bank, pool), set by the Judge
 
     @property
     def learning(self) -> bool:
@@ -66,6 +69,8 @@ class ControlState:
         self.metrics = metrics
         self._lock = threading.Lock()
         self._table = ControlTable()
+        # called after each applied record (None: deleted), e.g. to load an announced reference bank
+        self.on_applied: Callable[[str, ControlRecord | None], None] | None = None
 
     def apply_message(self, key: bytes | None, value: bytes | None) -> str:
         """Apply one control message: "applied", "deleted" or "refused" (the old record stays)."""
@@ -80,6 +85,8 @@ class ControlState:
             self.metrics.control_record("refused", exc.reason)
             return "refused"
         log.info("control %s %s%s", scope, outcome, f" (v{record.version})" if record is not None else "")
+        if self.on_applied is not None:
+            self.on_applied(scope, record)
         self.counters.add(f"control_{outcome}")
         self.metrics.control_record(outcome)
         return outcome

@@ -16,6 +16,7 @@ from common.telemetry import Metrics
 from worker.stream.control import ControlFollower, ControlState
 from worker.stream.judging import Judge
 from worker.stream.publishing import Outbox, Outgoing
+from worker.stream.references import ReferenceBanks
 from worker.stream.telemetry import Counters
 
 log = logging.getLogger(__name__)
@@ -32,9 +33,17 @@ class ControlPlane:
             self.state, self._send, worker_id=settings.worker.worker_id, counters=counters, metrics=metrics
         )
         self.follower: ControlFollower | None = None
+        from worker.inspection.fewshot.store import open_store  # numpy + redis + torch: only when serving
 
-    def start(self, stop_event: threading.Event) -> bool:
-        """Read the control topic to its end (then follow it live); False when stopped first."""
+        self.references = ReferenceBanks(settings.models, open_store(settings.redis))
+        self.state.on_applied = self.references.announced
+        self.judge.references = self.references
+
+    def start(self, stop_event: threading.Event, model_fingerprint: str) -> bool:
+        """Read the control topic to its end (then follow it live); False when stopped first.
+
+        Reference banks are keyed by the model fingerprint: the announced ones load as records arrive."""
+        self.references.bind(model_fingerprint)
         self.follower = ControlFollower(self.settings.kafka, self.state).start()
         if self.follower.wait_caught_up(stop_event):
             return True

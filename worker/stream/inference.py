@@ -165,7 +165,9 @@ class Inference:
             return Frame(work.meta.frame_id, work.image, work.meta.object_name)
         work.control = resolved = self.judge.resolve(work.meta.camera_id, work.meta.object_name)
         normal, anomalous = resolved.extra_states
-        return Frame(work.meta.frame_id, work.image, resolved.prompt_object_name, normal, anomalous)
+        return Frame(
+            work.meta.frame_id, work.image, resolved.prompt_object_name, normal, anomalous, few_shot=resolved.few_shot
+        )
 
     def _failed(self, work: Work, exc: Exception) -> None:
         log.warning("frame %s failed in inference: %s: %s", work.meta.frame_id, type(exc).__name__, exc)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 
@@ -20,6 +21,7 @@ from worker.inspection.types import Inspection
 from worker.stream.control import ControlState, Resolved
 from worker.stream.drift import DriftWatch
 from worker.stream.learning import LearningBook, calibrated_record, normal_pixel_score
+from worker.stream.references import ReferenceBanks
 from worker.stream.telemetry import Counters
 
 log = logging.getLogger(__name__)
@@ -38,9 +40,14 @@ class Judge:
         self.metrics = metrics
         self.learning = LearningBook()
         self.drift = DriftWatch()
+        self.references: ReferenceBanks | None = None  # set by the control plane: banks and pools
 
     def resolve(self, camera_id: str, object_name: str) -> Resolved:
-        return self.state.resolve(camera_id, object_name)
+        resolved = self.state.resolve(camera_id, object_name)
+        if self.references is None:
+            return resolved
+        few_shot = self.references.context(resolved.scope, camera_id, object_name)
+        return resolved if few_shot is None else replace(resolved, few_shot=few_shot)
 
     def judge(self, resolved: Resolved, inspection: Inspection) -> tuple[ThresholdsInForce, bool]:
         """(thresholds, calibrating) for one inspected frame."""

@@ -196,7 +196,7 @@ class WorkerService:
                 if stop_event.wait(5.0):
                     return False
         self.broker.ok()
-        if not self.control.start(stop_event):  # no frame is judged before control is read to its end
+        if not self.control.start(stop_event, self.inspector.versions.model_fingerprint):  # read to its end first
             return False
         self.outbox = Outbox(build_producer(ks), on_broker_ok=self.broker.ok, on_broker_error=self.broker.error)
         parts = {"checkpoint": self.checkpoint, "telemetry": self.telemetry, "counters": self.counters}

@@ -45,6 +45,35 @@ class ClipModel:
             outputs.append(F.normalize(self.model.encode_image(chunk).float(), dim=-1))
         return torch.cat(outputs) if outputs else torch.empty(0, self.embed_dim)
 
+    def patch_layers(self, layers: tuple[int, ...]) -> tuple[int, ...]:
+        """Absolute block indices of `layers` (negative counts from the end, clamped to the depth)."""
+        depth = len(self.model.visual.transformer.resblocks)
+        return tuple(sorted({max(-depth, min(depth - 1, i)) % depth for i in layers}))
+
+    @torch.inference_mode()
+    def encode_images_with_patches(
+        self, images: torch.Tensor, layers: tuple[int, ...], batch_size: int = 32
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One vision-tower pass: (N, D) unit embeddings (as `encode_images`) and (N, L, n, C) unit
+        patch tokens of the blocks `layers` (n = grid * grid patches, class token dropped), on the device."""
+        mean = torch.tensor(self.normalisation.mean, device=self.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.normalisation.std, device=self.device).view(1, 3, 1, 1)
+        indices = list(self.patch_layers(layers))
+        embeddings, patches = [], []
+        for start in range(0, len(images), batch_size):
+            chunk = (images[start : start + batch_size].to(self.device) - mean) / std
+            out = self.model.visual.forward_intermediates(chunk, indices=indices, output_fmt="NLC")
+            embeddings.append(F.normalize(out["image_features"].float(), dim=-1))
+            patches.append(F.normalize(torch.stack(out["image_intermediates"], dim=1).float(), dim=-1))
+        if not embeddings:
+            return torch.empty(0, self.embed_dim), torch.empty(0, len(indices), 0, 0)
+        return torch.cat(embeddings), torch.cat(patches)
+
+    @property
+    def patch_grid(self) -> int:
+        """Patches per tile side (image size / patch size)."""
+        return self.normalisation.size // int(self.model.visual.patch_size[0])
+
     @torch.inference_mode()
     def encode_texts(self, texts: list[str], batch_size: int = 64) -> torch.Tensor:
         """texts: P prompts -> (P, D) unit vectors."""
