@@ -8,6 +8,9 @@ import open_clip
 import torch
 import torch.nn.functional as F
 
+from worker.inspection.models.precision import Precision, autocast
+from worker.inspection.models.text_context import encode_text_trimmed
+
 
 @dataclass(frozen=True)
 class ImageNormalisation:
@@ -29,6 +32,7 @@ class ClipModel:
         self.normalisation = normalisation
         self.device = device
         self.text_forward_calls = 0  # counted so tests can prove the cache spares the text tower
+        self.precision: Precision = "fp32"  # set by the registry from models.precision
 
     @property
     def logit_scale(self) -> float:
@@ -42,17 +46,23 @@ class ClipModel:
         outputs = []
         for start in range(0, len(images), batch_size):
             chunk = (images[start : start + batch_size].to(self.device) - mean) / std
-            outputs.append(F.normalize(self.model.encode_image(chunk).float(), dim=-1))
+            with autocast(self.precision, self.device):
+                features = self.model.encode_image(chunk)
+            outputs.append(F.normalize(features.float(), dim=-1))
         return torch.cat(outputs) if outputs else torch.empty(0, self.embed_dim)
 
     @torch.inference_mode()
-    def encode_texts(self, texts: list[str], batch_size: int = 64) -> torch.Tensor:
-        """texts: P prompts -> (P, D) unit vectors."""
+    def encode_texts(self, texts: list[str], batch_size: int = 256) -> torch.Tensor:
+        """texts: P prompts -> (P, D) unit vectors.
+
+        The text tower runs on the context trimmed to the longest prompt of the batch
+        (19 of 77 tokens for WinCLIP's prompts); text_context.py shows why that is exact.
+        """
         outputs = []
         for start in range(0, len(texts), batch_size):
             tokens = self.tokenizer(texts[start : start + batch_size]).to(self.device)
             self.text_forward_calls += 1
-            outputs.append(F.normalize(self.model.encode_text(tokens).float(), dim=-1))
+            outputs.append(F.normalize(encode_text_trimmed(self.model, tokens).float(), dim=-1))
         return torch.cat(outputs).cpu()
 
     @property

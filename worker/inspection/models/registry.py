@@ -21,6 +21,7 @@ from common.settings import ModelSettings
 from worker.inspection.models import locate
 from worker.inspection.models.clip import ClipModel, build_open_clip
 from worker.inspection.models.clipseg import ClipSegModel, build_clipseg_random, load_clipseg_folder
+from worker.inspection.models.precision import Precision, resolve_precision
 from worker.inspection.models.sam import (
     SamGeneratorOptions,
     SamMaskProposer,
@@ -50,6 +51,7 @@ class ModelBundle:
     sam: SamMaskProposer | None
     isnet: IsNetSalientModel | None
     fingerprints: dict[str, str] = field(default_factory=dict)
+    precision: Precision = "fp32"
 
     @property
     def fingerprint(self) -> str:
@@ -172,11 +174,20 @@ PROFILES: dict[str, Callable[[ModelSettings, torch.device], ModelBundle]] = {
 }
 
 
+def set_precision(bundle: ModelBundle, precision: Precision) -> None:
+    """Run every torch model of the bundle under `precision` (IS-Net is ONNX: its own precision)."""
+    bundle.precision = precision
+    for model in (bundle.clip, bundle.clipseg, bundle.sam):
+        if model is not None:
+            model.precision = precision
+
+
 def load_models(settings: ModelSettings) -> ModelBundle:
     """Build the profile named in settings and fingerprint every model in it."""
     if settings.profile not in PROFILES:
         raise ValueError(f"unknown profile {settings.profile!r}; choose one of {sorted(PROFILES)}")
     bundle = PROFILES[settings.profile](settings, resolve_device(settings.device))
+    set_precision(bundle, resolve_precision(settings.precision, bundle.device))
     bundle.fingerprints = {
         "clip": fingerprint_module("clip", bundle.clip.model),
         "clipseg": fingerprint_module("clipseg", bundle.clipseg.model),
