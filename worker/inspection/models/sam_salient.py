@@ -85,9 +85,9 @@ class SalientMaskGenerator(SamAutomaticMaskGenerator):
         masks, iou_preds, _ = self.predictor.predict_torch(
             in_points[:, None, :], in_labels[:, None], multimask_output=True, return_logits=True
         )
-        data = MaskData(
-            masks=masks.flatten(0, 1),
-            iou_preds=iou_preds.flatten(0, 1),
+        data = MaskData(  # float32: under bf16 autocast the decoder answers in bf16, which numpy lacks
+            masks=masks.flatten(0, 1).float(),
+            iou_preds=iou_preds.flatten(0, 1).float(),
             points=torch.as_tensor(points.repeat(masks.shape[1], axis=0)),
         )
         del masks
