@@ -51,3 +51,13 @@ def test_bundle_models_run_in_the_chosen_precision():
     assert half.dtype == torch.float32  # outputs stay fp32 for the numpy stages
     deviation = (half - full).abs().max().item()
     assert 0.0 < deviation < 0.05  # bf16 really ran, and stayed close
+
+
+def test_isnet_runs_on_the_workers_gpu_or_on_the_cpu():
+    from worker.inspection.models.isnet import providers_for
+
+    gpu_build = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert providers_for("cuda", 1, gpu_build) == [("CUDAExecutionProvider", {"device_id": 1}), "CPUExecutionProvider"]
+    assert providers_for("cuda", None, gpu_build)[0] == ("CUDAExecutionProvider", {"device_id": 0})
+    assert providers_for("cpu", None, gpu_build) == ["CPUExecutionProvider"]  # a CPU worker never takes a GPU
+    assert providers_for("cuda", 0, ["CPUExecutionProvider"]) == ["CPUExecutionProvider"]  # CPU build installed

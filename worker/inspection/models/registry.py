@@ -98,9 +98,13 @@ REAL_SAM_OPTIONS = SamGeneratorOptions()
 
 
 def _load_isnet(settings: ModelSettings) -> IsNetSalientModel:
-    from worker.inspection.models.isnet import default_isnet_path, load_isnet
+    import onnxruntime
 
-    return load_isnet(settings.isnet_path or default_isnet_path(settings.models_dir))
+    from worker.inspection.models.isnet import default_isnet_path, load_isnet, providers_for
+
+    device = resolve_device(settings.device)
+    providers = providers_for(device.type, device.index, onnxruntime.get_available_providers())
+    return load_isnet(settings.isnet_path or default_isnet_path(settings.models_dir), providers=providers)
 
 
 def _build_tiny(settings: ModelSettings, device: torch.device) -> ModelBundle:
