@@ -32,6 +32,11 @@ def add_bench_parser(subparsers) -> None:
     parser.add_argument("--sweep-batches", default="1,8,32", help="--sweep: comma-separated batch sizes")
     parser.add_argument("--sweep-foregrounds", default="isnet,sam+isnet", help="--sweep: comma-separated")
     parser.add_argument(
+        "--precision-probe",
+        action="store_true",
+        help="per model: ms per image in fp32, bf16 autocast and bf16 weights (--batch images, --rounds repeats)",
+    )
+    parser.add_argument(
         "--through-kafka",
         action="store_true",
         help="measure end to end through Kafka and Redis (needs LINEWATCH_KAFKA__BOOTSTRAP_SERVERS)",
@@ -54,7 +59,11 @@ def run_bench_command(args, settings) -> int:
     model_settings = settings.models.model_copy(update=update)
     if args.torch_threads is not None:
         torch.set_num_threads(max(1, args.torch_threads))
-    if args.sweep:
+    if args.precision_probe:
+        from worker.bench.precision_probe import run_precision_probe
+
+        report = run_precision_probe(model_settings, args.batch, args.rounds)
+    elif args.sweep:
         from worker.bench.sweep import run_sweep
 
         report = run_sweep(
