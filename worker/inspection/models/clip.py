@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import open_clip
 import torch
 import torch.nn.functional as F
 
-from worker.inspection.models.precision import Precision, autocast
+from worker.inspection.models.precision import DTYPES, Precision
 from worker.inspection.models.text_context import encode_text_trimmed
 
 
@@ -32,7 +33,19 @@ class ClipModel:
         self.normalisation = normalisation
         self.device = device
         self.text_forward_calls = 0  # counted so tests can prove the cache spares the text tower
-        self.precision: Precision = "fp32"  # set by the registry from models.precision
+        self.precision = "fp32"  # set by the registry from models.precision
+
+    @property
+    def precision(self) -> Precision:
+        return self._precision
+
+    @precision.setter
+    def precision(self, value: Precision) -> None:
+        # The image tower runs on a copy converted to bf16/fp16 rather than under autocast: on an
+        # AMX CPU autocast made batches of tiles slower than fp32 (bench --precision-probe), the
+        # converted copy faster. The fp32 weights stay, so fp32 can be switched back exactly.
+        self._precision = value
+        self._visual_half = None if value == "fp32" else copy.deepcopy(self.model.visual).to(DTYPES[value])
 
     @property
     def logit_scale(self) -> float:
@@ -46,8 +59,10 @@ class ClipModel:
         outputs = []
         for start in range(0, len(images), batch_size):
             chunk = (images[start : start + batch_size].to(self.device) - mean) / std
-            with autocast(self.precision, self.device):
+            if self._visual_half is None:
                 features = self.model.encode_image(chunk)
+            else:
+                features = self._visual_half(chunk.to(DTYPES[self._precision]))
             outputs.append(F.normalize(features.float(), dim=-1))
         return torch.cat(outputs) if outputs else torch.empty(0, self.embed_dim)
 

@@ -179,7 +179,11 @@ PROFILES: dict[str, Callable[[ModelSettings, torch.device], ModelBundle]] = {
 
 
 def set_precision(bundle: ModelBundle, precision: Precision) -> None:
-    """Run every torch model of the bundle under `precision` (IS-Net is ONNX: its own precision)."""
+    """Run every torch model of the bundle in `precision` (IS-Net is ONNX: its own precision).
+
+    CLIP's image tower runs on a converted copy, CLIPSeg and SAM under autocast: whichever
+    was faster per model on an AMX CPU (README, Benchmarks).
+    """
     bundle.precision = precision
     for model in (bundle.clip, bundle.clipseg, bundle.sam):
         if model is not None:
@@ -191,7 +195,6 @@ def load_models(settings: ModelSettings) -> ModelBundle:
     if settings.profile not in PROFILES:
         raise ValueError(f"unknown profile {settings.profile!r}; choose one of {sorted(PROFILES)}")
     bundle = PROFILES[settings.profile](settings, resolve_device(settings.device))
-    set_precision(bundle, resolve_precision(settings.precision, bundle.device))
     bundle.fingerprints = {
         "clip": fingerprint_module("clip", bundle.clip.model),
         "clipseg": fingerprint_module("clipseg", bundle.clipseg.model),
@@ -200,4 +203,5 @@ def load_models(settings: ModelSettings) -> ModelBundle:
         bundle.fingerprints["sam"] = fingerprint_module("sam", bundle.sam.sam)
     if bundle.isnet is not None:
         bundle.fingerprints["isnet"] = bundle.isnet.fingerprint
+    set_precision(bundle, resolve_precision(settings.precision, bundle.device))  # fingerprints are of the weights
     return bundle
