@@ -131,6 +131,21 @@ class ModelSettings(_Section):
     pool_refresh_s: float = Field(
         5.0, gt=0.0, description="how often a worker reads the scope's pool back from Redis (shared by all workers)"
     )
+    sam_points: Literal["salient", "grid"] = Field(
+        "salient",
+        description="salient: prompt SAM only at grid points inside the dilated IS-Net mask (the only ones whose masks can be kept); grid: the full 32x32 grid (the seed's way)",
+    )
+    sam_point_margin_px: int = Field(
+        16, ge=0, description="sam_points=salient: how far outside the IS-Net mask grid points are still prompted"
+    )
+    instances: Literal["objects", "components"] = Field(
+        "objects",
+        description="objects: SAM whole-object masks, or IS-Net blobs split at their necks, each an instance with its own tile; components: the seed's connected components of the foreground",
+    )
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "fp32",
+        description="fp32; auto: bf16 on CUDA devices that support it and CPUs with AMX-BF16 or AVX512-BF16, else fp32; bf16; fp16 (CUDA only). Runs CLIP, CLIPSeg and SAM under torch autocast",
+    )
 
 
 class WorkerSettings(_Section):

@@ -23,7 +23,12 @@ COPY pyproject.toml README.md ./
 COPY common ./common
 COPY producer ./producer
 COPY worker ./worker
-RUN pip install --upgrade pip setuptools wheel && pip install '.[worker]'
+# IS-Net runs on the GPU: onnxruntime-gpu replaces the CPU build the worker extra brings (both are the
+# `onnxruntime` module; the reinstall restores the files the uninstall of the CPU build removed).
+RUN pip install --upgrade pip setuptools wheel && pip install '.[worker,gpu]' \
+ && pip uninstall -y onnxruntime \
+ && pip install --force-reinstall --no-deps 'onnxruntime-gpu==1.31.1' \
+ && python3 -c "__import__('onnxruntime').get_device() == 'GPU' or exit('onnxruntime is not the GPU build')"
 
 # ---------------------------------------------------------------- runtime
 FROM ${CUDA_IMAGE}

@@ -373,8 +373,15 @@ def test_worker_dockerfile() -> None:
     copies = [rest for ins, rest in instructions if ins in ("COPY", "ADD")]
     assert not any("models" in c.split()[0] for c in copies if not c.startswith("--from")), "no weights in the image"
     # the project with the worker extra (the torch stack), and nothing of the test extra
-    assert project_installs(instructions) == [{"worker"}], "installs the project once, as .[worker]"
-    assert "worker" in _extras()
+    assert project_installs(instructions) == [{"worker", "gpu"}], "installs the project once, as .[worker,gpu]"
+    assert "worker" in _extras() and "onnxruntime-gpu" in {_requirement_name(r) for r in _extras()["gpu"]}
+    # IS-Net on the GPU: the CPU build of onnxruntime is removed and onnxruntime-gpu is what stays
+    runs = " && ".join(rest for ins, rest in instructions if ins == "RUN")
+    steps = [shlex.split(step) for step in re.split(r"&&|;", runs)]
+    uninstall = next(i for i, w in enumerate(steps) if w[:3] == ["pip", "uninstall", "-y"] and "onnxruntime" in w)
+    assert any(
+        w[:2] == ["pip", "install"] and any(x.startswith("onnxruntime-gpu") for x in w) for w in steps[uninstall:]
+    )
     # the health check polls the worker's own health port and /healthz
     checks = [rest for ins, rest in stage if ins == "HEALTHCHECK"]
     assert len(checks) == 1 and "/healthz" in checks[0] and "LINEWATCH_WORKER__HEALTH_PORT" in checks[0]

@@ -21,6 +21,21 @@ def add_bench_parser(subparsers) -> None:
         default=None,
         help="torch intra-op threads (default: torch's own choice, one per core)",
     )
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default=None)
+    parser.add_argument("--sam-points", choices=["salient", "grid"], default=None, help="default: the setting")
+    parser.add_argument("--instances", choices=["objects", "components"], default=None, help="default: the setting")
+    parser.add_argument(
+        "--sweep",
+        action="store_true",
+        help="frames/s and p50/p99 per batch size (--sweep-batches) for isnet and sam+isnet (the GPU benchmark)",
+    )
+    parser.add_argument("--sweep-batches", default="1,8,32", help="--sweep: comma-separated batch sizes")
+    parser.add_argument("--sweep-foregrounds", default="isnet,sam+isnet", help="--sweep: comma-separated")
+    parser.add_argument(
+        "--precision-probe",
+        action="store_true",
+        help="per model: ms per image in fp32, bf16 autocast and bf16 weights (--batch images, --rounds repeats)",
+    )
     parser.add_argument(
         "--through-kafka",
         action="store_true",
@@ -44,9 +59,11 @@ def add_bench_parser(subparsers) -> None:
 def run_bench_command(args, settings) -> int:
     import torch  # heavy: only when the command runs
 
-    model_settings = settings.models.model_copy(
-        update={"profile": args.profile, "foreground": args.foreground, "device": args.device}
-    )
+    update = {"profile": args.profile, "foreground": args.foreground, "device": args.device}
+    for name in ("precision", "sam_points", "instances"):
+        if getattr(args, name) is not None:
+            update[name] = getattr(args, name)
+    model_settings = settings.models.model_copy(update=update)
     if args.torch_threads is not None:
         torch.set_num_threads(max(1, args.torch_threads))
     if args.few_shot:
@@ -57,6 +74,21 @@ def run_bench_command(args, settings) -> int:
         }
         report = run_fewshot_bench(
             model_settings, args.frames, args.batch, args.width, args.height, counts["shots"], counts["pool"]
+        )
+    elif args.precision_probe:
+        from worker.bench.precision_probe import run_precision_probe
+
+        report = run_precision_probe(model_settings, args.batch, args.rounds)
+    elif args.sweep:
+        from worker.bench.sweep import run_sweep
+
+        report = run_sweep(
+            model_settings,
+            [int(b) for b in args.sweep_batches.split(",")],
+            args.sweep_foregrounds.split(","),
+            args.rounds,
+            args.width,
+            args.height,
         )
     elif args.through_kafka:
         from worker.bench.kafka_path import run_kafka_bench

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from common.settings import ModelSettings
+from worker.bench.units import decoder_points, precision_deviation, reference_tile_ms, with_tile_units
 from worker.inspection.inspector import Inspector
 from worker.inspection.measure import StageClock, peak_rss_mb
 from worker.inspection.models.registry import load_models
@@ -64,30 +65,43 @@ def run_batches(inspector: Inspector, frames: list[Frame], batch: int) -> dict:
     }
 
 
+def device_name(device: torch.device) -> str:
+    """The device and, for CUDA, its name; for the CPU, its processor and thread count."""
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return f"{device} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
 def run_bench(settings: ModelSettings, frames: int, batch: int, naive_frames: int, width: int, height: int) -> dict:
     models = load_models(settings)
     data = synthetic_frames(frames, width, height)
+    reference_ms = reference_tile_ms(models.device)
 
     optimised = Inspector(models, settings)
     prompt_once_ms = warm_up(optimised, data)
     warm_calls = optimised.text_encoder_calls
-    fast = run_batches(optimised, data, batch)
+    optimised.sam_decoder_points = 0
+    fast = with_tile_units(run_batches(optimised, data, batch), reference_ms)
     encoder_calls_when_warm = optimised.text_encoder_calls - warm_calls  # 0: the cache answers every prompt
 
     naive = Inspector(models, settings, naive=True)
     slow = run_batches(naive, data[: max(1, min(naive_frames, frames))], 1) if naive_frames else None
+    if slow:
+        with_tile_units(slow, reference_ms)
 
     report = {
         "profile": models.profile,
         "model_fingerprint": models.fingerprint,
         "foreground": settings.foreground,
-        "device": str(models.device)
-        + (
-            f" ({torch.cuda.get_device_name(models.device)})"
-            if models.device.type == "cuda"
-            else f" ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-        ),
+        "device": device_name(models.device),
+        "precision": models.precision,
+        "sam_points": settings.sam_points if models.sam is not None else None,
+        "instances": settings.instances,
         "frame_size": [width, height],
+        "reference_tile_ms": reference_ms,
+        "tile_units_per_frame": fast["tile_units_per_frame"],
+        "sam_decoder_points": decoder_points(optimised, models, len(data)),
+        "precision_deviation_vs_fp32": precision_deviation(models, settings, data[:2]),
         "first_call_ms_including_prompt_encoding": prompt_once_ms,
         "optimised": fast,
         "naive": slow,

@@ -20,6 +20,7 @@ from worker.inspection.embedding_cache import EmbeddingCache, LruEmbeddingCache,
 from worker.inspection.fewshot.step import apply_few_shot, frame_queries
 from worker.inspection.measure import StageClock
 from worker.inspection.models.registry import ModelBundle, load_models
+from worker.inspection.models.sam_salient import SalientPrompting
 from worker.inspection.pipeline.aggregate import component_scores, image_score, paste_tiles
 from worker.inspection.pipeline.foreground import Component, find_components, select_foreground
 from worker.inspection.pipeline.scoring import harmonic_mean, tile_anomaly_scores
@@ -72,6 +73,7 @@ class Inspector:
         self.prompts = prompts
         self.cache: EmbeddingCache = cache if cache is not None else LruEmbeddingCache()
         self.naive = naive
+        self.sam_decoder_points = 0  # SAM point prompts decoded so far
 
     @property
     def versions(self) -> Versions:
@@ -122,6 +124,12 @@ class Inspector:
         return self._embeddings("clipseg-text", list(self.prompts.localising), self.models.clipseg.encode_texts)
 
     # -- stages ----------------------------------------------------------------------------
+    def _sam_prompting(self, salient: np.ndarray | None) -> SalientPrompting | None:
+        """Where SAM is prompted: inside the salient mask (models.sam_points=salient), else the full grid."""
+        if self.settings.sam_points != "salient" or salient is None:
+            return None
+        return SalientPrompting(salient >= 0.5, self.settings.sam_point_margin_px)
+
     def _plan(self, frames: Sequence[Frame], clock: StageClock) -> list[_FramePlan]:
         images = [frame.image for frame in frames]
         salient_maps: list[np.ndarray | None] = [None] * len(frames)
@@ -131,13 +139,16 @@ class Inspector:
                 salient_maps = list(self.models.isnet.predict(images))
         if self.models.sam is not None:
             with clock.stage("foreground_sam"):
-                sam_masks = [self.models.sam.propose(image) for image in images]
+                sam_masks = []
+                for image, salient in zip(images, salient_maps):
+                    sam_masks.append(self.models.sam.propose(image, self._sam_prompting(salient)))
+                    self.sam_decoder_points += self.models.sam.last_points  # for the bench
         plans = []
         with clock.stage("tiling"):
             for frame, salient, masks in zip(frames, salient_maps, sam_masks):
                 shape = frame.image.shape[:2]
                 foreground = select_foreground(shape, salient, masks)
-                _, components = find_components(foreground)
+                _, components = find_components(foreground, rule=self.settings.instances)
                 tiles = [
                     tile
                     for index, component in enumerate(components)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import open_clip
 import torch
 import torch.nn.functional as F
+
+from worker.inspection.models.precision import DTYPES, Precision
+from worker.inspection.models.text_context import encode_text_trimmed
 
 
 @dataclass(frozen=True)
@@ -29,6 +33,19 @@ class ClipModel:
         self.normalisation = normalisation
         self.device = device
         self.text_forward_calls = 0  # counted so tests can prove the cache spares the text tower
+        self.precision = "fp32"  # set by the registry from models.precision
+
+    @property
+    def precision(self) -> Precision:
+        return self._precision
+
+    @precision.setter
+    def precision(self, value: Precision) -> None:
+        # The image tower runs on a copy converted to bf16/fp16 rather than under autocast: on an
+        # AMX CPU autocast made batches of tiles slower than fp32 (bench --precision-probe), the
+        # converted copy faster. The fp32 weights stay, so fp32 can be switched back exactly.
+        self._precision = value
+        self._visual_half = None if value == "fp32" else copy.deepcopy(self.model.visual).to(DTYPES[value])
 
     @property
     def logit_scale(self) -> float:
@@ -42,7 +59,11 @@ class ClipModel:
         outputs = []
         for start in range(0, len(images), batch_size):
             chunk = (images[start : start + batch_size].to(self.device) - mean) / std
-            outputs.append(F.normalize(self.model.encode_image(chunk).float(), dim=-1))
+            if self._visual_half is None:
+                features = self.model.encode_image(chunk)
+            else:
+                features = self._visual_half(chunk.to(DTYPES[self._precision]))
+            outputs.append(F.normalize(features.float(), dim=-1))
         return torch.cat(outputs) if outputs else torch.empty(0, self.embed_dim)
 
     def patch_layers(self, layers: tuple[int, ...]) -> tuple[int, ...]:
@@ -62,7 +83,11 @@ class ClipModel:
         embeddings, patches = [], []
         for start in range(0, len(images), batch_size):
             chunk = (images[start : start + batch_size].to(self.device) - mean) / std
-            out = self.model.visual.forward_intermediates(chunk, indices=indices, output_fmt="NLC")
+            if self._visual_half is None:
+                out = self.model.visual.forward_intermediates(chunk, indices=indices, output_fmt="NLC")
+            else:  # the same precision as encode_images, so a bank never changes the tile score's
+                half = chunk.to(DTYPES[self._precision])
+                out = self._visual_half.forward_intermediates(half, indices=indices, output_fmt="NLC")
             embeddings.append(F.normalize(out["image_features"].float(), dim=-1))
             patches.append(F.normalize(torch.stack(out["image_intermediates"], dim=1).float(), dim=-1))
         if not embeddings:
@@ -75,13 +100,17 @@ class ClipModel:
         return self.normalisation.size // int(self.model.visual.patch_size[0])
 
     @torch.inference_mode()
-    def encode_texts(self, texts: list[str], batch_size: int = 64) -> torch.Tensor:
-        """texts: P prompts -> (P, D) unit vectors."""
+    def encode_texts(self, texts: list[str], batch_size: int = 256) -> torch.Tensor:
+        """texts: P prompts -> (P, D) unit vectors.
+
+        The text tower runs on the context trimmed to the longest prompt of the batch
+        (19 of 77 tokens for WinCLIP's prompts); text_context.py shows why that is exact.
+        """
         outputs = []
         for start in range(0, len(texts), batch_size):
             tokens = self.tokenizer(texts[start : start + batch_size]).to(self.device)
             self.text_forward_calls += 1
-            outputs.append(F.normalize(self.model.encode_text(tokens).float(), dim=-1))
+            outputs.append(F.normalize(encode_text_trimmed(self.model, tokens).float(), dim=-1))
         return torch.cat(outputs).cpu()
 
     @property

@@ -14,6 +14,8 @@ import open_clip
 import torch
 from transformers import CLIPSegConfig, CLIPSegForImageSegmentation
 
+from worker.inspection.models.precision import Precision, autocast
+
 # ViTImageProcessor defaults used by the CIDAS CLIPSeg checkpoints.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -64,6 +66,7 @@ class ClipSegModel:
         self._std = torch.tensor(std, device=device).view(1, 3, 1, 1)
         self.text_forward_calls = 0
         self.vision_forward_images = 0  # images pushed through the vision tower (for the benchmark)
+        self.precision: Precision = "fp32"  # set by the registry from models.precision
 
     def _normalise(self, images: torch.Tensor) -> torch.Tensor:
         return (images.to(self.device) - self._mean) / self._std
@@ -87,6 +90,12 @@ class ClipSegModel:
         conditional = prompt_embeddings.to(self.device)
         images_per_chunk = max(1, pairs_per_chunk // n_prompts)
         layers = [i + 1 for i in self.model.extract_layers]  # hidden_states[0] is the embedding output
+        with autocast(self.precision, self.device):
+            self._segment_chunks(images, conditional, images_per_chunk, layers, out)
+        return out
+
+    def _segment_chunks(self, images, conditional, images_per_chunk: int, layers: list[int], out: torch.Tensor) -> None:
+        n_images, n_prompts = len(images), len(conditional)
         for start in range(0, n_images, images_per_chunk):
             chunk = self._normalise(images[start : start + images_per_chunk])
             vision = self.model.clip.vision_model(
@@ -99,7 +108,6 @@ class ClipSegModel:
             out[start : start + len(chunk)] = (
                 torch.sigmoid(logits.float()).view(len(chunk), n_prompts, *logits.shape[-2:]).cpu()
             )
-        return out
 
     @torch.inference_mode()
     def segment_naive(self, images: torch.Tensor, texts: list[str]) -> torch.Tensor:
@@ -108,9 +116,10 @@ class ClipSegModel:
         ids, mask = self.tokens(texts)
         for i in range(len(images)):
             pixels = self._normalise(images[i : i + 1]).repeat(len(texts), 1, 1, 1)
-            logits = self.model(
-                pixel_values=pixels, input_ids=ids.to(self.device), attention_mask=mask.to(self.device)
-            ).logits
+            with autocast(self.precision, self.device):
+                logits = self.model(
+                    pixel_values=pixels, input_ids=ids.to(self.device), attention_mask=mask.to(self.device)
+                ).logits
             self.vision_forward_images += len(texts)
             self.text_forward_calls += 1
             out[i] = torch.sigmoid(logits.float()).view(len(texts), *logits.shape[-2:]).cpu()

@@ -33,6 +33,7 @@ __all__ = [
     "IsNetSalientModel",
     "default_isnet_path",
     "load_isnet",
+    "providers_for",
     "sha256_file",
 ]
 
@@ -63,6 +64,17 @@ def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
         for block in iter(lambda: f.read(chunk_size), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def providers_for(device_type: str, device_index: int | None, available: Sequence[str]) -> list:
+    """onnxruntime providers for the torch device the worker runs on: IS-Net on the same GPU, or the CPU.
+
+    A CPU worker never takes a GPU; a CUDA worker whose onnxruntime is the CPU build (no
+    `gpu` extra) runs IS-Net on the CPU.
+    """
+    if device_type == "cuda" and "CUDAExecutionProvider" in available:
+        return [("CUDAExecutionProvider", {"device_id": device_index or 0}), "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
 
 
 def _default_providers() -> list[str]:

@@ -21,6 +21,7 @@ from common.settings import ModelSettings
 from worker.inspection.models import locate
 from worker.inspection.models.clip import ClipModel, build_open_clip
 from worker.inspection.models.clipseg import ClipSegModel, build_clipseg_random, load_clipseg_folder
+from worker.inspection.models.precision import Precision, resolve_precision
 from worker.inspection.models.sam import (
     SamGeneratorOptions,
     SamMaskProposer,
@@ -50,6 +51,7 @@ class ModelBundle:
     sam: SamMaskProposer | None
     isnet: IsNetSalientModel | None
     fingerprints: dict[str, str] = field(default_factory=dict)
+    precision: Precision = "fp32"
 
     @property
     def fingerprint(self) -> str:
@@ -96,9 +98,13 @@ REAL_SAM_OPTIONS = SamGeneratorOptions()
 
 
 def _load_isnet(settings: ModelSettings) -> IsNetSalientModel:
-    from worker.inspection.models.isnet import default_isnet_path, load_isnet
+    import onnxruntime
 
-    return load_isnet(settings.isnet_path or default_isnet_path(settings.models_dir))
+    from worker.inspection.models.isnet import default_isnet_path, load_isnet, providers_for
+
+    device = resolve_device(settings.device)
+    providers = providers_for(device.type, device.index, onnxruntime.get_available_providers())
+    return load_isnet(settings.isnet_path or default_isnet_path(settings.models_dir), providers=providers)
 
 
 def _build_tiny(settings: ModelSettings, device: torch.device) -> ModelBundle:
@@ -172,6 +178,18 @@ PROFILES: dict[str, Callable[[ModelSettings, torch.device], ModelBundle]] = {
 }
 
 
+def set_precision(bundle: ModelBundle, precision: Precision) -> None:
+    """Run every torch model of the bundle in `precision` (IS-Net is ONNX: its own precision).
+
+    CLIP's image tower runs on a converted copy, CLIPSeg and SAM under autocast: whichever
+    was faster per model on an AMX CPU (README, Benchmarks).
+    """
+    bundle.precision = precision
+    for model in (bundle.clip, bundle.clipseg, bundle.sam):
+        if model is not None:
+            model.precision = precision
+
+
 def load_models(settings: ModelSettings) -> ModelBundle:
     """Build the profile named in settings and fingerprint every model in it."""
     if settings.profile not in PROFILES:
@@ -185,4 +203,5 @@ def load_models(settings: ModelSettings) -> ModelBundle:
         bundle.fingerprints["sam"] = fingerprint_module("sam", bundle.sam.sam)
     if bundle.isnet is not None:
         bundle.fingerprints["isnet"] = bundle.isnet.fingerprint
+    set_precision(bundle, resolve_precision(settings.precision, bundle.device))  # fingerprints are of the weights
     return bundle

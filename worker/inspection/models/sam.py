@@ -8,9 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from segment_anything import SamAutomaticMaskGenerator, sam_model_registry
+from segment_anything import sam_model_registry
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
+from worker.inspection.models.precision import Precision, autocast
+from worker.inspection.models.sam_salient import SalientMaskGenerator, SalientPrompting
 from worker.inspection.models.weights import load_state_dict
 
 
@@ -23,24 +25,44 @@ class SamGeneratorOptions:
     pred_iou_thresh: float = 0.88
     stability_score_thresh: float = 0.95
     min_mask_region_area: int = 0
+    box_nms_thresh: float = 0.7
 
 
 class SamMaskProposer:
     def __init__(self, sam: Sam, options: SamGeneratorOptions, device: torch.device):
         self.sam = sam.to(device).eval()
-        self.generator = SamAutomaticMaskGenerator(
+        self.device = device
+        self.precision: Precision = "fp32"  # set by the registry from models.precision
+        self.generator = SalientMaskGenerator(
             self.sam,
             points_per_side=options.points_per_side,
             points_per_batch=options.points_per_batch,
             pred_iou_thresh=options.pred_iou_thresh,
             stability_score_thresh=options.stability_score_thresh,
             min_mask_region_area=options.min_mask_region_area,
+            box_nms_thresh=options.box_nms_thresh,
         )
 
+    @property
+    def grid_points(self) -> int:
+        """Decoder prompts per image with the full grid."""
+        return sum(len(grid) for grid in self.generator.full_grids)
+
+    @property
+    def last_points(self) -> int:
+        """Decoder prompts of the last image proposed."""
+        return self.generator.last_points
+
     @torch.inference_mode()
-    def propose(self, image: np.ndarray) -> list[np.ndarray]:
-        """image: (H, W, 3) uint8 RGB -> list of (H, W) boolean instance masks."""
-        return [record["segmentation"] for record in self.generator.generate(image)]
+    def propose(self, image: np.ndarray, prompting: SalientPrompting | None = None) -> list[np.ndarray]:
+        """image: (H, W, 3) uint8 RGB -> list of (H, W) boolean instance masks.
+
+        With `prompting`, only grid points inside its dilated salient mask are prompted and
+        masks that fail its coverage rule are dropped; without it, the full grid (the seed's way).
+        """
+        with autocast(self.precision, self.device):
+            records = self.generator.generate_in(image, prompting)
+        return [record["segmentation"] for record in records]
 
 
 def load_sam(sam_type: str, checkpoint: Path, device: torch.device, options: SamGeneratorOptions) -> SamMaskProposer:

@@ -13,7 +13,11 @@ from typing import Literal
 import cv2
 import numpy as np
 
+from worker.inspection.pipeline.instances import object_labels, split_touching
+
 ForegroundSource = Literal["sam+isnet", "isnet", "whole-frame"]
+#: objects: SAM whole-object masks, or IS-Net blobs split at their necks; components: the seed's connected components.
+InstanceRule = Literal["objects", "components"]
 
 
 @dataclass(frozen=True)
@@ -69,30 +73,40 @@ def select_foreground(
     return Foreground(np.ones(shape, dtype=bool), [], "whole-frame")
 
 
-def find_components(foreground: Foreground, min_area_fraction: float = 0.001) -> tuple[np.ndarray, list[Component]]:
-    """Connected components of the foreground mask, ignoring specks below `min_area_fraction` of the frame.
+def instance_labels(foreground: Foreground, rule: InstanceRule = "components", min_area: int = 1) -> np.ndarray:
+    """(H, W) int32 label image of the instances (0 = background) under `rule`."""
+    if rule == "objects" and foreground.parts:
+        return object_labels(foreground.mask.shape, foreground.parts)
+    if rule == "objects" and foreground.source == "isnet":
+        return split_touching(foreground.mask, min_area=min_area)
+    _, labels = cv2.connectedComponents(foreground.mask.astype(np.uint8), connectivity=8)
+    return labels.astype(np.int32)
+
+
+def find_components(
+    foreground: Foreground, min_area_fraction: float = 0.001, rule: InstanceRule = "components"
+) -> tuple[np.ndarray, list[Component]]:
+    """The instances of the foreground (see `instance_labels`), ignoring specks below `min_area_fraction` of the frame.
 
     Returns the (H, W) int32 label image and the components. A SAM part counts
     towards the component that holds most of its pixels.
     """
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(foreground.mask.astype(np.uint8), connectivity=8)
     min_area = max(1, int(min_area_fraction * foreground.mask.size))
+    labels = instance_labels(foreground, rule, min_area)
+    count = int(labels.max()) + 1
     parts_per_label = np.zeros(count, dtype=int)
     for part in foreground.parts:
         owners = labels[part]
         owners = owners[owners > 0]
         if owners.size:
             parts_per_label[np.bincount(owners).argmax()] += 1
-    components = [
-        Component(
-            label,
-            (int(stats[label, 0]), int(stats[label, 1]), int(stats[label, 2]), int(stats[label, 3])),
-            int(stats[label, 4]),
-            int(parts_per_label[label]),
-        )
-        for label in range(1, count)
-        if stats[label, 4] >= min_area
-    ]
+    areas = np.bincount(labels.ravel(), minlength=count)
+    components = []
+    for label in range(1, count):
+        if areas[label] < min_area:
+            continue
+        x, y, w, h = cv2.boundingRect((labels == label).astype(np.uint8))
+        components.append(Component(label, (x, y, w, h), int(areas[label]), int(parts_per_label[label])))
     if not components:  # only specks: inspect the frame as one piece rather than not at all
         height, width = foreground.mask.shape
         labels = np.ones((height, width), dtype=np.int32)

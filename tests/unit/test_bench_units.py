@@ -1,0 +1,29 @@
+"""bench's machine-independent figures: tile units, SAM decoder points, precision deviation."""
+
+import pytest
+
+from common.settings import ModelSettings
+from worker.bench.inprocess import run_bench
+from worker.bench.units import tile_units, with_tile_units
+
+
+def test_tile_units_divide_by_the_reference_pass():
+    report = with_tile_units({"ms_per_frame": 500.0, "stage_ms_per_frame": {"pixel_map": 250.0, "tiling": 1.0}}, 100.0)
+    assert report["tile_units_per_frame"] == 5.0
+    assert report["stage_tile_units"] == {"pixel_map": 2.5, "tiling": 0.01}
+    assert tile_units(1.0, 3.0) == 0.33
+
+
+@pytest.mark.timeout(600)
+def test_bench_reports_tile_units_decoder_points_and_the_cost_of_bf16():
+    settings = ModelSettings(profile="tiny", foreground="sam+isnet", precision="bf16")
+    report = run_bench(settings, frames=2, batch=2, naive_frames=0, width=320, height=240)
+    assert report["reference_tile_ms"] > 0
+    fast = report["optimised"]
+    assert fast["tile_units_per_frame"] == pytest.approx(fast["ms_per_frame"] / report["reference_tile_ms"], abs=0.01)
+    assert set(fast["stage_tile_units"]) == set(fast["stage_ms_per_frame"])
+    points = report["sam_decoder_points"]
+    assert points["full_grid"] == 16 and 0 <= points["decoded_per_frame"] <= 16  # the tiny profile's 4x4 grid
+    deviation = report["precision_deviation_vs_fp32"]
+    assert deviation["precision"] == "bf16" and deviation["frames"] == 2
+    assert 0.0 <= deviation["max_image_score_diff"] <= 1.0 and 0.0 < deviation["max_anomaly_map_diff"] <= 1.0

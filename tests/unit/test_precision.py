@@ -1,0 +1,71 @@
+"""models.precision: the `auto` choice is a pure function of the device type and the hardware flags."""
+
+import pytest
+import torch
+
+from common.settings import ModelSettings
+from worker.inspection.models.precision import choose_precision, cpu_flags
+from worker.inspection.models.registry import load_models
+
+
+@pytest.mark.parametrize(
+    ("device", "flags", "cuda_bf16", "expected"),
+    [
+        ("cpu", {"avx2", "amx_bf16", "amx_tile"}, False, "bf16"),
+        ("cpu", {"avx512f", "avx512_bf16"}, False, "bf16"),
+        ("cpu", {"avx2", "avx512f"}, False, "fp32"),
+        ("cpu", set(), False, "fp32"),
+        ("cuda", set(), True, "bf16"),
+        ("cuda", {"amx_bf16"}, False, "fp32"),  # a V100/T4: the host CPU's flags do not matter
+        ("mps", {"amx_bf16"}, False, "fp32"),
+    ],
+)
+def test_auto_picks_bf16_only_where_the_hardware_has_it(device, flags, cuda_bf16, expected):
+    assert choose_precision("auto", device, flags, cuda_bf16) == expected
+
+
+def test_explicit_settings_are_kept_and_fp16_on_cpu_is_refused():
+    assert choose_precision("fp32", "cuda", set(), True) == "fp32"
+    assert choose_precision("bf16", "cpu", set()) == "bf16"
+    assert choose_precision("fp16", "cuda", set(), False) == "fp16"
+    with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
+        choose_precision("fp16", "cpu", {"amx_bf16"})
+
+
+def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(
+        "processor\t: 0\nmodel name\t: Xeon\nflags\t\t: fpu sse2 avx512_bf16 amx_tile\n\nprocessor\t: 1\n"
+    )
+    assert cpu_flags(cpuinfo) == {"fpu", "sse2", "avx512_bf16", "amx_tile"}
+    assert cpu_flags(tmp_path / "missing") == frozenset()
+
+
+def test_bundle_models_run_in_the_chosen_precision():
+    bundle = load_models(ModelSettings(profile="tiny", foreground="none", precision="bf16"))
+    assert bundle.precision == bundle.clip.precision == bundle.clipseg.precision == "bf16"
+    images = torch.rand(2, 3, bundle.clip.normalisation.size, bundle.clip.normalisation.size)
+    half = bundle.clip.encode_images(images)
+    bundle.clip.precision = "fp32"
+    full = bundle.clip.encode_images(images)
+    assert half.dtype == torch.float32  # outputs stay fp32 for the numpy stages
+    deviation = (half - full).abs().max().item()
+    assert 0.0 < deviation < 0.05  # bf16 really ran, and stayed close
+
+
+def test_isnet_runs_on_the_workers_gpu_or_on_the_cpu():
+    from worker.inspection.models.isnet import providers_for
+
+    gpu_build = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert providers_for("cuda", 1, gpu_build) == [("CUDAExecutionProvider", {"device_id": 1}), "CPUExecutionProvider"]
+    assert providers_for("cuda", None, gpu_build)[0] == ("CUDAExecutionProvider", {"device_id": 0})
+    assert providers_for("cpu", None, gpu_build) == ["CPUExecutionProvider"]  # a CPU worker never takes a GPU
+    assert providers_for("cuda", 0, ["CPUExecutionProvider"]) == ["CPUExecutionProvider"]  # CPU build installed
+
+
+def test_the_few_shot_pass_runs_in_the_same_precision_as_the_tile_embedding():
+    clip = load_models(ModelSettings(profile="tiny", foreground="none", precision="bf16")).clip
+    images = torch.rand(2, 3, clip.normalisation.size, clip.normalisation.size)
+    embeddings, patches = clip.encode_images_with_patches(images, (-1,))
+    assert torch.equal(embeddings, clip.encode_images(images))  # a bank never changes the tile score
+    assert patches.shape[:2] == (2, 1) and patches.dtype == torch.float32

@@ -1,0 +1,68 @@
+"""`linewatch-worker bench --precision-probe`: per model, fp32 against bf16 autocast and bf16 weights.
+
+Which is faster depends on the hardware (AMX, tensor cores) and the batch size, so it is
+measured rather than assumed: ms per image for CLIP's image tower, CLIPSeg's vision tower
+and SAM's image encoder, at the profile's architectures (random weights cost the same).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+
+import numpy as np
+import torch
+
+from common.settings import ModelSettings
+from worker.inspection.models.registry import load_models
+
+
+def _ms(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1000.0)
+    return float(np.median(times))
+
+
+@torch.inference_mode()
+def probe(module: torch.nn.Module, inputs: torch.Tensor, repeats: int, device: torch.device) -> dict:
+    """ms per image of `module(inputs)` in fp32, under bf16 autocast, and with its weights converted to bf16."""
+    fp32 = _ms(lambda: module(inputs), repeats)
+
+    def autocast_run():
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            module(inputs)
+
+    autocast = _ms(autocast_run, repeats)
+    converted = copy.deepcopy(module).to(torch.bfloat16)
+    weights = _ms(lambda: converted(inputs.to(torch.bfloat16)), repeats)
+    per_image = len(inputs)
+    return {
+        "batch": per_image,
+        "fp32_ms_per_image": round(fp32 / per_image, 1),
+        "bf16_autocast_ms_per_image": round(autocast / per_image, 1),
+        "bf16_weights_ms_per_image": round(weights / per_image, 1),
+    }
+
+
+def run_precision_probe(settings: ModelSettings, batch: int, repeats: int) -> dict:
+    models = load_models(settings.model_copy(update={"precision": "fp32"}))
+    device = models.device
+    clip_size, seg_size = models.clip.normalisation.size, models.clipseg.size
+    report = {
+        "profile": models.profile,
+        "device": str(device),
+        "clip_image_tower": probe(
+            models.clip.model.visual, torch.rand(batch, 3, clip_size, clip_size), repeats, device
+        ),
+        "clipseg_vision_tower": probe(
+            models.clipseg.model.clip.vision_model, torch.rand(batch, 3, seg_size, seg_size), repeats, device
+        ),
+    }
+    if models.sam is not None:
+        size = models.sam.sam.image_encoder.img_size
+        report["sam_image_encoder"] = probe(models.sam.sam.image_encoder, torch.rand(1, 3, size, size), repeats, device)
+    return report

@@ -1,0 +1,62 @@
+"""Which floating-point precision the models run in (`models.precision`).
+
+`auto` picks bfloat16 where the hardware computes it natively (CUDA devices that
+support it; CPUs with AMX-BF16 or AVX512-BF16), else float32. The choice is a pure
+function of the device type and the hardware's answers, so tests can pin it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+PrecisionSetting = Literal["auto", "fp32", "bf16", "fp16"]
+Precision = Literal["fp32", "bf16", "fp16"]
+CPU_BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def choose_precision(
+    setting: PrecisionSetting, device_type: str, cpu_flags: Iterable[str] = (), cuda_bf16: bool = False
+) -> Precision:
+    """The precision to run: the setting itself, or for `auto` bf16 where the hardware has it.
+
+    fp16 on a CPU is refused: CPUs have no fast fp16 matmul and autocast would crawl.
+    """
+    if setting == "auto":
+        if device_type == "cuda":
+            return "bf16" if cuda_bf16 else "fp32"
+        if device_type == "cpu" and CPU_BF16_FLAGS & set(cpu_flags):
+            return "bf16"
+        return "fp32"
+    if setting == "fp16" and device_type == "cpu":
+        raise ValueError("models.precision=fp16 needs a CUDA device; on a CPU use bf16 or fp32")
+    return setting
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
+    """The `flags` of the first CPU in /proc/cpuinfo (empty where the file does not exist)."""
+    try:
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("flags"):
+                return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def resolve_precision(setting: PrecisionSetting, device: torch.device) -> Precision:
+    """choose_precision with this machine's answers."""
+    cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    return choose_precision(setting, device.type, cpu_flags() if device.type == "cpu" else (), cuda_bf16)
+
+
+def autocast(precision: Precision, device: torch.device):
+    """A torch.autocast context for bf16/fp16 (matmuls and convolutions in half, reductions in fp32)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=DTYPES[precision])
