@@ -121,6 +121,11 @@ def build_admin(settings: KafkaSettings, **overrides: Any) -> KafkaAdminClient:
     return KafkaAdminClient(**(connection_options(settings) | overrides))
 
 
+def kafka_failure(settings: KafkaSettings, exc: BaseException) -> str:
+    """One line for a command-line tool whose broker call failed: the error and the likely causes."""
+    return f"Kafka at {settings.bootstrap_servers}: {type(exc).__name__}: {exc}; {connection_hint(settings)}"
+
+
 def connection_hint(settings: KafkaSettings) -> str:
     """The likely causes when the broker cannot be reached, given how we connect (never a secret).
 

@@ -230,6 +230,7 @@ class ServerProcess:
     _proc: subprocess.Popen | None = None
     _port: int | None = None
     stop_timeout: float = 30.0
+    atexit_timeout: float = 10.0  # what a server forgotten by its test gets to stop at interpreter exit
 
     def start(self):  # pragma: no cover - every subclass has its own
         raise NotImplementedError
@@ -245,6 +246,18 @@ class ServerProcess:
         proc, self._proc = self._proc, None
         unregister_live(self)
         return kill(proc)
+
+    def close(self) -> None:  # pragma: no cover - every subclass has its own (it also removes its files)
+        self.stop()
+
+    def _atexit_stop(self) -> None:
+        self.stop(timeout=self.atexit_timeout)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def restart(self, down_seconds: float = 0.0, *, hard: bool = False):
         """Stop (SIGTERM, or SIGKILL with `hard`), stay down `down_seconds`, start again on the same port."""

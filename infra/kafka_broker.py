@@ -569,15 +569,6 @@ class KafkaBroker(_proc.ServerProcess):
     def log_text(self) -> str:
         return _proc.log_tail(self.log_path, max_bytes=10**9)
 
-    def _atexit_stop(self) -> None:
-        self.stop(timeout=10)
-
-    def __enter__(self) -> KafkaBroker:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         addr = self.bootstrap if self._port else "not started"
         return f"<KafkaBroker {addr} running={self.is_running} data_dir={self.data_dir}>"

@@ -68,6 +68,8 @@ def ping(host: str, port: int, password: str | None = None, timeout: float = 1.0
 class RedisServer(_proc.ServerProcess):
     """``redis-server --port N --save '' --appendonly no`` bound to 127.0.0.1."""
 
+    atexit_timeout = 5.0  # redis exits at once without persistence
+
     def __init__(
         self,
         *,
@@ -183,15 +185,6 @@ class RedisServer(_proc.ServerProcess):
         self.stop()
         if self._owns_work_dir:
             shutil.rmtree(self.work_dir, ignore_errors=True)
-
-    def _atexit_stop(self) -> None:
-        self.stop(timeout=5)
-
-    def __enter__(self) -> RedisServer:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         addr = f"{HOST}:{self._port}" if self._port else "not started"

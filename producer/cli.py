@@ -20,7 +20,7 @@ from typing import Any
 
 from common.argtypes import positive_int
 from common.codecs import encode_image
-from common.kafka import connection_hint
+from common.kafka import kafka_failure
 from common.schemas import utc_now
 from common.settings import LinewatchSettings
 from common.signals import StopOnSignals
@@ -148,11 +148,7 @@ def run(
         publisher = FramePublisher(settings.kafka, telemetry=telemetry, ensure_topic=not args.no_create_topic)
     except Exception as exc:  # NoBrokersAvailable, auth errors ...
         source.close()
-        print(
-            f"linewatch-producer: cannot connect to Kafka at {settings.kafka.bootstrap_servers}: "
-            f"{type(exc).__name__}: {exc}; {connection_hint(settings.kafka)}",
-            file=sys.stderr,
-        )
+        print(f"linewatch-producer: cannot connect to {kafka_failure(settings.kafka, exc)}", file=sys.stderr)
         return 2
     limiter = RateLimiter(fps, stop=stop)
     log.info(

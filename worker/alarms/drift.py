@@ -29,7 +29,9 @@ VERDICTS = ("ok", "anomalous")
 
 
 @dataclass(frozen=True)
-class _Verdict:
+class Observation:
+    """One result as the alarm rules remember it (anomaly windows and drift windows alike)."""
+
     frame_id: str
     score: float
     anomalous: bool
@@ -39,7 +41,7 @@ class _Verdict:
 
 @dataclass
 class _DriftStream:
-    window: deque[_Verdict]
+    window: deque[Observation]
     anomalous: int = 0  # in the window
     drifting: bool = False  # an alarm was raised for the current spell
     last_alarm_at: float | None = None
@@ -74,7 +76,7 @@ class DriftTracker:
         if stream is None:
             stream = self._streams[key] = _DriftStream(window=deque())
         stream.partition = partition
-        verdict = _Verdict(result.frame_id, result.score, result.verdict == "anomalous", result.captured_at, ref)
+        verdict = Observation(result.frame_id, result.score, result.verdict == "anomalous", result.captured_at, ref)
         if len(stream.window) == rule.window:
             stream.anomalous -= stream.window.popleft().anomalous
         stream.window.append(verdict)

@@ -34,7 +34,7 @@ from datetime import datetime, timezone
 
 from common.schemas import InspectionResult, SourceRef
 from worker.alarms.config import AnomalyRule, DriftRule, RulesFile, SilenceRule
-from worker.alarms.drift import DriftTracker
+from worker.alarms.drift import DriftTracker, Observation
 from worker.alarms.events import AlarmEvent, MaskRef, alarm_id_for
 
 Clock = Callable[[], float]
@@ -67,18 +67,9 @@ class SeenFrames:
         return True
 
 
-@dataclass(frozen=True)
-class _Obs:
-    frame_id: str
-    score: float
-    anomalous: bool
-    captured_at: datetime
-    ref: MaskRef | None
-
-
 @dataclass
 class _AnomalyStream:
-    window: deque[_Obs]
+    window: deque[Observation]
     last_alarm_at: float | None = None
     partition: Partition | None = None
 
@@ -184,7 +175,7 @@ class RuleEngine:
             stream = self._anomaly[key] = _AnomalyStream(window=deque(maxlen=rule.debounce.of_last))
         stream.partition = partition
         anomalous = result.score >= rule.threshold if rule.threshold is not None else result.verdict == "anomalous"
-        stream.window.append(_Obs(result.frame_id, result.score, anomalous, result.captured_at, ref))
+        stream.window.append(Observation(result.frame_id, result.score, anomalous, result.captured_at, ref))
         if not anomalous:
             return None
         hits = [obs for obs in stream.window if obs.anomalous]

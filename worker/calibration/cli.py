@@ -78,7 +78,7 @@ def _check_arguments(args) -> str | None:
 def run_calibrate(args, settings: LinewatchSettings) -> int:
     from kafka.errors import KafkaError
 
-    from common.kafka import connection_hint
+    from common.kafka import kafka_failure
 
     problem = _check_arguments(args)
     if problem:
@@ -88,11 +88,7 @@ def run_calibrate(args, settings: LinewatchSettings) -> int:
     try:
         return _calibrate(args, settings, scope)
     except (KafkaError, TimeoutError) as exc:
-        print(
-            f"error: Kafka at {settings.kafka.bootstrap_servers}: {type(exc).__name__}: {exc}; "
-            f"{connection_hint(settings.kafka)}",
-            file=sys.stderr,
-        )
+        print(f"error: {kafka_failure(settings.kafka, exc)}", file=sys.stderr)
         return 1
 
 

@@ -84,18 +84,14 @@ def build_feedback(args, frames_topic: str) -> FeedbackRecord:
 def run_feedback(args, settings: LinewatchSettings) -> int:
     from kafka.errors import KafkaError
 
-    from common.kafka import connection_hint
+    from common.kafka import kafka_failure
 
     try:
         if args.feedback_command == "add":
             return _add(args, settings)
         return _list(args, settings)
     except (KafkaError, TimeoutError) as exc:
-        print(
-            f"error: Kafka at {settings.kafka.bootstrap_servers}: {type(exc).__name__}: {exc}; "
-            f"{connection_hint(settings.kafka)}",
-            file=sys.stderr,
-        )
+        print(f"error: {kafka_failure(settings.kafka, exc)}", file=sys.stderr)
         return 1
 
 
