@@ -128,7 +128,12 @@ def settings_env(settings: LinewatchSettings) -> dict[str, str]:
                 continue
             if isinstance(value, SecretStr):
                 value = value.get_secret_value()
-            text = str(value).lower() if isinstance(value, bool) else str(value)
+            if isinstance(value, bool):
+                text = str(value).lower()
+            elif isinstance(value, (tuple, list, dict)):  # pydantic-settings reads complex values as JSON
+                text = json.dumps(value)
+            else:
+                text = str(value)
             env[f"LINEWATCH_{section_name.upper()}__{name.upper()}"] = text
     return env
 
