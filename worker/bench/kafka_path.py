@@ -216,8 +216,8 @@ def _drain_backlog(
         deadline = time.monotonic() + ASSIGN_TIMEOUT_S
         while not service.status().assigned_partitions and time.monotonic() < deadline and thread.is_alive():
             time.sleep(0.005)
-    assigned_at = datetime.now(timezone.utc)
     cpu_before = _cpu_by_thread_s()
+    assigned_at = datetime.now(timezone.utc)  # the drain's start: fill + steady + drain then fit in its wall time
     with clock.stage("drain"):
         collector.collect(set(sent_ids), RESULT_TIMEOUT_S)
     cpu_by_thread = _cpu_ms_per_frame(cpu_before, _cpu_by_thread_s(), frames)
