@@ -232,6 +232,14 @@ class ServerProcess:
     stop_timeout: float = 30.0
     atexit_timeout: float = 10.0  # what a server forgotten by its test gets to stop at interpreter exit
 
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def is_running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
     def start(self):  # pragma: no cover - every subclass has its own
         raise NotImplementedError
 

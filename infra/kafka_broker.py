@@ -327,14 +327,6 @@ class KafkaBroker(_proc.ServerProcess):
         return f"{HOST}:{self.listener_port(name)}"
 
     @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    @property
-    def is_running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    @property
     def last_start_seconds(self) -> float | None:
         return self.start_durations[-1] if self.start_durations else None
 

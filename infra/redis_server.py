@@ -113,14 +113,6 @@ class RedisServer(_proc.ServerProcess):
         auth = f":{quote(self.password, safe='')}@" if self.password else ""
         return f"redis://{auth}{HOST}:{self.port}/0"
 
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    @property
-    def is_running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
     def _argv(self) -> list[str]:
         argv = [
             self.exe,
