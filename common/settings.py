@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
@@ -79,9 +79,16 @@ class RedisSettings(_Section):
     )
 
 
+# Model profiles (worker/inspection/models/registry.py builds them); every CLI offers these names.
+ModelProfile = Literal["default", "base", "tiny", "demo"]
+PROFILE_NAMES: tuple[str, ...] = get_args(ModelProfile)
+RANDOM_WEIGHT_PROFILES: tuple[str, ...] = ("base", "tiny", "demo")
+
+
 class ModelSettings(_Section):
-    profile: Literal["default", "tiny", "base"] = Field(
-        "default", description="default (real weights), base (real architectures, random weights), tiny (tests)"
+    profile: ModelProfile = Field(
+        "default",
+        description="default (real weights), base (real architectures, random weights), tiny (tests), demo (tiny with a finer CLIP patch grid, for make demo)",
     )
     device: str = Field("auto", description="auto, cpu, cuda, cuda:1 ...")
     models_dir: Path = Field(Path("models"), description="folder holding clip/, clipseg/, sam/, isnet/")

@@ -28,7 +28,7 @@ from common.telemetry import Telemetry, TelemetryConfigError, setup_telemetry
 from producer.publisher import FramePublisher, FrameTooLargeError, build_frame_meta
 from producer.rate import RateLimiter
 from producer.sources import CaptureSource, FrameSource, SourceError, open_source
-from producer.sources.synthetic import truth_headers
+from producer.sources.synthetic import PARTS, truth_headers
 
 log = logging.getLogger("linewatch.producer")
 
@@ -79,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     syn.add_argument("--seed", type=int, default=0, help="synthetic scene seed (default 0)")
     syn.add_argument(
         "--defect-rate", type=_fraction, default=0.1, help="fraction of synthetic frames with a defect (default 0.1)"
+    )
+    syn.add_argument(
+        "--parts",
+        choices=sorted(PARTS),
+        default="mixed",
+        help="what runs on the belt: mixed (every colour, caps and washers; default), or one product: washers, caps",
     )
     meta = parser.add_argument_group("frame metadata and encoding")
     meta.add_argument("--camera", default="cam-1", help="camera id, also the message key (default cam-1)")
@@ -136,6 +142,7 @@ def run(
             seed=args.seed,
             defect_rate=args.defect_rate,
             limit=args.limit,
+            parts=args.parts,
         )
     except SourceError as exc:
         print(f"linewatch-producer: {exc}", file=sys.stderr)

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # `make demo`: a local Kafka broker + Redis, one worker, the synthetic camera, a live summary,
 # and the operator dashboard (its address is printed; it stays up until Enter when run in a terminal).
-# Before the line starts, DEMO_REFERENCES good frames of the synthetic belt become the reference bank
-# of "metal washer" and the worker calibrates itself on DEMO_CALIBRATION_FRAMES good frames (learning
-# mode, the bank in force); the summary then prints image AUROC and F1 against the producer's truth.
+# The belt runs one product (grey metal washers, `--parts washers`). Before the line starts,
+# DEMO_REFERENCES good frames spread over the belt become the reference bank of "metal washer" and the
+# worker calibrates itself on DEMO_CALIBRATION_FRAMES good frames (learning mode, the bank in force);
+# the summary then prints image AUROC and F1 against the producer's truth.
 #
 #   DEMO_FRAMES=40 bash scripts/demo.sh      # frames to send (default 40, at DEMO_FPS=2 frames/s)
 #
 # Uses the real models (profile `default`) when models/clip, models/clipseg and models/sam exist,
-# otherwise the `tiny` profile (random weights: it shows the plumbing, not detection quality).
+# otherwise the `demo` profile: tiny random-weight models whose CLIP sees a tile in 8 px patches, so
+# the reference bank detects drawn defects (its zero-shot scores mean nothing).
 # Servers keep their state in .state/demo and are stopped on exit, as is the worker.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +20,9 @@ PY=$VENV/bin/python
 STATE=${DEMO_STATE_DIR:-.state/demo}
 DEMO_FRAMES=${DEMO_FRAMES:-40}
 DEMO_FPS=${DEMO_FPS:-2}
-DEMO_REFERENCES=${DEMO_REFERENCES:-4}
+DEMO_REFERENCES=${DEMO_REFERENCES:-16}
+DEMO_REFERENCE_GAP=${DEMO_REFERENCE_GAP:-5}  # belt frames between two references: they show the belt in many positions
+DEMO_PARTS=${DEMO_PARTS:-washers}
 DEMO_CALIBRATION_FRAMES=${DEMO_CALIBRATION_FRAMES:-12}  # >= 9 for the 10% false-alarm bound
 DEMO_DEFECT_RATE=${DEMO_DEFECT_RATE:-0.3}
 OBJECT="metal washer"
@@ -67,17 +71,20 @@ if [[ -d models/clip && -d models/clipseg && -d models/sam ]]; then
     export LINEWATCH_MODELS__PROFILE=${LINEWATCH_MODELS__PROFILE:-default}
     echo "demo: real weights found in models/: profile $LINEWATCH_MODELS__PROFILE"
 else
-    export LINEWATCH_MODELS__PROFILE=tiny
+    export LINEWATCH_MODELS__PROFILE=demo
     export LINEWATCH_MODELS__FOREGROUND=isnet
+    # 16 references of 3 tiles of 28 x 28 patches: ~38,000 patches (20 MB), kept whole (no coreset wait)
+    export LINEWATCH_MODELS__REFERENCE_MAX_PATCHES=${LINEWATCH_MODELS__REFERENCE_MAX_PATCHES:-60000}
     cat <<'BANNER'
 
 ################################################################################
 #                                                                              #
-#   TINY PROFILE: RANDOM WEIGHTS, SCORES MEAN NOTHING                          #
+#   DEMO PROFILE: TINY RANDOM-WEIGHT MODELS                                    #
 #                                                                              #
 #   models/clip, models/clipseg and models/sam are not all present, so the     #
-#   demo runs the tiny random-weight models (foreground: IS-Net). It shows     #
-#   the pipeline -- Kafka, Redis, worker, results -- not detection quality.    #
+#   demo runs tiny random-weight models (foreground: IS-Net). Their zero-shot  #
+#   scores mean nothing; what detects defects here is the reference bank       #
+#   (nearest-patch distances), a fraction of what real weights do.             #
 #                                                                              #
 ################################################################################
 
@@ -117,15 +124,17 @@ echo "demo: worker ready after ${SECONDS} s"
 # announced on the control topic; then learning mode calibrates the threshold on fused scores.
 REFS=$STATE/references
 rm -rf "$REFS" && mkdir -p "$REFS"
-"$PY" - "$REFS" "$DEMO_REFERENCES" <<'PYTHON'
+"$PY" - "$REFS" "$DEMO_REFERENCES" "$DEMO_REFERENCE_GAP" "$DEMO_PARTS" <<'PYTHON'
 import sys
 from pathlib import Path
 
 from common.codecs import encode_image
 from producer.sources import SyntheticSource
 
-for frame in SyntheticSource(seed=101, defect_rate=0.0, limit=int(sys.argv[2])):
-    (Path(sys.argv[1]) / f"good-{frame.index:02d}.png").write_bytes(encode_image(frame.rgb, "image/png"))
+count, gap, parts = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+for frame in SyntheticSource(seed=101, defect_rate=0.0, limit=count * gap, parts=parts):
+    if frame.index % gap == 0:
+        (Path(sys.argv[1]) / f"good-{frame.index:03d}.png").write_bytes(encode_image(frame.rgb, "image/png"))
 PYTHON
 echo "demo: registering $DEMO_REFERENCES good frames as references of \"$OBJECT\""
 "$VENV/bin/linewatch-worker" --log-level WARNING references add "$REFS"/*.png --object "$OBJECT"
@@ -135,7 +144,7 @@ echo "demo: learning mode: the worker calibrates on the next $DEMO_CALIBRATION_F
 "$PY" scripts/demo_summary.py --expect "$DEMO_CALIBRATION_FRAMES" --timeout "$DEMO_TIMEOUT" --interval 10 &
 SUMMARY_PID=$!
 "$VENV/bin/linewatch-producer" --source synthetic --camera cam-1 --line line-1 --object "$OBJECT" \
-    --fps "$DEMO_FPS" --limit "$DEMO_CALIBRATION_FRAMES" --defect-rate 0 --seed 202 --log-level WARNING
+    --fps "$DEMO_FPS" --limit "$DEMO_CALIBRATION_FRAMES" --defect-rate 0 --seed 202 --parts "$DEMO_PARTS" --log-level WARNING
 wait "$SUMMARY_PID" || { echo "demo: calibration frames did not all come back" >&2; tail -n 30 "$WORKER_LOG" >&2; exit 1; }
 sleep 2  # the calibrated record goes round the control topic
 
@@ -143,7 +152,7 @@ sleep 2  # the calibrated record goes round the control topic
 SUMMARY_PID=$!
 
 "$VENV/bin/linewatch-producer" --source synthetic --camera cam-1 --line line-1 --object "$OBJECT" \
-    --fps "$DEMO_FPS" --limit "$DEMO_FRAMES" --defect-rate "$DEMO_DEFECT_RATE" --seed 303 --log-level WARNING
+    --fps "$DEMO_FPS" --limit "$DEMO_FRAMES" --defect-rate "$DEMO_DEFECT_RATE" --seed 303 --parts "$DEMO_PARTS" --log-level WARNING
 
 summary_rc=0
 wait "$SUMMARY_PID" || summary_rc=$?

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from common.codecs import ImageDecodeError
 from common.schemas import FrameMeta, utc_now
-from common.settings import LinewatchSettings
+from common.settings import PROFILE_NAMES, LinewatchSettings
 
 log = logging.getLogger("linewatch.worker")
 
@@ -23,7 +23,7 @@ def add_inspect_parser(subparsers) -> None:
     parser.add_argument("--object", required=True, help="the product as named in prompts, e.g. 'screw'")
     parser.add_argument(
         "--profile",
-        choices=["default", "base", "tiny"],
+        choices=PROFILE_NAMES,
         default=None,
         help="model profile (default: settings, i.e. 'default' = real weights)",
     )

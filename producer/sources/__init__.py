@@ -47,6 +47,7 @@ def open_source(
     seed: int = 0,
     defect_rate: float = 0.1,
     limit: int | None = None,
+    parts: str = "mixed",
 ) -> FrameSource:
     """Open a source from its command-line notation.
 
@@ -55,7 +56,7 @@ def open_source(
     """
     spec = spec.strip()
     if spec == "synthetic" or spec.startswith("synthetic:"):
-        return SyntheticSource(width=width, height=height, seed=seed, defect_rate=defect_rate, limit=limit)
+        return SyntheticSource(width=width, height=height, seed=seed, defect_rate=defect_rate, limit=limit, parts=parts)
     if spec.startswith("folder:"):
         return FolderSource(spec[len("folder:") :], loop=loop)
     if spec.startswith("video:"):

@@ -22,6 +22,13 @@ PART_COLOURS = [(182, 184, 190), (200, 170, 60), (60, 110, 190), (190, 60, 50), 
 HOLE_FRACTIONS = (0.0, 0.35, 0.45)  # hole radius / part radius: solid caps and two sizes of washers
 BELT_PERIOD = 64  # pixels: the belt texture repeats (and scrolls) with this period
 MACHINE_RGB = (120, 124, 128)
+# What runs on the belt: (colours, hole fractions) to draw parts from. A real line runs one product;
+# "mixed" (every colour, caps and washers) is the default scene of the tests and the bench.
+PARTS = {
+    "mixed": (PART_COLOURS, HOLE_FRACTIONS),
+    "washers": ([PART_COLOURS[0]], (HOLE_FRACTIONS[1],)),  # one product: grey metal washers
+    "caps": ([PART_COLOURS[1]], (0.0,)),  # one product: yellow solid caps
+}
 RGB = tuple[int, int, int]
 # Ground truth on the wire, synthetic sources only: "1" when the frame carries a drawn defect, else "0".
 DEFECT_HEADER = "lw-synthetic-defect"
@@ -191,9 +198,12 @@ class SyntheticSource(FrameSource):
         speed: float | None = None,
         limit: int | None = None,
         noise: float = 2.0,
+        parts: str = "mixed",
     ):
         if width < 64 or height < 64:
             raise SourceError(f"synthetic frames must be at least 64x64, got {width}x{height}")
+        if parts not in PARTS:
+            raise SourceError(f"unknown synthetic parts {parts!r}; expected one of {sorted(PARTS)}")
         if not 0.0 <= defect_rate <= 1.0:
             raise SourceError(f"--defect-rate must be within [0, 1], got {defect_rate}")
         self.width, self.height = int(width), int(height)
@@ -202,6 +212,7 @@ class SyntheticSource(FrameSource):
         self.speed = float(speed) if speed is not None else max(2.0, self.width / 80.0)
         self.limit = limit
         self.noise = noise
+        self.colours, self.holes = PARTS[parts]
         self.name = "synthetic"
         self._belt_top, self._belt_bottom = belt_rows(self.height)
         self._belt_texture = belt_texture(self.width, self.height, self.seed)
@@ -211,8 +222,8 @@ class SyntheticSource(FrameSource):
         radius = float(rng.uniform(0.16, 0.24) * belt_h)
         margin = radius + 0.04 * belt_h
         y = float(rng.uniform(self._belt_top + margin, self._belt_bottom - margin))
-        colour = PART_COLOURS[int(rng.integers(len(PART_COLOURS)))]
-        hole = float(rng.choice(HOLE_FRACTIONS))
+        colour = self.colours[int(rng.integers(len(self.colours)))]
+        hole = float(rng.choice(self.holes))
         return Part(x=x, y=y, radius=radius, colour=colour, hole=hole, angle=float(rng.uniform(0, 2 * np.pi)))
 
     def _spacing(self, rng: np.random.Generator) -> float:

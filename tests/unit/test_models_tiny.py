@@ -76,3 +76,22 @@ def test_checkpoints_load_without_pickle_execution(tmp_path):
     torch.save({"weights": Evil()}, evil)
     with pytest.raises(Exception, match="[Ww]eights only"):
         load_state_dict(evil)
+
+
+def test_demo_profile_sees_a_tile_in_8px_patches_with_no_positional_offsets(tiny):
+    from common.settings import PROFILE_NAMES
+    from worker.inspection.models.registry import PROFILES
+
+    assert set(PROFILES) == set(PROFILE_NAMES)  # every profile a CLI offers can be built
+    demo = load_models(ModelSettings(profile="demo", foreground="none"))
+    assert demo.profile == "demo" and demo.fingerprint != tiny.fingerprint
+    assert demo.clip.normalisation.size == 224 and demo.clip.patch_grid == 28
+    assert not demo.clip.model.visual.positional_embedding.any()
+    # without positional offsets, two tiles that show the same uniform surface give the same
+    # patch features at every place: a reference patch matches wherever the part lies
+    flat = torch.full((1, 3, 224, 224), 0.4)
+    _, patches = demo.clip.encode_images_with_patches(flat, (-1,))
+    assert patches.shape == (1, 1, 28 * 28, 64)
+    assert torch.allclose(patches[0, 0], patches[0, 0, :1].expand_as(patches[0, 0]), atol=1e-5)
+    _, tiny_patches = tiny.clip.encode_images_with_patches(torch.full((1, 3, 64, 64), 0.4), (-1,))
+    assert not torch.allclose(tiny_patches[0, 0], tiny_patches[0, 0, :1].expand_as(tiny_patches[0, 0]), atol=1e-3)

@@ -86,6 +86,26 @@ def test_synthetic_rejects_bad_parameters():
         SyntheticSource(defect_rate=1.5)
     with pytest.raises(SourceError):
         SyntheticSource(width=10, height=10)
+    with pytest.raises(SourceError, match="unknown synthetic parts"):
+        SyntheticSource(parts="bolts")
+
+
+def _colour_share(frames, rgb) -> float:
+    """Fraction of pixels within 12 grey levels of `rgb` in each channel (the part's face colour)."""
+    pixels = np.concatenate([f.rgb.reshape(-1, 3).astype(int) for f in frames])
+    return float((np.abs(pixels - np.array(rgb)).max(axis=1) <= 12).mean())
+
+
+def test_synthetic_parts_one_product_or_mixed():
+    from producer.sources.synthetic import PART_COLOURS
+
+    mixed = _take(SyntheticSource(seed=3, defect_rate=0.0), 30)
+    washers = _take(SyntheticSource(seed=3, defect_rate=0.0, parts="washers"), 30)
+    others = PART_COLOURS[1:4]  # yellow, blue, red (the white parts' face is a grey washer's highlight)
+    assert sum(_colour_share(mixed, rgb) for rgb in others) > 0.02
+    assert sum(_colour_share(washers, rgb) for rgb in others) < 0.001
+    assert _colour_share(washers, PART_COLOURS[0]) > 0.03
+    assert open_source("synthetic", parts="washers", limit=1).colours == [PART_COLOURS[0]]
 
 
 # --------------------------------------------------------------------------- folder

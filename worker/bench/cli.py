@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 
+from common.settings import PROFILE_NAMES
+
 
 def add_bench_parser(subparsers) -> None:
     parser = subparsers.add_parser("bench", help="measure Inspector throughput against the naive path")
-    parser.add_argument("--profile", choices=["tiny", "base", "default"], default="tiny")
+    parser.add_argument("--profile", choices=PROFILE_NAMES, default="tiny")
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--naive-frames", type=int, default=2, help="frames for the naive path (0 skips it)")

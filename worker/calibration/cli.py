@@ -19,7 +19,7 @@ from pathlib import Path
 from common.argtypes import positive_int
 from common.calibration import TooFewFrames, conformal_rank, frames_needed
 from common.control import scope_key
-from common.settings import LinewatchSettings
+from common.settings import PROFILE_NAMES, LinewatchSettings
 
 
 def _rate(text: str) -> float:
@@ -50,7 +50,7 @@ def add_calibrate_parser(subparsers) -> None:
     parser.add_argument("--object", required=True, help="the product as named in prompts")
     parser.add_argument("--camera", default=None, help="calibrate camera:<id>/object:<name> (else object:<name>)")
     parser.add_argument("--target-fpr", type=_rate, required=True, help="false-alarm rate to bound, e.g. 0.01")
-    parser.add_argument("--profile", choices=["default", "base", "tiny"], default=None)
+    parser.add_argument("--profile", choices=PROFILE_NAMES, default=None)
     parser.add_argument("--foreground", choices=["sam+isnet", "isnet", "none"], default=None)
     parser.add_argument("--from-topic", action="store_true", help="take the camera's newest --frames frames")
     parser.add_argument("--frames", type=positive_int, default=None, help="how many frames --from-topic takes")

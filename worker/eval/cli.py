@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from common.argtypes import positive_int
+from common.settings import PROFILE_NAMES
 from worker.eval.datasets import DATASET_KINDS, DatasetLayoutError, open_dataset, select_categories
 from worker.eval.fewshot import context_for, evaluate_modes, mode_label
 from worker.eval.metrics import DEFAULT_BINS
@@ -58,7 +59,7 @@ def _configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--profile",
-        choices=("tiny", "base", "default"),
+        choices=PROFILE_NAMES,
         default=None,
         help="model profile (default: the configured one; tiny = random weights, tests only)",
     )

@@ -15,10 +15,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from common.settings import RANDOM_WEIGHT_PROFILES
 from worker.eval.metrics import nan_mean
 from worker.eval.runner import CategoryResult, EvalRun
-
-RANDOM_WEIGHT_PROFILES = ("tiny", "base")
 
 # (row label, "group.field" of CategoryResult) for the main table.
 METRIC_ROWS: tuple[tuple[str, str], ...] = (

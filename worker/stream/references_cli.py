@@ -20,7 +20,7 @@ from pathlib import Path
 from common.control import ControlRecord, ReferenceSet, parse_scope, scope_key
 from common.control_topic import publish_control, read_control_topic
 from common.schemas import utc_now
-from common.settings import LinewatchSettings
+from common.settings import PROFILE_NAMES, LinewatchSettings
 
 
 def add_references_parser(subparsers) -> None:
@@ -32,7 +32,7 @@ def add_references_parser(subparsers) -> None:
     add.add_argument("--camera", default=None, help="a camera id: the bank is for that camera's frames only")
     add.add_argument("--from-feedback", action="store_true", help="also the frames marked good_reference")
     add.add_argument("--replace", action="store_true", help="a new bank instead of adding to the one in force")
-    add.add_argument("--profile", choices=["default", "base", "tiny"], default=None)
+    add.add_argument("--profile", choices=PROFILE_NAMES, default=None)
     add.add_argument("--foreground", choices=["sam+isnet", "isnet", "none"], default=None)
     add.add_argument("--by", default=None, help="who adds them (default: the login name)")
     commands.add_parser("list", help="every scope with a bank in force, one JSON line each")

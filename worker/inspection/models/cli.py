@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from common.settings import LinewatchSettings, ModelSettings
+from common.settings import PROFILE_NAMES, LinewatchSettings, ModelSettings
 
 
 def add_models_parser(subparsers) -> None:
@@ -26,7 +26,7 @@ def add_models_parser(subparsers) -> None:
     check = commands.add_parser(
         "check", help="for each model: file found, real or random, fingerprint, what is missing"
     )
-    check.add_argument("--profile", choices=["default", "base", "tiny"], default=None)
+    check.add_argument("--profile", choices=PROFILE_NAMES, default=None)
     check.add_argument("--no-load", action="store_true", help="only look for the files; do not build the models")
 
 

@@ -3,7 +3,8 @@
 - default: the real pretrained weights (WinCLIP's CLIP, CIDAS CLIPSeg, SAM, IS-Net),
   loaded from local files or the Hugging Face cache. Missing weights are an error.
 - base:    the same architectures with random weights, so benchmarks pay the real cost.
-- tiny:    few-layer random versions of the same architectures, for tests and demos.
+- tiny:    few-layer random versions of the same architectures, for tests.
+- demo:    tiny, but a CLIP that sees each tile at 224 px in 8 px patches, for `make demo`'s reference bank.
 
 Random profiles are only ever chosen explicitly; they say so in the fingerprint and profile.
 """
@@ -68,6 +69,25 @@ def _tiny_clip(device: torch.device) -> ClipModel:
     return build_open_clip("tiny", None, device, model_cfg=config)
 
 
+def _demo_clip(device: torch.device) -> ClipModel:
+    """A tiny CLIP fine enough for nearest-patch matching: 224 px tiles in 8 px patches (28 x 28).
+
+    Its positional embedding is zeroed: random position vectors would make two identical patches at
+    different places of a tile unlike each other (real CLIP's learned ones are smooth and small), and
+    a reference bank could then only match a patch at the place it was seen.
+    """
+    torch.manual_seed(RANDOM_SEED)
+    config = {
+        "embed_dim": 32,
+        "vision_cfg": {"image_size": 224, "layers": 4, "width": 64, "head_width": 16, "patch_size": 8},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
+    }
+    clip = build_open_clip("demo", None, device, model_cfg=config)
+    with torch.no_grad():
+        clip.model.visual.positional_embedding.zero_()
+    return clip
+
+
 def tiny_clipseg_config() -> CLIPSegConfig:
     return CLIPSegConfig(
         text_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2},
@@ -107,16 +127,20 @@ def _load_isnet(settings: ModelSettings) -> IsNetSalientModel:
     return load_isnet(settings.isnet_path or default_isnet_path(settings.models_dir), providers=providers)
 
 
-def _build_tiny(settings: ModelSettings, device: torch.device) -> ModelBundle:
+def _build_tiny(settings: ModelSettings, device: torch.device, profile: str = "tiny") -> ModelBundle:
     sam = build_tiny_sam(device, TINY_SAM_OPTIONS, RANDOM_SEED) if settings.foreground == "sam+isnet" else None
     return ModelBundle(
-        "tiny",
+        profile,
         device,
-        _tiny_clip(device),
+        _demo_clip(device) if profile == "demo" else _tiny_clip(device),
         build_clipseg_random(tiny_clipseg_config(), device, RANDOM_SEED),
         sam,
         _load_isnet(settings) if settings.foreground != "none" else None,
     )
+
+
+def _build_demo(settings: ModelSettings, device: torch.device) -> ModelBundle:
+    return _build_tiny(settings, device, profile="demo")
 
 
 def _build_base(settings: ModelSettings, device: torch.device) -> ModelBundle:
@@ -173,6 +197,7 @@ def _build_default(settings: ModelSettings, device: torch.device) -> ModelBundle
 
 PROFILES: dict[str, Callable[[ModelSettings, torch.device], ModelBundle]] = {
     "tiny": _build_tiny,
+    "demo": _build_demo,
     "base": _build_base,
     "default": _build_default,
 }
