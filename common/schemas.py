@@ -114,6 +114,9 @@ class Versions(_Message):
     prompt_set: str
     threshold_version: str
     tile_temperature: float | None = None  # the tile score's softmax scale (None in results from before it existed)
+    # the reference bank that scored the frame: "<scope>@v<version>" (a worker), "files:<n>" (inspect
+    # --references); None: no bank (zero-shot, or the rolling pool alone)
+    reference_bank: str | None = None
 
 
 class SourceRef(_Message):

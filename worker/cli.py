@@ -109,7 +109,9 @@ def run_inspect(args, settings: LinewatchSettings) -> int:
         except (OSError, ImageDecodeError) as exc:
             print(f"error: reference: {exc}", file=sys.stderr)
             return 2
-        few_shot = FewShotContext(bank=bank_from_images(inspector, references, args.object))
+        few_shot = FewShotContext(
+            bank=bank_from_images(inspector, references, args.object), bank_label=f"files:{len(references)}"
+        )
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
     failures = 0
@@ -119,7 +121,12 @@ def run_inspect(args, settings: LinewatchSettings) -> int:
         frames = [frame for _, _, frame in pending]
         for (path, meta, frame), inspection in zip(pending, inspector.inspect(frames)):
             result = build_result(
-                meta, inspection, versions=inspector.versions, worker_settings=limits, thresholds=thresholds
+                meta,
+                inspection,
+                versions=inspector.versions,
+                worker_settings=limits,
+                thresholds=thresholds,
+                reference_bank=few_shot.bank_label if few_shot else None,
             )
             print(result.model_dump_json(), flush=True)
             if args.out:

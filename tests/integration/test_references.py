@@ -159,6 +159,12 @@ def test_two_workers_share_one_bank_and_use_a_new_version_within_5_s(kafka_broke
         assert delay < 5.0
     # and the old bank's reference is no longer ~0 once the new one is in force
     assert scored(tap, "a", near_zero=False, after=announced)
+    # every result names the bank that scored it
+    banks_seen = {r.versions.reference_bank for r in scored(tap, "a", near_zero=True)}
+    assert banks_seen == {f"{SCOPE}@v{first_version}"}
+    assert {r.versions.reference_bank for r in scored(tap, "b", near_zero=True, after=announced)} == {
+        f"{SCOPE}@v{second.version}"
+    }
 
 
 def test_a_bank_survives_a_worker_restart_and_a_redis_restart(
@@ -265,3 +271,17 @@ def test_references_list_show_delete_against_the_broker_and_redis(kafka_broker, 
     assert run("show", "--scope", SCOPE)[0] == 1 and run("list")[1] == ""
     code, _, err = run("show", "--scope", "nonsense")
     assert code == 2 and "not a control scope" in err
+
+
+def test_pool_delete_takes_only_its_scope_even_with_glob_characters_in_the_name(redis_server):
+    """Object names are free text: a `*` or `[` in one must not make SCAN match the other scopes' keys."""
+    from common.settings import RedisSettings
+
+    store = open_store(RedisSettings(url=SecretStr(redis_server.url), key_prefix=f"test-[{uuid.uuid4().hex[:6]}]*"))
+    features = np.ones((1, 2, 4), dtype=np.float32)
+    for scope in ("object:bolt*", "object:bolt-m8", "object:bolt[a]"):
+        for _ in range(3):
+            store.pool_push("fp", scope, features, size=2)
+    assert store.pool_delete("fp", "object:bolt*") == 3  # its two ring slots and its counter
+    assert store.pool_read("fp", "object:bolt-m8", 2)[0] == 3 and store.pool_read("fp", "object:bolt[a]", 2)[0] == 3
+    assert store.pool_read("fp", "object:bolt*", 2) == (0, [])

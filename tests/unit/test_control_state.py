@@ -12,8 +12,8 @@ from opentelemetry.metrics import NoOpMeter
 from common.calibration import conformal_threshold
 from common.control import ControlRecord, Learning, PromptOverrides
 from common.control_topic import ControlTable, RefusedRecord, decode_control, encode_control
+from common.metrics import Metrics
 from common.settings import WorkerSettings
-from common.telemetry import Metrics
 from worker.inspection.prompts import PromptSet
 from worker.stream.control import ControlState
 from worker.stream.control_cli import UsageError, new_record, parse

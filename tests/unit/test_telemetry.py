@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from opentelemetry import trace
 
+from common.metrics import Metrics
 from common.telemetry import (
-    Metrics,
     TelemetryConfigError,
     exporter_names,
     extract_context,
@@ -195,6 +195,13 @@ def test_metrics_reach_the_prometheus_text(telemetry):
         assert expected in text, expected
     lag_lines = [line for line in text.splitlines() if line.startswith("linewatch_consumer_lag{")]
     assert len(lag_lines) == 1 and 'partition="3"' in lag_lines[0] and lag_lines[0].endswith(" 42.0")
+    m.few_shot_held({"banks": 2_048_000, "pools": 512})
+    held = {
+        line.split('kind="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
+        for line in telemetry.prometheus_text().decode().splitlines()
+        if line.startswith("linewatch_fewshot_memory")
+    }
+    assert held == {"banks": 2_048_000.0, "pools": 512.0}
     assert telemetry.prometheus_content_type.startswith("text/plain")
 
 

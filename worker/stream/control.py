@@ -21,8 +21,8 @@ from kafka.errors import KafkaError
 
 from common.control import ControlRecord, ThresholdsInForce, candidate_scopes, threshold_version, thresholds_in_force
 from common.control_topic import ControlTable, RefusedRecord, caught_up, control_consumer, decode_control, poll_control
+from common.metrics import Metrics
 from common.settings import KafkaSettings, WorkerSettings
-from common.telemetry import Metrics
 from worker.stream.learning import in_learning
 from worker.stream.telemetry import Counters
 

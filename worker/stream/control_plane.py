@@ -11,8 +11,8 @@ from collections.abc import Callable
 
 from common.control import ControlRecord
 from common.control_topic import encode_control
+from common.metrics import Metrics
 from common.settings import LinewatchSettings
-from common.telemetry import Metrics
 from worker.stream.control import ControlFollower, ControlState
 from worker.stream.judging import Judge
 from worker.stream.publishing import Outbox, Outgoing

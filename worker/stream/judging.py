@@ -16,7 +16,7 @@ from dataclasses import replace
 import numpy as np
 
 from common.control import ControlRecord, ThresholdsInForce, scope_key
-from common.telemetry import Metrics
+from common.metrics import Metrics
 from worker.inspection.types import Inspection
 from worker.stream.control import ControlState, Resolved
 from worker.stream.drift import DriftWatch

@@ -212,6 +212,7 @@ class Publisher:
                 source=work.message.source,
                 thresholds=thresholds,
                 calibrating=calibrating,
+                reference_bank=getattr(work.control.few_shot, "bank_label", None) if work.control else None,
             )
             self._publish_result(work.partition, work.message, result, work.span)
         except Exception as exc:  # a frame whose result cannot be built or sent goes to the DLQ alone

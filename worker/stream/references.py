@@ -143,13 +143,19 @@ class ReferenceBanks:
             self._healed_at = time.monotonic()
             self.heal()
         bank = self.bank(scope)
+        with self._lock:
+            label = f"{scope}@v{self._announced.get(scope)}" if bank is not None else None
         pool = self._pool(scope_key(camera_id, object_name)) if self.models.pool_frames > 0 else None
         if bank is None and pool is None:
             return None
         from worker.inspection.fewshot.context import FewShotContext
 
         return FewShotContext(
-            bank=bank, pool=pool, pool_fraction=self.models.pool_fraction, pool_min_frames=self.models.pool_min_frames
+            bank=bank,
+            bank_label=label,
+            pool=pool,
+            pool_fraction=self.models.pool_fraction,
+            pool_min_frames=self.models.pool_min_frames,
         )
 
     def _pool(self, scope: str):

@@ -60,12 +60,14 @@ def build_result(
     source: SourceRef | None = None,
     thresholds: ThresholdsInForce | None = None,
     calibrating: bool = False,
+    reference_bank: str | None = None,
 ) -> InspectionResult:
     """The result message for one inspected frame: verdict, RLE defect mask, regions, instances, timings.
 
     `thresholds` are those of the control record in force (default: the static settings);
     `score` is the raw score normalised so that the image threshold maps to 0.5. While the
     scope is `calibrating` (learning mode) the verdict says so and nothing is anomalous.
+    `reference_bank` names the bank that scored the frame (`versions.reference_bank`).
     """
     thresholds = thresholds or static_thresholds(worker_settings)
     raw_score = float(np.clip(inspection.score, 0.0, 1.0))
@@ -95,7 +97,9 @@ def build_result(
             for i in inspection.instances
         ],
         timings_ms=dict(inspection.timings_ms),
-        versions=versions.model_copy(update={"threshold_version": thresholds.version}),
+        versions=versions.model_copy(
+            update={"threshold_version": thresholds.version, "reference_bank": reference_bank}
+        ),
         worker_id=worker_id or worker_settings.worker_id,
         source=source,
     )

@@ -289,9 +289,7 @@ class WorkerService:
     # ================================================================== helpers
 
     def _build_inspector(self) -> InspectorProtocol:
-        from worker.inspection.inspector import (
-            build_inspector,  # heavy (torch): only when serving
-        )
+        from worker.inspection.inspector import build_inspector  # heavy (torch): only when serving
         from worker.inspection.redis_cache import build_embedding_cache
 
         if self.cache is None:
@@ -319,6 +317,7 @@ class WorkerService:
             self.telemetry.metrics.lag(tp.topic, tp.partition, lag[tp])
         with self._lag_lock:
             self._lag = lag
+        self.telemetry.metrics.few_shot_held(self.control.references.memory())
         # Ping the shared cache: the in-process LRUs answer most lookups, so an outage or a recovery
         # would otherwise show in the status only at the next prompt never seen before.
         if isinstance(self.cache, MonitoredCache):

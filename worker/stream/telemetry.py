@@ -17,7 +17,8 @@ from opentelemetry import metrics as metrics_api
 from opentelemetry import trace
 from opentelemetry.context import Context
 
-from common.telemetry import Metrics, Telemetry, extract_context, inject_headers
+from common.metrics import Metrics
+from common.telemetry import Telemetry, extract_context, inject_headers
 
 
 class ServiceTelemetry:

@@ -11,6 +11,7 @@ Every worker of the group pushes its frames into the same ring and reads back wh
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +23,11 @@ from worker.inspection.redis_cache import CorruptEntryError, build_redis_client,
 
 # Banks are megabytes: reads and writes get a longer socket timeout than the embedding cache's.
 STORE_TIMEOUT_S = 30.0
+
+
+def glob_escape(text: str) -> str:
+    """`text` as a literal in a Redis SCAN MATCH pattern (object names may hold * ? [ ] or \\)."""
+    return re.sub(r"([*?\[\]\\])", r"\\\1", text)
 
 
 @dataclass(frozen=True)
@@ -88,7 +94,7 @@ class FewShotStore:
 
     def list_banks(self, scope: str | None = None) -> list[StoredBank]:
         found = []
-        for key in self.client.scan_iter(match=f"{self.prefix}:bank:*", count=500):
+        for key in self.client.scan_iter(match=glob_escape(f"{self.prefix}:bank:") + "*", count=500):
             meta = self.client.hmget(key, ["fingerprint", "scope", "version", "frames", "shape"])
             if None in meta:
                 continue
@@ -131,5 +137,6 @@ class FewShotStore:
         return latest, sorted(frames, key=lambda item: item[0])
 
     def pool_delete(self, fingerprint: str, scope: str) -> int:
-        keys = list(self.client.scan_iter(match=self._pool_key(fingerprint, scope, "*"), count=500))
+        pattern = glob_escape(self._pool_key(fingerprint, scope, "")) + "*"
+        keys = list(self.client.scan_iter(match=pattern, count=500))
         return int(self.client.delete(*keys)) if keys else 0
