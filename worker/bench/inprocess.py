@@ -96,6 +96,7 @@ def run_bench(settings: ModelSettings, frames: int, batch: int, naive_frames: in
         "device": device_name(models.device),
         "precision": models.precision,
         "sam_points": settings.sam_points if models.sam is not None else None,
+        "sam_image_size": models.sam.sam.image_encoder.img_size if models.sam is not None else None,
         "instances": settings.instances,
         "frame_size": [width, height],
         "reference_tile_ms": reference_ms,
