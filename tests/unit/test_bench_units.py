@@ -4,7 +4,7 @@ import pytest
 
 from common.settings import ModelSettings
 from worker.bench.inprocess import run_bench
-from worker.bench.units import tile_units, with_tile_units
+from worker.bench.units import reference_check, tile_units, with_tile_units
 
 
 def test_tile_units_divide_by_the_reference_pass():
@@ -14,11 +14,17 @@ def test_tile_units_divide_by_the_reference_pass():
     assert tile_units(1.0, 3.0) == 0.33
 
 
+def test_a_reference_pass_that_changed_during_the_run_is_flagged():
+    assert reference_check(200.0, 220.0) == {"reference_tile_ms_after": 220.0, "ratio": 1.1, "steady": True}
+    assert reference_check(1750.0, 400.0)["steady"] is False  # the load dropped: units understated
+    assert reference_check(200.0, 300.0)["steady"] is False
+
+
 @pytest.mark.timeout(600)
 def test_bench_reports_tile_units_decoder_points_and_the_cost_of_bf16():
     settings = ModelSettings(profile="tiny", foreground="sam+isnet", precision="bf16")
     report = run_bench(settings, frames=2, batch=2, naive_frames=0, width=320, height=240)
-    assert report["reference_tile_ms"] > 0
+    assert report["reference_tile_ms"] > 0 and report["reference_check"]["reference_tile_ms_after"] > 0
     fast = report["optimised"]
     assert fast["tile_units_per_frame"] == pytest.approx(fast["ms_per_frame"] / report["reference_tile_ms"], abs=0.01)
     assert set(fast["stage_tile_units"]) == set(fast["stage_ms_per_frame"])

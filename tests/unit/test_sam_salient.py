@@ -11,11 +11,12 @@ are never kept is SAM's (real weights') property of masks containing their promp
 import numpy as np
 import pytest
 import torch
+from segment_anything import SamAutomaticMaskGenerator
 from segment_anything.utils.amg import build_point_grid
 
 from tests.support.synthetic import make_synthetic_scene
 from worker.inspection.models.sam import SamGeneratorOptions, build_tiny_sam
-from worker.inspection.models.sam_salient import SalientPrompting, dilate, points_inside
+from worker.inspection.models.sam_salient import SalientMaskGenerator, SalientPrompting, dilate, points_inside
 from worker.inspection.pipeline.foreground import keep_salient_masks
 
 OPTIONS = SamGeneratorOptions(points_per_side=16, pred_iou_thresh=0.0, stability_score_thresh=0.0)
@@ -83,3 +84,24 @@ def _prompted_inside(record: dict, region: np.ndarray) -> bool:
 
 def sorted_masks(masks: list[np.ndarray]) -> list[np.ndarray]:
     return sorted(masks, key=lambda mask: (int(mask.sum()), np.flatnonzero(mask)[:1].tolist()))
+
+
+@pytest.mark.parametrize("quantile", [0.8, 1.0])  # a fifth of the masks pass the IoU filter; none does
+def test_filtering_before_the_upsampling_gives_segment_anythings_own_masks(quantile):
+    # The IoU filter runs on the low-resolution logits here, before the upsampling; the masks
+    # kept must be bit for bit those of segment-anything's own generator at the same threshold.
+    sam = build_tiny_sam(torch.device("cpu"), OPTIONS, seed=1234)
+    image = make_synthetic_scene(seed=5).image
+    options = {"points_per_side": 8, "stability_score_thresh": 0.0, "box_nms_thresh": 1.0}  # no NMS: every mask
+    everything = SamAutomaticMaskGenerator(sam.sam, pred_iou_thresh=0.0, **options).generate(image)
+    options["pred_iou_thresh"] = float(np.quantile([record["predicted_iou"] for record in everything], quantile))
+    assert options["pred_iou_thresh"] > 0.0  # segment-anything applies the filter only above 0
+    expected = SamAutomaticMaskGenerator(sam.sam, **options).generate(image)
+    ours = SalientMaskGenerator(sam.sam, **options).generate_in(image, None)
+    assert len(ours) == len(expected) and (0 < len(expected) < len(everything)) == (quantile < 1.0)
+    for a, b in zip(sorted(ours, key=_order), sorted(expected, key=_order)):
+        assert np.array_equal(a["segmentation"], b["segmentation"]) and a["predicted_iou"] == b["predicted_iou"]
+
+
+def _order(record: dict) -> tuple:
+    return (record["predicted_iou"], int(record["segmentation"].sum()))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 from common.settings import PROFILE_NAMES
 
@@ -26,6 +27,12 @@ def add_bench_parser(subparsers) -> None:
     parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default=None)
     parser.add_argument("--sam-points", choices=["salient", "grid"], default=None, help="default: the setting")
     parser.add_argument("--instances", choices=["objects", "components"], default=None, help="default: the setting")
+    parser.add_argument(
+        "--sam-image-size",
+        type=int,
+        default=None,
+        help="SAM encoder input side (models.sam_image_size; default: the setting)",
+    )
     parser.add_argument(
         "--sweep",
         action="store_true",
@@ -62,10 +69,14 @@ def run_bench_command(args, settings) -> int:
     import torch  # heavy: only when the command runs
 
     update = {"profile": args.profile, "foreground": args.foreground, "device": args.device}
-    for name in ("precision", "sam_points", "instances"):
+    for name in ("precision", "sam_points", "instances", "sam_image_size"):
         if getattr(args, name) is not None:
             update[name] = getattr(args, name)
-    model_settings = settings.models.model_copy(update=update)
+    try:  # validated, so a bad flag gets the setting's own message
+        model_settings = type(settings.models).model_validate({**settings.models.model_dump(), **update})
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if args.torch_threads is not None:
         torch.set_num_threads(max(1, args.torch_threads))
     if args.few_shot:

@@ -14,7 +14,13 @@ import numpy as np
 import torch
 
 from common.settings import ModelSettings
-from worker.bench.units import decoder_points, precision_deviation, reference_tile_ms, with_tile_units
+from worker.bench.units import (
+    decoder_points,
+    precision_deviation,
+    reference_check,
+    reference_tile_ms,
+    with_tile_units,
+)
 from worker.inspection.inspector import Inspector
 from worker.inspection.measure import StageClock, peak_rss_mb
 from worker.inspection.models.registry import load_models
@@ -88,6 +94,7 @@ def run_bench(settings: ModelSettings, frames: int, batch: int, naive_frames: in
     slow = run_batches(naive, data[: max(1, min(naive_frames, frames))], 1) if naive_frames else None
     if slow:
         with_tile_units(slow, reference_ms)
+    reference = reference_check(reference_ms, reference_tile_ms(models.device))  # did the load change meanwhile?
 
     report = {
         "profile": models.profile,
@@ -96,10 +103,12 @@ def run_bench(settings: ModelSettings, frames: int, batch: int, naive_frames: in
         "device": device_name(models.device),
         "precision": models.precision,
         "sam_points": settings.sam_points if models.sam is not None else None,
+        "sam_image_size": models.sam.sam.image_encoder.img_size if models.sam is not None else None,
         "instances": settings.instances,
         "frame_size": [width, height],
         "reference_tile_ms": reference_ms,
         "tile_units_per_frame": fast["tile_units_per_frame"],
+        "reference_check": reference,
         "sam_decoder_points": decoder_points(optimised, models, len(data)),
         "precision_deviation_vs_fp32": precision_deviation(models, settings, data[:2]),
         "first_call_ms_including_prompt_encoding": prompt_once_ms,

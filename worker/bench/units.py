@@ -45,6 +45,13 @@ def reference_tile_ms(device: torch.device, repeats: int = 5) -> float:
     return round(float(np.median(times)), 2)
 
 
+def reference_check(before_ms: float, after_ms: float, tolerance: float = 0.25) -> dict:
+    """The reference pass at the start and at the end of a run: on a shared machine whose load changed
+    in between, the tile units (taken against the start) are not to be trusted, and the report says so."""
+    ratio = round(after_ms / before_ms, 2)
+    return {"reference_tile_ms_after": after_ms, "ratio": ratio, "steady": abs(ratio - 1.0) <= tolerance}
+
+
 def with_tile_units(report: dict, reference_ms: float) -> dict:
     """Adds `tile_units_per_frame` and `stage_tile_units` to a run_batches report."""
     report["tile_units_per_frame"] = tile_units(report["ms_per_frame"], reference_ms)

@@ -128,7 +128,11 @@ def _load_isnet(settings: ModelSettings) -> IsNetSalientModel:
 
 
 def _build_tiny(settings: ModelSettings, device: torch.device, profile: str = "tiny") -> ModelBundle:
-    sam = build_tiny_sam(device, TINY_SAM_OPTIONS, RANDOM_SEED) if settings.foreground == "sam+isnet" else None
+    sam = (
+        build_tiny_sam(device, TINY_SAM_OPTIONS, RANDOM_SEED, settings.sam_image_size)
+        if settings.foreground == "sam+isnet"
+        else None
+    )
     return ModelBundle(
         profile,
         device,
@@ -148,7 +152,7 @@ def _build_base(settings: ModelSettings, device: torch.device) -> ModelBundle:
     clip = build_open_clip(settings.clip_model, None, device)
     clipseg = build_clipseg_random(base_clipseg_config(), device, RANDOM_SEED)
     sam = (
-        build_sam_random(settings.sam_type, device, REAL_SAM_OPTIONS, RANDOM_SEED)
+        build_sam_random(settings.sam_type, device, REAL_SAM_OPTIONS, RANDOM_SEED, settings.sam_image_size)
         if settings.foreground == "sam+isnet"
         else None
     )
@@ -191,7 +195,11 @@ def _build_default(settings: ModelSettings, device: torch.device) -> ModelBundle
             " use --profile tiny for a smoke test with random weights, its scores mean nothing)"
         )
     clipseg = load_clipseg_folder(clipseg_folder, device)
-    sam = load_sam(settings.sam_type, sam_checkpoint, device, REAL_SAM_OPTIONS) if sam_checkpoint else None
+    sam = (
+        load_sam(settings.sam_type, sam_checkpoint, device, REAL_SAM_OPTIONS, settings.sam_image_size)
+        if sam_checkpoint
+        else None
+    )
     return ModelBundle("default", device, clip, clipseg, sam, isnet)
 
 

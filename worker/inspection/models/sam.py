@@ -12,6 +12,7 @@ from segment_anything import sam_model_registry
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
 from worker.inspection.models.precision import Precision, autocast
+from worker.inspection.models.sam_input import encoder_side, set_input_side
 from worker.inspection.models.sam_salient import SalientMaskGenerator, SalientPrompting
 from worker.inspection.models.weights import load_state_dict
 
@@ -29,7 +30,15 @@ class SamGeneratorOptions:
 
 
 class SamMaskProposer:
-    def __init__(self, sam: Sam, options: SamGeneratorOptions, device: torch.device):
+    """SAM's automatic masks of a frame, with the encoder at `image_size` (models.sam_image_size).
+
+    A side above the model's own runs at the model's own (only the tiny profile, 256 px, has
+    one below the setting's 1024 default); see sam_input.py for what a smaller side changes.
+    """
+
+    def __init__(self, sam: Sam, options: SamGeneratorOptions, device: torch.device, image_size: int | None = None):
+        # Before the generator: its predictor builds ResizeLongestSide from img_size.
+        set_input_side(sam, min(image_size or encoder_side(sam), encoder_side(sam)))
         self.sam = sam.to(device).eval()
         self.device = device
         self.precision: Precision = "fp32"  # set by the registry from models.precision
@@ -65,25 +74,31 @@ class SamMaskProposer:
         return [record["segmentation"] for record in records]
 
 
-def load_sam(sam_type: str, checkpoint: Path, device: torch.device, options: SamGeneratorOptions) -> SamMaskProposer:
-    """Real SAM weights: build the registry architecture, then load the checkpoint safely."""
+def load_sam(
+    sam_type: str, checkpoint: Path, device: torch.device, options: SamGeneratorOptions, image_size: int | None = None
+) -> SamMaskProposer:
+    """Real SAM weights: build the registry architecture, load the checkpoint safely, then resize the input."""
     sam = sam_model_registry[sam_type](checkpoint=None)
     sam.load_state_dict(load_state_dict(checkpoint))
-    return SamMaskProposer(sam, options, device)
+    return SamMaskProposer(sam, options, device, image_size)
 
 
-def build_sam_random(sam_type: str, device: torch.device, options: SamGeneratorOptions, seed: int) -> SamMaskProposer:
+def build_sam_random(
+    sam_type: str, device: torch.device, options: SamGeneratorOptions, seed: int, image_size: int | None = None
+) -> SamMaskProposer:
     torch.manual_seed(seed)
-    return SamMaskProposer(sam_model_registry[sam_type](checkpoint=None), options, device)
+    return SamMaskProposer(sam_model_registry[sam_type](checkpoint=None), options, device, image_size)
 
 
-def build_tiny_sam(device: torch.device, options: SamGeneratorOptions, seed: int) -> SamMaskProposer:
+def build_tiny_sam(
+    device: torch.device, options: SamGeneratorOptions, seed: int, image_size: int | None = None
+) -> SamMaskProposer:
     """A few-layer SAM of the real module types: 256 px input, 32-wide embeddings."""
     torch.manual_seed(seed)
-    image_size, patch, dim = 256, 16, 32
+    native, patch, dim = 256, 16, 32
     sam = Sam(
         image_encoder=ImageEncoderViT(
-            img_size=image_size,
+            img_size=native,
             patch_size=patch,
             embed_dim=dim,
             depth=2,
@@ -98,8 +113,8 @@ def build_tiny_sam(device: torch.device, options: SamGeneratorOptions, seed: int
         ),
         prompt_encoder=PromptEncoder(
             embed_dim=dim,
-            image_embedding_size=(image_size // patch, image_size // patch),
-            input_image_size=(image_size, image_size),
+            image_embedding_size=(native // patch, native // patch),
+            input_image_size=(native, native),
             mask_in_chans=4,
         ),
         mask_decoder=MaskDecoder(
@@ -112,4 +127,4 @@ def build_tiny_sam(device: torch.device, options: SamGeneratorOptions, seed: int
         pixel_mean=[123.675, 116.28, 103.53],
         pixel_std=[58.395, 57.12, 57.375],
     )
-    return SamMaskProposer(sam, options, device)
+    return SamMaskProposer(sam, options, device, image_size)

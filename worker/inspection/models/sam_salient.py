@@ -77,22 +77,22 @@ class SalientMaskGenerator(SamAutomaticMaskGenerator):
             self.point_grids, self._prompting = self.full_grids, None
 
     def _process_batch(self, points, im_size, crop_box, orig_size) -> MaskData:
-        # segment-anything's _process_batch (v1.0) plus the coverage rule before the RLE encoding.
+        # segment-anything's _process_batch (v1.0), with two changes that keep every kept mask
+        # bit-identical: the predicted-IoU filter runs on the low-resolution logits, before the
+        # upsampling to the frame (the costliest step after the decoder), and the coverage rule
+        # runs before the RLE encoding.
         orig_h, orig_w = orig_size
-        transformed = self.predictor.transform.apply_coords(points, im_size)
-        in_points = torch.as_tensor(transformed, device=self.predictor.device)
-        in_labels = torch.ones(in_points.shape[0], dtype=torch.int, device=in_points.device)
-        masks, iou_preds, _ = self.predictor.predict_torch(
-            in_points[:, None, :], in_labels[:, None], multimask_output=True, return_logits=True
-        )
+        low_res, iou_preds = self._decode(points, im_size)
+        repeated = torch.as_tensor(points.repeat(low_res.shape[0] // len(points), axis=0))
+        if self.pred_iou_thresh > 0.0:
+            passed = iou_preds > self.pred_iou_thresh
+            low_res, iou_preds, repeated = low_res[passed], iou_preds[passed], repeated[passed]
+        predictor = self.predictor
+        masks = predictor.model.postprocess_masks(low_res[:, None], predictor.input_size, predictor.original_size)
         data = MaskData(  # float32: under bf16 autocast the decoder answers in bf16, which numpy lacks
-            masks=masks.flatten(0, 1).float(),
-            iou_preds=iou_preds.flatten(0, 1).float(),
-            points=torch.as_tensor(points.repeat(masks.shape[1], axis=0)),
+            masks=masks[:, 0].float(), iou_preds=iou_preds.float(), points=repeated
         )
         del masks
-        if self.pred_iou_thresh > 0.0:
-            data.filter(data["iou_preds"] > self.pred_iou_thresh)
         threshold = self.predictor.model.mask_threshold
         data["stability_score"] = calculate_stability_score(data["masks"], threshold, self.stability_score_offset)
         if self.stability_score_thresh > 0.0:
@@ -108,6 +108,23 @@ class SalientMaskGenerator(SamAutomaticMaskGenerator):
         data["rles"] = mask_to_rle_pytorch(data["masks"])
         del data["masks"]
         return data
+
+    def _decode(self, points: np.ndarray, im_size) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, 2) crop points -> low-res mask logits (3N, h, w) and predicted IoUs (3N,), SAM's predict_torch
+        without its upsampling (three masks per point, ordered point by point as predict_torch's flatten)."""
+        predictor, model = self.predictor, self.predictor.model
+        transformed = predictor.transform.apply_coords(points, im_size)
+        in_points = torch.as_tensor(transformed, device=predictor.device)
+        in_labels = torch.ones(in_points.shape[0], dtype=torch.int, device=in_points.device)
+        sparse, dense = model.prompt_encoder(points=(in_points[:, None, :], in_labels[:, None]), boxes=None, masks=None)
+        low_res, iou_preds = model.mask_decoder(
+            image_embeddings=predictor.features,
+            image_pe=model.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=True,
+        )
+        return low_res.flatten(0, 1), iou_preds.flatten(0, 1)
 
     def _can_pass(self, masks: torch.Tensor) -> torch.Tensor:
         """(N, H, W) bool masks -> (N,) bool: at least min_coverage of the mask inside the salient mask."""
