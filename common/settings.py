@@ -167,6 +167,11 @@ class ModelSettings(_Section):
             )
         return side
 
+    isnet_runtime: Literal["auto", "onnxruntime", "torch"] = Field(
+        "auto",
+        description="what runs IS-Net's ONNX graph: onnxruntime (fp32, CPU or onnxruntime-gpu), torch (the graph converted by onnx2torch: on the worker's device, in models.precision, channels-last); auto: torch on CUDA or when the precision is bf16/fp16, else onnxruntime (faster in fp32 on a CPU)",
+    )
+
 
 class WorkerSettings(_Section):
     worker_id: str = Field(

@@ -51,6 +51,19 @@ def test_bundle_models_run_in_the_chosen_precision():
     assert half.dtype == torch.float32  # outputs stay fp32 for the numpy stages
     deviation = (half - full).abs().max().item()
     assert 0.0 < deviation < 0.05  # bf16 really ran, and stayed close
+    # CLIPSeg's vision tower and decoder run on their bf16 copy the same way
+    tiles = torch.rand(2, 3, bundle.clipseg.size, bundle.clipseg.size)
+    prompts = bundle.clipseg.encode_texts(["a photo of a damaged object.", "a photo of a scratch."])
+    half_maps = bundle.clipseg.segment(tiles, prompts)
+    assert bundle.clipseg._half[0].embeddings.patch_embedding.weight.dtype == torch.bfloat16
+    bundle.clipseg.precision = "fp32"
+    assert bundle.clipseg._half is None
+    full_maps = bundle.clipseg.segment(tiles, prompts)
+    side = bundle.clipseg.size
+    assert half_maps.dtype == torch.float32 and half_maps.shape == full_maps.shape == (2, 2, side, side)
+    # random weights saturate the sigmoid, so a few pixels near 0.5 may flip; nearly all stay put
+    moved = (half_maps - full_maps).abs()
+    assert moved.max().item() > 0.0 and (moved > 0.05).float().mean().item() < 0.02
 
 
 def test_isnet_runs_on_the_workers_gpu_or_on_the_cpu():

@@ -212,11 +212,13 @@ def load_isnet(
     path: str | Path = DEFAULT_ISNET_PATH,
     providers: Sequence[str] | None = None,
     intra_op_num_threads: int | None = None,
+    torch_runtime: tuple | None = None,
 ) -> IsNetSalientModel:
     """Open the IS-Net ONNX file at ``path``.
 
     Uses ``CUDAExecutionProvider`` when onnxruntime offers it, else CPU, unless
-    ``providers`` is given.
+    ``providers`` is given. ``torch_runtime`` = (device, precision) runs the graph on torch
+    instead (isnet_torch.py); the fingerprint is the file's either way.
 
     Raises:
         FileNotFoundError: the file is missing (run ``make models``).
@@ -226,6 +228,10 @@ def load_isnet(
         raise FileNotFoundError(
             f"IS-Net model not found at {path.resolve()}; run `make models` (scripts/fetch_isnet.py) to download it"
         )
+    if torch_runtime is not None:
+        from worker.inspection.models.isnet_torch import torch_isnet_session
+
+        return IsNetSalientModel(torch_isnet_session(path, *torch_runtime), path, sha256_file(path))
     import onnxruntime as ort
 
     opts = ort.SessionOptions()

@@ -123,8 +123,20 @@ def _load_isnet(settings: ModelSettings) -> IsNetSalientModel:
     from worker.inspection.models.isnet import default_isnet_path, load_isnet, providers_for
 
     device = resolve_device(settings.device)
+    path = settings.isnet_path or default_isnet_path(settings.models_dir)
+    precision = resolve_precision(settings.precision, device)
+    if isnet_on_torch(settings.isnet_runtime, device.type, precision):
+        return load_isnet(path, torch_runtime=(device, precision))
     providers = providers_for(device.type, device.index, onnxruntime.get_available_providers())
-    return load_isnet(settings.isnet_path or default_isnet_path(settings.models_dir), providers=providers)
+    return load_isnet(path, providers=providers)
+
+
+def isnet_on_torch(runtime: str, device_type: str, precision: Precision) -> bool:
+    """models.isnet_runtime: auto runs IS-Net on torch on CUDA or in half precision (faster there),
+    on onnxruntime in fp32 on a CPU (faster there)."""
+    if runtime != "auto":
+        return runtime == "torch"
+    return device_type == "cuda" or precision != "fp32"
 
 
 def _build_tiny(settings: ModelSettings, device: torch.device, profile: str = "tiny") -> ModelBundle:
@@ -214,8 +226,9 @@ PROFILES: dict[str, Callable[[ModelSettings, torch.device], ModelBundle]] = {
 def set_precision(bundle: ModelBundle, precision: Precision) -> None:
     """Run every torch model of the bundle in `precision` (IS-Net is ONNX: its own precision).
 
-    CLIP's image tower runs on a converted copy, CLIPSeg and SAM under autocast: whichever
-    was faster per model on an AMX CPU (README, Benchmarks).
+    CLIP's image tower and CLIPSeg's vision tower and decoder run on converted copies, SAM under
+    autocast: whichever was faster per model on an AMX CPU (README, Benchmarks). IS-Net runs on
+    torch in that precision when models.isnet_runtime says so (isnet_on_torch).
     """
     bundle.precision = precision
     for model in (bundle.clip, bundle.clipseg, bundle.sam):

@@ -1,0 +1,72 @@
+"""IS-Net on torch (models.isnet_runtime): the shipped ONNX graph converted by onnx2torch gives
+onnxruntime's salient maps, and `auto` picks the runtime that is faster where the worker runs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from producer.sources import SyntheticSource
+from worker.inspection.models.isnet import default_isnet_path, load_isnet
+from worker.inspection.models.registry import isnet_on_torch
+
+ISNET = default_isnet_path()
+needs_isnet = pytest.mark.skipif(not ISNET.is_file(), reason="IS-Net model not fetched (make models)")
+
+
+@pytest.mark.parametrize(
+    ("runtime", "device", "precision", "expected"),
+    [
+        ("auto", "cpu", "fp32", False),  # onnxruntime: 3x faster than torch in fp32 on a CPU
+        ("auto", "cpu", "bf16", True),  # torch: bf16 channels-last convolutions (AMX)
+        ("auto", "cuda", "fp32", True),  # on the device without onnxruntime-gpu
+        ("auto", "cuda", "fp16", True),
+        ("onnxruntime", "cuda", "bf16", False),
+        ("torch", "cpu", "fp32", True),
+    ],
+)
+def test_auto_picks_torch_on_cuda_or_in_half_precision(runtime, device, precision, expected):
+    assert isnet_on_torch(runtime, device, precision) is expected
+
+
+@pytest.fixture(scope="module")
+def frames():
+    return [frame.rgb for frame in SyntheticSource(seed=5, defect_rate=0.0, limit=2, parts="washers")]
+
+
+@needs_isnet
+def test_the_torch_graph_gives_onnxruntimes_salient_maps(frames):
+    reference = load_isnet(ISNET, providers=["CPUExecutionProvider"])
+    on_torch = load_isnet(ISNET, torch_runtime=(torch.device("cpu"), "fp32"))
+    assert on_torch.fingerprint == reference.fingerprint  # the same file, whichever runs it
+    assert on_torch.providers == ["torch:cpu:fp32"] and on_torch.batch_size == reference.batch_size
+    expected = reference.predict(frames)
+    got = on_torch.predict(frames)
+    for a, b in zip(expected, got):
+        assert a.shape == b.shape == frames[0].shape[:2]
+        # onnxruntime computes in fp16 between the shipped graph's casts, the converted graph in fp32
+        assert np.abs(a - b).max() < 1e-3
+    bf16 = load_isnet(ISNET, torch_runtime=(torch.device("cpu"), "bf16")).predict(frames)
+    for a, b in zip(expected, bf16):
+        # the foreground mask (>= 0.5) is what the pipeline keeps: the same pixels to within a sliver
+        assert np.abs(a - b).max() < 0.05
+        assert ((a >= 0.5) != (b >= 0.5)).mean() < 1e-3
+
+
+@needs_isnet
+def test_a_graph_with_a_non_float_cast_is_refused():
+    import onnx
+    from onnx import TensorProto, helper
+
+    from worker.inspection.models.isnet_torch import as_fp32_graph
+
+    node = helper.make_node("Cast", ["x"], ["y"], to=TensorProto.INT64, name="to_int")
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.INT64, [1])],
+    )
+    with pytest.raises(ValueError, match="not a float cast"):
+        as_fp32_graph(onnx.helper.make_model(graph))
