@@ -70,3 +70,14 @@ def test_a_graph_with_a_non_float_cast_is_refused():
     )
     with pytest.raises(ValueError, match="not a float cast"):
         as_fp32_graph(onnx.helper.make_model(graph))
+
+
+@needs_isnet
+def test_the_precision_probe_times_isnet_on_both_runtimes():
+    from common.settings import ModelSettings
+    from worker.bench.precision_probe import run_precision_probe
+
+    report = run_precision_probe(ModelSettings(profile="tiny", foreground="isnet"), batch=1, repeats=1)
+    timings = report["isnet"]
+    assert set(timings) == {"onnxruntime_ms_per_image", "torch_fp32_ms_per_image", "torch_bf16_ms_per_image"}
+    assert all(ms > 0 for ms in timings.values())

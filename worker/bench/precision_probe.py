@@ -2,7 +2,8 @@
 
 Which is faster depends on the hardware (AMX, tensor cores) and the batch size, so it is
 measured rather than assumed: ms per image for CLIP's image tower, CLIPSeg's vision tower
-and SAM's image encoder, at the profile's architectures (random weights cost the same).
+and SAM's image encoder, at the profile's architectures (random weights cost the same), and
+IS-Net's graph on onnxruntime against torch (models.isnet_runtime).
 """
 
 from __future__ import annotations
@@ -65,4 +66,22 @@ def run_precision_probe(settings: ModelSettings, batch: int, repeats: int) -> di
     if models.sam is not None:
         size = models.sam.sam.image_encoder.img_size
         report["sam_image_encoder"] = probe(models.sam.sam.image_encoder, torch.rand(1, 3, size, size), repeats, device)
+    if models.isnet is not None:
+        report["isnet"] = probe_isnet(models.isnet.path, device, repeats)
     return report
+
+
+def probe_isnet(path, device: torch.device, repeats: int) -> dict:
+    """ms per 1024 px image: onnxruntime (as configured), torch fp32, torch bf16 (channels-last)."""
+    from worker.inspection.models.isnet import load_isnet
+    from worker.inspection.models.isnet_torch import torch_isnet_session
+
+    image = np.random.default_rng(0).random((1, 3, 1024, 1024), dtype=np.float32)
+    onnx_model = load_isnet(path)
+    out = {"onnxruntime_ms_per_image": round(_ms(lambda: onnx_model.predict_raw(image), repeats), 1)}
+    for precision in ("fp32", "bf16"):
+        session = torch_isnet_session(path, device, precision)
+        feeds = {session.get_inputs()[0].name: image}
+        ms = _ms(lambda session=session, feeds=feeds: session.run(["output"], feeds), repeats)
+        out[f"torch_{precision}_ms_per_image"] = round(ms, 1)
+    return out
