@@ -8,13 +8,13 @@ IS-Net's graph on onnxruntime against torch (models.isnet_runtime).
 
 from __future__ import annotations
 
-import copy
 import time
 
 import numpy as np
 import torch
 
 from common.settings import ModelSettings
+from worker.inspection.models.precision import converted_copy
 from worker.inspection.models.registry import load_models
 
 
@@ -38,7 +38,7 @@ def probe(module: torch.nn.Module, inputs: torch.Tensor, repeats: int, device: t
             module(inputs)
 
     autocast = _ms(autocast_run, repeats)
-    converted = copy.deepcopy(module).to(torch.bfloat16)
+    converted = converted_copy(module, "bf16")
     weights = _ms(lambda: converted(inputs.to(torch.bfloat16)), repeats)
     per_image = len(inputs)
     return {

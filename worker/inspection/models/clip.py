@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import open_clip
 import torch
 import torch.nn.functional as F
 
-from worker.inspection.models.precision import DTYPES, Precision
+from worker.inspection.models.precision import DTYPES, Precision, converted_copy
 from worker.inspection.models.text_context import encode_text_trimmed
 
 
@@ -45,7 +44,7 @@ class ClipModel:
         # AMX CPU autocast made batches of tiles slower than fp32 (bench --precision-probe), the
         # converted copy faster. The fp32 weights stay, so fp32 can be switched back exactly.
         self._precision = value
-        self._visual_half = None if value == "fp32" else copy.deepcopy(self.model.visual).to(DTYPES[value])
+        self._visual_half = converted_copy(self.model.visual, value)
 
     @property
     def logit_scale(self) -> float:

@@ -7,7 +7,6 @@ The expensive part of CLIPSeg is its CLIP vision tower; the decoder is light.
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import open_clip
 import torch
 from transformers import CLIPSegConfig, CLIPSegForImageSegmentation
 
-from worker.inspection.models.precision import DTYPES, Precision, autocast
+from worker.inspection.models.precision import DTYPES, Precision, autocast, converted_copy
 
 # ViTImageProcessor defaults used by the CIDAS CLIPSeg checkpoints.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -82,10 +81,7 @@ class ClipSegModel:
         self._half = (
             None
             if value == "fp32"
-            else (
-                copy.deepcopy(self.model.clip.vision_model).to(DTYPES[value]),
-                copy.deepcopy(self.model.decoder).to(DTYPES[value]),
-            )
+            else (converted_copy(self.model.clip.vision_model, value), converted_copy(self.model.decoder, value))
         )
 
     def _normalise(self, images: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,7 @@ function of the device type and the hardware's answers, so tests can pin it.
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
@@ -53,6 +54,11 @@ def resolve_precision(setting: PrecisionSetting, device: torch.device) -> Precis
     """choose_precision with this machine's answers."""
     cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
     return choose_precision(setting, device.type, cpu_flags() if device.type == "cpu" else (), cuda_bf16)
+
+
+def converted_copy(module: torch.nn.Module, precision: Precision) -> torch.nn.Module | None:
+    """A copy of `module` with its weights in `precision` (None for fp32); the original keeps its fp32 weights."""
+    return None if precision == "fp32" else copy.deepcopy(module).to(DTYPES[precision])
 
 
 def autocast(precision: Precision, device: torch.device):
