@@ -24,12 +24,17 @@ def test_clip_embeddings_are_unit_vectors(tiny):
 
 def test_clipseg_shared_vision_pass_equals_full_model_per_prompt(tiny):
     images = torch.rand(2, 3, 352, 352)
-    prompts = ["a crack", "a scratch", "a dent"]
+    prompts = ["a crack", "a scratch", "a dent", "a hole", "a stain"]  # 10 pairs: two decoder calls on a CPU
     before = tiny.clipseg.vision_forward_images
     fast = tiny.clipseg.segment(images, tiny.clipseg.encode_texts(prompts))
     assert tiny.clipseg.vision_forward_images - before == 2  # once per tile, not per (tile, prompt)
+    trunk = tiny.clipseg._segment_modules[0]  # and only up to the deepest layer the decoder reads
+    assert len(trunk.encoder.layers) == 3 < len(tiny.clipseg.model.clip.vision_model.encoder.layers)
+    assert (
+        trunk.encoder.layers[0].mlp.fc1.weight is tiny.clipseg.model.clip.vision_model.encoder.layers[0].mlp.fc1.weight
+    )
     slow = tiny.clipseg.segment_naive(images, prompts)
-    assert fast.shape == slow.shape == (2, 3, 352, 352)
+    assert fast.shape == slow.shape == (2, 5, 352, 352)
     assert torch.allclose(fast, slow, atol=1e-4)  # batching changes float summation order only
 
 

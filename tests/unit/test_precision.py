@@ -1,5 +1,6 @@
 """models.precision: the `auto` choice is a pure function of the device type and the hardware flags."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -55,9 +56,10 @@ def test_bundle_models_run_in_the_chosen_precision():
     tiles = torch.rand(2, 3, bundle.clipseg.size, bundle.clipseg.size)
     prompts = bundle.clipseg.encode_texts(["a photo of a damaged object.", "a photo of a scratch."])
     half_maps = bundle.clipseg.segment(tiles, prompts)
-    assert bundle.clipseg._half[0].embeddings.patch_embedding.weight.dtype == torch.bfloat16
+    trunk, decoder = bundle.clipseg._segment_modules
+    assert trunk.embeddings.patch_embedding.weight.dtype == decoder.film_mul.weight.dtype == torch.bfloat16
     bundle.clipseg.precision = "fp32"
-    assert bundle.clipseg._half is None
+    assert bundle.clipseg._segment_modules[1] is bundle.clipseg.model.decoder
     full_maps = bundle.clipseg.segment(tiles, prompts)
     side = bundle.clipseg.size
     assert half_maps.dtype == torch.float32 and half_maps.shape == full_maps.shape == (2, 2, side, side)
@@ -82,3 +84,23 @@ def test_the_few_shot_pass_runs_in_the_same_precision_as_the_tile_embedding():
     embeddings, patches = clip.encode_images_with_patches(images, (-1,))
     assert torch.equal(embeddings, clip.encode_images(images))  # a bank never changes the tile score
     assert patches.shape[:2] == (2, 1) and patches.dtype == torch.float32
+
+
+def test_sam_runs_a_converted_copy_and_switches_back_to_its_fp32_weights():
+    from tests.support.synthetic import make_synthetic_scene
+
+    bundle = load_models(ModelSettings(profile="tiny", foreground="sam+isnet", precision="bf16"))
+    sam = bundle.sam
+    running = sam.generator.predictor.model
+    assert running is not sam.sam and running.prompt_encoder is sam.sam.prompt_encoder  # the small part is shared
+    assert running.image_encoder.module.patch_embed.proj.weight.dtype == torch.bfloat16
+    assert running.mask_decoder.module.iou_token.weight.dtype == torch.bfloat16
+    assert sam.sam.image_encoder.patch_embed.proj.weight.dtype == torch.float32  # the fingerprinted weights
+    image = make_synthetic_scene(seed=2, n_objects=3).image
+    half = sam.propose(image)
+    sam.precision = "fp32"
+    assert sam.generator.predictor.model is sam.sam
+    full = sam.propose(image)
+    assert half and full and all(mask.dtype == bool and mask.shape == image.shape[:2] for mask in half)
+    union_half, union_full = np.logical_or.reduce(half), np.logical_or.reduce(full)
+    assert (union_half & union_full).sum() / (union_half | union_full).sum() > 0.9  # 0.99 on this frame

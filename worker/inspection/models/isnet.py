@@ -131,12 +131,12 @@ class IsNetSalientModel:
 
     # ------------------------------------------------------------------ pre/post
     @staticmethod
-    def preprocess(image: np.ndarray) -> np.ndarray:
-        """HxWx3 uint8 RGB -> 3x1024x1024 float32, ``(x/255 - 0.5) / 1.0``."""
+    def preprocess(image: np.ndarray, size: int = INPUT_SIZE) -> np.ndarray:
+        """HxWx3 uint8 RGB -> 3 x size x size float32 (1024 for the shipped graph), ``(x/255 - 0.5) / 1.0``."""
         _check_image(image)
         h, w = image.shape[:2]
-        if (h, w) != (INPUT_SIZE, INPUT_SIZE):
-            resized = Image.fromarray(np.ascontiguousarray(image)).resize((INPUT_SIZE, INPUT_SIZE), Image.BILINEAR)
+        if (h, w) != (size, size):
+            resized = Image.fromarray(np.ascontiguousarray(image)).resize((size, size), Image.BILINEAR)
             arr = np.asarray(resized, dtype=np.float32)
         else:
             arr = image.astype(np.float32)
@@ -144,20 +144,20 @@ class IsNetSalientModel:
         return np.ascontiguousarray(arr.transpose(2, 0, 1))
 
     @staticmethod
-    def postprocess(raw: np.ndarray, height: int, width: int) -> np.ndarray:
-        """1024x1024 float32 (``sigmoid(d1)``) -> HxW float32 in [0, 1].
+    def postprocess(raw: np.ndarray, height: int, width: int, size: int = INPUT_SIZE) -> np.ndarray:
+        """size x size float32 (``sigmoid(d1)``) -> HxW float32 in [0, 1].
 
         Min-max normalised per image like the DIS reference. A constant map
         (``max - min < 1e-8``, where DIS would divide by zero) becomes all zeros.
         """
-        raw = np.asarray(raw, dtype=np.float32).reshape(INPUT_SIZE, INPUT_SIZE)
+        raw = np.asarray(raw, dtype=np.float32).reshape(size, size)
         lo = float(raw.min())
         hi = float(raw.max())
         if hi - lo < _EPS:
             norm = np.zeros_like(raw)
         else:
             norm = (raw - lo) / (hi - lo)
-        if (height, width) != (INPUT_SIZE, INPUT_SIZE):
+        if (height, width) != (size, size):
             norm = np.asarray(
                 Image.fromarray(np.ascontiguousarray(norm)).resize((width, height), Image.BILINEAR),
                 dtype=np.float32,
@@ -232,13 +232,18 @@ def load_isnet(
         from worker.inspection.models.isnet_torch import torch_isnet_session
 
         return IsNetSalientModel(torch_isnet_session(path, *torch_runtime), path, sha256_file(path))
+    import onnx
     import onnxruntime as ort
+
+    from worker.inspection.models.isnet_torch import only_the_salient_map
 
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if intra_op_num_threads is not None:
         opts.intra_op_num_threads = intra_op_num_threads
     session = ort.InferenceSession(
-        str(path), sess_options=opts, providers=list(providers) if providers else _default_providers()
+        only_the_salient_map(onnx.load(str(path))).SerializeToString(),
+        sess_options=opts,
+        providers=list(providers) if providers else _default_providers(),
     )
     return IsNetSalientModel(session, path, sha256_file(path))

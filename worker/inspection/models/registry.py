@@ -101,7 +101,7 @@ def tiny_clipseg_config() -> CLIPSegConfig:
         },
         projection_dim=32,
         reduce_dim=16,
-        extract_layers=[1, 2, 3],
+        extract_layers=[0, 1, 2],  # the decoder reads 3 of the 4 layers, so `segment` cuts the last one
         decoder_num_attention_heads=2,
         decoder_intermediate_size=32,
         use_complex_transposed_convolution=True,
@@ -224,11 +224,11 @@ PROFILES: dict[str, Callable[[ModelSettings, torch.device], ModelBundle]] = {
 
 
 def set_precision(bundle: ModelBundle, precision: Precision) -> None:
-    """Run every torch model of the bundle in `precision` (IS-Net is ONNX: its own precision).
+    """Run every torch model of the bundle in `precision`.
 
-    CLIP's image tower and CLIPSeg's vision tower and decoder run on converted copies, SAM under
-    autocast: whichever was faster per model on an AMX CPU (README, Benchmarks). IS-Net runs on
-    torch in that precision when models.isnet_runtime says so (isnet_on_torch).
+    CLIP's image tower, CLIPSeg's vision trunk and decoder, SAM's image encoder and mask decoder run
+    on copies converted to it: faster than autocast for each on an AMX CPU (README, Benchmarks).
+    IS-Net runs on torch in that precision when models.isnet_runtime says so (isnet_on_torch).
     """
     bundle.precision = precision
     for model in (bundle.clip, bundle.clipseg, bundle.sam):

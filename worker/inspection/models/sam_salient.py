@@ -89,7 +89,7 @@ class SalientMaskGenerator(SamAutomaticMaskGenerator):
             low_res, iou_preds, repeated = low_res[passed], iou_preds[passed], repeated[passed]
         predictor = self.predictor
         masks = predictor.model.postprocess_masks(low_res[:, None], predictor.input_size, predictor.original_size)
-        data = MaskData(  # float32: under bf16 autocast the decoder answers in bf16, which numpy lacks
+        data = MaskData(  # float32 whatever the decoder ran in: numpy has no bf16
             masks=masks[:, 0].float(), iou_preds=iou_preds.float(), points=repeated
         )
         del masks
