@@ -41,6 +41,7 @@ def test_the_torch_graph_gives_onnxruntimes_salient_maps(frames):
     on_torch = load_isnet(ISNET, torch_runtime=(torch.device("cpu"), "fp32"))
     assert on_torch.fingerprint == reference.fingerprint  # the same file, whichever runs it
     assert on_torch.providers == ["torch:cpu:fp32"] and on_torch.batch_size == reference.batch_size
+    assert on_torch.session.fused == 112  # every Conv -> ReLU pair of the graph runs as one oneDNN call
     expected = reference.predict(frames)
     got = on_torch.predict(frames)
     for a, b in zip(expected, got):
@@ -81,3 +82,29 @@ def test_the_precision_probe_times_isnet_on_both_runtimes():
     timings = report["isnet"]
     assert set(timings) == {"onnxruntime_ms_per_image", "torch_fp32_ms_per_image", "torch_bf16_ms_per_image"}
     assert all(ms > 0 for ms in timings.values())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_conv_relu_fusion_is_exact_and_leaves_shared_convolutions_alone(dtype):
+    from worker.inspection.models.isnet_torch import _MKLDNN_POINTWISE, fuse_conv_relu
+
+    if not _MKLDNN_POINTWISE:
+        pytest.skip("this torch build has no oneDNN pointwise convolution")
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Conv2d(8, 8, 3, padding=1, stride=2)
+            self.relu_a, self.relu_b = torch.nn.ReLU(), torch.nn.ReLU()
+
+        def forward(self, x):
+            shared = self.b(self.relu_a(self.a(x)))
+            return self.relu_b(shared) + shared  # b's output has two users: it must stay unfused
+
+    torch.manual_seed(0)
+    net = torch.fx.symbolic_trace(Net().eval()).to(dtype=dtype, memory_format=torch.channels_last)
+    x = torch.randn(2, 3, 32, 32).to(dtype).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        expected = net(x)
+        assert fuse_conv_relu(net) == 1
+        assert torch.equal(net(x), expected)

@@ -85,6 +85,61 @@ def _sort_topologically(graph) -> None:
     graph.node.extend(ordered)
 
 
+# oneDNN's convolution with a fused ReLU, the kernel torch.compile uses on a CPU; absent from builds without oneDNN.
+_MKLDNN_POINTWISE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+
+
+class ConvReLU(torch.nn.Module):
+    """`relu(conv(x))` in one oneDNN call: the ReLU runs on the convolution's output while it is in cache.
+
+    Bit-identical to the two calls; 10% of an IS-Net pass on the AMX CPU (its 112 ReLUs each re-read a
+    full activation map otherwise).
+    """
+
+    def __init__(self, conv: torch.nn.Conv2d):
+        super().__init__()
+        self.conv = conv
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = self.conv
+        return torch.ops.mkldnn._convolution_pointwise(
+            x, c.weight, c.bias, c.padding, c.stride, c.dilation, c.groups, "relu", [None], ""
+        )
+
+
+def fuse_conv_relu(module: torch.fx.GraphModule) -> int:
+    """Replace every Conv2d whose only user is a ReLU by a ConvReLU; returns how many were fused."""
+    graph, fused = module.graph, 0
+    for node in list(graph.nodes):
+        if not _calls(module, node, torch.nn.ReLU):
+            continue
+        source = node.args[0]
+        if not _calls(module, source, torch.nn.Conv2d) or len(source.users) != 1:
+            continue
+        conv = module.get_submodule(source.target)
+        if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+            continue
+        name = f"fused_conv_relu_{fused}"
+        module.add_submodule(name, ConvReLU(conv))
+        with graph.inserting_after(node):
+            replacement = graph.call_module(name, source.args)
+        node.replace_all_uses_with(replacement)
+        graph.erase_node(node)
+        graph.erase_node(source)
+        fused += 1
+    graph.lint()
+    module.recompile()
+    return fused
+
+
+def _calls(module: torch.fx.GraphModule, node, kind: type) -> bool:
+    return (
+        isinstance(node, torch.fx.Node)
+        and node.op == "call_module"
+        and isinstance(module.get_submodule(node.target), kind)
+    )
+
+
 class TorchIsNetSession:
     """The subset of onnxruntime's `InferenceSession` that `IsNetSalientModel` uses, on torch."""
 
@@ -96,6 +151,7 @@ class TorchIsNetSession:
         self.precision = precision
         # channels-last is what oneDNN's (AMX) and cuDNN's fast convolution kernels want
         self.module = module.eval().to(device=device, dtype=self.dtype, memory_format=torch.channels_last)
+        self.fused = fuse_conv_relu(self.module) if device.type == "cpu" and _MKLDNN_POINTWISE else 0
         self._inputs = list(inputs)
         self._outputs = list(outputs)
 
