@@ -94,12 +94,13 @@ def test_sam_runs_a_converted_copy_and_switches_back_to_its_fp32_weights():
     running = sam.generator.predictor.model
     assert running is not sam.sam and running.prompt_encoder is sam.sam.prompt_encoder  # the small part is shared
     assert running.image_encoder.module.patch_embed.proj.weight.dtype == torch.bfloat16
-    assert running.mask_decoder.module.iou_token.weight.dtype == torch.bfloat16
+    assert running.mask_decoder.module.decoder.iou_token.weight.dtype == torch.bfloat16
     assert sam.sam.image_encoder.patch_embed.proj.weight.dtype == torch.float32  # the fingerprinted weights
     image = make_synthetic_scene(seed=2, n_objects=3).image
     half = sam.propose(image)
     sam.precision = "fp32"
-    assert sam.generator.predictor.model is sam.sam
+    running = sam.generator.predictor.model  # in fp32: sam's own modules, no copies
+    assert running.image_encoder is sam.sam.image_encoder and running.mask_decoder.decoder is sam.sam.mask_decoder
     full = sam.propose(image)
     assert half and full and all(mask.dtype == bool and mask.shape == image.shape[:2] for mask in half)
     union_half, union_full = np.logical_or.reduce(half), np.logical_or.reduce(full)

@@ -12,6 +12,7 @@ from segment_anything import sam_model_registry
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
 from worker.inspection.models.precision import DTYPES, Precision, converted_copy
+from worker.inspection.models.sam_decoder import SharedImageMaskDecoder
 from worker.inspection.models.sam_input import encoder_side, set_input_side
 from worker.inspection.models.sam_salient import SalientMaskGenerator, SalientPrompting
 from worker.inspection.models.weights import load_state_dict
@@ -66,11 +67,11 @@ class SamMaskProposer:
 
     @precision.setter
     def precision(self, value: Precision) -> None:
-        # The generator's predictor runs a Sam whose image encoder and mask decoder are copies converted to
-        # bf16/fp16: 8% (encoder) and 1.3x (decoder) faster than autocast on an AMX CPU (README, Benchmarks).
+        # In bf16/fp16 the generator's predictor runs copies of the image encoder and mask decoder converted to
+        # it: 8% (encoder) and 1.3x (decoder) faster than autocast on an AMX CPU (README, Benchmarks).
         # `self.sam` keeps the fp32 weights: the fingerprint and an exact switch back to fp32.
         self._precision = value
-        self.generator.predictor.model = self.sam if value == "fp32" else converted_sam(self.sam, value)
+        self.generator.predictor.model = running_sam(self.sam, value)
 
     @property
     def grid_points(self) -> int:
@@ -116,18 +117,25 @@ class InPrecision(torch.nn.Module):
         return value.to(dtype) if isinstance(value, torch.Tensor) and value.is_floating_point() else value
 
 
-def converted_sam(sam: Sam, precision: Precision) -> Sam:
-    """A Sam with its image encoder and mask decoder in `precision`; the small prompt encoder stays fp32 (shared)."""
-    half = Sam(
-        image_encoder=InPrecision(sam.image_encoder, precision),
+def running_sam(sam: Sam, precision: Precision) -> Sam:
+    """The Sam the generator runs: its mask decoder shares the image across a batch of points, and in
+    bf16/fp16 its image encoder and mask decoder are converted copies; the small prompt encoder stays fp32.
+
+    In fp32 every module is `sam`'s own (no copy of any weight).
+    """
+    encoder, decoder = sam.image_encoder, SharedImageMaskDecoder(sam.mask_decoder)
+    if precision != "fp32":
+        encoder, decoder = InPrecision(encoder, precision), InPrecision(decoder, precision)
+        encoder.img_size = sam.image_encoder.img_size  # read by SamPredictor and Sam.preprocess
+    running = Sam(
+        image_encoder=encoder,
         prompt_encoder=sam.prompt_encoder,
-        mask_decoder=InPrecision(sam.mask_decoder, precision),
+        mask_decoder=decoder,
         pixel_mean=sam.pixel_mean.flatten().tolist(),
         pixel_std=sam.pixel_std.flatten().tolist(),
     )
-    half.image_format = sam.image_format
-    half.image_encoder.img_size = sam.image_encoder.img_size  # read by SamPredictor and Sam.preprocess
-    return half.to(sam.device).eval()
+    running.image_format = sam.image_format
+    return running.to(sam.device).eval()
 
 
 def load_sam(
