@@ -8,7 +8,7 @@ import open_clip
 import torch
 import torch.nn.functional as F
 
-from worker.inspection.models.precision import DTYPES, Precision, converted_copy
+from worker.inspection.models.precision import DTYPES, Precision, SwitchesPrecision, converted_copy
 from worker.inspection.models.text_context import encode_text_trimmed
 
 
@@ -19,7 +19,7 @@ class ImageNormalisation:
     std: tuple[float, float, float]
 
 
-class ClipModel:
+class ClipModel(SwitchesPrecision):
     """Wraps an open_clip model with its tokenizer and input normalisation.
 
     The wrapped model stays a plain `nn.Module`; this class only adds the
@@ -34,16 +34,10 @@ class ClipModel:
         self.text_forward_calls = 0  # counted so tests can prove the cache spares the text tower
         self.precision = "fp32"  # set by the registry from models.precision
 
-    @property
-    def precision(self) -> Precision:
-        return self._precision
-
-    @precision.setter
-    def precision(self, value: Precision) -> None:
+    def _use_precision(self, value: Precision) -> None:
         # The image tower runs on a copy converted to bf16/fp16 rather than under autocast: on an
         # AMX CPU autocast made batches of tiles slower than fp32 (bench --precision-probe), the
         # converted copy faster. The fp32 weights stay, so fp32 can be switched back exactly.
-        self._precision = value
         self._visual_half = converted_copy(self.model.visual, value)
 
     @property

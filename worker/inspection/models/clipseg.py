@@ -17,7 +17,7 @@ import open_clip
 import torch
 from transformers import CLIPSegConfig, CLIPSegForImageSegmentation
 
-from worker.inspection.models.precision import DTYPES, Precision, autocast, converted_copy
+from worker.inspection.models.precision import DTYPES, Precision, SwitchesPrecision, autocast, converted_copy
 
 # On a CPU the decoder's 2048-wide MLP activations fall out of the cache in big batches: 9 (tile, prompt)
 # pairs per call ran 1.8x faster per tile than 54 on the AMX CPU (README, Benchmarks). A GPU takes them all.
@@ -55,7 +55,7 @@ class HfTokens:
         return encoded["input_ids"], encoded["attention_mask"]
 
 
-class ClipSegModel:
+class ClipSegModel(SwitchesPrecision):
     def __init__(
         self,
         model: CLIPSegForImageSegmentation,
@@ -75,16 +75,10 @@ class ClipSegModel:
         self.vision_forward_images = 0  # images pushed through the vision tower (for the benchmark)
         self.precision: Precision = "fp32"  # set by the registry from models.precision
 
-    @property
-    def precision(self) -> Precision:
-        return self._precision
-
-    @precision.setter
-    def precision(self, value: Precision) -> None:
+    def _use_precision(self, value: Precision) -> None:
         # `segment` runs the vision trunk and decoder converted to bf16/fp16: 17% faster per tile than
         # autocast on an AMX CPU (no weight casts per call; README, Benchmarks). The fp32 weights stay
         # for the text tower, the naive path and an exact switch back to fp32.
-        self._precision = value
         trunk = vision_trunk(self.model.clip.vision_model, max(self.model.extract_layers) + 1)
         if value == "fp32":
             self._segment_modules = (trunk, self.model.decoder)

@@ -61,6 +61,25 @@ def converted_copy(module: torch.nn.Module, precision: Precision) -> torch.nn.Mo
     return None if precision == "fp32" else copy.deepcopy(module).to(DTYPES[precision])
 
 
+class SwitchesPrecision:
+    """A model adapter whose `precision` can be set at any time: the setter calls `_use_precision`,
+    which builds what runs in it (converted copies); the fp32 weights stay for an exact switch back."""
+
+    _precision: Precision = "fp32"
+
+    @property
+    def precision(self) -> Precision:
+        return self._precision
+
+    @precision.setter
+    def precision(self, value: Precision) -> None:
+        self._precision = value
+        self._use_precision(value)
+
+    def _use_precision(self, precision: Precision) -> None:
+        raise NotImplementedError
+
+
 def autocast(precision: Precision, device: torch.device):
     """A torch.autocast context for bf16/fp16 (matmuls and convolutions in half, reductions in fp32)."""
     if precision == "fp32":

@@ -11,7 +11,7 @@ import torch
 from segment_anything import sam_model_registry
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
-from worker.inspection.models.precision import DTYPES, Precision, converted_copy
+from worker.inspection.models.precision import DTYPES, Precision, SwitchesPrecision, converted_copy
 from worker.inspection.models.sam_decoder import SharedImageMaskDecoder
 from worker.inspection.models.sam_input import encoder_side, set_input_side
 from worker.inspection.models.sam_salient import SalientMaskGenerator, SalientPrompting
@@ -35,7 +35,7 @@ class SamGeneratorOptions:
     box_nms_thresh: float = 0.7
 
 
-class SamMaskProposer:
+class SamMaskProposer(SwitchesPrecision):
     """SAM's automatic masks of a frame, with the encoder at `image_size` (models.sam_image_size).
 
     A side above the model's own runs at the model's own (only the tiny profile, 256 px, has
@@ -61,16 +61,10 @@ class SamMaskProposer:
         )
         self.precision: Precision = "fp32"  # set by the registry from models.precision
 
-    @property
-    def precision(self) -> Precision:
-        return self._precision
-
-    @precision.setter
-    def precision(self, value: Precision) -> None:
+    def _use_precision(self, value: Precision) -> None:
         # In bf16/fp16 the generator's predictor runs copies of the image encoder and mask decoder converted to
         # it: 8% (encoder) and 1.3x (decoder) faster than autocast on an AMX CPU (README, Benchmarks).
         # `self.sam` keeps the fp32 weights: the fingerprint and an exact switch back to fp32.
-        self._precision = value
         self.generator.predictor.model = running_sam(self.sam, value)
 
     @property
