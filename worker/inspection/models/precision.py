@@ -61,6 +61,29 @@ def converted_copy(module: torch.nn.Module, precision: Precision) -> torch.nn.Mo
     return None if precision == "fp32" else copy.deepcopy(module).to(DTYPES[precision])
 
 
+class InPrecision(torch.nn.Module):
+    """`module` converted to `precision`: float inputs are cast to it, float outputs come back as fp32."""
+
+    def __init__(self, module: torch.nn.Module, precision: Precision):
+        super().__init__()
+        self.module = converted_copy(module, precision)
+        self.dtype = DTYPES[precision]
+
+    def forward(self, *args, **kwargs):
+        args = [self._cast(a, self.dtype) for a in args]
+        kwargs = {key: self._cast(value, self.dtype) for key, value in kwargs.items()}
+        out = self.module(*args, **kwargs)
+        return (
+            tuple(self._cast(o, torch.float32) for o in out)
+            if isinstance(out, tuple)
+            else self._cast(out, torch.float32)
+        )
+
+    @staticmethod
+    def _cast(value, dtype: torch.dtype):
+        return value.to(dtype) if isinstance(value, torch.Tensor) and value.is_floating_point() else value
+
+
 class SwitchesPrecision:
     """A model adapter whose `precision` can be set at any time: the setter calls `_use_precision`,
     which builds what runs in it (converted copies); the fp32 weights stay for an exact switch back."""

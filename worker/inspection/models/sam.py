@@ -11,7 +11,7 @@ import torch
 from segment_anything import sam_model_registry
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
-from worker.inspection.models.precision import DTYPES, Precision, SwitchesPrecision, converted_copy
+from worker.inspection.models.precision import InPrecision, Precision, SwitchesPrecision
 from worker.inspection.models.sam_decoder import SharedImageMaskDecoder
 from worker.inspection.models.sam_input import encoder_side, set_input_side
 from worker.inspection.models.sam_salient import SalientMaskGenerator, SalientPrompting
@@ -86,29 +86,6 @@ class SamMaskProposer(SwitchesPrecision):
         """
         records = self.generator.generate_in(image, prompting)
         return [record["segmentation"] for record in records]
-
-
-class InPrecision(torch.nn.Module):
-    """`module` converted to `precision`: float inputs are cast to it, float outputs come back as fp32."""
-
-    def __init__(self, module: torch.nn.Module, precision: Precision):
-        super().__init__()
-        self.module = converted_copy(module, precision)
-        self.dtype = DTYPES[precision]
-
-    def forward(self, *args, **kwargs):
-        args = [self._cast(a, self.dtype) for a in args]
-        kwargs = {key: self._cast(value, self.dtype) for key, value in kwargs.items()}
-        out = self.module(*args, **kwargs)
-        return (
-            tuple(self._cast(o, torch.float32) for o in out)
-            if isinstance(out, tuple)
-            else self._cast(out, torch.float32)
-        )
-
-    @staticmethod
-    def _cast(value, dtype: torch.dtype):
-        return value.to(dtype) if isinstance(value, torch.Tensor) and value.is_floating_point() else value
 
 
 def running_sam(sam: Sam, precision: Precision) -> Sam:
