@@ -151,7 +151,7 @@ class ModelSettings(_Section):
     )
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "fp32",
-        description="fp32; auto: bf16 on CUDA devices that support it and CPUs with AMX-BF16 or AVX512-BF16, else fp32; bf16; fp16 (CUDA only). CLIP, CLIPSeg and SAM run on copies of their weights converted to it, IS-Net too when models.isnet_runtime puts it on torch",
+        description="fp32; auto: bf16 on CUDA devices that support it and CPUs with AMX-BF16, else fp32 (AVX512-BF16 alone ran slower than fp32); bf16; fp16 (CUDA only). CLIP, CLIPSeg and SAM run on copies of their weights converted to it, IS-Net too when models.isnet_runtime puts it on torch",
     )
     sam_image_size: int = Field(
         1024,
