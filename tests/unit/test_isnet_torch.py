@@ -86,9 +86,10 @@ def test_the_precision_probe_times_isnet_on_both_runtimes():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_conv_relu_fusion_is_exact_and_leaves_shared_convolutions_alone(dtype):
-    from worker.inspection.models.isnet_torch import _MKLDNN_POINTWISE, fuse_conv_relu
+    from worker.inspection.models.isnet_torch import fuse_conv_relu
+    from worker.inspection.models.onednn import FUSED_POINTWISE
 
-    if not _MKLDNN_POINTWISE:
+    if not FUSED_POINTWISE:
         pytest.skip("this torch build has no oneDNN pointwise convolution")
 
     class Net(torch.nn.Module):

@@ -59,7 +59,8 @@ def test_bundle_models_run_in_the_chosen_precision():
     trunk, decoder = bundle.clipseg._segment_modules
     assert trunk.embeddings.patch_embedding.weight.dtype == decoder.film_mul.weight.dtype == torch.bfloat16
     bundle.clipseg.precision = "fp32"
-    assert bundle.clipseg._segment_modules[1] is bundle.clipseg.model.decoder
+    fp32_decoder = bundle.clipseg._segment_modules[1]
+    assert fp32_decoder.film_mul.weight is bundle.clipseg.model.decoder.film_mul.weight  # the fp32 weights, shared
     full_maps = bundle.clipseg.segment(tiles, prompts)
     side = bundle.clipseg.size
     assert half_maps.dtype == torch.float32 and half_maps.shape == full_maps.shape == (2, 2, side, side)

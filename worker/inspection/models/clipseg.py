@@ -3,13 +3,12 @@
 The expensive part of CLIPSeg is its CLIP vision tower. `segment` runs it once per
 tile, and only up to the deepest layer the decoder reads (10 of 12 in CIDAS
 CLIPSeg); the decoder then runs once per (tile, prompt), instead of the whole
-model once per (tile, prompt).
+model once per (tile, prompt), with its tile-side projections once per tile
+(clipseg_decoder.py).
 """
 
 from __future__ import annotations
 
-import copy
-import itertools
 import json
 from pathlib import Path
 
@@ -17,7 +16,15 @@ import open_clip
 import torch
 from transformers import CLIPSegConfig, CLIPSegForImageSegmentation
 
-from worker.inspection.models.precision import DTYPES, Precision, SwitchesPrecision, autocast, converted_copy
+from worker.inspection.models.clipseg_decoder import decode_pairs, running_decoder
+from worker.inspection.models.precision import (
+    DTYPES,
+    Precision,
+    SwitchesPrecision,
+    autocast,
+    converted_copy,
+    shared_copy,
+)
 
 # On a CPU the decoder's 2048-wide MLP activations fall out of the cache in big batches: 9 (tile, prompt)
 # pairs per call ran 1.8x faster per tile than 54 on the AMX CPU (README, Benchmarks). A GPU takes them all.
@@ -80,10 +87,10 @@ class ClipSegModel(SwitchesPrecision):
         # autocast on an AMX CPU (no weight casts per call; README, Benchmarks). The fp32 weights stay
         # for the text tower, the naive path and an exact switch back to fp32.
         trunk = vision_trunk(self.model.clip.vision_model, max(self.model.extract_layers) + 1)
-        if value == "fp32":
-            self._segment_modules = (trunk, self.model.decoder)
-        else:
-            self._segment_modules = (converted_copy(trunk, value), converted_copy(self.model.decoder, value))
+        decoder = self.model.decoder
+        if value != "fp32":
+            trunk, decoder = converted_copy(trunk, value), converted_copy(decoder, value)
+        self._segment_modules = (trunk, running_decoder(decoder, self.device))
 
     def _normalise(self, images: torch.Tensor) -> torch.Tensor:
         return (images.to(self.device) - self._mean) / self._std
@@ -119,16 +126,8 @@ class ClipSegModel(SwitchesPrecision):
             chunk = self._normalise(images[start : start + images_per_chunk]).to(dtype)
             vision = trunk(pixel_values=chunk, output_hidden_states=True, interpolate_pos_encoding=True)
             self.vision_forward_images += len(chunk)
-            # Each tile's activations are shared by all prompts: repeat them, not the vision pass.
-            activations = [vision.hidden_states[i].repeat_interleave(n_prompts, dim=0) for i in layers]
-            pairs = conditional.repeat(len(chunk), 1)
-            step = CPU_DECODER_PAIRS if self.device.type == "cpu" else len(pairs)
-            logits = torch.cat(
-                [
-                    decoder([a[s : s + step] for a in activations], pairs[s : s + step]).logits
-                    for s in range(0, len(pairs), step)
-                ]
-            )
+            step = CPU_DECODER_PAIRS if self.device.type == "cpu" else len(chunk) * n_prompts
+            logits = decode_pairs(decoder, [vision.hidden_states[i] for i in layers], conditional, step)
             out[start : start + len(chunk)] = (
                 torch.sigmoid(logits.float()).view(len(chunk), n_prompts, *logits.shape[-2:]).cpu()
             )
@@ -156,8 +155,7 @@ def vision_trunk(vision_model: torch.nn.Module, depth: int) -> torch.nn.Module:
     The decoder reads only the hidden states of `extract_layers`, so the layers after the deepest
     one change nothing in the maps. The module tree is copied, the tensors are not.
     """
-    shared = {id(t): t for t in itertools.chain(vision_model.parameters(), vision_model.buffers())}
-    trunk = copy.deepcopy(vision_model, memo=shared)
+    trunk = shared_copy(vision_model)
     trunk.encoder.layers = trunk.encoder.layers[:depth]
     return trunk
 

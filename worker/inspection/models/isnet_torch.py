@@ -20,6 +20,7 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
+from worker.inspection.models.onednn import FUSED_POINTWISE, ConvReLU
 from worker.inspection.models.precision import DTYPES, Precision
 
 
@@ -85,30 +86,11 @@ def _sort_topologically(graph) -> None:
     graph.node.extend(ordered)
 
 
-# oneDNN's convolution with a fused ReLU, the kernel torch.compile uses on a CPU; absent from builds without oneDNN.
-_MKLDNN_POINTWISE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
-
-
-class ConvReLU(torch.nn.Module):
-    """`relu(conv(x))` in one oneDNN call: the ReLU runs on the convolution's output while it is in cache.
-
-    Bit-identical to the two calls; 10% of an IS-Net pass on the AMX CPU (its 112 ReLUs each re-read a
-    full activation map otherwise).
-    """
-
-    def __init__(self, conv: torch.nn.Conv2d):
-        super().__init__()
-        self.conv = conv
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        c = self.conv
-        return torch.ops.mkldnn._convolution_pointwise(
-            x, c.weight, c.bias, c.padding, c.stride, c.dilation, c.groups, "relu", [None], ""
-        )
-
-
 def fuse_conv_relu(module: torch.fx.GraphModule) -> int:
-    """Replace every Conv2d whose only user is a ReLU by a ConvReLU; returns how many were fused."""
+    """Replace every Conv2d whose only user is a ReLU by a ConvReLU; returns how many were fused.
+
+    10% of an IS-Net pass on the AMX CPU: its 112 ReLUs each re-read a full activation map otherwise.
+    """
     graph, fused = module.graph, 0
     for node in list(graph.nodes):
         if not _calls(module, node, torch.nn.ReLU):
@@ -151,7 +133,7 @@ class TorchIsNetSession:
         self.precision = precision
         # channels-last is what oneDNN's (AMX) and cuDNN's fast convolution kernels want
         self.module = module.eval().to(device=device, dtype=self.dtype, memory_format=torch.channels_last)
-        self.fused = fuse_conv_relu(self.module) if device.type == "cpu" and _MKLDNN_POINTWISE else 0
+        self.fused = fuse_conv_relu(self.module) if device.type == "cpu" and FUSED_POINTWISE else 0
         self._inputs = list(inputs)
         self._outputs = list(outputs)
 

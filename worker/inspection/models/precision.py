@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
@@ -61,6 +62,13 @@ def resolve_precision(setting: PrecisionSetting, device: torch.device) -> Precis
 def converted_copy(module: torch.nn.Module, precision: Precision) -> torch.nn.Module | None:
     """A copy of `module` with its weights in `precision` (None for fp32); the original keeps its fp32 weights."""
     return None if precision == "fp32" else copy.deepcopy(module).to(DTYPES[precision])
+
+
+def shared_copy(module: torch.nn.Module) -> torch.nn.Module:
+    """A copy of `module`'s tree of submodules that shares its parameters and buffers (none is copied),
+    so submodules can be swapped in the copy without touching the original."""
+    shared = {id(t): t for t in itertools.chain(module.parameters(), module.buffers())}
+    return copy.deepcopy(module, memo=shared)
 
 
 class InPrecision(torch.nn.Module):

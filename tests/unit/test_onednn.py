@@ -1,0 +1,22 @@
+"""oneDNN's fused Linear -> ReLU is bit-identical to the two calls."""
+
+import pytest
+import torch
+
+from worker.inspection.models.onednn import FUSED_POINTWISE, LinearReLU
+
+pytestmark = pytest.mark.skipif(not FUSED_POINTWISE, reason="this torch build has no oneDNN pointwise kernels")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(7, 24), (3, 11, 24)])
+def test_linear_relu_equals_linear_then_relu(dtype, shape):
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(24, 40).to(dtype)
+    x = torch.randn(*shape).to(dtype)
+    with torch.inference_mode():
+        expected = torch.relu(linear(x))
+        fused = LinearReLU(linear)(x)
+    assert fused.dtype == dtype and fused.shape == (*shape[:-1], 40)
+    assert torch.equal(fused, expected)
+    assert (expected == 0).any() and (expected > 0).any()  # the ReLU really cut something
