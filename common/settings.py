@@ -193,6 +193,10 @@ class WorkerSettings(_Section):
     health_port: int | None = Field(None, description="port of /healthz /readyz /metrics; None disables")
     commit_interval_ms: int = Field(1000, ge=0, description="how often acknowledged offsets are committed")
     shutdown_timeout_s: float = Field(20.0, ge=0.0, description="on SIGTERM, time to finish polled frames")
+    keep_freed_memory: bool = Field(
+        True,
+        description="glibc: keep memory freed by one frame for the next instead of faulting in fresh pages (mallopt: no mmap'd allocations, 1 GiB trim threshold); CLIPSeg's decoder MLP ran 1.8x faster on a 2-core VM; the process keeps its peak memory",
+    )
     inference_timeout_s: float | None = Field(
         600.0,
         gt=0.0,

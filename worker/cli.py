@@ -219,6 +219,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         print(f"error: invalid settings: {exc}", file=sys.stderr)
         return 2
+    if settings.worker.keep_freed_memory:
+        from worker.memory import keep_freed_memory
+
+        keep_freed_memory()
     if args.command == "inspect":
         return run_inspect(args, settings)
     if args.command == "bench":

@@ -25,6 +25,7 @@ from worker.inspection.inspector import Inspector
 from worker.inspection.measure import StageClock, peak_rss_mb
 from worker.inspection.models.registry import load_models
 from worker.inspection.types import Frame
+from worker.memory import freed_memory_kept
 
 
 def synthetic_frames(count: int, width: int, height: int, seed: int = 0) -> list[Frame]:
@@ -117,5 +118,6 @@ def run_bench(settings: ModelSettings, frames: int, batch: int, naive_frames: in
         "speedup_naive_over_optimised": (slow["ms_per_frame"] / fast["ms_per_frame"]) if slow else None,
         "text_encoder_calls_after_warm_up": encoder_calls_when_warm,
         "peak_rss_mb": peak_rss_mb(),
+        "keep_freed_memory": freed_memory_kept(),  # worker.keep_freed_memory, applied by the CLI
     }
     return report
