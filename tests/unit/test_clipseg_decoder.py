@@ -1,5 +1,7 @@
 """CLIPSeg's decoder on (tile, prompt) pairs: the same logits as transformers' decoder on repeated activations."""
 
+import copy
+
 import pytest
 import torch
 
@@ -47,7 +49,7 @@ def test_decode_pairs_matches_the_decoder_on_repeated_states(decoder, pairs_per_
 @pytest.mark.skipif(not FUSED_POINTWISE, reason="this torch build has no oneDNN pointwise kernels")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_running_decoder_fuses_the_relu_mlps_and_keeps_the_logits(decoder, dtype):
-    decoder = decoder.to(dtype)
+    decoder = copy.deepcopy(decoder).to(dtype)  # the module's fixture stays fp32
     running = running_decoder(decoder, torch.device("cpu"))
     assert all(isinstance(layer.mlp, FusedReLUMLP) for layer in running.layers)
     assert not any(isinstance(layer.mlp, FusedReLUMLP) for layer in decoder.layers)  # the original is untouched
@@ -58,7 +60,6 @@ def test_running_decoder_fuses_the_relu_mlps_and_keeps_the_logits(decoder, dtype
         assert torch.equal(
             decode_pairs(running, hidden_states, conditional, 5), decode_pairs(decoder, hidden_states, conditional, 5)
         )
-    decoder.float()
 
 
 def test_running_decoder_off_the_cpu_is_the_decoder_itself(decoder):
