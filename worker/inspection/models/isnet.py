@@ -20,9 +20,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
+
+if TYPE_CHECKING:
+    import onnx
 
 __all__ = [
     "DEFAULT_ISNET_PATH",
@@ -246,7 +250,7 @@ def load_isnet(
     return IsNetSalientModel(session, path, sha256_file(path))
 
 
-def onnxruntime_graph(model, providers: Sequence) -> object:
+def onnxruntime_graph(model: onnx.ModelProto, providers: Sequence) -> onnx.ModelProto:
     """The graph onnxruntime runs: only the salient map, and on the CPU provider in fp32 throughout.
 
     The export rounds activations through fp16 Casts; a CPU computes fp16 no faster, so there the
@@ -255,7 +259,7 @@ def onnxruntime_graph(model, providers: Sequence) -> object:
     """
     from worker.inspection.models.isnet_torch import as_fp32_graph, only_the_salient_map
 
-    first = providers[0] if providers else "CPUExecutionProvider"
-    name = first if isinstance(first, str) else first[0]
+    first = providers[0]  # a name, or (name, options)
+    on_cpu = (first if isinstance(first, str) else first[0]) == "CPUExecutionProvider"
     model = only_the_salient_map(model)
-    return as_fp32_graph(model) if name == "CPUExecutionProvider" else model
+    return as_fp32_graph(model) if on_cpu else model
