@@ -154,3 +154,19 @@ def test_cli_rejects_unknown_profile():
         timeout=120,
     )
     assert run.returncode == 2 and "invalid choice: 'huge'" in run.stderr
+
+
+def test_shared_tiles_cut_fewer_tiles_for_the_same_instances():
+    frames = [
+        Frame(f"s{i}", make_synthetic_scene(seed=i, n_objects=5, object_scale=0.8).image, "nut") for i in range(3)
+    ]
+    own = build_inspector(ModelSettings(profile="tiny", foreground="isnet"))
+    shared = build_inspector(ModelSettings(profile="tiny", foreground="isnet", tiles="shared"))
+    apart, together = own.inspect(frames), shared.inspect(frames)
+    assert shared.tiles_planned < own.tiles_planned
+    for one, other in zip(apart, together):
+        assert [i.box for i in one.instances] == [i.box for i in other.instances]
+        assert all(i.tiles == 1 for i in other.instances)  # small parts: each in exactly one shared tile
+        assert 0.0 <= other.score <= 1.0 and other.anomaly_map.shape == one.anomaly_map.shape
+    # instances that share a tile share its score: fewer distinct scores than instances somewhere
+    assert any(len({i.score for i in other.instances}) < len(other.instances) for other in together)

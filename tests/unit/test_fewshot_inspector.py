@@ -44,10 +44,13 @@ def test_without_bank_results_are_bit_identical(inspector):
     plain = inspector.inspect([_frame(image)])[0]
     empty = inspector.inspect([_frame(image, few_shot=None)])[0]
     assert plain.score == empty.score and np.array_equal(plain.anomaly_map, empty.anomaly_map)
-    # a bank on another frame of the batch leaves this frame's result bit-identical as well
+    # a bank on another frame of the batch leaves this frame's result bit-identical as well (against
+    # the same batch without it: fp32 results may differ in the last bit between batch sizes)
     bank = build_bank(inspector.patch_features([_frame(_texture(2))]), (0, 1), 1000)
+    pair = inspector.inspect([_frame(_texture(2)), _frame(image)])[1]
     mixed = inspector.inspect([_frame(_texture(2), few_shot=FewShotContext(bank=bank)), _frame(image)])[1]
-    assert mixed.score == plain.score and np.array_equal(mixed.anomaly_map, plain.anomaly_map)
+    assert mixed.score == pair.score and np.array_equal(mixed.anomaly_map, pair.anomaly_map)
+    assert mixed.score == pytest.approx(plain.score, abs=1e-6)
 
 
 def test_frame_identical_to_a_reference_has_a_few_shot_map_near_zero(inspector):

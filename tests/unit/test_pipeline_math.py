@@ -12,7 +12,7 @@ from worker.inspection.pipeline.tiling import Tile, crop_tile, plan_tiles
 # -- tiling -----------------------------------------------------------------------------------
 def test_square_tile_is_centred_and_at_least_model_input():
     tiles = plan_tiles(0, box=(500, 400, 100, 60), parts=3, frame_shape=(1000, 1200))
-    assert tiles == [Tile(0, 550 - 176, 430 - 176, 352)]
+    assert tiles == [Tile((0,), 550 - 176, 430 - 176, 352)]
 
 
 def test_large_component_gets_one_tile_of_its_longest_side():
@@ -42,7 +42,7 @@ def test_elongated_but_few_parts_keeps_single_square():
 
 def test_crop_pads_outside_frame_with_zeros():
     image = np.full((100, 100, 3), 7, dtype=np.uint8)
-    crop = crop_tile(image, Tile(0, -10, 50, 80))
+    crop = crop_tile(image, Tile((0,), -10, 50, 80))
     assert crop.shape == (80, 80, 3)
     assert (crop[:, :10] == 0).all() and (crop[:50, 10:] == 7).all() and (crop[50:] == 0).all()
 
@@ -97,12 +97,17 @@ def test_top_quarter_keeps_at_least_one_component():
 
 
 def test_component_score_is_mean_of_its_tiles():
-    scores = component_scores(np.array([0.2, 0.4, 0.9]), np.array([0, 0, 1]), 3)
+    scores = component_scores(np.array([0.2, 0.4, 0.9]), [(0,), (0,), (1,)], 3)
     assert scores.tolist() == pytest.approx([0.3, 0.9, 0.0])
 
 
+def test_a_shared_tile_counts_for_every_component_it_covers():
+    scores = component_scores(np.array([0.2, 0.6]), [(0, 2), (0,)], 3)
+    assert scores.tolist() == pytest.approx([0.4, 0.0, 0.2])
+
+
 def test_paste_scales_by_tile_score_and_averages_overlaps():
-    tiles = [Tile(0, 0, 0, 4), Tile(0, 2, 0, 4)]
+    tiles = [Tile((0,), 0, 0, 4), Tile((0,), 2, 0, 4)]
     maps = np.stack([np.full((8, 8), 1.0), np.full((8, 8), 0.5)])  # model resolution differs from tile side
     out = paste_tiles((4, 6), tiles, maps, np.array([0.8, 0.4]))
     assert out[:, :2] == pytest.approx(np.full((4, 2), 0.8))
@@ -111,7 +116,7 @@ def test_paste_scales_by_tile_score_and_averages_overlaps():
 
 
 def test_paste_leaves_uncovered_pixels_at_zero():
-    out = paste_tiles((10, 10), [Tile(0, 0, 0, 5)], np.ones((1, 5, 5)), np.array([1.0]))
+    out = paste_tiles((10, 10), [Tile((0,), 0, 0, 5)], np.ones((1, 5, 5)), np.array([1.0]))
     assert out[:5, :5].min() == 1.0 and out[5:, :].max() == 0.0
 
 

@@ -27,6 +27,13 @@ def add_bench_parser(subparsers) -> None:
     parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default=None)
     parser.add_argument("--sam-points", choices=["salient", "grid"], default=None, help="default: the setting")
     parser.add_argument("--instances", choices=["objects", "components"], default=None, help="default: the setting")
+    parser.add_argument("--tiles", choices=["instance", "shared"], default=None, help="default: the setting")
+    parser.add_argument(
+        "--isnet-precision",
+        choices=["float", "int8"],
+        default=None,
+        help="default: the setting (int8: models quantize-isnet)",
+    )
     parser.add_argument(
         "--sam-image-size",
         type=int,
@@ -69,7 +76,7 @@ def run_bench_command(args, settings) -> int:
     import torch  # heavy: only when the command runs
 
     update = {"profile": args.profile, "foreground": args.foreground, "device": args.device}
-    for name in ("precision", "sam_points", "instances", "sam_image_size"):
+    for name in ("precision", "sam_points", "instances", "tiles", "isnet_precision", "sam_image_size"):
         if getattr(args, name) is not None:
             update[name] = getattr(args, name)
     try:  # validated, so a bad flag gets the setting's own message

@@ -87,7 +87,7 @@ def run_bench(settings: ModelSettings, frames: int, batch: int, naive_frames: in
     optimised = Inspector(models, settings)
     prompt_once_ms = warm_up(optimised, data)
     warm_calls = optimised.text_encoder_calls
-    optimised.sam_decoder_points = 0
+    optimised.sam_decoder_points = optimised.tiles_planned = 0
     fast = with_tile_units(run_batches(optimised, data, batch), reference_ms)
     encoder_calls_when_warm = optimised.text_encoder_calls - warm_calls  # 0: the cache answers every prompt
 
@@ -106,6 +106,9 @@ def run_bench(settings: ModelSettings, frames: int, batch: int, naive_frames: in
         "sam_points": settings.sam_points if models.sam is not None else None,
         "sam_image_size": models.sam.sam.image_encoder.img_size if models.sam is not None else None,
         "instances": settings.instances,
+        "tiles": settings.tiles,
+        "isnet_precision": settings.isnet_precision if models.isnet is not None else None,
+        "tiles_per_frame": optimised.tiles_planned / len(data),
         "frame_size": [width, height],
         "reference_tile_ms": reference_ms,
         "tile_units_per_frame": fast["tile_units_per_frame"],

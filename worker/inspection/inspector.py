@@ -24,7 +24,7 @@ from worker.inspection.models.sam_salient import SalientPrompting
 from worker.inspection.pipeline.aggregate import component_scores, image_score, paste_tiles
 from worker.inspection.pipeline.foreground import Component, find_components, select_foreground
 from worker.inspection.pipeline.scoring import harmonic_mean, tile_anomaly_scores
-from worker.inspection.pipeline.tiling import Tile, crop_tile, plan_tiles
+from worker.inspection.pipeline.tiling import Tile, crop_tile, plan_tiles, share_tiles
 from worker.inspection.prompts import DEFAULT_PROMPTS, PromptSet
 from worker.inspection.types import Frame, Inspection, InstanceScore
 
@@ -74,6 +74,7 @@ class Inspector:
         self.cache: EmbeddingCache = cache if cache is not None else LruEmbeddingCache()
         self.naive = naive
         self.sam_decoder_points = 0  # SAM point prompts decoded so far
+        self.tiles_planned = 0  # tiles cut so far
 
     @property
     def versions(self) -> Versions:
@@ -154,6 +155,10 @@ class Inspector:
                     for index, component in enumerate(components)
                     for tile in plan_tiles(index, component.box, component.parts, shape, self.settings.tile_size)
                 ]
+                if self.settings.tiles == "shared":
+                    boxes = [component.box for component in components]
+                    tiles = share_tiles(tiles, boxes, shape, self.settings.tile_size)
+                self.tiles_planned += len(tiles)  # for the bench
                 plans.append(_FramePlan(frame, foreground.mask, components, tiles))
         return plans
 
@@ -235,11 +240,14 @@ class Inspector:
                 frame_scores, frame_maps = scores[start : start + count], tile_maps[start : start + count]
                 start += count
                 anomaly_map = paste_tiles(plan.frame.image.shape[:2], plan.tiles, frame_maps, frame_scores)
-                tile_components = np.array([tile.component for tile in plan.tiles], dtype=int)
+                tile_components = [tile.components for tile in plan.tiles]
                 per_component = component_scores(frame_scores, tile_components, len(plan.components))
                 instances = [
                     InstanceScore(
-                        component.box, component.area, float(per_component[i]), int((tile_components == i).sum())
+                        component.box,
+                        component.area,
+                        float(per_component[i]),
+                        sum(i in covered for covered in tile_components),
                     )
                     for i, component in enumerate(plan.components)
                 ]

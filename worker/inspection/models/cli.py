@@ -1,4 +1,5 @@
-"""`linewatch-worker models pull|check`: fetch the real weights once; say what a worker would load.
+"""`linewatch-worker models pull|check|quantize-isnet`: fetch the real weights once; say what a worker
+would load; make IS-Net's int8 graph from the line's frames.
 
 `pull` is the only command that opens a network connection, and only for the files it was asked for.
 """
@@ -28,11 +29,23 @@ def add_models_parser(subparsers) -> None:
     )
     check.add_argument("--profile", choices=PROFILE_NAMES, default=None)
     check.add_argument("--no-load", action="store_true", help="only look for the files; do not build the models")
+    quantize = commands.add_parser(
+        "quantize-isnet",
+        help="write IS-Net's int8 graph (models.isnet_precision=int8), calibrated on frames of the line",
+    )
+    frames = quantize.add_mutually_exclusive_group(required=True)
+    frames.add_argument("--images", type=Path, help="folder of the line's frames (png, jpg, bmp), good parts are fine")
+    frames.add_argument(
+        "--synthetic", type=int, metavar="N", help="N synthetic belt frames instead (to try it out, not for a line)"
+    )
+    quantize.add_argument("--limit", type=int, default=32, help="at most this many frames from --images (default 32)")
 
 
 def run_models(args, settings: LinewatchSettings) -> int:
     if args.models_command == "pull":
         return run_pull(args, settings.models)
+    if args.models_command == "quantize-isnet":
+        return run_quantize_isnet(args, settings.models)
     return run_check(args, settings.models)
 
 
@@ -90,6 +103,12 @@ def _found_rows(settings: ModelSettings) -> list[tuple[str, Path | None, str]]:
         rows.append(
             ("isnet", isnet if isnet.is_file() else None, f"{isnet} (`make models`), or LINEWATCH_MODELS__ISNET_PATH")
         )
+        if settings.isnet_precision == "int8":
+            from worker.inspection.models.isnet_int8 import int8_path
+
+            int8 = int8_path(isnet)
+            fix = f"{int8} (`linewatch-worker models quantize-isnet --images DIR`)"
+            rows.append(("isnet-int8", int8 if int8.is_file() else None, fix))
     return rows
 
 
@@ -107,18 +126,20 @@ def run_check(args, settings: ModelSettings) -> int:
         try:
             bundle = load_models(settings)
             fingerprints = dict(bundle.fingerprints, profile=bundle.fingerprint)
+            if settings.isnet_precision == "int8" and "isnet" in fingerprints:  # the graph that runs is the int8 one
+                fingerprints["isnet-int8"] = fingerprints.pop("isnet")
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
     print(f"profile {settings.profile}" + (" (RANDOM weights: scores mean nothing)" if random_profile else ""))
     missing = False
     for model, path, fix in rows:
-        if random_profile and model != "isnet":
+        if random_profile and not model.startswith("isnet"):
             state, where = "random", f"built in memory ({settings.profile} architecture)"
         elif path is None:
             state, where, missing = "MISSING", f"put it at {fix}", True
         else:
             state, where = "real", str(path)
-        print(f"  {model:8} {state:8} {fingerprints.get(model, '-'):16}  {where}")
+        print(f"  {model:10} {state:8} {fingerprints.get(model, '-')[:16]:16}  {where}")
     if error is not None:
         print(f"profile {settings.profile} cannot load: {error}")
         return 1
@@ -126,4 +147,58 @@ def run_check(args, settings: ModelSettings) -> int:
         print(f"profile {settings.profile} cannot load: files missing (`linewatch-worker models pull`)")
         return 1
     print(f"profile {settings.profile} loads" + (f": fingerprint {fingerprints['profile']}" if fingerprints else ""))
+    return 0
+
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
+
+
+def _calibration_frames(args) -> list:
+    import numpy as np
+    from PIL import Image
+
+    if args.synthetic is not None:
+        from worker.bench.inprocess import synthetic_frames
+
+        return [frame.image for frame in synthetic_frames(args.synthetic, 640, 480, seed=1)]
+    if not args.images.is_dir():
+        raise FileNotFoundError(f"--images {args.images}: not a folder")
+    files = sorted(path for path in args.images.iterdir() if path.suffix.lower() in IMAGE_SUFFIXES)[: args.limit]
+    if not files:
+        raise FileNotFoundError(f"--images {args.images}: no {'/'.join(sorted(IMAGE_SUFFIXES))} files")
+    return [np.asarray(Image.open(path).convert("RGB")) for path in files]
+
+
+def run_quantize_isnet(args, settings: ModelSettings) -> int:
+    """Quantise, then show on the same frames what int8 changes: the >= 0.5 mask's IoU and the time."""
+    import time
+
+    import numpy as np
+
+    from worker.inspection.models.isnet import default_isnet_path, load_isnet
+    from worker.inspection.models.isnet_int8 import load_int8_isnet, quantize_isnet
+
+    float_path = settings.isnet_path or default_isnet_path(settings.models_dir)
+    try:
+        frames = _calibration_frames(args)
+        written = quantize_isnet(float_path, frames)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {written} ({written.stat().st_size / 2**20:.0f} MiB), calibrated on {len(frames)} frames")
+    masks, ms = {}, {}
+    for name, model in (
+        ("float", load_isnet(float_path, providers=["CPUExecutionProvider"])),
+        ("int8", load_int8_isnet(float_path)),
+    ):
+        model.predict(frames[:1])  # the first pass sets up the session: not part of the time
+        start = time.perf_counter()
+        masks[name] = [salient >= 0.5 for salient in model.predict(frames)]
+        ms[name] = 1000 * (time.perf_counter() - start) / len(frames)
+    ious = [float((a & b).sum() / max((a | b).sum(), 1)) for a, b in zip(masks["int8"], masks["float"])]
+    print(
+        f"on those frames: IoU of the >= 0.5 mask against float min {min(ious):.3f} mean {np.mean(ious):.3f}; "
+        f"ms per frame float {ms['float']:.0f}, int8 {ms['int8']:.0f}"
+    )
+    print("use it: LINEWATCH_MODELS__ISNET_PRECISION=int8")
     return 0

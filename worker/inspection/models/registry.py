@@ -124,6 +124,10 @@ def _load_isnet(settings: ModelSettings) -> IsNetSalientModel:
 
     device = resolve_device(settings.device)
     path = settings.isnet_path or default_isnet_path(settings.models_dir)
+    if settings.isnet_precision == "int8":
+        from worker.inspection.models.isnet_int8 import load_int8_isnet
+
+        return load_int8_isnet(path)
     precision = resolve_precision(settings.precision, device)
     if isnet_on_torch(settings.isnet_runtime, device.type, precision):
         return load_isnet(path, torch_runtime=(device, precision))

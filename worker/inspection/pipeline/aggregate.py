@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
@@ -34,10 +35,15 @@ def paste_tiles(
     return np.divide(total, count, out=np.zeros_like(total), where=count > 0)
 
 
-def component_scores(tile_scores: np.ndarray, tile_components: np.ndarray, n_components: int) -> np.ndarray:
-    """Mean tile score per component: tile_scores (T,), tile_components (T,) ints -> (C,)."""
-    sums = np.bincount(tile_components, weights=tile_scores, minlength=n_components)
-    counts = np.bincount(tile_components, minlength=n_components)
+def component_scores(
+    tile_scores: np.ndarray, tile_components: Sequence[tuple[int, ...]], n_components: int
+) -> np.ndarray:
+    """Mean score of the tiles covering each component: tile_scores (T,), per tile the components it
+    covers -> (C,); 0 for a component no tile covers."""
+    owners = np.array([index for covered in tile_components for index in covered], dtype=int)
+    weights = np.repeat(np.asarray(tile_scores, dtype=float), [len(covered) for covered in tile_components])
+    sums = np.bincount(owners, weights=weights, minlength=n_components)
+    counts = np.bincount(owners, minlength=n_components)
     return np.divide(sums, counts, out=np.zeros(n_components), where=counts > 0)
 
 
