@@ -109,3 +109,14 @@ def test_int8_cannot_be_asked_of_the_torch_runtime():
 def test_a_folder_without_images_is_a_clear_error(tmp_path, float_copy, capsys):
     code, output = _run_cli(["models", "quantize-isnet", "--images", str(tmp_path)], float_copy, capsys)
     assert code == 2 and "no " in output and str(tmp_path) in output
+
+
+def test_an_unreadable_image_is_named_and_nothing_is_written(tmp_path, float_copy, capsys):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    (frames / "broken.png").write_bytes(b"not a png")
+    out = tmp_path / "isnet.onnx"
+    shutil.copyfile(float_copy, out)
+    code, output = _run_cli(["models", "quantize-isnet", "--images", str(frames)], out, capsys)
+    assert code == 2 and "broken.png" in output
+    assert not int8_path(out).exists()

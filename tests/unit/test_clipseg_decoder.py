@@ -57,9 +57,11 @@ def test_running_decoder_fuses_the_relu_mlps_and_keeps_the_logits(decoder, dtype
     hidden_states, conditional = _inputs(decoder)
     hidden_states, conditional = [h.to(dtype) for h in hidden_states], conditional.to(dtype)
     with torch.inference_mode():
-        assert torch.equal(
-            decode_pairs(running, hidden_states, conditional, 5), decode_pairs(decoder, hidden_states, conditional, 5)
-        )
+        fused = decode_pairs(running, hidden_states, conditional, 5)
+        plain = decode_pairs(decoder, hidden_states, conditional, 5)
+    # bit-identical on most machines; the fused GEMM may round differently in the last bit
+    tolerance = 1e-5 if dtype == torch.float32 else 2e-2
+    torch.testing.assert_close(fused, plain, rtol=tolerance, atol=tolerance)
 
 
 def test_running_decoder_off_the_cpu_is_the_decoder_itself(decoder):

@@ -1,4 +1,4 @@
-"""oneDNN's fused Linear -> ReLU is bit-identical to the two calls."""
+"""oneDNN's fused Linear -> ReLU equals the two calls, to the rounding of the GEMM kernel it picks."""
 
 import pytest
 import torch
@@ -18,5 +18,7 @@ def test_linear_relu_equals_linear_then_relu(dtype, shape):
         expected = torch.relu(linear(x))
         fused = LinearReLU(linear)(x)
     assert fused.dtype == dtype and fused.shape == (*shape[:-1], 40)
-    assert torch.equal(fused, expected)
+    # bit-identical on most machines; on one 2-core VM the (7, 24) fp32 case differed in the last bit
+    torch.testing.assert_close(fused, expected, rtol=1e-5, atol=1e-6)
+    assert torch.equal(fused == 0, expected == 0)  # the same units cut
     assert (expected == 0).any() and (expected > 0).any()  # the ReLU really cut something

@@ -13,7 +13,10 @@ from common.settings import PROFILE_NAMES, LinewatchSettings, ModelSettings
 
 
 def add_models_parser(subparsers) -> None:
-    parser = subparsers.add_parser("models", help="fetch real weights (pull) or show what a worker would load (check)")
+    parser = subparsers.add_parser(
+        "models",
+        help="fetch real weights (pull), show what a worker would load (check), make int8 IS-Net (quantize-isnet)",
+    )
     commands = parser.add_subparsers(dest="models_command", required=True)
     pull = commands.add_parser("pull", help="download CLIP, CLIPSeg and SAM at their pinned revisions, digests checked")
     pull.add_argument(
@@ -166,7 +169,13 @@ def _calibration_frames(args) -> list:
     files = sorted(path for path in args.images.iterdir() if path.suffix.lower() in IMAGE_SUFFIXES)[: args.limit]
     if not files:
         raise FileNotFoundError(f"--images {args.images}: no {'/'.join(sorted(IMAGE_SUFFIXES))} files")
-    return [np.asarray(Image.open(path).convert("RGB")) for path in files]
+    frames = []
+    for path in files:
+        try:
+            frames.append(np.asarray(Image.open(path).convert("RGB")))
+        except OSError as exc:  # an unreadable file: say which, quantise nothing
+            raise ValueError(f"--images: cannot read {path}: {exc}") from exc
+    return frames
 
 
 def run_quantize_isnet(args, settings: ModelSettings) -> int:

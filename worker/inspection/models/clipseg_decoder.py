@@ -47,7 +47,7 @@ def _decode(decoder: CLIPSegDecoder, reduced: list[torch.Tensor], conditional: t
 
 
 class FusedReLUMLP(torch.nn.Module):
-    """CLIPSegMLP with a ReLU activation, its fc1 -> ReLU in one oneDNN call (same weights, bit-identical)."""
+    """CLIPSegMLP with a ReLU activation, its fc1 -> ReLU in one oneDNN call (same weights, the same result to fp32 rounding)."""
 
     def __init__(self, mlp: CLIPSegMLP):
         super().__init__()

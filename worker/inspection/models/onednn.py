@@ -1,7 +1,8 @@
 """oneDNN's fused pointwise kernels: a ReLU applied to a convolution's or a linear layer's output
 while it is still in cache, the kernels torch.compile uses on a CPU.
 
-Each is bit-identical to the two calls it replaces (tests/unit/test_onednn.py). Builds without
+Each computes what the two calls it replaces do, bit-identical on most shapes and machines and
+else to the last bit of the GEMM kernel oneDNN picks (tests/unit/test_onednn.py). Builds without
 oneDNN lack them: check `FUSED_POINTWISE` before using either.
 """
 
