@@ -18,7 +18,7 @@ from common.settings import ModelSettings
 from tests.support.synthetic import make_synthetic_scene
 from worker.cli import main
 from worker.inspection.models.isnet import load_isnet, sha256_file
-from worker.inspection.models.isnet_int8 import int8_path, load_int8_isnet
+from worker.inspection.models.isnet_int8 import int8_path, load_int8_isnet, mask_iou
 from worker.inspection.models.registry import load_models
 
 MODEL_PATH = Path(__file__).resolve().parents[2] / "models" / "isnet" / "isnet.onnx"
@@ -55,10 +55,6 @@ def quantized(float_copy) -> tuple[Path, str]:
     return int8_path(float_copy), out.getvalue()
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    return float((a & b).sum() / max((a | b).sum(), 1))
-
-
 def test_the_command_writes_the_int8_graph_beside_the_float_one_and_reports_what_it_changes(quantized, float_copy):
     path, output = quantized
     assert path == float_copy.with_name("isnet.int8.onnx") and path.is_file()
@@ -78,7 +74,7 @@ def test_int8_keeps_the_salient_mask_on_frames_it_was_not_calibrated_on(quantize
     assert int8_model.fingerprint == sha256_file(quantized[0]) != float_model.fingerprint
     for exact, quick in zip(float_model.predict(frames), int8_model.predict(frames)):
         assert quick.shape == exact.shape and quick.dtype == np.float32
-        assert _iou(quick >= 0.5, exact >= 0.5) >= 0.98
+        assert mask_iou(quick >= 0.5, exact >= 0.5) >= 0.98
 
 
 def test_the_setting_loads_the_int8_graph(quantized, float_copy):

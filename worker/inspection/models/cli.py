@@ -185,7 +185,7 @@ def run_quantize_isnet(args, settings: ModelSettings) -> int:
     import numpy as np
 
     from worker.inspection.models.isnet import default_isnet_path, load_isnet
-    from worker.inspection.models.isnet_int8 import load_int8_isnet, quantize_isnet
+    from worker.inspection.models.isnet_int8 import load_int8_isnet, mask_iou, quantize_isnet
 
     float_path = settings.isnet_path or default_isnet_path(settings.models_dir)
     try:
@@ -204,7 +204,7 @@ def run_quantize_isnet(args, settings: ModelSettings) -> int:
         start = time.perf_counter()
         masks[name] = [salient >= 0.5 for salient in model.predict(frames)]
         ms[name] = 1000 * (time.perf_counter() - start) / len(frames)
-    ious = [float((a & b).sum() / max((a | b).sum(), 1)) for a, b in zip(masks["int8"], masks["float"])]
+    ious = [mask_iou(a, b) for a, b in zip(masks["int8"], masks["float"])]
     print(
         f"on those frames: IoU of the >= 0.5 mask against float min {min(ious):.3f} mean {np.mean(ious):.3f}; "
         f"ms per frame float {ms['float']:.0f}, int8 {ms['int8']:.0f}"

@@ -32,11 +32,11 @@ def int8_path(float_path: str | Path) -> Path:
     return float_path.with_name(f"{float_path.stem}.int8.onnx")
 
 
-def quantize_isnet(float_path: str | Path, frames: Sequence[np.ndarray], out_path: str | Path | None = None) -> Path:
+def quantize_isnet(float_path: str | Path, frames: Sequence[np.ndarray]) -> Path:
     """Write the int8 graph of the IS-Net file at ``float_path``, calibrated on ``frames``.
 
     frames: HxWx3 uint8 RGB images like the line's own (good frames are fine; a handful to a few
-    dozen). Returns the path written (default: `int8_path(float_path)`).
+    dozen). Returns the path written, `int8_path(float_path)`.
     """
     import onnx
     from onnxruntime.quantization import (
@@ -50,7 +50,7 @@ def quantize_isnet(float_path: str | Path, frames: Sequence[np.ndarray], out_pat
     if not frames:
         raise ValueError("quantize_isnet needs at least one calibration frame")
     float_path = Path(float_path)
-    out_path = Path(out_path) if out_path is not None else int8_path(float_path)
+    out_path = int8_path(float_path)
     graph = onnxruntime_graph(onnx.load(str(float_path)), ["CPUExecutionProvider"])  # fp32, the salient map only
     input_name = graph.graph.input[0].name
 
@@ -79,19 +79,17 @@ def quantize_isnet(float_path: str | Path, frames: Sequence[np.ndarray], out_pat
     onnx.helper.set_model_props(
         quantized, {FLOAT_DIGEST_KEY: sha256_file(float_path), CALIBRATION_KEY: str(len(frames))}
     )
-    out_path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(quantized, str(out_path))
     return out_path
 
 
-def load_int8_isnet(float_path: str | Path, intra_op_num_threads: int | None = None) -> IsNetSalientModel:
+def load_int8_isnet(float_path: str | Path) -> IsNetSalientModel:
     """The int8 graph of the float IS-Net at ``float_path``, on onnxruntime's CPU provider.
 
     Raises:
         FileNotFoundError: no int8 graph (run ``linewatch-worker models quantize-isnet``).
         ValueError: the int8 graph was made from another float file.
     """
-    import onnx
     import onnxruntime as ort
 
     float_path = Path(float_path)
@@ -101,16 +99,20 @@ def load_int8_isnet(float_path: str | Path, intra_op_num_threads: int | None = N
             f"models.isnet_precision=int8: no int8 IS-Net at {path.resolve()}; make it from the line's frames with "
             f"`linewatch-worker models quantize-isnet --images DIR` (or set models.isnet_precision=float)"
         )
-    made_from = {prop.key: prop.value for prop in onnx.load(str(path), load_external_data=False).metadata_props}
-    expected = sha256_file(float_path)
-    if made_from.get(FLOAT_DIGEST_KEY) != expected:
-        raise ValueError(
-            f"{path} was made from another IS-Net file (sha256 {made_from.get(FLOAT_DIGEST_KEY)}, the configured "
-            f"{float_path} is {expected}); run `linewatch-worker models quantize-isnet --images DIR` again"
-        )
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if intra_op_num_threads is not None:
-        options.intra_op_num_threads = intra_op_num_threads
     session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    made_from = session.get_modelmeta().custom_metadata_map.get(FLOAT_DIGEST_KEY)
+    expected = sha256_file(float_path)
+    if made_from != expected:
+        raise ValueError(
+            f"{path} was made from another IS-Net file (sha256 {made_from}, the configured {float_path} is "
+            f"{expected}); run `linewatch-worker models quantize-isnet --images DIR` again"
+        )
     return IsNetSalientModel(session, path, sha256_file(path))
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two boolean masks (1 when both are empty)."""
+    union = int((a | b).sum())
+    return float((a & b).sum() / union) if union else 1.0
