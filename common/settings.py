@@ -153,9 +153,9 @@ class ModelSettings(_Section):
         "instance",
         description="instance: one tile per instance (the seed's way); shared: small instances that fit together in one tile_size window share one tile, each still seen at its own tile's scale (fewer CLIP and CLIPSeg passes)",
     )
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+    precision: Literal["auto", "fp32", "bf16", "fp16", "int8"] = Field(
         "fp32",
-        description="fp32; auto: bf16 on CUDA devices that support it and CPUs with AMX-BF16, else fp32 (AVX512-BF16 alone ran slower than fp32); bf16; fp16 (CUDA only). CLIP, CLIPSeg and SAM run on copies of their weights converted to it, IS-Net too when models.isnet_runtime puts it on torch",
+        description="fp32; auto: bf16 on CUDA devices that support it and CPUs with AMX-BF16, else fp32 (AVX512-BF16 alone ran slower than fp32); bf16; fp16 (CUDA only). CLIP, CLIPSeg and SAM run on copies of their weights converted to it, IS-Net too when models.isnet_runtime puts it on torch; int8 (CPU only, never chosen by auto): dynamic int8 Linear layers in CLIP's image tower, CLIPSeg's vision trunk and SAM's image encoder and mask decoder (2-3.6x faster than fp32 on a VNNI CPU; scores move more than in bf16, so check them on the line's frames with `bench` first), IS-Net as models.isnet_precision says",
     )
     sam_image_size: int = Field(
         1024,

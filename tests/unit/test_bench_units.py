@@ -21,8 +21,9 @@ def test_a_reference_pass_that_changed_during_the_run_is_flagged():
 
 
 @pytest.mark.timeout(600)
-def test_bench_reports_tile_units_decoder_points_and_the_cost_of_bf16():
-    settings = ModelSettings(profile="tiny", foreground="sam+isnet", precision="bf16")
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_bench_reports_tile_units_decoder_points_and_the_cost_of_the_precision(precision):
+    settings = ModelSettings(profile="tiny", foreground="sam+isnet", precision=precision)
     report = run_bench(settings, frames=2, batch=2, naive_frames=0, width=320, height=240)
     assert report["reference_tile_ms"] > 0 and report["reference_check"]["reference_tile_ms_after"] > 0
     fast = report["optimised"]
@@ -31,5 +32,5 @@ def test_bench_reports_tile_units_decoder_points_and_the_cost_of_bf16():
     points = report["sam_decoder_points"]
     assert points["full_grid"] == 16 and 0 <= points["decoded_per_frame"] <= 16  # the tiny profile's 4x4 grid
     deviation = report["precision_deviation_vs_fp32"]
-    assert deviation["precision"] == "bf16" and deviation["frames"] == 2
+    assert deviation["precision"] == precision and deviation["frames"] == 2
     assert 0.0 <= deviation["max_image_score_diff"] <= 1.0 and 0.0 < deviation["max_anomaly_map_diff"] <= 1.0

@@ -22,6 +22,7 @@ needs_isnet = pytest.mark.skipif(not ISNET.is_file(), reason="IS-Net model not f
         ("auto", "cpu", "bf16", True),  # torch: bf16 channels-last convolutions (AMX)
         ("auto", "cuda", "fp32", True),  # on the device without onnxruntime-gpu
         ("auto", "cuda", "fp16", True),
+        ("auto", "cpu", "int8", False),  # int8 quantises the torch towers; IS-Net follows models.isnet_precision
         ("onnxruntime", "cuda", "bf16", False),
         ("torch", "cpu", "fp32", True),
     ],
@@ -90,7 +91,7 @@ def test_a_graph_with_a_non_float_cast_is_refused():
 
 
 @needs_isnet
-def test_the_precision_probe_times_isnet_on_both_runtimes():
+def test_the_precision_probe_times_isnet_on_both_runtimes_and_the_towers_in_int8():
     from common.settings import ModelSettings
     from worker.bench.precision_probe import run_precision_probe
 
@@ -98,6 +99,8 @@ def test_the_precision_probe_times_isnet_on_both_runtimes():
     timings = report["isnet"]
     assert set(timings) == {"onnxruntime_ms_per_image", "torch_fp32_ms_per_image", "torch_bf16_ms_per_image"}
     assert all(ms > 0 for ms in timings.values())
+    towers = ("clip_image_tower", "clipseg_vision_tower")
+    assert all(report[tower]["int8_ms_per_image"] > 0 for tower in towers)  # the CPU's int8 path, timed too
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

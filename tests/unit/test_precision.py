@@ -31,6 +31,14 @@ def test_explicit_settings_are_kept_and_fp16_on_cpu_is_refused():
     assert choose_precision("fp16", "cuda", set(), False) == "fp16"
     with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
         choose_precision("fp16", "cpu", {"amx_bf16"})
+    assert choose_precision("int8", "cpu", {"avx512_vnni"}) == "int8"
+    with pytest.raises(ValueError, match="int8 runs on the CPU only"):
+        choose_precision("int8", "cuda", set(), True)
+
+
+def test_auto_never_picks_int8():
+    flags = {"avx512_vnni", "avx512_bf16", "amx_int8", "amx_bf16"}
+    assert all(choose_precision("auto", device, flags, True) != "int8" for device in ("cpu", "cuda"))
 
 
 def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
@@ -106,3 +114,44 @@ def test_sam_runs_a_converted_copy_and_switches_back_to_its_fp32_weights():
     assert half and full and all(mask.dtype == bool and mask.shape == image.shape[:2] for mask in half)
     union_half, union_full = np.logical_or.reduce(half), np.logical_or.reduce(full)
     assert (union_half & union_full).sum() / (union_half | union_full).sum() > 0.9  # 0.99 on this frame
+
+
+def _quantised(module: torch.nn.Module) -> int:
+    """The dynamic int8 Linear layers in `module`."""
+    from torch.ao.nn.quantized.dynamic import Linear as Int8Linear
+
+    return sum(isinstance(m, Int8Linear) for m in module.modules())
+
+
+def test_int8_quantises_the_towers_keeps_the_decoders_float_and_switches_back_exactly():
+    from tests.support.synthetic import make_synthetic_scene
+
+    bundle = load_models(ModelSettings(profile="tiny", foreground="sam+isnet", precision="int8"))
+    fp32 = load_models(ModelSettings(profile="tiny", foreground="sam+isnet", precision="fp32"))
+    clip, clipseg, sam = bundle.clip, bundle.clipseg, bundle.sam
+    assert bundle.precision == clip.precision == clipseg.precision == sam.precision == "int8"
+    # CLIP's image tower: every MLP Linear is int8 (attention's fused in-projection is not an nn.Linear)
+    assert _quantised(clip._visual_half) >= 2 * len(clip.model.visual.transformer.resblocks)
+    assert _quantised(clip.model) == 0  # the fp32 weights stay: fingerprint, text tower, switch back
+    images = torch.rand(2, 3, clip.normalisation.size, clip.normalisation.size)
+    quantised, exact = clip.encode_images(images), fp32.clip.encode_images(images)
+    assert quantised.dtype == torch.float32
+    assert 0.0 < (quantised - exact).abs().max().item() and (quantised * exact).sum(1).min().item() > 0.99
+    # CLIPSeg: the vision trunk is int8, the decoder its own fp32 module
+    trunk, decoder = clipseg._segment_modules
+    assert _quantised(trunk) >= 4 * len(trunk.encoder.layers) and _quantised(decoder) == 0
+    assert decoder.film_mul.weight is clipseg.model.decoder.film_mul.weight
+    tiles = torch.rand(2, 3, clipseg.size, clipseg.size)
+    prompts = clipseg.encode_texts(["a photo of a damaged object.", "a photo of a scratch."])
+    moved = (clipseg.segment(tiles, prompts) - fp32.clipseg.segment(tiles, prompts)).abs()
+    assert moved.max().item() > 0.0 and (moved > 0.05).float().mean().item() < 0.02
+    # SAM: the encoder and the mask decoder are int8 copies; the prompt encoder and sam.sam stay fp32
+    running = sam.generator.predictor.model
+    assert _quantised(running.image_encoder) > 0 and _quantised(running.mask_decoder) > 0
+    assert _quantised(sam.sam) == 0 and running.prompt_encoder is sam.sam.prompt_encoder
+    image = make_synthetic_scene(seed=2, n_objects=3).image
+    assert sam.propose(image)
+    # switching back runs the fp32 weights again, bit for bit
+    bundle.clip.precision = bundle.clipseg.precision = "fp32"
+    assert torch.equal(bundle.clip.encode_images(images), exact)
+    assert torch.equal(bundle.clipseg.segment(tiles, prompts), fp32.clipseg.segment(tiles, prompts))

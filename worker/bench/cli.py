@@ -24,7 +24,7 @@ def add_bench_parser(subparsers) -> None:
         default=None,
         help="torch intra-op threads (default: torch's own choice, one per core)",
     )
-    parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default=None)
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16", "int8"], default=None)
     parser.add_argument("--sam-points", choices=["salient", "grid"], default=None, help="default: the setting")
     parser.add_argument("--instances", choices=["objects", "components"], default=None, help="default: the setting")
     parser.add_argument("--tiles", choices=["instance", "shared"], default=None, help="default: the setting")

@@ -1,8 +1,8 @@
-"""`linewatch-worker bench --precision-probe`: per model, fp32 against bf16 autocast and bf16 weights.
+"""`linewatch-worker bench --precision-probe`: per model, fp32 against bf16 autocast, bf16 weights and int8.
 
 Which is faster depends on the hardware (AMX, tensor cores) and the batch size, so it is
 measured rather than assumed: ms per image for CLIP's image tower, CLIPSeg's vision tower
-and SAM's image encoder, at the profile's architectures (random weights cost the same), and
+and SAM's image encoder (and on a CPU with their Linear layers in dynamic int8, models.precision=int8), at the profile's architectures (random weights cost the same), and
 IS-Net's graph on onnxruntime against torch (models.isnet_runtime).
 """
 
@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from common.settings import ModelSettings
-from worker.inspection.models.precision import converted_copy
+from worker.inspection.models.precision import converted_copy, int8_copy
 from worker.inspection.models.registry import load_models
 
 
@@ -30,7 +30,8 @@ def _ms(fn, repeats: int) -> float:
 
 @torch.inference_mode()
 def probe(module: torch.nn.Module, inputs: torch.Tensor, repeats: int, device: torch.device) -> dict:
-    """ms per image of `module(inputs)` in fp32, under bf16 autocast, and with its weights converted to bf16."""
+    """ms per image of `module(inputs)` in fp32, under bf16 autocast, with its weights converted to bf16,
+    and on a CPU with its Linear layers in int8."""
     fp32 = _ms(lambda: module(inputs), repeats)
 
     def autocast_run():
@@ -41,12 +42,16 @@ def probe(module: torch.nn.Module, inputs: torch.Tensor, repeats: int, device: t
     converted = converted_copy(module, "bf16")
     weights = _ms(lambda: converted(inputs.to(torch.bfloat16)), repeats)
     per_image = len(inputs)
-    return {
+    report = {
         "batch": per_image,
         "fp32_ms_per_image": round(fp32 / per_image, 1),
         "bf16_autocast_ms_per_image": round(autocast / per_image, 1),
         "bf16_weights_ms_per_image": round(weights / per_image, 1),
     }
+    if device.type == "cpu":
+        quantised = int8_copy(module)
+        report["int8_ms_per_image"] = round(_ms(lambda: quantised(inputs), repeats) / per_image, 1)
+    return report
 
 
 def run_precision_probe(settings: ModelSettings, batch: int, repeats: int) -> dict:

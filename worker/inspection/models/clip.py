@@ -35,7 +35,7 @@ class ClipModel(SwitchesPrecision):
         self.precision = "fp32"  # set by the registry from models.precision
 
     def _use_precision(self, value: Precision) -> None:
-        # The image tower runs on a copy converted to bf16/fp16 rather than under autocast: on an
+        # The image tower runs on a copy converted to bf16/fp16/int8 rather than under autocast: on an
         # AMX CPU autocast made batches of tiles slower than fp32 (bench --precision-probe), the
         # converted copy faster. The fp32 weights stay, so fp32 can be switched back exactly.
         self._visual_half = converted_copy(self.model.visual, value)

@@ -19,6 +19,7 @@ from transformers import CLIPSegConfig, CLIPSegForImageSegmentation
 from worker.inspection.models.clipseg_decoder import decode_pairs, running_decoder
 from worker.inspection.models.precision import (
     DTYPES,
+    HALF_PRECISIONS,
     Precision,
     SwitchesPrecision,
     autocast,
@@ -85,11 +86,14 @@ class ClipSegModel(SwitchesPrecision):
     def _use_precision(self, value: Precision) -> None:
         # `segment` runs the vision trunk and decoder converted to bf16/fp16: 17% faster per tile than
         # autocast on an AMX CPU (no weight casts per call; README, Benchmarks). The fp32 weights stay
-        # for the text tower, the naive path and an exact switch back to fp32.
+        # for the text tower, the naive path and an exact switch back to fp32. In int8 only the trunk is
+        # quantised: the small decoder keeps its fp32 weights and fused MLPs.
         trunk = vision_trunk(self.model.clip.vision_model, max(self.model.extract_layers) + 1)
         decoder = self.model.decoder
         if value != "fp32":
-            trunk, decoder = converted_copy(trunk, value), converted_copy(decoder, value)
+            trunk = converted_copy(trunk, value)
+        if value in HALF_PRECISIONS:
+            decoder = converted_copy(decoder, value)
         self._segment_modules = (trunk, running_decoder(decoder, self.device))
 
     def _normalise(self, images: torch.Tensor) -> torch.Tensor:

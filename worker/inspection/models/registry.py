@@ -22,7 +22,7 @@ from common.settings import ModelSettings
 from worker.inspection.models import locate
 from worker.inspection.models.clip import ClipModel, build_open_clip
 from worker.inspection.models.clipseg import ClipSegModel, build_clipseg_random, load_clipseg_folder
-from worker.inspection.models.precision import Precision, resolve_precision
+from worker.inspection.models.precision import HALF_PRECISIONS, Precision, resolve_precision
 from worker.inspection.models.sam import (
     SamGeneratorOptions,
     SamMaskProposer,
@@ -137,10 +137,11 @@ def _load_isnet(settings: ModelSettings) -> IsNetSalientModel:
 
 def isnet_on_torch(runtime: str, device_type: str, precision: Precision) -> bool:
     """models.isnet_runtime: auto runs IS-Net on torch on CUDA or in half precision (faster there),
-    on onnxruntime in fp32 on a CPU (faster there)."""
+    on onnxruntime in fp32 on a CPU (faster there; models.precision=int8 leaves IS-Net to
+    models.isnet_precision)."""
     if runtime != "auto":
         return runtime == "torch"
-    return device_type == "cuda" or precision != "fp32"
+    return device_type == "cuda" or precision in HALF_PRECISIONS
 
 
 def _build_tiny(settings: ModelSettings, device: torch.device, profile: str = "tiny") -> ModelBundle:
@@ -231,7 +232,8 @@ def set_precision(bundle: ModelBundle, precision: Precision) -> None:
     """Run every torch model of the bundle in `precision`.
 
     CLIP's image tower, CLIPSeg's vision trunk and decoder, SAM's image encoder and mask decoder run
-    on copies converted to it: faster than autocast for each on an AMX CPU (README, Benchmarks).
+    on copies converted to it: faster than autocast for each on an AMX CPU (README, Benchmarks). In int8
+    the copies of CLIP's tower, CLIPSeg's trunk and SAM's encoder and decoder have int8 Linear layers.
     IS-Net runs on torch in that precision when models.isnet_runtime says so (isnet_on_torch).
     """
     bundle.precision = precision
