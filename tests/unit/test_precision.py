@@ -5,24 +5,37 @@ import pytest
 import torch
 
 from common.settings import ModelSettings
-from worker.inspection.models.precision import choose_precision, cpu_flags
+from worker.inspection.models.precision import bf16_matmul_speedup, choose_precision, cpu_flags, needs_bf16_timing
 from worker.inspection.models.registry import load_models
 
 
 @pytest.mark.parametrize(
-    ("device", "flags", "cuda_bf16", "expected"),
+    ("device", "flags", "cuda_bf16", "speedup", "expected"),
     [
-        ("cpu", {"avx2", "amx_bf16", "amx_tile"}, False, "bf16"),
-        ("cpu", {"avx512f", "avx512_bf16"}, False, "fp32"),  # no AMX: bf16 ran slower than fp32 there
-        ("cpu", {"avx2", "avx512f"}, False, "fp32"),
-        ("cpu", set(), False, "fp32"),
-        ("cuda", set(), True, "bf16"),
-        ("cuda", {"amx_bf16"}, False, "fp32"),  # a V100/T4: the host CPU's flags do not matter
-        ("mps", {"amx_bf16"}, False, "fp32"),
+        ("cpu", {"avx2", "amx_bf16", "amx_tile"}, False, None, "bf16"),
+        ("cpu", {"avx512f", "avx512_bf16"}, False, 0.57, "fp32"),  # the Xeon VM hiding its AMX: bf16 slower
+        ("cpu", {"avx512f", "avx512_bf16"}, False, 4.5, "bf16"),  # the AMD EPYC VM: bf16 4.5x fp32
+        ("cpu", {"avx512f", "avx512_bf16"}, False, None, "fp32"),  # not timed
+        ("cpu", {"avx2", "avx512f"}, False, None, "fp32"),
+        ("cpu", set(), False, None, "fp32"),
+        ("cuda", set(), True, None, "bf16"),
+        ("cuda", {"amx_bf16"}, False, None, "fp32"),  # a V100/T4: the host CPU's flags do not matter
+        ("mps", {"amx_bf16"}, False, None, "fp32"),
     ],
 )
-def test_auto_picks_bf16_only_where_the_hardware_has_it(device, flags, cuda_bf16, expected):
-    assert choose_precision("auto", device, flags, cuda_bf16) == expected
+def test_auto_picks_bf16_only_where_the_hardware_has_it(device, flags, cuda_bf16, speedup, expected):
+    assert choose_precision("auto", device, flags, cuda_bf16, speedup) == expected
+
+
+def test_bf16_is_timed_only_on_a_cpu_whose_flags_do_not_tell():
+    assert needs_bf16_timing("auto", "cpu", {"avx512f", "avx512_bf16"})
+    assert not needs_bf16_timing("auto", "cpu", {"avx512_bf16", "amx_bf16"})  # AMX: bf16 without asking
+    assert not needs_bf16_timing("auto", "cpu", {"avx2"})  # no bf16 instructions at all
+    assert not needs_bf16_timing("fp32", "cpu", {"avx512_bf16"}) and not needs_bf16_timing(
+        "auto", "cuda", {"avx512_bf16"}
+    )
+    speedup = bf16_matmul_speedup(side=256, repeats=1)
+    assert isinstance(speedup, float) and speedup > 0.0
 
 
 def test_explicit_settings_are_kept_and_fp16_on_cpu_is_refused():

@@ -1,15 +1,17 @@
 """Which floating-point precision the models run in (`models.precision`).
 
 `auto` picks bfloat16 where the hardware computes it fast (CUDA devices that support
-it; CPUs with AMX-BF16), else float32. AVX512-BF16 alone is not enough: on a 2-core
-AVX512-BF16 CPU without AMX, 2048x2048 bf16 matmuls ran at 0.57x fp32 and CLIP's image
-tower on bf16 weights at 0.64x (README, Precision). The choice is a pure function of the
-device type and the hardware's answers, so tests can pin it.
+it; CPUs with AMX-BF16), else float32. On a CPU with AVX512-BF16 but no AMX the flags do
+not tell: 2048x2048 bf16 matmuls ran at 0.57x fp32 on a 2-core Xeon VM that hides its
+AMX, and at 4.5x on a 2-core AMD EPYC VM (README, Precision). There `auto` times one bf16
+matmul against fp32 (`bf16_matmul_speedup`, once per process) and takes bf16 when it is
+at least MIN_BF16_SPEEDUP times faster. The choice is a pure function of the device type
+and the hardware's answers, so tests can pin it.
 
 `int8` is never chosen by `auto`, since it moves scores more than bf16 does: it must be asked
 for. It runs the big Linear stacks (CLIP's image tower, CLIPSeg's vision trunk, SAM's image
 encoder) with dynamic int8 on a CPU: the weights are quantised once, per output channel, and the
-activations per call. On the 2-core AVX512-VNNI CPU that has no AMX, those three ran 2.2x, 3.6x
+activations per call. On a 2-core AMD EPYC VM (AVX512-VNNI, no AMX), those three ran 2.2x, 3.6x
 and 2.0x faster than fp32.
 """
 
@@ -17,7 +19,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import itertools
+import logging
+import time
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -27,16 +32,26 @@ import torch
 
 PrecisionSetting = Literal["auto", "fp32", "bf16", "fp16", "int8"]
 Precision = Literal["fp32", "bf16", "fp16", "int8"]
-CPU_BF16_FLAGS = frozenset({"amx_bf16"})  # AMX tiles; AVX512-BF16 alone ran slower than fp32
+CPU_BF16_FLAGS = frozenset({"amx_bf16"})  # AMX tiles: bf16 always pays
+CPU_BF16_TIMED_FLAGS = frozenset({"avx512_bf16"})  # pays on some CPUs and not on others: timed
+MIN_BF16_SPEEDUP = 1.5  # measured 0.57x where bf16 did not pay, 4.5x where it did
 # The float dtype a model's inputs and activations take. int8 quantises only inside Linear layers.
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.float32}
 HALF_PRECISIONS = frozenset({"bf16", "fp16"})
+log = logging.getLogger(__name__)
 
 
 def choose_precision(
-    setting: PrecisionSetting, device_type: str, cpu_flags: Iterable[str] = (), cuda_bf16: bool = False
+    setting: PrecisionSetting,
+    device_type: str,
+    cpu_flags: Iterable[str] = (),
+    cuda_bf16: bool = False,
+    cpu_bf16_speedup: float | None = None,
 ) -> Precision:
     """The precision to run: the setting itself, or for `auto` bf16 where the hardware has it.
+
+    cpu_bf16_speedup: fp32 over bf16 matmul time on this CPU, where it was timed (AVX512-BF16
+    without AMX); None where it was not.
 
     fp16 on a CPU is refused: CPUs have no fast fp16 matmul and autocast would crawl. int8 off a
     CPU is refused: its kernels (fbgemm) are the CPU's.
@@ -45,6 +60,8 @@ def choose_precision(
         if device_type == "cuda":
             return "bf16" if cuda_bf16 else "fp32"
         if device_type == "cpu" and CPU_BF16_FLAGS & set(cpu_flags):
+            return "bf16"
+        if device_type == "cpu" and cpu_bf16_speedup is not None and cpu_bf16_speedup >= MIN_BF16_SPEEDUP:
             return "bf16"
         return "fp32"
     if setting == "fp16" and device_type == "cpu":
@@ -65,10 +82,48 @@ def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
     return frozenset()
 
 
+def needs_bf16_timing(setting: PrecisionSetting, device_type: str, flags: Iterable[str]) -> bool:
+    """Whether `auto` has to time bf16 on this CPU: AVX512-BF16 without AMX."""
+    flags = set(flags)
+    return (
+        setting == "auto" and device_type == "cpu" and bool(CPU_BF16_TIMED_FLAGS & flags) and not CPU_BF16_FLAGS & flags
+    )
+
+
+@functools.cache
+def bf16_matmul_speedup(side: int = 1024, repeats: int = 3) -> float:
+    """fp32 time over bf16 time of a side x side matmul on this CPU, each the best of `repeats` (about 0.1 s)."""
+
+    def best_ms(dtype: torch.dtype) -> float:
+        a, b = torch.randn(side, side).to(dtype), torch.randn(side, side).to(dtype)
+        a @ b  # warm-up: kernel selection
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            a @ b
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    speedup = round(best_ms(torch.float32) / best_ms(torch.bfloat16), 2)
+    log.info(
+        "a bf16 matmul ran %.2fx as fast as fp32 on this CPU (models.precision=auto takes bf16 from %.1fx)",
+        speedup,
+        MIN_BF16_SPEEDUP,
+    )
+    return speedup
+
+
+def timed_bf16_speedup(setting: PrecisionSetting, device: torch.device) -> float | None:
+    """bf16_matmul_speedup where `auto` needs it on this device, else None."""
+    flags = cpu_flags() if device.type == "cpu" else frozenset()
+    return bf16_matmul_speedup() if needs_bf16_timing(setting, device.type, flags) else None
+
+
 def resolve_precision(setting: PrecisionSetting, device: torch.device) -> Precision:
     """choose_precision with this machine's answers."""
     cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
-    return choose_precision(setting, device.type, cpu_flags() if device.type == "cpu" else (), cuda_bf16)
+    flags = cpu_flags() if device.type == "cpu" else frozenset()
+    return choose_precision(setting, device.type, flags, cuda_bf16, timed_bf16_speedup(setting, device))
 
 
 def converted_copy(module: torch.nn.Module, precision: Precision) -> torch.nn.Module | None:
