@@ -2,8 +2,9 @@
 
 Which is faster depends on the hardware (AMX, tensor cores) and the batch size, so it is
 measured rather than assumed: ms per image for CLIP's image tower, CLIPSeg's vision tower
-and SAM's image encoder (and on a CPU with their Linear layers in dynamic int8, models.precision=int8), at the profile's architectures (random weights cost the same), and
-IS-Net's graph on onnxruntime against torch (models.isnet_runtime).
+and SAM's image encoder, at the profile's architectures (random weights cost the same), on a
+CPU also with their Linear layers in dynamic int8 (models.precision=int8), and IS-Net's graph
+on onnxruntime against torch (models.isnet_runtime).
 """
 
 from __future__ import annotations

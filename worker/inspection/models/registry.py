@@ -233,7 +233,8 @@ def set_precision(bundle: ModelBundle, precision: Precision) -> None:
 
     CLIP's image tower, CLIPSeg's vision trunk and decoder, SAM's image encoder and mask decoder run
     on copies converted to it: faster than autocast for each on an AMX CPU (README, Benchmarks). In int8
-    the copies of CLIP's tower, CLIPSeg's trunk and SAM's encoder and decoder have int8 Linear layers.
+    the copies of CLIP's tower, CLIPSeg's trunk and SAM's encoder and decoder have int8 Linear layers,
+    and CLIPSeg's decoder stays fp32.
     IS-Net runs on torch in that precision when models.isnet_runtime says so (isnet_on_torch).
     """
     bundle.precision = precision
