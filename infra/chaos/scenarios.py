@@ -274,7 +274,7 @@ def slow_inference(infra: Infra) -> ChaosRow:
 # ----------------------------------------------------------------------------- 6. burst
 
 
-BURST_FRAMES = 160
+BURST_FRAMES = 320  # 160 left too small a gap between a bounded intake's noise and an unbounded one
 BURST_SIZE = (480, 640)  # decoded: 0.9 MiB a frame, so an unbounded intake would show in the RSS
 BURST_QUEUE_MAX_FRAMES = 8
 BURST_BATCH_DELAY_S = 0.1  # keeps scoring well under a tenth of the burst rate on a fast machine too
