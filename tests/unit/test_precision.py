@@ -100,8 +100,9 @@ def test_isnet_runs_on_the_workers_gpu_or_on_the_cpu():
     assert providers_for("cuda", 0, ["CPUExecutionProvider"]) == ["CPUExecutionProvider"]  # CPU build installed
 
 
-def test_the_few_shot_pass_runs_in_the_same_precision_as_the_tile_embedding():
-    clip = load_models(ModelSettings(profile="tiny", foreground="none", precision="bf16")).clip
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_the_few_shot_pass_runs_in_the_same_precision_as_the_tile_embedding(precision):
+    clip = load_models(ModelSettings(profile="tiny", foreground="none", precision=precision)).clip
     images = torch.rand(2, 3, clip.normalisation.size, clip.normalisation.size)
     embeddings, patches = clip.encode_images_with_patches(images, (-1,))
     assert torch.equal(embeddings, clip.encode_images(images))  # a bank never changes the tile score
