@@ -23,7 +23,7 @@ from worker.bench.units import (
 )
 from worker.inspection.inspector import Inspector
 from worker.inspection.measure import StageClock, peak_rss_mb
-from worker.inspection.models.precision import timed_bf16_speedup
+from worker.inspection.models.precision import cpu_flags, timed_bf16_speedup
 from worker.inspection.models.registry import load_models
 from worker.inspection.types import Frame
 from worker.memory import freed_memory_kept
@@ -104,7 +104,7 @@ def run_bench(settings: ModelSettings, frames: int, batch: int, naive_frames: in
         "foreground": settings.foreground,
         "device": device_name(models.device),
         "precision": models.precision,
-        "bf16_matmul_speedup": timed_bf16_speedup(settings.precision, models.device),
+        "bf16_matmul_speedup": timed_bf16_speedup(settings.precision, models.device.type, cpu_flags()),
         "sam_points": settings.sam_points if models.sam is not None else None,
         "sam_image_size": models.sam.sam.image_encoder.img_size if models.sam is not None else None,
         "instances": settings.instances,

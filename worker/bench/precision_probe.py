@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from common.settings import ModelSettings
-from worker.inspection.models.precision import converted_copy, int8_copy
+from worker.inspection.models.precision import converted_copy
 from worker.inspection.models.registry import load_models
 
 
@@ -50,7 +50,7 @@ def probe(module: torch.nn.Module, inputs: torch.Tensor, repeats: int, device: t
         "bf16_weights_ms_per_image": round(weights / per_image, 1),
     }
     if device.type == "cpu":
-        quantised = int8_copy(module)
+        quantised = converted_copy(module, "int8")
         report["int8_ms_per_image"] = round(_ms(lambda: quantised(inputs), repeats) / per_image, 1)
     return report
 

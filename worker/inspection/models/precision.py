@@ -113,17 +113,16 @@ def bf16_matmul_speedup(side: int = 1024, repeats: int = 3) -> float:
     return speedup
 
 
-def timed_bf16_speedup(setting: PrecisionSetting, device: torch.device) -> float | None:
+def timed_bf16_speedup(setting: PrecisionSetting, device_type: str, flags: Iterable[str]) -> float | None:
     """bf16_matmul_speedup where `auto` needs it on this device, else None."""
-    flags = cpu_flags() if device.type == "cpu" else frozenset()
-    return bf16_matmul_speedup() if needs_bf16_timing(setting, device.type, flags) else None
+    return bf16_matmul_speedup() if needs_bf16_timing(setting, device_type, flags) else None
 
 
 def resolve_precision(setting: PrecisionSetting, device: torch.device) -> Precision:
     """choose_precision with this machine's answers."""
     cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
     flags = cpu_flags() if device.type == "cpu" else frozenset()
-    return choose_precision(setting, device.type, flags, cuda_bf16, timed_bf16_speedup(setting, device))
+    return choose_precision(setting, device.type, flags, cuda_bf16, timed_bf16_speedup(setting, device.type, flags))
 
 
 def converted_copy(module: torch.nn.Module, precision: Precision) -> torch.nn.Module | None:
