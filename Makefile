@@ -13,7 +13,7 @@ all: test
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[worker,dashboard,line,test]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[worker,dashboard,line,test,docs]'
 	touch $(STAMP)
 
 # The GenICam camera extra (PyGObject) builds against system headers: system-deps first.
@@ -59,7 +59,7 @@ bench-dashboard: install system-deps
 	  $(PY) -m infra.servers start --state-dir $$S; . $$S/env; \
 	  $(PY) -m worker.dashboard.bench --bootstrap-servers "$$LINEWATCH_KAFKA__BOOTSTRAP_SERVERS"'
 
-# The README's dashboard screenshots, from a run of the browser test (docs/images/dashboard-*.png).
+# The dashboard guide's screenshots, from a run of the browser test (docs/images/dashboard-*.png).
 dashboard-screenshots: install system-deps
 	LINEWATCH_SCREENSHOTS=docs/images $(PY) -m pytest -q -p no:cacheprovider tests/integration/test_dashboard.py
 
