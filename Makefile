@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 CAMERA_STAMP := $(VENV)/.camera-installed
 PYTEST_ARGS ?=
 
-.PHONY: all install camera system-deps models models-pull lint test test-unit demo bench bench-kafka bench-dashboard dashboard-screenshots chaos clean
+.PHONY: all install camera system-deps models models-pull lint docs docs-serve reference-docs test test-unit demo bench bench-kafka bench-dashboard dashboard-screenshots chaos clean
 
 all: test
 
@@ -36,9 +36,20 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# The documentation site (mkdocs.yml, docs/): strict, so a broken link or a page missing from the nav fails.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir build/site
+
+docs-serve: install
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs serve
+
+# The command line and settings reference pages, rendered from the argparse parsers and the settings models.
+reference-docs: install
+	$(PY) scripts/gen_reference_docs.py
+
 # The whole suite: lint, then unit tests plus integration tests against a real Kafka broker and a
 # real Redis, both started by the test session itself.
-test: install system-deps models lint
+test: install system-deps models lint docs
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
 
 test-unit: $(STAMP)
