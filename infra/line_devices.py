@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -114,6 +115,8 @@ class MosquittoBroker(_proc.ServerProcess):
 
     def _config(self) -> Path:
         lines = [f"listener {self._port} {HOST}", "persistence false", "log_dest stdout"]
+        if os.geteuid() == 0:
+            lines.append("user root")  # else it drops to `mosquitto`, who cannot read the test's private files
         if self.users:
             passwords = self.work_dir / "passwords"
             passwords.write_text("")
