@@ -151,18 +151,18 @@ class ModelSettings(_Section):
     )
     sam_points: Literal["salient", "grid"] = Field(
         "salient",
-        description="salient: prompt SAM only at grid points inside the dilated IS-Net mask (the only ones whose masks can be kept); grid: the full 32x32 grid (the seed's way)",
+        description="salient: prompt SAM only at grid points inside the dilated IS-Net mask (the only ones whose masks can be kept); grid: the full 32x32 grid (the paper's way)",
     )
     sam_point_margin_px: int = Field(
         16, ge=0, description="sam_points=salient: how far outside the IS-Net mask grid points are still prompted"
     )
     instances: Literal["objects", "components"] = Field(
         "objects",
-        description="objects: SAM whole-object masks, or IS-Net blobs split at their necks, each an instance with its own tile; components: the seed's connected components of the foreground",
+        description="objects: SAM whole-object masks, or IS-Net blobs split at their necks, each an instance with its own tile; components: the paper's connected components of the foreground",
     )
     tiles: Literal["instance", "shared"] = Field(
         "instance",
-        description="instance: one tile per instance (the seed's way); shared: small instances that fit together in one tile_size window share one tile, each still seen at its own tile's scale (fewer CLIP and CLIPSeg passes)",
+        description="instance: one tile per instance (the paper's way); shared: small instances that fit together in one tile_size window share one tile, each still seen at its own tile's scale (fewer CLIP and CLIPSeg passes)",
     )
     precision: Literal["auto", "fp32", "bf16", "fp16", "int8"] = Field(
         "fp32",
@@ -170,7 +170,7 @@ class ModelSettings(_Section):
     )
     sam_image_size: int = Field(
         1024,
-        description="input side of SAM's image encoder, a multiple of 64 from 128 to 1024; 1024 = the checkpoint's own (the seed's way); 640 sees a 640x480 frame at its own resolution with 2.6x fewer encoder tokens, at a mask quality not measured with real weights (README); a side above a model's own runs at its own (tiny: 256)",
+        description="input side of SAM's image encoder, a multiple of 64 from 128 to 1024; 1024 = the checkpoint's own (the paper's way); 640 sees a 640x480 frame at its own resolution with 2.6x fewer encoder tokens, at a mask quality not measured with real weights (docs/explanation/pipeline.md); a side above a model's own runs at its own (tiny: 256)",
     )
 
     @field_validator("sam_image_size")
@@ -362,7 +362,7 @@ class LinewatchSettings(BaseSettings):
 
 
 def settings_table() -> str:
-    """Markdown table of every setting: environment variable, default, meaning (used in the README)."""
+    """Markdown table of every setting: environment variable, default, meaning (docs/reference/settings.md has a fuller one)."""
     rows = ["| environment variable | default | meaning |", "|---|---|---|"]
     for section_name, section_field in LinewatchSettings.model_fields.items():
         section = section_field.annotation

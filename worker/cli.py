@@ -174,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True)
     add_inspect_parser(subparsers)
     add_bench_parser(subparsers)
-    subparsers.add_parser("serve", help="consume frames from Kafka and publish results (see README)")
+    subparsers.add_parser("serve", help="consume frames from Kafka and publish results (docs/deploy/operations.md)")
     try:
         from worker.eval.cli import add_eval_parser
 

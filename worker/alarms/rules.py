@@ -1,6 +1,6 @@
 """The alarm rule engine: pure logic over InspectionResults and a clock (no Kafka, no HTTP).
 
-Semantics (also in the README):
+Semantics (also in docs/guides/alarms-and-mes.md):
 
 - Every rule whose `match` fits a result's line/camera/object sees it; rules are independent.
 - Duplicates: a result whose (camera id, frame id) was already observed is ignored entirely
