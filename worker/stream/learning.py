@@ -4,11 +4,16 @@ A record with `learning` set and no `image_threshold` puts its scope in learning
 keeps the raw image score and the normal pixel score of each frame it sees of that scope;
 once it has `learning.frames` of them (or more, when the conformal bound at
 `learning.target_fpr` needs more) `calibrated_record` turns them into the next version of the
-record, which the worker publishes. Scores and thresholds come from the functions `calibrate`
-uses (`common.calibration.normal_pixel_score`, `worker.calibration.record.calibration_record`),
-so both give the same thresholds, rounded alike, from the same scores. With several workers each learns from the frames of its
-partitions; the first calibrated record on the topic wins, the others carry the same version
-and are refused as not newer.
+record, which the worker publishes to the learned-records topic (`<control topic>.learned`: the
+broker lets workers write that topic and not the control topic). Every worker takes a learned
+record as the scope's record in force only when it answers the learning record in force (its next
+version, only thresholds and calibration changed). With several workers each learns from the
+frames of its partitions; the first calibrated record on the topic wins, the others carry the
+same version and are refused as not newer.
+
+Scores and thresholds come from the functions `calibrate` uses
+(`common.calibration.normal_pixel_score`, `worker.calibration.record.calibration_record`), so both
+give the same thresholds, rounded alike, from the same scores.
 """
 
 from __future__ import annotations
@@ -19,10 +24,6 @@ from dataclasses import dataclass, field
 from common.calibration import frames_needed
 from common.control import ControlRecord
 from worker.calibration.record import calibration_record
-
-
-def in_learning(record: ControlRecord | None) -> bool:
-    return record is not None and record.learning is not None and record.image_threshold is None
 
 
 def frames_to_learn(record: ControlRecord) -> int:
@@ -78,11 +79,14 @@ class LearningBook:
 
 
 def calibrated_record(learned: Learned, worker_id: str) -> ControlRecord:
-    """The next version of the learning record, calibrated as `calibrate` would from the same scores
-    (prompt overrides and references kept, learning ended)."""
+    """The next version of the learning record, calibrated as `calibrate` would from the same scores.
+
+    Every other field stays as it was, `learning` included: a learned record is taken only as the
+    answer to the learning record in force (`common.control.answers_learning`); its thresholds end
+    the learning."""
     record, learning = learned.record, learned.record.learning
     assert learning is not None
-    return calibration_record(
+    calibrated = calibration_record(
         learned.raw,
         learned.pixel,
         target_fpr=learning.target_fpr,
@@ -90,3 +94,4 @@ def calibrated_record(learned: Learned, worker_id: str) -> ControlRecord:
         version=record.version + 1,
         base=record,
     )
+    return calibrated.model_copy(update={"learning": learning})
