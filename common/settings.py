@@ -34,6 +34,10 @@ class KafkaSettings(_Section):
     feedback_topic: str = Field(
         "linewatch.feedback", description="topic of operators' labels on results (false alarm, defect, good reference)"
     )
+    audit_topic: str = Field(
+        "linewatch.audit",
+        description="append-only topic (never compacted, kept forever by default) of every control change: who, when, scope, before -> after, reason",
+    )
     group_id: str = Field("linewatch", description="consumer group shared by all workers")
     partitions: int = Field(4, ge=1, description="partition count for topics created when missing")
     replication_factor: int = Field(1, ge=1)
@@ -50,6 +54,13 @@ class KafkaSettings(_Section):
     ssl_keyfile: str | None = Field(None, description="client key for TLS")
     ssl_password: SecretStr | None = Field(None, description="password of the client key (secret)")
     max_message_bytes: int = Field(1_048_576, description="largest message the topics accept")
+
+    @property
+    def learned_topic(self) -> str:
+        """Compacted topic of the records workers calibrate in learning mode: the control topic's
+        name plus `.learned`, so that an ACL can let workers write it and not the control topic."""
+        return f"{self.control_topic}.learned"
+
     session_timeout_ms: int = Field(
         10_000,
         ge=1,
@@ -204,6 +215,10 @@ class WorkerSettings(_Section):
     max_frame_bytes: int = Field(20_000_000, description="frames larger than this are dead-lettered before decoding")
     max_frame_pixels: int = Field(
         40_000_000, description="frames with more pixels (by header) are dead-lettered before decoding"
+    )
+    known_scopes_only: bool = Field(
+        False,
+        description="dead-letter frames whose camera and object have no control record in force (no scope applies): unknown camera ids or object names cost no models, pools or metric series",
     )
     heatmap_side: int = Field(128, ge=0, description="0 disables the heatmap in results")
     health_port: int | None = Field(None, description="port of /healthz /readyz /metrics; None disables")

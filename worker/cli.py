@@ -205,6 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     from worker.dashboard.cli import add_dashboard_parser
 
     add_dashboard_parser(subparsers)
+    from worker.acl_cli import add_acls_parser
+
+    add_acls_parser(subparsers)
     return parser
 
 
@@ -270,6 +273,10 @@ def main(argv: list[str] | None = None) -> int:
         from worker.calibration.feedback_cli import run_feedback
 
         return run_feedback(args, settings)
+    if args.command == "acls":
+        from worker.acl_cli import run_acls
+
+        return run_acls(args, settings)
     parser.error(f"unknown command {args.command}")
     return 2
 
