@@ -127,6 +127,25 @@ class ControlRecord(_Record):
         return value
 
 
+def in_learning(record: ControlRecord | None) -> bool:
+    """Whether `record` puts its scope in learning mode (learning set, no image threshold yet)."""
+    return record is not None and record.learning is not None and record.image_threshold is None
+
+
+# What a worker's calibrated record may change of the learning record it answers.
+LEARNED_FIELDS = frozenset({"version", "image_threshold", "pixel_threshold", "calibration", "updated_at", "updated_by"})
+
+
+def answers_learning(learning: ControlRecord, learned: ControlRecord) -> bool:
+    """Whether `learned` (from the learned-records topic) is a calibration of `learning`: its next
+    version, with thresholds and calibration set, and every other field as it was."""
+    if not in_learning(learning) or learned.version != learning.version + 1:
+        return False
+    if learned.image_threshold is None or learned.calibration is None:
+        return False
+    return learning.model_dump(exclude=LEARNED_FIELDS) == learned.model_dump(exclude=LEARNED_FIELDS)
+
+
 def threshold_version(scope: str, record: ControlRecord) -> str:
     """What results carry in `versions.threshold_version` when `record` of `scope` is in force."""
     return f"{scope}@v{record.version}"

@@ -4,7 +4,7 @@
 #   docker build -f docker/worker.Dockerfile -t linewatch/worker .      (from the repository root)
 #   docker run --gpus all -v "$PWD/models:/models:ro" -e LINEWATCH_KAFKA__BOOTSTRAP_SERVERS=kafka:9092 linewatch/worker
 #
-# No model weights are baked in: mount them read-only at /models (layout: README, "Model weights").
+# No model weights are baked in: mount them read-only at /models (layout: docs/start/models.md).
 # The PyPI torch wheels bring their own CUDA 12 user-space libraries; the CUDA base image supplies the
 # NVIDIA container-toolkit wiring (NVIDIA_VISIBLE_DEVICES, driver capabilities) and cuDNN.
 

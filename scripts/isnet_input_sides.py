@@ -1,4 +1,4 @@
-"""Does IS-Net keep its salient mask below its 1024 px input? (issue 15; README, Benchmarks)
+"""Does IS-Net keep its salient mask below its 1024 px input? (docs: benchmarks)
 
 The shipped ONNX has its 39 upsampling sizes baked for 1024 px. This script scales those size
 constants to a side S (a multiple of 64), runs the edited graph on onnxruntime over synthetic belt

@@ -175,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True)
     add_inspect_parser(subparsers)
     add_bench_parser(subparsers)
-    subparsers.add_parser("serve", help="consume frames from Kafka and publish results (see README)")
+    subparsers.add_parser("serve", help="consume frames from Kafka and publish results (docs/deploy/operations.md)")
     try:
         from worker.eval.cli import add_eval_parser
 
@@ -206,6 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
     from worker.dashboard.cli import add_dashboard_parser
 
     add_dashboard_parser(subparsers)
+    from worker.acl_cli import add_acls_parser
+
+    add_acls_parser(subparsers)
     return parser
 
 
@@ -276,6 +279,10 @@ def main(argv: list[str] | None = None) -> int:
         from worker.calibration.feedback_cli import run_feedback
 
         return run_feedback(args, settings)
+    if args.command == "acls":
+        from worker.acl_cli import run_acls
+
+        return run_acls(args, settings)
     parser.error(f"unknown command {args.command}")
     return 2
 

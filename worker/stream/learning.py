@@ -5,9 +5,12 @@ keeps the raw image score and the normal pixel score (the per-frame max of the a
 inside the foreground, as the `calibrate` command computes it) of each frame it sees of that
 scope; once it has `learning.frames` of them (or more, when the conformal bound at
 `learning.target_fpr` needs more) `calibrated_record` turns them into the next version of the
-record, which the worker publishes. With several workers each learns from the frames of its
-partitions; the first calibrated record on the topic wins, the others carry the same version
-and are refused as not newer.
+record, which the worker publishes to the learned-records topic (`<control topic>.learned`: the
+broker lets workers write that topic and not the control topic). Every worker takes a learned
+record as the scope's record in force only when it answers the learning record in force (its next
+version, only thresholds and calibration changed). With several workers each learns from the
+frames of its partitions; the first calibrated record on the topic wins, the others carry the
+same version and are refused as not newer.
 """
 
 from __future__ import annotations
@@ -20,10 +23,6 @@ import numpy as np
 from common.calibration import conformal_threshold, frames_needed
 from common.control import Calibration, ControlRecord
 from common.schemas import utc_now
-
-
-def in_learning(record: ControlRecord | None) -> bool:
-    return record is not None and record.learning is not None and record.image_threshold is None
 
 
 def normal_pixel_score(anomaly_map: np.ndarray, foreground: np.ndarray | None) -> float:

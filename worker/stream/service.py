@@ -181,8 +181,9 @@ class WorkerService:
         stop_event = stop_event or threading.Event()
         while True:
             try:
-                topics = [ks.frames_topic, ks.results_topic, ks.dlq_topic, ks.control_topic]
-                ensure_topics(ks, topics, {ks.control_topic: COMPACTED}, bootstrap_timeout_ms=CONNECT_TIMEOUT_MS)
+                topics = [ks.frames_topic, ks.results_topic, ks.dlq_topic, ks.control_topic, ks.learned_topic]
+                compacted = {ks.control_topic: COMPACTED, ks.learned_topic: COMPACTED}
+                ensure_topics(ks, topics, compacted, bootstrap_timeout_ms=CONNECT_TIMEOUT_MS)
                 break
             except Exception as exc:  # broker not up yet: wait for it rather than crash-loop
                 self.broker.error()
