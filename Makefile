@@ -3,19 +3,27 @@ VENV   ?= .venv
 PYTHON ?= python3
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+CAMERA_STAMP := $(VENV)/.camera-installed
 PYTEST_ARGS ?=
 
-.PHONY: all install system-deps models models-pull lint docs docs-serve reference-docs test test-unit demo bench bench-kafka bench-dashboard dashboard-screenshots chaos clean
+.PHONY: all install camera system-deps models models-pull lint docs docs-serve reference-docs test test-unit demo bench bench-kafka bench-dashboard dashboard-screenshots chaos clean
 
 all: test
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[worker,dashboard,test,docs]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[worker,dashboard,line,test,docs]'
 	touch $(STAMP)
 
-install: $(STAMP)
+# The GenICam camera extra (PyGObject) builds against system headers: system-deps first.
+$(CAMERA_STAMP): $(STAMP) | system-deps
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[camera]'
+	touch $(CAMERA_STAMP)
+
+camera: system-deps $(CAMERA_STAMP)
+
+install: $(STAMP) camera
 
 system-deps:
 	bash scripts/install_system_deps.sh
@@ -24,7 +32,7 @@ models: $(STAMP)
 	$(PY) scripts/fetch_isnet.py
 
 # Lint and format check (ruff, configured in pyproject.toml); the whole tree, .gitignore'd paths excluded.
-lint: install
+lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
@@ -44,7 +52,7 @@ reference-docs: install
 test: install system-deps models lint docs
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
 
-test-unit: install
+test-unit: $(STAMP)
 	$(PY) -m pytest -q -ra tests/unit $(PYTEST_ARGS)
 
 demo: install system-deps models

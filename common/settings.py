@@ -118,6 +118,10 @@ class ModelSettings(_Section):
         gt=0.0,
         description="scale of the tile score's two-way softmax; None = the CLIP checkpoint's own logit scale (100 for CLIP); anomalib's WinCLIP uses 1/0.07 = 14.29",
     )
+    pins_file: Path | None = Field(
+        None,
+        description="the pins of real weights (revision and sha256 per file) that `models pull` and every worker check; None = the pins.json shipped with linewatch (worker/inspection/models/pins.json)",
+    )
     sam_base_url: str = Field(
         "https://dl.fbaipublicfiles.com/segment_anything/",
         description="where `models pull` fetches SAM checkpoints (Meta's release; a mirror of the same files)",

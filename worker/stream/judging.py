@@ -15,12 +15,13 @@ from dataclasses import replace
 
 import numpy as np
 
+from common.calibration import normal_pixel_score
 from common.control import ControlRecord, ThresholdsInForce, scope_key
 from common.metrics import Metrics
 from worker.inspection.types import Inspection
 from worker.stream.control import ControlState, Resolved
 from worker.stream.drift import DriftWatch
-from worker.stream.learning import LearningBook, calibrated_record, normal_pixel_score
+from worker.stream.learning import LearningBook, calibrated_record
 from worker.stream.references import ReferenceBanks
 from worker.stream.telemetry import Counters
 

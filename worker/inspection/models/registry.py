@@ -22,6 +22,7 @@ from common.settings import ModelSettings
 from worker.inspection.models import locate
 from worker.inspection.models.clip import ClipModel, build_open_clip
 from worker.inspection.models.clipseg import ClipSegModel, build_clipseg_random, load_clipseg_folder
+from worker.inspection.models.integrity import require_intact
 from worker.inspection.models.precision import HALF_PRECISIONS, Precision, resolve_precision
 from worker.inspection.models.sam import (
     SamGeneratorOptions,
@@ -244,9 +245,11 @@ def set_precision(bundle: ModelBundle, precision: Precision) -> None:
 
 
 def load_models(settings: ModelSettings) -> ModelBundle:
-    """Build the profile named in settings and fingerprint every model in it."""
+    """Check the weight files against their pins or lock, build the profile named in settings and
+    fingerprint every model in it. Raises WeightsMismatch before building anything from a changed file."""
     if settings.profile not in PROFILES:
         raise ValueError(f"unknown profile {settings.profile!r}; choose one of {sorted(PROFILES)}")
+    require_intact(settings)
     bundle = PROFILES[settings.profile](settings, resolve_device(settings.device))
     bundle.fingerprints = {
         "clip": fingerprint_module("clip", bundle.clip.model),
