@@ -1,4 +1,4 @@
-"""No linewatch process opens a connection off this machine unless asked.
+"""No linewatch process opens a connection off the host unless asked.
 
 `inspect` and `serve` run with the default profile (published layout, random weights, the real IS-Net
 graph) under `strace -f -e trace=connect`, which sees native code too (onnxruntime's telemetry is C++,
