@@ -11,7 +11,7 @@ Address space (namespace `opcua.namespace`, string NodeIds a PLC or MES can hard
                                              ns=<i>;s=linewatch/<camera id>/<name>
 
 Every result raises a `ResultReadyEventType` event (ResultId, PartId, CameraId, ResultState,
-Verdict, Score, Late) from the Linewatch object, after the variables hold the new values.
+Verdict, Score, Late, CaptureTime, ProcessingTimeMs, DeliveryTimeMs) from the Linewatch object, after the variables hold the new values.
 """
 
 from __future__ import annotations
@@ -60,6 +60,9 @@ EVENT_FIELDS = [
     ("Verdict", _VT.String),
     ("Score", _VT.Double),
     ("Late", _VT.Boolean),
+    ("CaptureTime", _VT.DateTime),
+    ("ProcessingTimeMs", _VT.Double),
+    ("DeliveryTimeMs", _VT.Double),
 ]
 _POLICIES = {
     "None": ua.SecurityPolicyType.NoSecurity,
@@ -161,6 +164,9 @@ class OpcUaServerSink:
         event.Verdict = verdict.state
         event.Score = verdict.score
         event.Late = verdict.late
+        event.CaptureTime = verdict.captured_at
+        event.ProcessingTimeMs = verdict.processing_ms
+        event.DeliveryTimeMs = verdict.delivery_ms
         await self.events.trigger(message=f"result {verdict.result_id} of {verdict.camera_id}: {verdict.state}")
 
     def deliver_result(self, verdict: LineVerdict, result: InspectionResult) -> None:
