@@ -201,13 +201,12 @@ def render_settings() -> str:
         doc = (section.__doc__ or "").strip()
         if doc:
             lines += [" ".join(doc.split()), ""]
-        lines += ["| setting | type | default | environment variable | meaning |", "|---|---|---|---|---|"]
+        lines += ["| setting, environment variable | type, default | meaning |", "|---|---|---|"]
         for name, field in section.model_fields.items():
             env = f"LINEWATCH_{section_name.upper()}__{name.upper()}"
-            lines.append(
-                f"| `{name}` | {cell('`' + type_name(field.annotation) + '`')} | {_default_text(field)} | `{env}` "
-                f"| {cell(field.description or '')} |"
-            )
+            default = _default_text(field)
+            kind = cell("`" + type_name(field.annotation) + "`") + (f"<br>{default}" if default else "")
+            lines.append(f"| `{name}`<br>`{env}` | {kind} | {cell(field.description or '')} |")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 

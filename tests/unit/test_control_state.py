@@ -24,6 +24,11 @@ from worker.stream.telemetry import Counters
 STATIC = WorkerSettings(worker_id="w", threshold=0.5, pixel_threshold=0.6, threshold_version="static-0.5")
 
 
+def beyond(**fields) -> bytes:
+    """A control value of version 2 with `fields` (each beyond a bound in the tests below)."""
+    return json.dumps({"version": 2} | fields).encode()
+
+
 def message(record: ControlRecord | None) -> bytes | None:
     return None if record is None else encode_control(record)
 
@@ -45,7 +50,16 @@ def state() -> ControlState:
         (b"object:screw", b"{not json", "not_json"),
         (b"object:screw", b"\xff", "not_json"),
         (b"object:screw", b'{"version": 0}', "invalid_record"),
-        (b"object:screw", b'{"version": 2, "image_threshold": 1.5}', "invalid_record"),
+        (b"object:screw", b'{"version": 2, "image_threshold": 1.5}', "out_of_bounds"),
+        (b"object:screw", beyond(learning={"frames": 10**9, "target_fpr": 0.1}), "out_of_bounds"),
+        (b"object:screw", beyond(learning={"frames": 20, "target_fpr": 1e-9}), "out_of_bounds"),
+        (b"object:screw", beyond(prompts={"extra_normal_states": ["a {}"] * 17}), "out_of_bounds"),
+        (b"object:screw", beyond(prompts={"extra_anomalous_states": ["x" * 121]}), "out_of_bounds"),
+        (b"object:screw", beyond(prompts={"object_name": "nut\nDROP"}), "out_of_bounds"),
+        (b"object:screw", beyond(updated_by="x" * 129), "out_of_bounds"),
+        (b"object:screw/x", b"{}", "not_a_scope"),
+        (b"camera:cam 1", b"{}", "not_a_scope"),
+        (b"object:" + b"x" * 101, b"{}", "not_a_scope"),
         (b"object:screw", b'{"version": 2, "surprise": true}', "invalid_record"),
         (b"object:screw", b"[1, 2]", "invalid_record"),
     ],

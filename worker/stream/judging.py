@@ -70,7 +70,8 @@ class Judge:
                 self.counters.add("control_calibrated")
                 self.send_control(resolved.scope, record)
             return resolved.thresholds, True
-        frame_scope = scope_key(resolved.camera_id, resolved.object_name)  # drift is watched per camera and object
+        # drift is watched per camera and object (the first MAX_SCOPES of them; the rest share one label)
+        frame_scope = self.drift.label(scope_key(resolved.camera_id, resolved.object_name))
         above_rate, p95 = self.drift.observe(frame_scope, raw, raw >= resolved.thresholds.image)
         self.metrics.scope_drift(frame_scope, above_rate, p95)
         return resolved.thresholds, False
