@@ -50,7 +50,15 @@ from kafka.errors import KafkaError
 
 from common.audit import AUDIT_TOPIC_CONFIG
 from common.control_topic import control_topics
-from common.kafka import COMPACTED, BrokerReachability, build_consumer, build_producer, connection_hint, ensure_topics
+from common.kafka import (
+    COMPACTED,
+    FRAMES_TOPIC_CONFIG,
+    BrokerReachability,
+    build_consumer,
+    build_producer,
+    connection_hint,
+    ensure_topics,
+)
 from common.settings import KafkaSettings, LinewatchSettings
 from common.signals import StopOnSignals
 from common.telemetry import Telemetry
@@ -283,6 +291,7 @@ class WorkerService:
             counters=counters,
             control_caught_up=self.control.caught_up,
             control_scopes=self.control.scopes,
+            clock_skew=self.intake.skew.snapshot() if self.intake is not None and self.intake.skew else {},
         )
 
     def inference_stuck(self) -> bool:
@@ -332,7 +341,8 @@ class WorkerService:
 def ensure_worker_topics(ks: KafkaSettings) -> None:
     """The topics a worker reads and writes, created when missing (control topics compacted, audit kept)."""
     configs = dict.fromkeys(control_topics(ks), COMPACTED) | {ks.audit_topic: AUDIT_TOPIC_CONFIG}
-    topics = [ks.frames_topic, ks.results_topic, ks.dlq_topic, *configs]
+    configs[ks.frames_topic] = FRAMES_TOPIC_CONFIG  # record time = the broker's clock
+    topics = [ks.results_topic, ks.dlq_topic, *configs]
     ensure_topics(ks, topics, configs, bootstrap_timeout_ms=CONNECT_TIMEOUT_MS)
 
 
