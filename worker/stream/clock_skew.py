@@ -1,4 +1,4 @@
-"""How far each camera's clock is from the broker's, as the worker's /status shows it.
+"""How far each camera's clock is from the broker's, as the worker's status (in /readyz) shows it.
 
 Per camera: the latest skew (broker record time minus `captured_at`, seconds) and the largest
 magnitude seen. Bounded: at most MAX_CAMERAS cameras, the least recently seen dropped first, since

@@ -166,7 +166,7 @@ class Intake:
         self._skip = skip
         # with worker.known_scopes_only: (camera id, object name) -> whether a control record applies
         self.known_scope: Callable[[str, str], bool] | None = None
-        self.skew: SkewBook | None = SkewBook()  # per camera, for /status
+        self.skew: SkewBook | None = SkewBook()  # per camera, for the status
 
     def take(self, partition: Any, message: Consumed) -> Work | None:
         generation = self.checkpoint.consumed(partition, message.offset)
