@@ -34,6 +34,10 @@ class KafkaSettings(_Section):
     feedback_topic: str = Field(
         "linewatch.feedback", description="topic of operators' labels on results (false alarm, defect, good reference)"
     )
+    audit_topic: str = Field(
+        "linewatch.audit",
+        description="append-only topic (never compacted, kept forever by default) of every control change: who, when, scope, before -> after, reason",
+    )
     group_id: str = Field("linewatch", description="consumer group shared by all workers")
     partitions: int = Field(4, ge=1, description="partition count for topics created when missing")
     replication_factor: int = Field(1, ge=1)
@@ -50,6 +54,13 @@ class KafkaSettings(_Section):
     ssl_keyfile: str | None = Field(None, description="client key for TLS")
     ssl_password: SecretStr | None = Field(None, description="password of the client key (secret)")
     max_message_bytes: int = Field(1_048_576, description="largest message the topics accept")
+
+    @property
+    def learned_topic(self) -> str:
+        """Compacted topic of the records workers calibrate in learning mode: the control topic's
+        name plus `.learned`, so that an ACL can let workers write it and not the control topic."""
+        return f"{self.control_topic}.learned"
+
     session_timeout_ms: int = Field(
         10_000,
         ge=1,
@@ -115,6 +126,10 @@ class ModelSettings(_Section):
         gt=0.0,
         description="scale of the tile score's two-way softmax; None = the CLIP checkpoint's own logit scale (100 for CLIP); anomalib's WinCLIP uses 1/0.07 = 14.29",
     )
+    pins_file: Path | None = Field(
+        None,
+        description="the pins of real weights (revision and sha256 per file) that `models pull` and every worker check; None = the pins.json shipped with linewatch (worker/inspection/models/pins.json)",
+    )
     sam_base_url: str = Field(
         "https://dl.fbaipublicfiles.com/segment_anything/",
         description="where `models pull` fetches SAM checkpoints (Meta's release; a mirror of the same files)",
@@ -148,18 +163,18 @@ class ModelSettings(_Section):
     )
     sam_points: Literal["salient", "grid"] = Field(
         "salient",
-        description="salient: prompt SAM only at grid points inside the dilated IS-Net mask (the only ones whose masks can be kept); grid: the full 32x32 grid (the seed's way)",
+        description="salient: prompt SAM only at grid points inside the dilated IS-Net mask (the only ones whose masks can be kept); grid: the full 32x32 grid (the paper's way)",
     )
     sam_point_margin_px: int = Field(
         16, ge=0, description="sam_points=salient: how far outside the IS-Net mask grid points are still prompted"
     )
     instances: Literal["objects", "components"] = Field(
         "objects",
-        description="objects: SAM whole-object masks, or IS-Net blobs split at their necks, each an instance with its own tile; components: the seed's connected components of the foreground",
+        description="objects: SAM whole-object masks, or IS-Net blobs split at their necks, each an instance with its own tile; components: the paper's connected components of the foreground",
     )
     tiles: Literal["instance", "shared"] = Field(
         "instance",
-        description="instance: one tile per instance (the seed's way); shared: small instances that fit together in one tile_size window share one tile, each still seen at its own tile's scale (fewer CLIP and CLIPSeg passes)",
+        description="instance: one tile per instance (the paper's way); shared: small instances that fit together in one tile_size window share one tile, each still seen at its own tile's scale (fewer CLIP and CLIPSeg passes)",
     )
     precision: Literal["auto", "fp32", "bf16", "fp16", "int8"] = Field(
         "fp32",
@@ -167,7 +182,7 @@ class ModelSettings(_Section):
     )
     sam_image_size: int = Field(
         1024,
-        description="input side of SAM's image encoder, a multiple of 64 from 128 to 1024; 1024 = the checkpoint's own (the seed's way); 640 sees a 640x480 frame at its own resolution with 2.6x fewer encoder tokens, at a mask quality not measured with real weights (README); a side above a model's own runs at its own (tiny: 256)",
+        description="input side of SAM's image encoder, a multiple of 64 from 128 to 1024; 1024 = the checkpoint's own (the paper's way); 640 sees a 640x480 frame at its own resolution with 2.6x fewer encoder tokens, at a mask quality not measured with real weights (docs/explanation/pipeline.md); a side above a model's own runs at its own (tiny: 256)",
     )
 
     @field_validator("sam_image_size")
@@ -212,6 +227,10 @@ class WorkerSettings(_Section):
     max_frame_bytes: int = Field(20_000_000, description="frames larger than this are dead-lettered before decoding")
     max_frame_pixels: int = Field(
         40_000_000, description="frames with more pixels (by header) are dead-lettered before decoding"
+    )
+    known_scopes_only: bool = Field(
+        False,
+        description="dead-letter frames whose camera and object have no control record in force (no scope applies): unknown camera ids or object names cost no models, pools or metric series",
     )
     heatmap_side: int = Field(128, ge=0, description="0 disables the heatmap in results")
     health_port: int | None = Field(None, description="port of /healthz /readyz /metrics; None disables")
@@ -360,7 +379,7 @@ class LinewatchSettings(BaseSettings):
 
 
 def settings_table() -> str:
-    """Markdown table of every setting: environment variable, default, meaning (used in the README)."""
+    """Markdown table of every setting: environment variable, default, meaning (docs/reference/settings.md has a fuller one)."""
     rows = ["| environment variable | default | meaning |", "|---|---|---|"]
     for section_name, section_field in LinewatchSettings.model_fields.items():
         section = section_field.annotation

@@ -16,6 +16,7 @@ import pytest
 import yaml
 from pydantic import SecretStr
 
+from common.acl import ROLES, default_user
 from common.settings import LinewatchSettings
 from tests.support.helm import (
     CHART,
@@ -29,6 +30,8 @@ from tests.support.helm import (
     tool,
     values_args,
 )
+from worker.acl_cli import run_acls
+from worker.cli import build_parser
 
 VALUES = [None, "values-cpu-trial.yaml", "values-gpu-fleet.yaml"]
 IDS = ["defaults", "cpu-trial", "gpu-fleet"]
@@ -221,13 +224,22 @@ def test_topics_cover_every_linewatch_topic(chart):
     topics = {doc["spec"]["topicName"]: doc["spec"] for doc in by_kind(docs, "KafkaTopic")}
     settings = LinewatchSettings()
     wanted = {getattr(settings.kafka, f) for f in type(settings.kafka).model_fields if f.endswith("_topic")}
-    wanted |= {settings.alarms.dlq_topic, settings.dashboard.state_topic}
+    wanted |= {settings.alarms.dlq_topic, settings.dashboard.state_topic, settings.kafka.learned_topic}
     assert wanted <= topics.keys(), wanted - topics.keys()
     partitions = settings_file(docs)["kafka"]["partitions"]
     assert topics[settings.kafka.frames_topic]["partitions"] == partitions
-    for compacted in (settings.kafka.control_topic, settings.dashboard.state_topic):
+    for compacted in (settings.kafka.control_topic, settings.kafka.learned_topic, settings.dashboard.state_topic):
         assert topics[compacted]["config"]["cleanup.policy"] == "compact"
     assert int(topics[settings.kafka.frames_topic]["config"]["retention.ms"]) >= 3_600_000
+
+
+def test_kafka_users_file_is_the_role_tables_output(capsys):
+    args = build_parser().parse_args(["acls", "--format", "strimzi", "--no-create"])
+    assert run_acls(args, LinewatchSettings()) == 0
+    generated = capsys.readouterr().out
+    assert (CHART / "files" / "kafka-users.yaml").read_text() == generated, (
+        "regenerate: linewatch-worker acls --format strimzi --no-create > deploy/helm/linewatch/files/kafka-users.yaml"
+    )
 
 
 def test_kafka_users_get_least_privilege(chart):
@@ -240,23 +252,29 @@ def test_kafka_users_get_least_privilege(chart):
         }
         for user in by_kind(docs, "KafkaUser")
     }
+    assert set(acls) == {default_user(role) for role in ROLES}
     assert all(u["spec"]["authentication"]["type"] == "scram-sha-512" for u in by_kind(docs, "KafkaUser"))
     s = LinewatchSettings()
-    worker, camera = acls["linewatch-worker"], acls["linewatch-camera"]
+    worker, camera = acls["linewatch-worker"], acls["linewatch-producer"]
     assert {
         ("topic", s.kafka.frames_topic, "Read"),
         ("topic", s.kafka.results_topic, "Write"),
         ("topic", s.kafka.dlq_topic, "Write"),
         ("group", s.kafka.group_id, "Read"),
     } <= worker
-    assert {op for kind, name, op in camera} == {"Write", "Describe"} and {name for _, name, _ in camera} == {
-        s.kafka.frames_topic
-    }
+    assert ("topic", s.kafka.control_topic, "Write") not in worker  # only the operator changes control
+    assert {name for _, name, _ in camera} == {s.kafka.frames_topic} and (
+        "topic",
+        s.kafka.frames_topic,
+        "Read",
+    ) not in camera
     assert ("topic", s.kafka.alarms_topic, "Write") in acls["linewatch-alarms"]
     assert ("topic", s.kafka.results_topic, "Write") not in acls["linewatch-alarms"]
+    topics = {doc["spec"]["topicName"] for doc in by_kind(docs, "KafkaTopic")}
     for user, rules in acls.items():
         assert not {op for _, _, op in rules} & {"All", "Create", "Delete", "Alter", "AlterConfigs"}, user
         assert all(kind != "cluster" for kind, _, _ in rules), user
+        assert {name for kind, name, _ in rules if kind == "topic"} <= topics, user  # no ACL on a topic nobody made
     # every user the pods log in as exists, and its Secret is the one Strimzi writes
     for deployment in by_kind(docs, "Deployment"):
         for c in deployment["spec"]["template"]["spec"]["containers"]:

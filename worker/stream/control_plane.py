@@ -1,6 +1,7 @@
 """The worker's side of the control topic, as the service wires it: the records in force
 (`ControlState`), the follower thread, the `Judge` that the inference and publish threads ask,
-and the sending of records this worker calibrated (learning mode) through the service's Outbox.
+and the sending of records this worker calibrated (learning mode) to the learned-records topic
+through the service's Outbox.
 """
 
 from __future__ import annotations
@@ -64,8 +65,9 @@ class ControlPlane:
             self.follower.stop()
 
     def _send(self, scope: str, record: ControlRecord) -> None:
-        """A calibrated record, through the Outbox: retried until the broker acknowledges it."""
-        topic = self.settings.kafka.control_topic
+        """A calibrated record, to the learned-records topic through the Outbox: retried until the
+        broker acknowledges it (workers may not write the control topic itself)."""
+        topic = self.settings.kafka.learned_topic
         outbox = self._outbox()
         if outbox is None:
             log.error("no outbox to publish %s v%d on", scope, record.version)

@@ -102,6 +102,7 @@ def build_result(
         ),
         worker_id=worker_id or worker_settings.worker_id,
         source=source,
+        traceability=meta.traceability,
     )
 
 
@@ -138,6 +139,7 @@ def skipped_result(
         worker_id=worker_id or worker_settings.worker_id,
         source=source,
         note=reason,
+        traceability=meta.traceability,
     )
 
 

@@ -121,6 +121,8 @@ dlq: {{ $k.dlq_topic | default "linewatch.frames.dlq" }}
 alarms: {{ $k.alarms_topic | default "linewatch.alarms" }}
 control: {{ $k.control_topic | default "linewatch.control" }}
 feedback: {{ $k.feedback_topic | default "linewatch.feedback" }}
+audit: {{ $k.audit_topic | default "linewatch.audit" }}
+learned: {{ printf "%s.learned" ($k.control_topic | default "linewatch.control") }}
 alarmsDlq: {{ $a.dlq_topic | default "linewatch.alarms.dlq" }}
 dashboardState: {{ $d.state_topic | default "linewatch.dashboard.alarm-state" }}
 workerGroup: {{ $k.group_id | default "linewatch" }}
