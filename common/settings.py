@@ -66,6 +66,11 @@ class KafkaSettings(_Section):
         ge=1,
         description="a consumer that stops heartbeating (killed, hung) loses its partitions after this long; within the broker's group.min/max.session.timeout.ms",
     )
+    heartbeat_interval_ms: int = Field(
+        500,
+        ge=1,
+        description="how often a group member heartbeats (at most a third of session_timeout_ms is used); members learn of a rebalance on their next heartbeat, and kafka-python fetches nothing while one is under way, so this bounds every member's pause",
+    )
     max_poll_interval_ms: int = Field(
         300_000,
         ge=1,

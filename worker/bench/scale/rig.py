@@ -171,18 +171,25 @@ class Collector:
         with self.lock:
             return list(self.arrivals)
 
-    def wait_stable(self, workers: set[str], partitions: int, timeout_s: float, window_s: float = 1.5) -> bool:
-        """Until every partition had a result in the last `window_s`, from exactly `workers`."""
+    def wait_stable(
+        self, workers: set[str], partitions: int, timeout_s: float, window_s: float = 1.5, fresh_s: float = 2.0
+    ) -> bool:
+        """Until every partition had a result in the last `window_s`, from exactly `workers`, and
+        every one of those results was captured less than `fresh_s` before it arrived (no backlog
+        left from the last event)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             now = time.time()
-            recent = owners(self.snapshot(), now - window_s, now)
-            if len(recent) == partitions and set(recent.values()) == workers:
+            window = [a for a in self.snapshot() if a.arrived >= now - window_s]
+            recent = owners(window, now - window_s, now)
+            caught_up = all(a.arrived - a.captured < fresh_s for a in window)
+            if len(recent) == partitions and set(recent.values()) == workers and caught_up:
                 return True
             time.sleep(0.2)
         silent = sorted(set(range(partitions)) - recent.keys())
         print(
-            f"  (not settled on {sorted(workers)}: results from {sorted(set(recent.values()))}, none on partitions {silent})",
+            f"  (not settled on {sorted(workers)}: results from {sorted(set(recent.values()))}, "
+            f"none on partitions {silent}, caught up: {caught_up})",
             file=sys.stderr,
         )
         return False
