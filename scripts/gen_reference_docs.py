@@ -191,11 +191,18 @@ variables; they are `SecretStr` and never logged. Telemetry exporters follow the
 """
 
 
-def render_settings() -> str:
-    from common.settings import LinewatchSettings
+SINKS_INTRO = """\
+## Line sinks
 
-    lines = [GENERATED, "", SETTINGS_INTRO]
-    for section_name, section_field in LinewatchSettings.model_fields.items():
+`linewatch-sinks` (MQTT, OPC UA server, PLC) reads these sections in addition to `kafka` above, from
+`LINEWATCH_*` environment variables or the YAML file named by `LINEWATCH_SINKS_CONFIG` (sections `sink`,
+`mqtt`, `opcua`, `plc`). See [Connect a line](../guides/connect-a-line.md).
+"""
+
+
+def _section_tables(model: type) -> list[str]:
+    lines: list[str] = []
+    for section_name, section_field in model.model_fields.items():
         section = section_field.annotation
         lines += [f"## `{section_name}`", ""]
         doc = (section.__doc__ or "").strip()
@@ -208,6 +215,15 @@ def render_settings() -> str:
             kind = cell("`" + type_name(field.annotation) + "`") + (f"<br>{default}" if default else "")
             lines.append(f"| `{name}`<br>`{env}` | {kind} | {cell(field.description or '')} |")
         lines.append("")
+    return lines
+
+
+def render_settings() -> str:
+    from common.settings import LinewatchSettings
+    from worker.sinks.settings import SinkSettings
+
+    lines = [GENERATED, "", SETTINGS_INTRO, *_section_tables(LinewatchSettings)]
+    lines += [SINKS_INTRO, *_section_tables(SinkSettings)]
     return "\n".join(lines).rstrip() + "\n"
 
 

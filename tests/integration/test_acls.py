@@ -18,6 +18,7 @@ from kafka.errors import KafkaError, TopicAuthorizationFailedError
 from pydantic import SecretStr
 
 from common.acl import ROLES, default_user
+from common.audit import publish_change, read_audit
 from common.control import ControlRecord, FeedbackRecord, Learning
 from common.control_topic import ensure_control_topic, publish_control, read_control_topic
 from common.kafka import build_consumer, build_producer, ensure_topics
@@ -153,8 +154,10 @@ def test_only_the_operator_writes_control_and_a_worker_only_answers_its_learning
     assert refused(lambda: send(worker, k.control_topic, a_record().model_dump_json().encode(), SCOPE.encode()))
     # a forged "calibration" of a scope that is not learning stays out of force
     send(worker, k.learned_topic, a_record(version=2).model_dump_json().encode(), b"object:nut")
-    publish_control(operator.kafka, "object:nut", ControlRecord(version=1, image_threshold=0.4, updated_by="ana"))
-    publish_control(operator.kafka, SCOPE, ControlRecord(version=1, learning=Learning(frames=10, target_fpr=0.1)))
+    nut = ControlRecord(version=1, image_threshold=0.4, updated_by="ana")
+    publish_change(operator.kafka, "object:nut", None, nut, "set", by="ana", reason="first batch")
+    learning = ControlRecord(version=1, learning=Learning(frames=10, target_fpr=0.1), updated_by="ana")
+    publish_change(operator.kafka, SCOPE, None, learning, "set", by="ana", reason="new product")
     assert read_control_topic(k)[0].records["object:nut"].image_threshold == 0.4
 
     service = WorkerService(worker)
@@ -168,3 +171,9 @@ def test_only_the_operator_writes_control_and_a_worker_only_answers_its_learning
     record = table.records[SCOPE]
     assert record.version == 2 and record.calibration is not None and record.calibration.by == "worker:worker-1"
     assert table.records["object:nut"].image_threshold == 0.4  # the forged record never took over
+    trail, _ = read_audit(acl_broker.admin.kafka, SCOPE)
+    assert [(a.action, a.version, a.by, a.principal) for a in trail] == [
+        ("set", 1, "ana", "User:linewatch-operator"),
+        ("learned", 2, "worker:worker-1", "User:linewatch-worker"),
+    ]
+    assert trail[1].before == learning and trail[1].after == record and "image_threshold" in trail[1].changed

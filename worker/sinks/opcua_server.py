@@ -11,7 +11,7 @@ Address space (namespace `opcua.namespace`, string NodeIds a PLC or MES can hard
                                              ns=<i>;s=linewatch/<camera id>/<name>
 
 Every result raises a `ResultReadyEventType` event (ResultId, PartId, CameraId, ResultState,
-Verdict, Score, Late) from the Linewatch object, after the variables hold the new values.
+Verdict, Score, Late, CaptureTime, ProcessingTimeMs, DeliveryTimeMs) from the Linewatch object, after the variables hold the new values.
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ from worker.sinks.verdict import LineVerdict
 
 log = logging.getLogger(__name__)
 
+# The server's ApplicationUri: its certificate's subjectAltName carries it for clients that check
+APPLICATION_URI = "urn:linewatch:opcua-server"
 _VT = ua.VariantType
 # name -> (variant type, value of a LineVerdict)
 RESULT_VARIABLES: dict[str, tuple[ua.VariantType, Any]] = {
@@ -60,6 +62,9 @@ EVENT_FIELDS = [
     ("Verdict", _VT.String),
     ("Score", _VT.Double),
     ("Late", _VT.Boolean),
+    ("CaptureTime", _VT.DateTime),
+    ("ProcessingTimeMs", _VT.Double),
+    ("DeliveryTimeMs", _VT.Double),
 ]
 _POLICIES = {
     "None": ua.SecurityPolicyType.NoSecurity,
@@ -105,6 +110,7 @@ class OpcUaServerSink:
         users = PasswordUsers(s.users.get_secret_value() if s.users else "", s.anonymous)
         server = Server(user_manager=users)
         await server.init()
+        await server.set_application_uri(APPLICATION_URI)
         server.set_endpoint(s.endpoint)
         server.set_server_name("linewatch")
         server.set_security_policy([_POLICIES[s.security_mode]])
@@ -161,6 +167,9 @@ class OpcUaServerSink:
         event.Verdict = verdict.state
         event.Score = verdict.score
         event.Late = verdict.late
+        event.CaptureTime = verdict.captured_at
+        event.ProcessingTimeMs = verdict.processing_ms
+        event.DeliveryTimeMs = verdict.delivery_ms
         await self.events.trigger(message=f"result {verdict.result_id} of {verdict.camera_id}: {verdict.state}")
 
     def deliver_result(self, verdict: LineVerdict, result: InspectionResult) -> None:

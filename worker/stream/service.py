@@ -48,6 +48,7 @@ from typing import Any
 
 from kafka.errors import KafkaError
 
+from common.audit import AUDIT_TOPIC_CONFIG
 from common.control_topic import control_topics
 from common.kafka import (
     COMPACTED,
@@ -340,10 +341,10 @@ class WorkerService:
 
 
 def ensure_worker_topics(ks: KafkaSettings) -> None:
-    """The topics a worker reads and writes, created when missing (the control topics compacted)."""
-    compacted = dict.fromkeys(control_topics(ks), COMPACTED)
-    topics = [ks.frames_topic, ks.results_topic, ks.dlq_topic, *compacted]
-    ensure_topics(ks, topics, compacted, bootstrap_timeout_ms=CONNECT_TIMEOUT_MS)
+    """The topics a worker reads and writes, created when missing (control topics compacted, audit kept)."""
+    configs = dict.fromkeys(control_topics(ks), COMPACTED) | {ks.audit_topic: AUDIT_TOPIC_CONFIG}
+    topics = [ks.frames_topic, ks.results_topic, ks.dlq_topic, *configs]
+    ensure_topics(ks, topics, configs, bootstrap_timeout_ms=CONNECT_TIMEOUT_MS)
 
 
 def run_service(
