@@ -67,7 +67,7 @@ class KafkaSettings(_Section):
     heartbeat_interval_ms: int = Field(
         500,
         ge=1,
-        description="how often a group member heartbeats (at most a third of session_timeout_ms is used); members learn of a rebalance on their next heartbeat, and kafka-python fetches nothing while one is under way, so this bounds every member's pause",
+        description="how often a group member heartbeats (at most a third of session_timeout_ms is used); members learn of a rebalance on their next heartbeat, so this bounds how long a rebalance takes (an eager member fetches nothing until it is over)",
     )
     max_poll_interval_ms: int = Field(
         300_000,

@@ -94,7 +94,16 @@ def keda_zip() -> Path:
 def strimzi_jar() -> Path:
     artifact = f"io.strimzi:api:{STRIMZI_VERSION}:jar:tests"
     subprocess.run(["mvn", "-q", "dependency:get", f"-Dartifact={artifact}", "-Dtransitive=false"], check=True)
-    return Path.home() / ".m2" / "repository" / "io" / "strimzi" / "api" / STRIMZI_VERSION / f"api-{STRIMZI_VERSION}-tests.jar"
+    return (
+        Path.home()
+        / ".m2"
+        / "repository"
+        / "io"
+        / "strimzi"
+        / "api"
+        / STRIMZI_VERSION
+        / f"api-{STRIMZI_VERSION}-tests.jar"
+    )
 
 
 def main() -> int:

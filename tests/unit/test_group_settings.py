@@ -54,3 +54,51 @@ def test_close_and_leave_leaves_a_dynamic_member_as_it_was():
     dynamic = consumer()
     close_and_leave(dynamic)
     assert "is_dynamic_member" not in vars(dynamic._coordinator)
+
+
+class _Coordinator:
+    """What the patched poll reads of kafka-python's coordinator."""
+
+    def __init__(self, protocol: str, rejoin: bool, assigned: set):
+        from kafka.coordinator.assignors.abstract import RebalanceProtocol
+
+        self._rebalance_protocol = RebalanceProtocol[protocol]
+        self._rejoin = rejoin
+        self._subscription = type("Subscription", (), {"assigned_partitions": lambda _self: assigned})()
+        self.polls: list = []
+
+    def need_rejoin(self) -> bool:
+        return self._rejoin
+
+
+@pytest.mark.parametrize(
+    ("protocol", "rejoin", "assigned", "fetches_through"),
+    [
+        ("COOPERATIVE", True, {"frames:0"}, True),  # a cooperative member with partitions keeps fetching them
+        ("COOPERATIVE", True, set(), False),  # nothing to fetch: wait for the join as before
+        ("EAGER", True, {"frames:0"}, False),  # eager members gave everything up: wait
+        ("COOPERATIVE", False, {"frames:0"}, False),  # no rebalance: the library's poll, as is
+    ],
+)
+def test_cooperative_members_fetch_through_a_rebalance(monkeypatch, protocol, rejoin, assigned, fetches_through):
+    import common.kafka as kafka_module
+
+    calls = []
+
+    def library_poll(coordinator, timeout_ms=None):
+        calls.append(timeout_ms)
+        return False  # the join is not complete yet
+
+    monkeypatch.setattr(kafka_module, "_library_poll", library_poll)
+    answer = kafka_module._poll_fetching_through_cooperative_rebalance(_Coordinator(protocol, rejoin, assigned), 100)
+    assert answer is fetches_through
+    assert calls == ([0] if fetches_through else [100])  # the join is still driven, without waiting
+
+
+def test_build_consumer_applies_the_fetch_fix():
+    from kafka.coordinator.consumer import ConsumerCoordinator
+
+    import common.kafka as kafka_module
+
+    consumer(assignor="cooperative-sticky").close(autocommit=False)
+    assert ConsumerCoordinator.poll is kafka_module._poll_fetching_through_cooperative_rebalance

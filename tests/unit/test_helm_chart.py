@@ -31,6 +31,7 @@ from tests.support.helm import (
     values_args,
 )
 from worker.acl_cli import run_acls
+from worker.alarms.config import parse_rules_text
 from worker.cli import build_parser
 
 VALUES = [None, "values-cpu-trial.yaml", "values-gpu-fleet.yaml"]
@@ -102,6 +103,12 @@ def test_settings_file_is_valid_linewatch_settings(chart, tmp_path, monkeypatch)
     settings = LinewatchSettings()  # extra="forbid": a misspelt key fails here
     assert settings.kafka.sasl_mechanism == "SCRAM-SHA-512"
     assert settings.kafka.assignor == "cooperative-sticky"
+
+
+def test_alarm_rules_load(chart):
+    _, docs = chart
+    rules = parse_rules_text(one(docs, "ConfigMap", "-settings")["data"]["alarms.yaml"], "chart")
+    assert [rule.name for rule in rules.rules] == ["defect-burst", "camera-silent"]
 
 
 def test_no_secret_in_a_config_map(chart):

@@ -33,9 +33,13 @@ def latency_ms(arrivals: Iterable[Arrival]) -> dict[str, float | None]:
     return {"p50": percentile_ms(waits, 50), "p99": percentile_ms(waits, 99)}
 
 
-def drain_rate(arrivals: Sequence[Arrival]) -> float:
-    """Results per second between the first and the last arrival of a backlog."""
+def drain_rate(arrivals: Sequence[Arrival], trim: float = 0.0) -> float:
+    """Results per second while a backlog drains: between the first and the last arrival, or with
+    `trim` (a fraction) between the arrivals that many in from either end, leaving out the fill
+    (workers' first fetches) and the tail (workers that finish their share at different moments)."""
     times = sorted(a.arrived for a in arrivals)
+    skip = int(len(times) * trim)
+    times = times[skip : len(times) - skip] if skip else times
     if len(times) < 2 or times[-1] <= times[0]:
         return 0.0
     return (len(times) - 1) / (times[-1] - times[0])
