@@ -10,7 +10,6 @@ from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
-from kafka.coordinator.assignors.abstract import RebalanceProtocol
 from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
 from kafka.coordinator.assignors.range import RangePartitionAssignor
 from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
@@ -48,38 +47,6 @@ def apply_rejoin_fix() -> None:
     the project builds has it.
     """
     ConsumerCoordinator.need_rejoin = _rejoin_needed_or_pending
-
-
-_library_poll = getattr(ConsumerCoordinator.poll, "library_poll", ConsumerCoordinator.poll)
-
-
-def _poll_fetching_through_cooperative_rebalance(coordinator: ConsumerCoordinator, timeout_ms: Any = None) -> bool:
-    if (
-        coordinator._rebalance_protocol == RebalanceProtocol.COOPERATIVE
-        and coordinator.need_rejoin()
-        and coordinator._subscription.assigned_partitions()
-    ):
-        _library_poll(coordinator, timeout_ms=0)  # drive the join; it goes on while the fetch waits
-        return True
-    return _library_poll(coordinator, timeout_ms=timeout_ms)
-
-
-_poll_fetching_through_cooperative_rebalance.library_poll = _library_poll  # type: ignore[attr-defined]
-
-
-def apply_cooperative_fetch_fix() -> None:
-    """Keep fetching owned partitions while a cooperative rebalance is under way (KIP-429).
-
-    kafka-python 3.0.12 returns no records from `poll()` until a rebalance completes, even a
-    cooperative one, so every member stalls for the whole rebalance (until the slowest member has
-    noticed it and rejoined). Under the cooperative protocol a member keeps its partitions until
-    the new assignment revokes them, and the Java client fetches them meanwhile: so does this.
-    While a cooperative member that holds partitions has a rejoin pending, the coordinator's poll
-    only drives the join (no wait) and lets the fetch go on; revoked partitions are dropped by the
-    fetcher once the assignment changes. Eager members, and members without partitions, are
-    untouched. Patches the class once (idempotent); `build_consumer` applies it.
-    """
-    ConsumerCoordinator.poll = _poll_fetching_through_cooperative_rebalance
 
 
 class BrokerReachability:
@@ -142,7 +109,6 @@ def build_producer(settings: KafkaSettings, **overrides: Any) -> KafkaProducer:
 def build_consumer(settings: KafkaSettings, *topics: str, **overrides: Any) -> KafkaConsumer:
     """A group consumer with manual commits (offsets are committed after results are acked)."""
     apply_rejoin_fix()
-    apply_cooperative_fetch_fix()
     options = connection_options(settings) | {
         "group_id": settings.group_id,
         "enable_auto_commit": False,
