@@ -85,6 +85,9 @@ def test_every_change_is_audited_once_history_shows_it_and_rollback_restores_a_v
     assert code == 0 and len(lines) == 5
     assert "v1" in lines[0] and "set" in lines[0] and "ana" in lines[0] and "(new batch)" in lines[0]
     assert "rollback" in lines[3] and "deleted" in lines[4]
+    from worker.dashboard.audit import read_trail  # what the dashboard's audit page shows
+
+    assert [r["action"] for r in read_trail(cli.settings, SCOPE)] == ["delete", "rollback", "set", "set", "set"]
     code, out, _ = cli("control", "history", SCOPE, "--json")
     assert [json.loads(line)["action"] for line in out.splitlines()][-1] == "delete"
 

@@ -38,14 +38,17 @@ class ControlPlane:
         from worker.inspection.fewshot.store import open_store  # numpy + redis + torch: only when serving
 
         self.references = ReferenceBanks(settings.models, open_store(settings.redis))
+        self.references.on_refused = metrics.redis_value_refused
         self.state.on_applied = self.references.announced
         self.judge.references = self.references
 
-    def start(self, stop_event: threading.Event, model_fingerprint: str) -> bool:
+    def start(self, stop_event: threading.Event, inspector) -> bool:
         """Read the control topic to its end (then follow it live); False when stopped first.
 
-        Reference banks are keyed by the model fingerprint: the announced ones load as records arrive."""
-        self.references.bind(model_fingerprint)
+        Reference banks are keyed by the inspector's model fingerprint: the announced ones load as
+        records arrive, refused unless of its feature shape (layers and channels; unknown: not checked)."""
+        shape = getattr(inspector, "feature_shape", lambda: None)()
+        self.references.bind(inspector.versions.model_fingerprint, shape)
         self.follower = ControlFollower(self.settings.kafka, self.state).start()
         if self.follower.wait_caught_up(stop_event):
             return True

@@ -208,7 +208,7 @@ class WorkerService:
                 if stop_event.wait(5.0):
                     return False
         self.broker.ok()
-        if not self.control.start(stop_event, self.inspector.versions.model_fingerprint):  # read to its end first
+        if not self.control.start(stop_event, self.inspector):  # read to its end first
             return False
         self.outbox = Outbox(build_producer(ks), on_broker_ok=self.broker.ok, on_broker_error=self.broker.error)
         parts = {"checkpoint": self.checkpoint, "telemetry": self.telemetry, "counters": self.counters}
@@ -306,7 +306,7 @@ class WorkerService:
         from worker.inspection.redis_cache import build_embedding_cache
 
         if self.cache is None:
-            self.cache = build_embedding_cache(self.settings.redis, on_lookup=self.telemetry.metrics.cache_lookup)
+            self.cache = build_embedding_cache(self.settings.redis, metrics=self.telemetry.metrics)
         return build_inspector(self.settings.models, cache=self.cache)
 
     def _revoked(self, partitions: set, _committed: dict, dropped: int) -> None:  # rebalance listener
