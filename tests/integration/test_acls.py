@@ -8,13 +8,14 @@ role logs in on the SASL listener with its own user.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
 from kafka import TopicPartition
-from kafka.errors import KafkaError, TopicAuthorizationFailedError
+from kafka.errors import GroupAuthorizationFailedError, KafkaError, TopicAuthorizationFailedError
 from pydantic import SecretStr
 
 from common.acl import ROLES, default_user
@@ -177,3 +178,26 @@ def test_only_the_operator_writes_control_and_a_worker_only_answers_its_learning
         ("learned", 2, "worker:worker-1", "User:linewatch-worker"),
     ]
     assert trail[1].before == learning and trail[1].after == record and "image_threshold" in trail[1].changed
+
+
+def joined(settings: LinewatchSettings, topic: str, group: str) -> bool:
+    """Whether a consumer of `group` gets partitions of `topic` and commits (False: the broker refused)."""
+    consumer = build_consumer(settings.kafka, topic, group_id=group)
+    try:
+        deadline = time.monotonic() + 30
+        while not consumer.assignment() and time.monotonic() < deadline:
+            consumer.poll(timeout_ms=200)
+        consumer.commit()
+        return bool(consumer.assignment())
+    except (GroupAuthorizationFailedError, TopicAuthorizationFailedError):
+        return False
+    finally:
+        consumer.close()
+
+
+def test_each_reader_uses_its_own_consumer_groups_only(acl_broker):
+    k, alarms, dash = acl_broker.admin.kafka, acl_broker.admin.alarms, acl_broker.admin.dashboard
+    assert joined(acl_broker.as_role("alarms"), k.results_topic, alarms.group_id)
+    assert joined(acl_broker.as_role("dashboard"), k.results_topic, f"{dash.group_id}-replica-2")  # a prefix grant
+    assert not joined(acl_broker.as_role("dashboard"), k.results_topic, alarms.group_id)
+    assert not joined(acl_broker.as_role("alarms"), k.frames_topic, k.group_id)  # nor frames, as a worker

@@ -56,8 +56,10 @@ from common.kafka import (
     BrokerReachability,
     build_consumer,
     build_producer,
+    close_and_leave,
     connection_hint,
     ensure_topics,
+    static_membership,
 )
 from common.settings import KafkaSettings, LinewatchSettings
 from common.signals import StopOnSignals
@@ -72,6 +74,7 @@ from worker.stream.offsets import Checkpoint
 from worker.stream.publishing import Outbox, Publisher
 from worker.stream.status import MonitoredCache, ServiceStatus, readiness_checks
 from worker.stream.telemetry import Counters, ServiceTelemetry
+from worker.stream.warmup import warm_up
 
 __all__ = ["CONNECT_TIMEOUT_MS", "LAG_INTERVAL_S", "InferenceStuck", "ServiceStatus", "WorkerService", "run_service"]
 
@@ -109,8 +112,7 @@ class WorkerService:
         self.batcher: MicroBatcher[Work] = MicroBatcher(ws.batch_max_frames, ws.batch_max_wait_ms / 1000.0)
         self.in_flight = InFlight(ws.queue_max_frames)
         self._abandon = threading.Event()  # shutdown gave up on the helper threads
-        self._running = False
-        self._last_commit = 0.0
+        self._running, self._last_commit = False, 0.0
         self._lag_lock = threading.Lock()
         self._lag: dict[Any, int] = {}
         self.consumer: Any = None
@@ -188,6 +190,7 @@ class WorkerService:
         ks, ws = self.settings.kafka, self.settings.worker
         if self.inspector is None:
             self.inspector = self._build_inspector()
+            warm_up(self.inspector, ws.warm_up_passes)  # before subscribing: no partition waits on a cold model
         stop_event = stop_event or threading.Event()
         while True:
             try:
@@ -222,7 +225,7 @@ class WorkerService:
         self.inference = Inference(ws, self.inspector, self.publisher, abandon=self._abandon, judge=judge, **parts)
         self.intake = Intake(ws, dead_letter=self.publisher.send_dead_letter, skip=self.publisher.send_skipped, **parts)
         self.intake.known_scope = self.control.state.knows  # worker.known_scopes_only
-        self.consumer = build_consumer(ks, max_poll_records=ws.batch_max_frames)
+        self.consumer = build_consumer(ks, max_poll_records=ws.batch_max_frames, **static_membership(ks))
         self.checkpoint.subscribe(self.consumer, [ks.frames_topic], on_revoked=self._revoked)
         self.publisher.thread.start()
         self.inference.thread.start()
@@ -258,7 +261,7 @@ class WorkerService:
             self.outbox.flush(max(1.0, left()))
         if self.consumer is not None:
             self._commit(force=True)
-            self.consumer.close(autocommit=False)
+            close_and_leave(self.consumer)
             self.consumer = None
             log.info("worker %s left the group: %s", self.worker_id, self.status().counters)
         if self.outbox is not None:
