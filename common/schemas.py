@@ -178,6 +178,9 @@ class InspectionResult(_Message):
     source: SourceRef | None = None
     note: str | None = None  # why a frame was skipped, or what was shrunk to fit
     traceability: Traceability | None = None  # copied from the frame's header
+    # broker record time minus captured_at, seconds: transit plus how far the camera's clock runs behind
+    # the broker's (negative: ahead); None where the record had no time
+    clock_skew_s: float | None = None
 
 
 class DeadLetterError(_Message):

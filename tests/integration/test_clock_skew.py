@@ -52,4 +52,5 @@ def test_a_backlogged_frame_from_a_camera_clock_ahead_is_skipped_by_the_broker_c
     assert stale.verdict == "skipped" and "by the broker's clock" in stale.note, stale.note
     assert results[fresh[0].frame_id].verdict in ("ok", "anomalous")
     assert skew["cam-ahead"]["latest_s"] == pytest.approx(-3600, abs=60)
+    assert stale.clock_skew_s == pytest.approx(-3600, abs=60)  # results carry it to the dashboard
     assert abs(skew["cam-fresh"]["latest_s"]) < 30

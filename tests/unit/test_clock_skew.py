@@ -30,7 +30,7 @@ def test_a_camera_clock_ahead_cannot_keep_a_backlogged_frame_fresh():
     assert is_stale(ahead, now, 30.0, queued_ms)
     assert frame_age_s(ahead, now, queued_ms) == pytest.approx(120, abs=0.01)
     assert "by the broker's clock" in stale_note(ahead, now, 30.0, queued_ms)
-    assert clock_skew_s(ahead, queued_ms) == pytest.approx(-3720, abs=0.01)  # broker minus camera
+    assert clock_skew_s(ahead.captured_at, queued_ms) == pytest.approx(-3720, abs=0.01)  # broker minus camera
 
 
 def test_a_fresh_record_of_a_camera_clock_behind_is_still_judged_by_the_camera_too():
@@ -39,8 +39,8 @@ def test_a_fresh_record_of_a_camera_clock_behind_is_still_judged_by_the_camera_t
     just_now_ms = int(now.timestamp() * 1000)
     assert is_stale(behind, now, 30.0, just_now_ms)  # either clock saying "old" skips the frame
     assert "by the camera's clock" in stale_note(behind, now, 30.0, just_now_ms)
-    assert clock_skew_s(behind, just_now_ms) == pytest.approx(300, abs=0.01)
-    assert clock_skew_s(behind, None) is None and clock_skew_s(behind, -1) is None
+    assert clock_skew_s(behind.captured_at, just_now_ms) == pytest.approx(300, abs=0.01)
+    assert clock_skew_s(behind.captured_at, None) is None and clock_skew_s(behind.captured_at, -1) is None
     assert not is_stale(meta(now), now, 30.0, just_now_ms) and not is_stale(behind, now, None, just_now_ms)
 
 
@@ -89,3 +89,10 @@ def test_the_skipped_rule_waits_for_its_window_and_is_per_camera():
         assert eng.observe(result(i, verdict="ok", camera="cam-2"), src(i)) == []
     with pytest.raises(RulesFileError, match="max_share"):
         parse_rules_text("rules:\n  - {name: s, kind: skipped, window: 10, max_share: 1.5}\n", "bad.yaml")
+
+
+def test_the_dashboard_tile_gets_the_results_clock_skew():
+    from worker.dashboard.state import summary
+
+    skewed = result(1).model_copy(update={"clock_skew_s": -3600.0})
+    assert summary(skewed)["clock_skew_s"] == -3600.0 and summary(result(2))["clock_skew_s"] is None

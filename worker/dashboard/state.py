@@ -46,6 +46,7 @@ def summary(result: InspectionResult) -> dict[str, Any]:
         "processed_at": result.processed_at.isoformat(),
         "regions": len(result.regions),
         "has_frame": result.source is not None,
+        "clock_skew_s": result.clock_skew_s,
         **traceability_fields(result),
     }
 

@@ -104,12 +104,12 @@ def frame_age_s(meta: FrameMeta, now: datetime, broker_ms: int | None = None) ->
     return max(camera, now.timestamp() - broker_ms / 1000.0)
 
 
-def clock_skew_s(meta: FrameMeta, broker_ms: int | None) -> float | None:
+def clock_skew_s(captured_at: datetime, broker_ms: int | None) -> float | None:
     """Broker record time minus camera capture time: transit plus how far the camera's clock runs behind
     the broker's (negative: ahead). None without a record time."""
     if broker_ms is None or broker_ms < 0:
         return None
-    return broker_ms / 1000.0 - meta.captured_at.timestamp()
+    return broker_ms / 1000.0 - captured_at.timestamp()
 
 
 def is_stale(meta: FrameMeta, now: datetime, max_age_s: float | None, broker_ms: int | None = None) -> bool:
@@ -205,7 +205,7 @@ class Intake:
         return Work(message, partition, generation, meta, image, span)
 
     def _clock_skew(self, meta: FrameMeta, broker_ms: int | None) -> None:
-        skew = clock_skew_s(meta, broker_ms)
+        skew = clock_skew_s(meta.captured_at, broker_ms)
         if skew is not None:
             self.telemetry.metrics.clock_skew.record(skew)
             if self.skew is not None:

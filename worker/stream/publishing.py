@@ -28,7 +28,7 @@ from common.schemas import FrameMeta, InspectionResult, Versions, utc_now
 from common.settings import LinewatchSettings
 from worker.inspection.types import Inspection
 from worker.stream.batching import STOP, InFlight
-from worker.stream.intake import Consumed, Work, stale_note
+from worker.stream.intake import Consumed, Work, clock_skew_s, stale_note
 from worker.stream.judging import Judge
 from worker.stream.offsets import Checkpoint
 from worker.stream.results import ResultTooLarge, build_result, fit_result, skipped_result
@@ -232,6 +232,8 @@ class Publisher:
         self._publish_result(partition, message, result, span)
 
     def _publish_result(self, partition: Any, message: Consumed, result: InspectionResult, span: Any) -> None:
+        skew = clock_skew_s(result.captured_at, message.timestamp_ms)
+        result = result if skew is None else result.model_copy(update={"clock_skew_s": round(skew, 3)})
         key = result.camera_id.encode("utf-8")
         headers = self.telemetry.headers_for(span)  # the result continues the frame's trace
         try:

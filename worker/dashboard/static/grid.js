@@ -42,6 +42,12 @@ function drawTrend(t) {
   }
 }
 
+// The camera's clock against the broker's, shown when it is off by 2 s or more (skew includes transit).
+function cameraClock(skew) {
+  if (skew === null || skew === undefined || Math.abs(skew) < 2) return "";
+  return ", camera clock " + (skew < 0 ? "+" : "-") + Math.abs(skew).toFixed(1) + " s";
+}
+
 function showCamera(entry, full) {
   const t = tile(entry.camera_id);
   t.rate.textContent = entry.fps.toFixed(1) + " fps, lag " + (entry.lag === null ? "-" : entry.lag);
@@ -52,7 +58,7 @@ function showCamera(entry, full) {
     t.node.dataset.frame = r.frame_id;
     t.verdict.textContent = r.verdict;
     t.score.textContent = "score " + r.score.toFixed(3) + (r.raw_score === null ? "" : " (raw " + r.raw_score.toFixed(3) + ")") +
-      (r.part_id ? ", part " + r.part_id : "");
+      (r.part_id ? ", part " + r.part_id : "") + cameraClock(r.clock_skew_s);
     if (entry.history) t.history = full ? entry.history : t.history.concat(entry.history);
     if (r.frame_id !== t.frameId && Date.now() - t.shownAt >= IMAGE_REFRESH_MS) {
       t.frameId = r.frame_id; t.shownAt = Date.now();
