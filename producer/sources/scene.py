@@ -1,4 +1,6 @@
-"""Still synthetic production-line frames for tests, drawn with the producer's belt scene.
+"""Still synthetic production-line frames with exact part and defect masks, drawn with the belt scene.
+
+Used by the tests and by scripts that measure a mask against the truth (scripts/isnet_input_sides.py).
 
 ``make_synthetic_scene`` puts ``n_objects`` whole parts (the producer's caps and washers,
 ``producer.sources.synthetic``) in a row on the belt, optionally with defects on chosen
