@@ -75,7 +75,7 @@ def run_inspect(args, settings: LinewatchSettings) -> int:
     from worker.inspection.inspector import build_inspector
     from worker.inspection.models.integrity import WeightsMismatch
     from worker.inspection.models.weights import ModelWeightsMissing
-    from worker.inspection.overlays import overlay_heatmap
+    from worker.inspection.overlays import heat_level, overlay_heatmap
     from worker.inspection.types import Frame
     from worker.stream.results import build_result, static_thresholds
 
@@ -134,9 +134,8 @@ def run_inspect(args, settings: LinewatchSettings) -> int:
                 from PIL import Image
 
                 mask = inspection.anomaly_map >= thresholds.pixel
-                Image.fromarray(overlay_heatmap(frame.image, inspection.anomaly_map, mask)).save(
-                    args.out / f"{path.stem}_heatmap.png"
-                )
+                drawn = overlay_heatmap(frame.image, inspection.anomaly_map, mask, level=heat_level(thresholds.pixel))
+                Image.fromarray(drawn).save(args.out / f"{path.stem}_heatmap.png")
         pending.clear()
 
     for path in tqdm(args.images, disable=len(args.images) <= 3, file=sys.stderr, unit="img"):
