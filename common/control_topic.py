@@ -49,7 +49,8 @@ def decode_control(key: bytes | None, value: bytes | None) -> tuple[str, Control
         scope = (key or b"").decode("utf-8")
         parse_scope(scope)
     except (UnicodeDecodeError, ValueError) as exc:
-        raise RefusedRecord("not_a_scope", f"key {key!r} is not a control scope: {exc}") from exc
+        shown = key if key is None else key[:200]  # a refusal is logged: never a megabyte of key
+        raise RefusedRecord("not_a_scope", f"key {shown!r} is not a control scope: {exc}") from exc
     if value is None:
         return scope, None
     try:
@@ -60,7 +61,34 @@ def decode_control(key: bytes | None, value: bytes | None) -> tuple[str, Control
         return scope, ControlRecord.model_validate(data)
     except ValidationError as exc:
         errors = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors())
-        raise RefusedRecord("invalid_record", f"value of {scope} is not a valid ControlRecord: {errors}") from exc
+        reason = "out_of_bounds" if any(_beyond_bounds(e) for e in exc.errors()) else "invalid_record"
+        raise RefusedRecord(reason, f"value of {scope} is not a valid ControlRecord: {errors}") from exc
+
+
+# Fields whose values the record bounds (common/control.py), and the pydantic errors that say a bound was crossed.
+_BOUNDED_FIELDS = {
+    "image_threshold",
+    "pixel_threshold",
+    "learning",
+    "prompts",
+    "calibration",
+    "references",
+    "updated_by",
+}
+_BOUND_ERRORS = {
+    "greater_than",
+    "greater_than_equal",
+    "less_than",
+    "less_than_equal",
+    "too_long",
+    "string_too_long",
+    "string_pattern_mismatch",
+    "value_error",
+}
+
+
+def _beyond_bounds(error: dict) -> bool:
+    return bool(error["loc"]) and error["loc"][0] in _BOUNDED_FIELDS and error["type"] in _BOUND_ERRORS
 
 
 def encode_control(record: ControlRecord) -> bytes:

@@ -12,13 +12,11 @@ import socket
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
-
-class _Section(BaseModel):
-    # Errors name the field but never echo its value: a misspelt secret variable would print the secret.
-    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+from common.settings_base import Section as _Section
+from common.settings_dashboard import DashboardSettings
 
 
 class KafkaSettings(_Section):
@@ -288,46 +286,6 @@ class AlarmSettings(_Section):
         if self.webhook_url and self.webhook_secret is None:
             raise ValueError("webhook_url is set but webhook_secret is not: MES deliveries are always signed")
         return self
-
-
-class DashboardSettings(_Section):
-    """The operator dashboard (`linewatch-worker dashboard`): live results, alarms and feedback in a browser."""
-
-    host: str = Field("127.0.0.1", description="address the dashboard listens on (0.0.0.0 in a container)")
-    port: int = Field(8090, ge=1, le=65535, description="HTTP port of the dashboard; `--port` wins")
-    group_id: str = Field(
-        "linewatch-dashboard", description="consumer group prefix; each replica adds its instance id (all see all)"
-    )
-    instance_id: str = Field(
-        default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}",
-        description="this replica's name, appended to group_id (default host-pid)",
-    )
-    state_topic: str = Field(
-        "linewatch.dashboard.alarm-state", description="compacted topic of alarm acknowledgements and silences"
-    )
-    users: SecretStr | None = Field(
-        None, description="`name:password:role` entries, comma-separated; role viewer or operator (secret)"
-    )
-    tokens: SecretStr | None = Field(
-        None, description="`token:name:role` entries, comma-separated, for a token login or a Bearer header (secret)"
-    )
-    session_secret: SecretStr | None = Field(
-        None, description="key signing session cookies; set it (the same) on every replica; None = random per start"
-    )
-    session_max_age_s: int = Field(12 * 3600, ge=60, description="a login lasts this long (one shift)")
-    secure_cookie: bool = Field(False, description="send the session cookie over HTTPS only (set behind TLS)")
-    history_s: float = Field(300.0, gt=0.0, description="seconds of score history kept per camera for the trend")
-    results_per_camera: int = Field(40, ge=1, description="latest full results kept per camera for the frame page")
-    alarms_lookback_s: float = Field(86_400.0, ge=0.0, description="alarms raised this long before start are shown")
-    frame_cache_entries: int = Field(256, ge=1, description="frames (and overlays) fetched from Kafka kept in memory")
-    frame_cache_ttl_s: float = Field(60.0, gt=0.0, description="how long a fetched frame stays cached")
-    push_interval_ms: int = Field(250, ge=20, description="how often live updates are pushed to each page")
-
-    @field_validator("users", "tokens", "session_secret", mode="before")
-    @classmethod
-    def _blank_is_none(cls, value: Any) -> Any:
-        # compose passes `${DASHBOARD_SESSION_SECRET:-}` through as an empty string: that is "unset", not a key
-        return None if isinstance(value, str) and not value.strip() else value
 
 
 class LinewatchSettings(BaseSettings):

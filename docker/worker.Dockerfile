@@ -12,7 +12,7 @@ ARG CUDA_IMAGE=nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04
 
 # ---------------------------------------------------------------- build: a virtualenv with the project
 FROM ${CUDA_IMAGE} AS build
-ENV DEBIAN_FRONTEND=noninteractive PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+ENV DEBIAN_FRONTEND=noninteractive PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 ORT_DISABLE_TELEMETRY=1
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 python3-venv python3-dev build-essential \
  && rm -rf /var/lib/apt/lists/*
@@ -47,6 +47,7 @@ RUN groupadd --system --gid 10001 linewatch \
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
+    ORT_DISABLE_TELEMETRY=1 \
     LINEWATCH_MODELS__MODELS_DIR=/models \
     LINEWATCH_MODELS__DEVICE=cuda \
     LINEWATCH_WORKER__HEALTH_PORT=8080 \

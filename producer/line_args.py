@@ -27,6 +27,13 @@ def add_line_arguments(parser: argparse.ArgumentParser) -> None:
     )
     cam.add_argument("--trigger-source", default="Line0", help="trigger line of --trigger hardware (default Line0)")
     cam.add_argument("--pixel-format", choices=SUPPORTED_PIXEL_FORMATS, default=None, help="default: the camera's")
+    cam.add_argument(
+        "--camera-roi",
+        type=_region,
+        default=None,
+        metavar="X,Y,W,H",
+        help="read only this region of the sensor (default: the whole sensor)",
+    )
     cam.add_argument("--exposure-us", type=float, default=None, help="exposure time in microseconds (auto off)")
     cam.add_argument("--gain-db", type=float, default=None, help="gain in dB (auto off)")
     cam.add_argument("--camera-fps", type=float, default=None, help="free-run: the camera's acquisition frame rate")
@@ -45,6 +52,16 @@ def add_line_arguments(parser: argparse.ArgumentParser) -> None:
     )
     part.add_argument("--recipe", default=None, help="recipe (product variant) of every frame")
     part.add_argument("--lot", default=None, help="lot / batch of every frame")
+
+
+def _region(text: str) -> tuple[int, int, int, int]:
+    try:
+        x, y, w, h = (int(v) for v in text.split(","))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected X,Y,W,H (four integers), got {text!r}") from exc
+    if min(x, y) < 0 or min(w, h) <= 0:
+        raise argparse.ArgumentTypeError(f"offsets must be >= 0 and sizes > 0, got {text!r}")
+    return x, y, w, h
 
 
 def part_id_lines(path: str) -> Iterator[str]:
@@ -67,6 +84,7 @@ def genicam_options(args: argparse.Namespace) -> dict[str, Any]:
         "exposure_us": args.exposure_us,
         "gain_db": args.gain_db,
         "frame_rate": args.camera_fps,
+        "region": args.camera_roi,
         "packet_resend": not args.no_packet_resend,
     }
 

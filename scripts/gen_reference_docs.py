@@ -33,8 +33,9 @@ GENERATED = (
 
 
 def cell(text: object) -> str:
-    """Text made safe for one Markdown table cell."""
-    return str(text).replace("\n", " ").replace("|", "\\|").strip()
+    """Text made safe for one Markdown table cell: pipes escaped outside code spans (inside, they are kept)."""
+    pieces = str(text).replace("\n", " ").split("`")
+    return "`".join(piece if index % 2 else piece.replace("|", "\\|") for index, piece in enumerate(pieces)).strip()
 
 
 def console_scripts() -> dict[str, str]:
@@ -92,7 +93,7 @@ def _argument_default(action: argparse.Action) -> str:
     default = action.default
     if isinstance(default, list | tuple):
         default = " ".join(str(item) for item in default)
-    return f"`{cell(default)}`" if str(default) != "" else ""
+    return cell(f"`{default}`") if str(default) != "" else ""
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> list[tuple[str, str, argparse.ArgumentParser]]:
@@ -164,7 +165,7 @@ def _default_text(field) -> str:
     default = field.default
     if isinstance(default, tuple):
         default = ",".join(str(item) for item in default)
-    return f"`{cell(default)}`"
+    return cell(f"`{default}`")
 
 
 SETTINGS_INTRO = """\
@@ -190,24 +191,39 @@ variables; they are `SecretStr` and never logged. Telemetry exporters follow the
 """
 
 
-def render_settings() -> str:
-    from common.settings import LinewatchSettings
+SINKS_INTRO = """\
+## Line sinks
 
-    lines = [GENERATED, "", SETTINGS_INTRO]
-    for section_name, section_field in LinewatchSettings.model_fields.items():
+`linewatch-sinks` (MQTT, OPC UA server, PLC) reads these sections in addition to `kafka` above, from
+`LINEWATCH_*` environment variables or the YAML file named by `LINEWATCH_SINKS_CONFIG` (sections `sink`,
+`mqtt`, `opcua`, `plc`). See [Connect a line](../guides/connect-a-line.md).
+"""
+
+
+def _section_tables(model: type) -> list[str]:
+    lines: list[str] = []
+    for section_name, section_field in model.model_fields.items():
         section = section_field.annotation
         lines += [f"## `{section_name}`", ""]
         doc = (section.__doc__ or "").strip()
         if doc:
             lines += [" ".join(doc.split()), ""]
-        lines += ["| setting | type | default | environment variable | meaning |", "|---|---|---|---|---|"]
+        lines += ["| setting, environment variable | type, default | meaning |", "|---|---|---|"]
         for name, field in section.model_fields.items():
             env = f"LINEWATCH_{section_name.upper()}__{name.upper()}"
-            lines.append(
-                f"| `{name}` | `{cell(type_name(field.annotation))}` | {_default_text(field)} | `{env}` "
-                f"| {cell(field.description or '')} |"
-            )
+            default = _default_text(field)
+            kind = cell("`" + type_name(field.annotation) + "`") + (f"<br>{default}" if default else "")
+            lines.append(f"| `{name}`<br>`{env}` | {kind} | {cell(field.description or '')} |")
         lines.append("")
+    return lines
+
+
+def render_settings() -> str:
+    from common.settings import LinewatchSettings
+    from worker.sinks.settings import SinkSettings
+
+    lines = [GENERATED, "", SETTINGS_INTRO, *_section_tables(LinewatchSettings)]
+    lines += [SINKS_INTRO, *_section_tables(SinkSettings)]
     return "\n".join(lines).rstrip() + "\n"
 
 

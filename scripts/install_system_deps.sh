@@ -4,6 +4,7 @@
 #   * a JDK >= 17 and Maven, to fetch and run the Kafka broker jars
 #   * the Kafka broker jars themselves (scripts/kafka_jars.sh)
 #   * chromium + chromium-driver (Debian packages), for the dashboard's browser test
+#   * strace (Debian package): the no-phoning-home tests trace every connect() of a worker
 #   * Aravis (GigE Vision / USB3 Vision cameras through GObject introspection) with its GigE Vision
 #     camera simulator, and the headers PyGObject builds against (the `camera` extra)
 #   * mosquitto, the MQTT broker of the MQTT sink's tests
@@ -96,6 +97,10 @@ if [[ ${#browser_missing[@]} -gt 0 ]]; then
   apt_install "${browser_missing[@]}"
 fi
 log "$(/usr/bin/chromium --version 2>/dev/null | head -n1 || echo 'chromium present')"
+
+# --- strace (tests/integration/test_no_phoning_home.py) ------------------------------
+command -v strace >/dev/null 2>&1 || apt_install strace
+log "$(strace -V 2>/dev/null | head -n1 || echo 'strace present')"
 
 # --- Aravis (GenICam cameras), its camera simulator, PyGObject's build deps; Mosquitto ----
 line_missing=()

@@ -12,14 +12,17 @@ against 1024 stays near 1 on every frame.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import onnx
-import onnxruntime as ort
-from onnx import numpy_helper
+os.environ["ORT_DISABLE_TELEMETRY"] = "1"  # before onnxruntime initialises: no usage telemetry
+
+import numpy as np  # noqa: E402
+import onnx  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+from onnx import numpy_helper  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from producer.sources.scene import make_synthetic_scene  # noqa: E402

@@ -63,6 +63,7 @@ class GenICamSource(FrameSource):
         exposure_us: float | None = None,
         gain_db: float | None = None,
         frame_rate: float | None = None,
+        region: tuple[int, int, int, int] | None = None,
         packet_resend: bool = True,
         buffers: int = 8,
         frame_timeout_s: float = 2.0,
@@ -83,6 +84,7 @@ class GenICamSource(FrameSource):
         self.exposure_us = exposure_us
         self.gain_db = gain_db
         self.frame_rate = frame_rate
+        self.region = region
         self.packet_resend = packet_resend
         self.buffers = buffers
         self.frame_timeout_s = frame_timeout_s
@@ -129,6 +131,8 @@ class GenICamSource(FrameSource):
     def _configure(self, camera: Any) -> None:
         if self.pixel_format is not None:
             camera.set_pixel_format_from_string(self.pixel_format)
+        if self.region is not None:
+            camera.set_region(*self.region)
         if self.exposure_us is not None:
             if camera.is_exposure_auto_available():
                 camera.set_exposure_time_auto(self.Aravis.Auto.OFF)

@@ -231,3 +231,22 @@ def test_the_command_check_tells_valid_from_invalid(line, valid, capsys):
     results = [check_command(words, targets) for words in command_lines(line)]
     capsys.readouterr()
     assert all(result is None for result in results) is valid
+
+
+def test_the_readme_stays_a_front_door():
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 250, "README.md is the front door: move the detail into a docs page"
+    assert "arXiv 2306.09269" in readme  # the method's paper, cited
+    linked = set(re.findall(r"\]\((docs/[^)#\s]+)", readme))
+    sections = {
+        "start",
+        "guides",
+        "deploy",
+        "reference",
+        "explanation",
+        "evaluation.md",
+        "benchmarks.md",
+        "contributing.md",
+    }
+    reached = {Path(link).parts[1] for link in linked}
+    assert sections <= reached, f"docs sections the README does not link to: {sorted(sections - reached)}"

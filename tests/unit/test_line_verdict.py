@@ -7,7 +7,10 @@ from datetime import timedelta
 import pytest
 
 from tests.support.line_sinks import make_result
+from worker.sinks.cli import main as sinks_main
+from worker.sinks.health import LineSignals, system_state
 from worker.sinks.mqtt import alarm_topic, verdict_topic
+from worker.sinks.plc import CircuitBreaker
 from worker.sinks.settings import OpcUaServerSettings, PlcClientSettings
 from worker.sinks.verdict import line_verdict
 
@@ -47,3 +50,42 @@ def test_opcua_security_is_refused_unless_asked():
     OpcUaServerSettings(security_mode="None", anonymous=True).check()
     with pytest.raises(ValueError, match="endpoint"):
         PlcClientSettings().check()
+
+
+def test_circuit_breaker_opens_and_half_opens():
+    now = [0.0]
+    breaker = CircuitBreaker(2, 5.0, clock=lambda: now[0])
+    breaker.failure()
+    assert breaker.allow()
+    breaker.failure()
+    assert not breaker.allow()
+    now[0] = 5.0
+    assert breaker.allow()  # one trial
+    breaker.failure()
+    assert not breaker.allow()
+    now[0] = 10.0
+    assert breaker.allow()
+    breaker.success()
+    assert breaker.allow() and breaker.failures == 0
+
+
+def _state(**signals):
+    base = {"now": 100.0, "last_result_at": 99.0, "frames_grew_at": 98.0, "dead_letters_grew_at": None, "lag": 0}
+    return system_state(LineSignals(**(base | signals)), degraded_lag=10, faulted_after_s=30)[0]
+
+
+def test_system_state():
+    assert _state() == "healthy"
+    assert _state(lag=11) == "degraded"
+    assert _state(dead_letters_grew_at=80.0) == "degraded"
+    assert _state(dead_letters_grew_at=60.0) == "healthy"  # longer ago than the window
+    assert _state(last_result_at=60.0, frames_grew_at=95.0) == "faulted"  # frames, no answer for 35 s
+    assert _state(last_result_at=None, frames_grew_at=65.0) == "faulted"
+    assert _state(last_result_at=None, frames_grew_at=90.0) == "healthy"  # not long enough yet
+    assert _state(last_result_at=60.0, frames_grew_at=50.0) == "healthy"  # quiet line, nothing waits
+
+
+def test_sinks_cli_refuses_an_unsecured_server_nobody_asked_for(monkeypatch, capsys):
+    monkeypatch.delenv("LINEWATCH_SINKS_CONFIG", raising=False)
+    assert sinks_main(["opcua-server"]) == 2
+    assert "opcua.certificate" in capsys.readouterr().err

@@ -82,6 +82,7 @@ class SinkLoop:
             "linewatch.sink.deliveries", unit="{message}", description="Messages a line sink handled, by outcome"
         )
         self.delivered = 0
+        self.last_lag = 0  # after the last poll (the consumer belongs to the polling thread)
         self.last_result_at: float | None = None  # monotonic time of the last result read
         self._down_since: float | None = None
 
@@ -107,6 +108,7 @@ class SinkLoop:
                 settled += 1
         if settled:
             self._commit()
+        self.last_lag = self.lag()
         return settled
 
     def _deliver(self, record: Any) -> None:

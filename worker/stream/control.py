@@ -120,6 +120,11 @@ class ControlState:
             thresholds = thresholds.model_copy(update={"version": threshold_version(scope, record)})
         return Resolved(camera_id, object_name, scope, record, thresholds)
 
+    def knows(self, camera_id: str, object_name: str) -> bool:
+        """Whether a record applies to the frame's camera and object (for `worker.known_scopes_only`)."""
+        with self._lock:
+            return any(scope in self._table.records for scope in candidate_scopes(camera_id, object_name))
+
     def records(self) -> dict[str, ControlRecord]:
         with self._lock:
             return dict(self._table.records)

@@ -48,8 +48,9 @@ from typing import Any
 
 from kafka.errors import KafkaError
 
+from common.control_topic import control_topics
 from common.kafka import COMPACTED, BrokerReachability, build_consumer, build_producer, connection_hint, ensure_topics
-from common.settings import LinewatchSettings
+from common.settings import KafkaSettings, LinewatchSettings
 from common.signals import StopOnSignals
 from common.telemetry import Telemetry
 from worker.inspection.embedding_cache import EmbeddingCache
@@ -181,9 +182,7 @@ class WorkerService:
         stop_event = stop_event or threading.Event()
         while True:
             try:
-                topics = [ks.frames_topic, ks.results_topic, ks.dlq_topic, ks.control_topic, ks.learned_topic]
-                compacted = {ks.control_topic: COMPACTED, ks.learned_topic: COMPACTED}
-                ensure_topics(ks, topics, compacted, bootstrap_timeout_ms=CONNECT_TIMEOUT_MS)
+                ensure_worker_topics(ks)
                 break
             except Exception as exc:  # broker not up yet: wait for it rather than crash-loop
                 self.broker.error()
@@ -213,6 +212,7 @@ class WorkerService:
         )
         self.inference = Inference(ws, self.inspector, self.publisher, abandon=self._abandon, judge=judge, **parts)
         self.intake = Intake(ws, dead_letter=self.publisher.send_dead_letter, skip=self.publisher.send_skipped, **parts)
+        self.intake.known_scope = self.control.state.knows  # worker.known_scopes_only
         self.consumer = build_consumer(ks, max_poll_records=ws.batch_max_frames)
         self.checkpoint.subscribe(self.consumer, [ks.frames_topic], on_revoked=self._revoked)
         self.publisher.thread.start()
@@ -326,6 +326,13 @@ class WorkerService:
 
 
 # ====================================================================== entry point
+
+
+def ensure_worker_topics(ks: KafkaSettings) -> None:
+    """The topics a worker reads and writes, created when missing (the control topics compacted)."""
+    compacted = dict.fromkeys(control_topics(ks), COMPACTED)
+    topics = [ks.frames_topic, ks.results_topic, ks.dlq_topic, *compacted]
+    ensure_topics(ks, topics, compacted, bootstrap_timeout_ms=CONNECT_TIMEOUT_MS)
 
 
 def run_service(

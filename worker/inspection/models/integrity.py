@@ -5,7 +5,7 @@ it is hashed and compared with its pin in pins.json, else with its entry in the 
 (lock.py). A worker refuses to start on any mismatch; `models check` prints the same table.
 
 Each file is hashed in full at every start, streamed in 1 MiB blocks (about 0.6-0.8 GB/s on
-one core of a 2-core AMD EPYC VM: some 2.5 s for the 1.8 GB of CLIP, CLIPSeg and SAM ViT-B,
+one of 2 virtual cores of an AMD EPYC: some 2.5 s for the 1.8 GB of CLIP, CLIPSeg and SAM ViT-B,
 while building those models takes longer and reads the same bytes). A cache keyed on size and
 modification time would be faster, but anyone who can rewrite a file can also restore its
 mtime, and a pin would then no longer prove anything. Within one process a file whose size,
