@@ -62,7 +62,11 @@ def make_settings(kafka_broker) -> LinewatchSettings:
             feedback_topic=f"dash.feedback.{tag}", group_id=f"dash-workers-{tag}", partitions=2,
         ),
         models=ModelSettings(profile="tiny", foreground="none"),
-        worker=WorkerSettings(worker_id="dash-worker", batch_max_frames=4, commit_interval_ms=200, heatmap_side=32),
+        # The tiny random model's maps average 0.22-0.37 at the heatmap's 32 px. With the pixel threshold at
+        # 0.64 the overlay's heat level (half of it) leaves most of a frame its own colours, some spots heated.
+        worker=WorkerSettings(
+            worker_id="dash-worker", batch_max_frames=4, commit_interval_ms=200, heatmap_side=32, pixel_threshold=0.64
+        ),
         telemetry=TelemetrySettings(enabled=False),
         dashboard=DashboardSettings(
             users=SecretStr("olga:op-secret:operator"), state_topic=f"dash.state.{tag}", group_id=f"dash-{tag}",
@@ -139,7 +143,7 @@ def publish_round(publisher: FramePublisher, source_iter, cameras=CAMERAS, kept:
 def low_score_pixels(result: InspectionResult, shape: tuple[int, int], level: float) -> np.ndarray:
     """Pixels well below the overlay's heat level and away from the outline (JPEG blurs edges a little)."""
     heat = cv2.resize(heatmap_array(result), (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
-    near_heat = cv2.dilate((heat > 0.8 * level).astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
+    near_heat = cv2.dilate((heat > level).astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
     mask = rle_to_mask(result.mask) if result.mask is not None else np.zeros(shape, bool)
     near_outline = cv2.dilate(mask.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
     return ~near_heat & ~near_outline
@@ -159,11 +163,12 @@ def assert_overlays_keep_the_frame_where_scores_are_low(base, cookies, frames, w
         if low.any():
             assert np.abs(served[low] - rgb[low]).mean() < 4, frame_id  # no blue wash over low scores
             low_pixels += int(low.sum())
-        hot = cv2.resize(heatmap_array(result), (rgb.shape[1], rgb.shape[0])) > min(1.0, 1.5 * level)
+        heat = cv2.resize(heatmap_array(result), (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_LINEAR)
+        hot = cv2.erode((heat > level + 0.01).astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
         if hot.sum() > 50:
             assert np.abs(served[hot] - rgb[hot]).mean() > 8, frame_id  # heat where the map passes the level
             tinted += 1
-    assert low_pixels > 0.2 * sum(rgb.shape[0] * rgb.shape[1] for rgb in frames.values())
+    assert low_pixels > 0.3 * sum(rgb.shape[0] * rgb.shape[1] for rgb in frames.values())
     print(f"overlays: {low_pixels} low-score pixels kept the frame's colours; {tinted} frames with heat")
 
 
