@@ -150,13 +150,16 @@ def _quote(arg: str) -> str:
 # --------------------------------------------------------------------------- Strimzi
 
 
+STRIMZI_PATTERNS = {"literal": "literal", "prefixed": "prefix"}  # the KafkaUser CRD spells it `prefix`
+
+
 def strimzi_acls(grants: tuple[Grant, ...]) -> list[dict[str, Any]]:
     """`spec.authorization.acls` of a Strimzi `KafkaUser` (kafka.strimzi.io/v1) for one role."""
     acls = []
     for grant in grants:
         resource: dict[str, Any] = {"type": grant.resource}
         if grant.resource != "cluster":
-            resource |= {"name": grant.name, "patternType": grant.pattern}
+            resource |= {"name": grant.name, "patternType": STRIMZI_PATTERNS[grant.pattern]}
         acls.append({"resource": resource, "operations": list(grant.operations), "host": "*"})
     return acls
 

@@ -64,10 +64,23 @@ class KafkaSettings(_Section):
         ge=1,
         description="a consumer that stops heartbeating (killed, hung) loses its partitions after this long; within the broker's group.min/max.session.timeout.ms",
     )
+    heartbeat_interval_ms: int = Field(
+        500,
+        ge=1,
+        description="how often a group member heartbeats (at most a third of session_timeout_ms is used); members learn of a rebalance on their next heartbeat, so this bounds how long a rebalance takes (an eager member fetches nothing until it is over)",
+    )
     max_poll_interval_ms: int = Field(
         300_000,
         ge=1,
         description="consumer rebalance timeout; the worker polls while it infers, so slow inference does not count against it",
+    )
+    assignor: Literal["range", "roundrobin", "sticky", "cooperative-sticky"] = Field(
+        "range",
+        description="partition assignor of the workers' group: range, roundrobin and sticky rebalance eagerly (every member stops), cooperative-sticky moves only the partitions that change owner; every member of a group must use the same protocol",
+    )
+    group_instance_id: str | None = Field(
+        None,
+        description="static membership: a stable name per worker (a pod name); a worker restarted under the same name within session_timeout_ms gets its partitions back with no rebalance; on a clean stop it still leaves the group at once; None: a dynamic member",
     )
 
 
@@ -78,6 +91,16 @@ class RedisSettings(_Section):
         description="redis:// or rediss:// URL of the embedding cache (secret: may hold a password); empty disables Redis",
     )
     password: SecretStr | None = Field(None, description="Redis password if not in the URL (secret)")
+    username: str | None = Field(None, description="Redis ACL user if not in the URL (None: the default user)")
+    signing_key: SecretStr | None = Field(
+        None, description="HMAC-SHA256 key signing every array kept in Redis; unsigned values are refused (secret)"
+    )
+    embedding_ttl_s: int = Field(7 * 86400, ge=0, description="prompt embeddings expire after this long (0: never)")
+    max_embedding_bytes: int = Field(
+        65_536, ge=1024, description="a cached prompt embedding larger than this is refused"
+    )
+    max_bank_mb: float = Field(1024.0, gt=0.0, description="a reference bank larger than this is not loaded")
+    max_pool_frame_mb: float = Field(64.0, gt=0.0, description="a pool frame larger than this is not read back")
     key_prefix: str = Field("linewatch", description="prefix of every Redis key")
     socket_timeout_s: float = Field(0.5, description="Redis socket timeout; a slow Redis must not stall inference")
     retry_after_s: float = Field(5.0, description="how long to stay on local compute after Redis failed")
@@ -86,6 +109,14 @@ class RedisSettings(_Section):
     lru_entries: int = Field(
         4096, ge=1024, description="in-process LRU entries in front of Redis (about 950 per object; 10 MB per 4096)"
     )
+
+    @field_validator("password", "username", "signing_key", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: Any) -> Any:  # compose passes an unset `${VAR:-}` as ""
+        return None if isinstance(value, str) and not value.strip() else value
+
+    def signing_key_bytes(self) -> bytes | None:
+        return self.signing_key.get_secret_value().encode() if self.signing_key is not None else None
 
 
 # Model profiles (worker/inspection/models/registry.py builds them); every CLI offers these names.
@@ -226,6 +257,11 @@ class WorkerSettings(_Section):
     health_port: int | None = Field(None, description="port of /healthz /readyz /metrics; None disables")
     commit_interval_ms: int = Field(1000, ge=0, description="how often acknowledged offsets are committed")
     shutdown_timeout_s: float = Field(20.0, ge=0.0, description="on SIGTERM, time to finish polled frames")
+    warm_up_passes: int = Field(
+        1,
+        ge=0,
+        description="synthetic frames inspected before joining the consumer group (first-pass costs are paid before any partition is taken); 0 skips",
+    )
     keep_freed_memory: bool = Field(
         True,
         description="glibc: keep memory freed by one frame for the next instead of faulting in fresh pages (mallopt: no mmap'd allocations, 1 GiB trim threshold); CLIPSeg's decoder MLP ran 1.8x faster on a 2-core VM; the process keeps its peak memory",

@@ -85,12 +85,54 @@ class FakeGigECamera(_proc.ServerProcess):
         self.stop()
 
 
+def self_signed_pem(directory: Path) -> tuple[Path, Path]:
+    """(certificate, key) PEM files for 127.0.0.1, the certificate its own CA (what clients trust)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, HOST)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=7))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(HOST))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_path, key_path
+
+
 class MosquittoBroker(_proc.ServerProcess):
-    """Mosquitto on 127.0.0.1:<free port>; `users` {name: password} turns anonymous access off."""
+    """Mosquitto on 127.0.0.1:<free port>; `users` {name: password} turns anonymous access off, `tls`
+    (certificate, key) PEM files make the listener TLS-only."""
 
     stop_timeout = 5.0
 
-    def __init__(self, *, users: dict[str, str] | None = None, work_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        users: dict[str, str] | None = None,
+        tls: tuple[Path, Path] | None = None,
+        work_dir: Path | None = None,
+    ) -> None:
+        self.tls = tls
         self.exe = shutil.which("mosquitto") or (
             "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
         )
@@ -115,6 +157,8 @@ class MosquittoBroker(_proc.ServerProcess):
 
     def _config(self) -> Path:
         lines = [f"listener {self._port} {HOST}", "persistence false", "log_dest stdout"]
+        if self.tls is not None:
+            lines += [f"certfile {self.tls[0]}", f"keyfile {self.tls[1]}"]
         if os.geteuid() == 0:
             lines.append("user root")  # else it drops to `mosquitto`, who cannot read the test's private files
         if self.users:

@@ -10,7 +10,7 @@ import pytest
 
 from common.kafka import build_producer
 from common.settings import KafkaSettings, LinewatchSettings
-from infra.line_devices import MosquittoBroker
+from infra.line_devices import MosquittoBroker, self_signed_pem
 from tests.support.line_sinks import LoopThread, Subscriber, make_result, publish_results, wait_until
 from worker.alarms.events import AlarmEvent
 from worker.sinks.loop import SinkLoop
@@ -82,12 +82,19 @@ def test_sink_stopped_for_a_minute_delivers_every_missed_result_once(kafka_broke
     assert nine[0]["state"] == "NG" and nine[0]["verdict"] == "anomalous"
 
 
-def test_broker_down_holds_results_back_and_credentials_are_used(kafka_broker, topic_names, tmp_path):
+def test_broker_down_holds_results_back_over_tls_with_credentials(kafka_broker, topic_names, tmp_path):
     settings = _settings(kafka_broker, topic_names)
-    broker = MosquittoBroker(users={"line": "s3cret"}, work_dir=tmp_path / "mqtt").start()
-    auth = {"username": "line", "password": "s3cret"}
+    cert, key = self_signed_pem(tmp_path / "tls")
+    broker = MosquittoBroker(users={"line": "s3cret"}, tls=(cert, key), work_dir=tmp_path / "mqtt").start()
+    auth = {"username": "line", "password": "s3cret", "ca_file": str(cert)}
     mqtt_settings = MqttSinkSettings(
-        host=broker.host, port=broker.port, topic_prefix="lw", username="line", password="s3cret"
+        host=broker.host,
+        port=broker.port,
+        topic_prefix="lw",
+        username="line",
+        password="s3cret",
+        tls=True,
+        ca_file=cert,
     )
     subscriber = Subscriber(broker.host, broker.port, "lw/#", **auth)
     sink = _loop(settings, mqtt_settings, group="sink-mqtt-auth")

@@ -62,13 +62,15 @@ class LoopThread:
 class Subscriber:
     """An MQTT subscriber on `topic` that keeps (topic, payload as JSON, retained flag) of every message."""
 
-    def __init__(self, host: str, port: int, topic: str, **auth: str) -> None:
+    def __init__(self, host: str, port: int, topic: str, *, ca_file: str | None = None, **auth: str) -> None:
         self.messages: list[tuple[str, dict, bool]] = []
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
         client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2)
         if auth:
             client.username_pw_set(auth["username"], auth["password"])
+        if ca_file:
+            client.tls_set(ca_certs=ca_file)
         client.on_connect = lambda c, *_: c.subscribe(topic, qos=1)
         client.on_subscribe = lambda *_: self._subscribed.set()
         client.on_message = self._on_message

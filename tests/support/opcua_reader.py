@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from asyncua import Client, ua
+from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 
 NAMESPACE = "urn:linewatch:line"
 
@@ -23,8 +24,9 @@ class EventCollector:
 class ResultReader:
     """`async with ResultReader(url) as reader`: `await reader.read(camera)`, `reader.events`."""
 
-    def __init__(self, url: str, **auth: str) -> None:
+    def __init__(self, url: str, *, security: dict[str, Any] | None = None, **auth: str) -> None:
         self.client = Client(url)
+        self.security = security  # certificate, private_key, server_certificate (Basic256Sha256, SignAndEncrypt)
         if auth:
             self.client.set_user(auth["username"])
             self.client.set_password(auth["password"])
@@ -35,6 +37,10 @@ class ResultReader:
         return self.collector.events
 
     async def __aenter__(self) -> ResultReader:
+        if self.security:
+            await self.client.set_security(
+                SecurityPolicyBasic256Sha256, mode=ua.MessageSecurityMode.SignAndEncrypt, **self.security
+            )
         await self.client.connect()
         self.ns = await self.client.get_namespace_index(NAMESPACE)
         root = self.client.get_node(ua.NodeId("linewatch", self.ns))
@@ -60,3 +66,14 @@ class ResultReader:
             if time.monotonic() > deadline:
                 raise AssertionError(f"{len(self.events)} ResultReady events after {timeout_s}s, wanted {count}")
             await asyncio.sleep(0.05)
+
+
+async def self_signed(folder, name: str, app_uri: str, server: bool) -> tuple[str, str]:
+    """(certificate DER path, key PEM path) of a fresh self-signed OPC UA application certificate."""
+    from asyncua.crypto.cert_gen import setup_self_signed_certificate
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    cert, key = folder / f"{name}.der", folder / f"{name}.pem"
+    use = [ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]
+    await setup_self_signed_certificate(key, cert, app_uri, "127.0.0.1", use, {"commonName": name})
+    return str(cert), str(key)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import textwrap
 
 import numpy as np
 import pytest
@@ -15,6 +16,10 @@ from producer.line_args import GapReporter, frame_traceability
 from producer.publisher import build_frame_meta
 from producer.sources.base import Frame
 from producer.sources.pixels import PixelFormatError, to_rgb
+from tests.support.line_sinks import make_result
+from worker.alarms.config import parse_rules_text
+from worker.alarms.rules import RuleEngine
+from worker.dashboard.state import summary
 
 
 def _meta(**extra):
@@ -109,3 +114,27 @@ def test_unknown_or_short_buffers_are_refused():
         to_rgb(b"\0" * 32, 4, 4, "Mono16")
     with pytest.raises(PixelFormatError, match="needs 48"):
         to_rgb(b"\0" * 10, 4, 4, "RGB8")
+
+
+def test_alarm_events_name_the_parts_of_their_frames():
+    rules = parse_rules_text(
+        textwrap.dedent(
+            """
+            rules:
+              - name: two-of-three
+                kind: anomaly
+                debounce: {anomalous: 2, of_last: 3}
+            """
+        ),
+        "test.yaml",
+    )
+    engine = RuleEngine(rules, clock=lambda: 1_700_000_000.0)
+    alarms = []
+    untraced = make_result(2, verdict="anomalous").model_copy(update={"traceability": None})
+    for result in (make_result(1, verdict="anomalous"), make_result(9), untraced):
+        alarms += engine.observe(result, None)
+    assert len(alarms) == 1
+    assert alarms[0].frame_ids == ["frame-cam-1-1", "frame-cam-1-2"]
+    assert alarms[0].part_ids == ["P-0001", None]
+    tile = summary(make_result(5))
+    assert (tile["part_id"], tile["recipe"], tile["lot"], tile["frame_counter"]) == ("P-0005", "R-1", "L-1", 5)

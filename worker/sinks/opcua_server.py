@@ -33,6 +33,8 @@ from worker.sinks.verdict import LineVerdict
 
 log = logging.getLogger(__name__)
 
+# The server's ApplicationUri: its certificate's subjectAltName carries it for clients that check
+APPLICATION_URI = "urn:linewatch:opcua-server"
 _VT = ua.VariantType
 # name -> (variant type, value of a LineVerdict)
 RESULT_VARIABLES: dict[str, tuple[ua.VariantType, Any]] = {
@@ -108,6 +110,7 @@ class OpcUaServerSink:
         users = PasswordUsers(s.users.get_secret_value() if s.users else "", s.anonymous)
         server = Server(user_manager=users)
         await server.init()
+        await server.set_application_uri(APPLICATION_URI)
         server.set_endpoint(s.endpoint)
         server.set_server_name("linewatch")
         server.set_security_policy([_POLICIES[s.security_mode]])

@@ -10,6 +10,7 @@ import logging
 import threading
 from collections.abc import Callable
 
+from common.audit import audit_record, encode_audit
 from common.control import ControlRecord
 from common.control_topic import encode_control
 from common.metrics import Metrics
@@ -37,14 +38,17 @@ class ControlPlane:
         from worker.inspection.fewshot.store import open_store  # numpy + redis + torch: only when serving
 
         self.references = ReferenceBanks(settings.models, open_store(settings.redis))
+        self.references.on_refused = metrics.redis_value_refused
         self.state.on_applied = self.references.announced
         self.judge.references = self.references
 
-    def start(self, stop_event: threading.Event, model_fingerprint: str) -> bool:
+    def start(self, stop_event: threading.Event, inspector) -> bool:
         """Read the control topic to its end (then follow it live); False when stopped first.
 
-        Reference banks are keyed by the model fingerprint: the announced ones load as records arrive."""
-        self.references.bind(model_fingerprint)
+        Reference banks are keyed by the inspector's model fingerprint: the announced ones load as
+        records arrive, refused unless of its feature shape (layers and channels; unknown: not checked)."""
+        shape = getattr(inspector, "feature_shape", lambda: None)()
+        self.references.bind(inspector.versions.model_fingerprint, shape)
         self.follower = ControlFollower(self.settings.kafka, self.state).start()
         if self.follower.wait_caught_up(stop_event):
             return True
@@ -65,19 +69,21 @@ class ControlPlane:
             self.follower.stop()
 
     def _send(self, scope: str, record: ControlRecord) -> None:
-        """A calibrated record, to the learned-records topic through the Outbox: retried until the
-        broker acknowledges it (workers may not write the control topic itself)."""
-        topic = self.settings.kafka.learned_topic
+        """A calibrated record to the learned-records topic (workers may not write the control topic
+        itself), and its audit record, through the Outbox: retried until the broker acknowledges them."""
+        ks = self.settings.kafka
+        calibration = record.calibration
+        reason = f"learning mode: {calibration.n} frames at target false-alarm rate {calibration.target_fpr:g}"
+        before = self.state.records().get(scope)  # the learning record it answers
+        audit = audit_record(ks, scope, "learned", before, record, by=record.updated_by, reason=reason)
+        self._publish(ks.learned_topic, scope, encode_control(record), f"{scope} v{record.version}")
+        self._publish(ks.audit_topic, scope, encode_audit(audit), f"the audit record of {scope} v{record.version}")
+
+    def _publish(self, topic: str, scope: str, value: bytes, what: str) -> None:
         outbox = self._outbox()
         if outbox is None:
-            log.error("no outbox to publish %s v%d on", scope, record.version)
+            log.error("no outbox to publish %s on", what)
             return
         outbox.send(
-            Outgoing(
-                topic,
-                scope.encode("utf-8"),
-                encode_control(record),
-                [],
-                lambda: log.info("published %s v%d to %s", scope, record.version, topic),
-            )
+            Outgoing(topic, scope.encode("utf-8"), value, [], lambda: log.info("published %s to %s", what, topic))
         )

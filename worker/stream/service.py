@@ -48,8 +48,19 @@ from typing import Any
 
 from kafka.errors import KafkaError
 
+from common.audit import AUDIT_TOPIC_CONFIG
 from common.control_topic import control_topics
-from common.kafka import COMPACTED, BrokerReachability, build_consumer, build_producer, connection_hint, ensure_topics
+from common.kafka import (
+    COMPACTED,
+    FRAMES_TOPIC_CONFIG,
+    BrokerReachability,
+    build_consumer,
+    build_producer,
+    close_and_leave,
+    connection_hint,
+    ensure_topics,
+    static_membership,
+)
 from common.settings import KafkaSettings, LinewatchSettings
 from common.signals import StopOnSignals
 from common.telemetry import Telemetry
@@ -63,6 +74,7 @@ from worker.stream.offsets import Checkpoint
 from worker.stream.publishing import Outbox, Publisher
 from worker.stream.status import MonitoredCache, ServiceStatus, readiness_checks
 from worker.stream.telemetry import Counters, ServiceTelemetry
+from worker.stream.warmup import warm_up
 
 __all__ = ["CONNECT_TIMEOUT_MS", "LAG_INTERVAL_S", "InferenceStuck", "ServiceStatus", "WorkerService", "run_service"]
 
@@ -100,8 +112,7 @@ class WorkerService:
         self.batcher: MicroBatcher[Work] = MicroBatcher(ws.batch_max_frames, ws.batch_max_wait_ms / 1000.0)
         self.in_flight = InFlight(ws.queue_max_frames)
         self._abandon = threading.Event()  # shutdown gave up on the helper threads
-        self._running = False
-        self._last_commit = 0.0
+        self._running, self._last_commit = False, 0.0
         self._lag_lock = threading.Lock()
         self._lag: dict[Any, int] = {}
         self.consumer: Any = None
@@ -179,6 +190,7 @@ class WorkerService:
         ks, ws = self.settings.kafka, self.settings.worker
         if self.inspector is None:
             self.inspector = self._build_inspector()
+            warm_up(self.inspector, ws.warm_up_passes)  # before subscribing: no partition waits on a cold model
         stop_event = stop_event or threading.Event()
         while True:
             try:
@@ -196,7 +208,7 @@ class WorkerService:
                 if stop_event.wait(5.0):
                     return False
         self.broker.ok()
-        if not self.control.start(stop_event, self.inspector.versions.model_fingerprint):  # read to its end first
+        if not self.control.start(stop_event, self.inspector):  # read to its end first
             return False
         self.outbox = Outbox(build_producer(ks), on_broker_ok=self.broker.ok, on_broker_error=self.broker.error)
         parts = {"checkpoint": self.checkpoint, "telemetry": self.telemetry, "counters": self.counters}
@@ -213,7 +225,7 @@ class WorkerService:
         self.inference = Inference(ws, self.inspector, self.publisher, abandon=self._abandon, judge=judge, **parts)
         self.intake = Intake(ws, dead_letter=self.publisher.send_dead_letter, skip=self.publisher.send_skipped, **parts)
         self.intake.known_scope = self.control.state.knows  # worker.known_scopes_only
-        self.consumer = build_consumer(ks, max_poll_records=ws.batch_max_frames)
+        self.consumer = build_consumer(ks, max_poll_records=ws.batch_max_frames, **static_membership(ks))
         self.checkpoint.subscribe(self.consumer, [ks.frames_topic], on_revoked=self._revoked)
         self.publisher.thread.start()
         self.inference.thread.start()
@@ -249,7 +261,7 @@ class WorkerService:
             self.outbox.flush(max(1.0, left()))
         if self.consumer is not None:
             self._commit(force=True)
-            self.consumer.close(autocommit=False)
+            close_and_leave(self.consumer)
             self.consumer = None
             log.info("worker %s left the group: %s", self.worker_id, self.status().counters)
         if self.outbox is not None:
@@ -282,6 +294,7 @@ class WorkerService:
             counters=counters,
             control_caught_up=self.control.caught_up,
             control_scopes=self.control.scopes,
+            clock_skew=self.intake.skew.snapshot() if self.intake is not None and self.intake.skew else {},
         )
 
     def inference_stuck(self) -> bool:
@@ -294,7 +307,7 @@ class WorkerService:
         from worker.inspection.redis_cache import build_embedding_cache
 
         if self.cache is None:
-            self.cache = build_embedding_cache(self.settings.redis, on_lookup=self.telemetry.metrics.cache_lookup)
+            self.cache = build_embedding_cache(self.settings.redis, metrics=self.telemetry.metrics)
         return build_inspector(self.settings.models, cache=self.cache)
 
     def _revoked(self, partitions: set, _committed: dict, dropped: int) -> None:  # rebalance listener
@@ -329,10 +342,11 @@ class WorkerService:
 
 
 def ensure_worker_topics(ks: KafkaSettings) -> None:
-    """The topics a worker reads and writes, created when missing (the control topics compacted)."""
-    compacted = dict.fromkeys(control_topics(ks), COMPACTED)
-    topics = [ks.frames_topic, ks.results_topic, ks.dlq_topic, *compacted]
-    ensure_topics(ks, topics, compacted, bootstrap_timeout_ms=CONNECT_TIMEOUT_MS)
+    """The topics a worker reads and writes, created when missing (control topics compacted, audit kept)."""
+    configs = dict.fromkeys(control_topics(ks), COMPACTED) | {ks.audit_topic: AUDIT_TOPIC_CONFIG}
+    configs[ks.frames_topic] = FRAMES_TOPIC_CONFIG  # record time = the broker's clock
+    topics = [ks.results_topic, ks.dlq_topic, *configs]
+    ensure_topics(ks, topics, configs, bootstrap_timeout_ms=CONNECT_TIMEOUT_MS)
 
 
 def run_service(
