@@ -129,7 +129,7 @@ class Inference:
         now = utc_now()
         fresh = []
         for work in current:
-            if is_stale(work.meta, now, self.settings.max_frame_age_s):  # it may have aged while it waited
+            if is_stale(work.meta, now, self.settings.max_frame_age_s, work.message.timestamp_ms):  # aged waiting
                 self.publisher.send_skipped(work.partition, work.message, work.meta, work.span)
             else:
                 fresh.append(work)

@@ -220,7 +220,7 @@ class Publisher:
             self.send_dead_letter(work.partition, work.message, "encode", type(exc).__name__, str(exc), work.span)
 
     def send_skipped(self, partition: Any, message: Consumed, meta: FrameMeta, span: Any) -> None:
-        note = stale_note(meta, utc_now(), self.settings.worker.max_frame_age_s or 0.0)
+        note = stale_note(meta, utc_now(), self.settings.worker.max_frame_age_s or 0.0, message.timestamp_ms)
         result = skipped_result(
             meta,
             note,

@@ -52,6 +52,7 @@ from common.audit import AUDIT_TOPIC_CONFIG
 from common.control_topic import control_topics
 from common.kafka import (
     COMPACTED,
+    FRAMES_TOPIC_CONFIG,
     BrokerReachability,
     build_consumer,
     build_producer,
@@ -111,8 +112,7 @@ class WorkerService:
         self.batcher: MicroBatcher[Work] = MicroBatcher(ws.batch_max_frames, ws.batch_max_wait_ms / 1000.0)
         self.in_flight = InFlight(ws.queue_max_frames)
         self._abandon = threading.Event()  # shutdown gave up on the helper threads
-        self._running = False
-        self._last_commit = 0.0
+        self._running, self._last_commit = False, 0.0
         self._lag_lock = threading.Lock()
         self._lag: dict[Any, int] = {}
         self.consumer: Any = None
@@ -294,6 +294,7 @@ class WorkerService:
             counters=counters,
             control_caught_up=self.control.caught_up,
             control_scopes=self.control.scopes,
+            clock_skew=self.intake.skew.snapshot() if self.intake is not None and self.intake.skew else {},
         )
 
     def inference_stuck(self) -> bool:
@@ -343,7 +344,8 @@ class WorkerService:
 def ensure_worker_topics(ks: KafkaSettings) -> None:
     """The topics a worker reads and writes, created when missing (control topics compacted, audit kept)."""
     configs = dict.fromkeys(control_topics(ks), COMPACTED) | {ks.audit_topic: AUDIT_TOPIC_CONFIG}
-    topics = [ks.frames_topic, ks.results_topic, ks.dlq_topic, *configs]
+    configs[ks.frames_topic] = FRAMES_TOPIC_CONFIG  # record time = the broker's clock
+    topics = [ks.results_topic, ks.dlq_topic, *configs]
     ensure_topics(ks, topics, configs, bootstrap_timeout_ms=CONNECT_TIMEOUT_MS)
 
 
