@@ -23,10 +23,11 @@ system-deps:
 models: $(STAMP)
 	$(PY) scripts/fetch_isnet.py
 
-# Lint and format check (ruff, configured in pyproject.toml); the whole tree, .gitignore'd paths excluded.
+# Lint, format and type check (ruff and mypy, configured in pyproject.toml); .gitignore'd paths excluded.
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 # The whole suite: lint, then unit tests plus integration tests against a real Kafka broker and a
 # real Redis, both started by the test session itself.

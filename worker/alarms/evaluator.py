@@ -56,7 +56,7 @@ class AlarmEvaluator:
         self.checkpoint = Checkpoint(reachability=reachability, name="alarm evaluator")
         self.checkpoint.subscribe(self.consumer, [kafka.results_topic], on_revoked=self._revoked)
 
-    def _revoked(self, partitions: set, _committed: dict, _dropped: int) -> None:  # rebalance listener
+    def _revoked(self, partitions: set) -> None:  # rebalance listener
         dropped = self.engine.forget_partitions({(tp.topic, tp.partition) for tp in partitions})
         log.info("alarm evaluator: %d partitions revoked, %d streams forgotten", len(partitions), dropped)
 

@@ -1,21 +1,24 @@
 """The worker's side of the control topic, as the service wires it: the records in force
 (`ControlState`), the follower thread, the `Judge` that the inference and publish threads ask,
-and the sending of records this worker calibrated (learning mode) through the service's Outbox.
+and the sending of records this worker calibrated (learning mode), on a producer of their own
+(idempotent, acks=all; outside any transaction of the results: a record is keyed by its scope on a
+compacted topic, so sending it twice is harmless).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+
+from kafka import KafkaProducer
 
 from common.control import ControlRecord
 from common.control_topic import encode_control
+from common.kafka import build_producer
 from common.metrics import Metrics
 from common.settings import LinewatchSettings
 from worker.stream.control import ControlFollower, ControlState
 from worker.stream.judging import Judge
-from worker.stream.publishing import Outbox, Outgoing
 from worker.stream.references import ReferenceBanks
 from worker.stream.telemetry import Counters
 
@@ -23,11 +26,9 @@ log = logging.getLogger(__name__)
 
 
 class ControlPlane:
-    def __init__(
-        self, settings: LinewatchSettings, counters: Counters, metrics: Metrics, *, outbox: Callable[[], Outbox | None]
-    ) -> None:
+    def __init__(self, settings: LinewatchSettings, counters: Counters, metrics: Metrics) -> None:
         self.settings = settings
-        self._outbox = outbox  # the service's, once it has one
+        self._producer: KafkaProducer | None = None  # built at the first calibrated record
         self.state = ControlState(settings.worker, counters, metrics)
         self.judge = Judge(
             self.state, self._send, worker_id=settings.worker.worker_id, counters=counters, metrics=metrics
@@ -62,20 +63,16 @@ class ControlPlane:
     def stop(self) -> None:
         if self.follower is not None:
             self.follower.stop()
+        if self._producer is not None:
+            self._producer.close(timeout=5.0)
 
     def _send(self, scope: str, record: ControlRecord) -> None:
-        """A calibrated record, through the Outbox: retried until the broker acknowledges it."""
+        """A calibrated record (the producer retries it until the broker acknowledges it)."""
         topic = self.settings.kafka.control_topic
-        outbox = self._outbox()
-        if outbox is None:
-            log.error("no outbox to publish %s v%d on", scope, record.version)
-            return
-        outbox.send(
-            Outgoing(
-                topic,
-                scope.encode("utf-8"),
-                encode_control(record),
-                [],
-                lambda: log.info("published %s v%d to %s", scope, record.version, topic),
-            )
+        if self._producer is None:
+            self._producer = build_producer(self.settings.kafka)
+        future = self._producer.send(topic, key=scope.encode("utf-8"), value=encode_control(record))
+        future.add_callback(lambda _metadata: log.info("published %s v%d to %s", scope, record.version, topic))
+        future.add_errback(
+            lambda exc: log.error("could not publish %s v%d to %s: %s", scope, record.version, topic, exc)
         )
