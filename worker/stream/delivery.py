@@ -129,8 +129,14 @@ class _Sender:
 class AtLeastOnce(_Sender):
     transactional = False
 
-    def __init__(self, settings: LinewatchSettings, reachability: BrokerReachability, stop: Callable[[], bool]):
-        super().__init__(build_producer(settings.kafka), reachability)
+    def __init__(
+        self,
+        settings: LinewatchSettings,
+        reachability: BrokerReachability,
+        stop: Callable[[], bool],
+        producer: KafkaProducer | None = None,
+    ):
+        super().__init__(producer or build_producer(settings.kafka), reachability)
         self._stop = stop  # give up waiting (shutdown abandoned): the messages stay uncommitted
 
     def settle(self, items: list[Outgoing], offsets: dict[Any, int], group: Any) -> bool:

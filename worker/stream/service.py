@@ -190,13 +190,14 @@ class WorkerService:
         from where the publish thread's last checkpoint left it (it settles what it held open first)."""
         assert self.publisher is not None
         self._generation = self.checkpoint.generation
-        self.batcher.take_all()
+        dropped = len(self.batcher.take_all())
         self.counters.add("resyncs")
         deadline = time.monotonic() + SETTLE_TIMEOUT_S
         while self.publisher.settled < self._generation and self.publisher.thread.is_alive():
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the publish thread did not settle within {SETTLE_TIMEOUT_S:.0f} s")
             time.sleep(0.01)
+        self.counters.add("dropped_on_resync", dropped + self.context.in_flight.waiting)  # still in the pipeline
         self._checkpoint(force=True)
         self.checkpoint.rewind()
 
