@@ -3,19 +3,27 @@ VENV   ?= .venv
 PYTHON ?= python3
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+CAMERA_STAMP := $(VENV)/.camera-installed
 PYTEST_ARGS ?=
 
-.PHONY: all install system-deps models models-pull lint test test-unit demo bench bench-kafka bench-dashboard dashboard-screenshots chaos clean
+.PHONY: all install camera system-deps models models-pull lint docs docs-serve reference-docs test test-unit demo bench bench-kafka bench-dashboard dashboard-screenshots chaos clean
 
 all: test
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[worker,dashboard,test]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[worker,dashboard,line,test,docs]'
 	touch $(STAMP)
 
-install: $(STAMP)
+# The GenICam camera extra (PyGObject) builds against system headers: system-deps first.
+$(CAMERA_STAMP): $(STAMP) | system-deps
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[camera]'
+	touch $(CAMERA_STAMP)
+
+camera: system-deps $(CAMERA_STAMP)
+
+install: $(STAMP) camera
 
 system-deps:
 	bash scripts/install_system_deps.sh
@@ -24,17 +32,28 @@ models: $(STAMP)
 	$(PY) scripts/fetch_isnet.py
 
 # Lint, format and type check (ruff and mypy, configured in pyproject.toml); .gitignore'd paths excluded.
-lint: install
+lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
+# The documentation site (mkdocs.yml, docs/): strict, so a broken link or a page missing from the nav fails.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir build/site
+
+docs-serve: install
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs serve
+
+# The command line and settings reference pages, rendered from the argparse parsers and the settings models.
+reference-docs: install
+	$(PY) scripts/gen_reference_docs.py
+
 # The whole suite: lint, then unit tests plus integration tests against a real Kafka broker and a
 # real Redis, both started by the test session itself.
-test: install system-deps models lint
+test: install system-deps models lint docs
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
 
-test-unit: install
+test-unit: $(STAMP)
 	$(PY) -m pytest -q -ra tests/unit $(PYTEST_ARGS)
 
 demo: install system-deps models
@@ -52,7 +71,7 @@ bench-dashboard: install system-deps
 	  $(PY) -m infra.servers start --state-dir $$S; . $$S/env; \
 	  $(PY) -m worker.dashboard.bench --bootstrap-servers "$$LINEWATCH_KAFKA__BOOTSTRAP_SERVERS"'
 
-# The README's dashboard screenshots, from a run of the browser test (docs/images/dashboard-*.png).
+# The dashboard guide's screenshots, from a run of the browser test (docs/images/dashboard-*.png).
 dashboard-screenshots: install system-deps
 	LINEWATCH_SCREENSHOTS=docs/images $(PY) -m pytest -q -p no:cacheprovider tests/integration/test_dashboard.py
 

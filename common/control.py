@@ -13,11 +13,13 @@ dashboards and alarm rules span products.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
+from common.calibration import frames_needed
 from common.schemas import SourceRef, utc_now
 
 CONTROL_SCHEMA_VERSION = 1
@@ -27,6 +29,18 @@ _CAMERA = "camera:"
 _OBJECT = "object:"
 
 FeedbackLabel = Literal["false_alarm", "defect", "good_reference"]
+
+# Bounds on what a control record may say (a record beyond them is refused, `out_of_bounds`).
+# Camera ids: letters, digits, `.`, `_`, `-` (they are Kafka keys and metric labels; no `/` or `:`
+# that would make a scope key ambiguous). Object names: the same plus inner spaces ("metal nut").
+CAMERA_ID = re.compile(r"[\w.-]{1,128}")
+OBJECT_NAME = re.compile(r"\w(?:[\w .-]{0,98}[\w.-])?")
+MAX_LEARNING_FRAMES = 10_000  # frames one learning session collects at most (the conformal bound's n)
+MAX_EXTRA_STATES = 16  # extra normal / anomalous states per record
+MAX_STATE_CHARS = 120  # one state template ("a photo of a {} with a crack"); CLIP reads 77 tokens
+ObjectName = Annotated[str, StringConstraints(pattern=OBJECT_NAME.pattern.join("^$"))]
+StateTemplate = Annotated[str, StringConstraints(min_length=1, max_length=MAX_STATE_CHARS)]
+Who = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 
 
 class _Record(BaseModel):
@@ -48,7 +62,17 @@ def scope_key(camera_id: str | None = None, object_name: str | None = None) -> s
 
 
 def parse_scope(key: str) -> tuple[str | None, str | None]:
-    """(camera id, object name) of a scope key; ValueError when it is not one."""
+    """(camera id, object name) of a scope key; ValueError when it is not one, or when its camera id
+    or object name is outside the charset and length a scope may name (CAMERA_ID, OBJECT_NAME)."""
+    camera, obj = _split_scope(key)
+    if camera is not None and not CAMERA_ID.fullmatch(camera):
+        raise ValueError(f"camera id {camera[:140]!r}: up to 128 letters, digits, '.', '_' or '-'")
+    if obj is not None and not OBJECT_NAME.fullmatch(obj):
+        raise ValueError(f"object name {obj[:140]!r}: up to 100 letters, digits, inner spaces, '.', '_' or '-'")
+    return camera, obj
+
+
+def _split_scope(key: str) -> tuple[str | None, str | None]:
     camera, joined, obj = key.partition("/" + _OBJECT)
     if joined:
         if camera.startswith(_CAMERA) and len(camera) > len(_CAMERA) and obj:
@@ -74,33 +98,47 @@ class Calibration(_Record):
     method: Literal["conformal"] = "conformal"
     n: int = Field(ge=1, description="normal frames scored")
     target_fpr: float = Field(gt=0.0, lt=1.0, description="false-alarm rate the image threshold bounds")
-    quantiles: dict[str, float] = Field(default_factory=dict, description="raw normal scores, e.g. p50, p90, p99, max")
+    quantiles: dict[Annotated[str, StringConstraints(max_length=16)], float] = Field(
+        default_factory=dict, max_length=16, description="raw normal scores, e.g. p50, p90, p99, max"
+    )
     pixel_n: int | None = Field(None, ge=1, description="normal pixel scores behind the pixel threshold")
     calibrated_at: datetime = Field(default_factory=utc_now)
-    by: str = Field(min_length=1, description="who or what calibrated: a user name, or worker:<id> in learning mode")
+    by: Who = Field(description="who or what calibrated: a user name, or worker:<id> in learning mode")
 
 
 class PromptOverrides(_Record):
-    object_name: str | None = Field(None, min_length=1, max_length=100, description="name used in prompts")
-    extra_normal_states: tuple[str, ...] = ()
-    extra_anomalous_states: tuple[str, ...] = ()
+    object_name: ObjectName | None = Field(None, description="name used in prompts")
+    extra_normal_states: tuple[StateTemplate, ...] = Field((), max_length=MAX_EXTRA_STATES)
+    extra_anomalous_states: tuple[StateTemplate, ...] = Field((), max_length=MAX_EXTRA_STATES)
 
 
 class ReferenceSet(_Record):
     """The reference bank in force for the scope: in Redis under (model fingerprint, scope, version)."""
 
-    version: str = Field(min_length=1)
+    version: str = Field(min_length=1, max_length=64)
     frames: int = Field(0, ge=0)
     patches: int = Field(0, ge=0)
-    model_fingerprint: str | None = Field(None, description="the model whose patch features the bank holds")
+    model_fingerprint: str | None = Field(
+        None, max_length=128, description="the model whose patch features the bank holds"
+    )
 
 
 class Learning(_Record):
     """Learning mode: the first `frames` frames of the scope get verdict `calibrating`, then the
-    worker calibrates at `target_fpr` and publishes the record itself."""
+    worker calibrates at `target_fpr` and publishes the record itself. A session collects at most
+    MAX_LEARNING_FRAMES frames: `frames`, or more where the conformal bound at `target_fpr` needs more."""
 
-    frames: int = Field(ge=2)
+    frames: int = Field(ge=2, le=MAX_LEARNING_FRAMES)
     target_fpr: float = Field(gt=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _bounded(self) -> Learning:
+        needed = frames_needed(self.target_fpr) if self.target_fpr >= 1.0 / (MAX_LEARNING_FRAMES + 2) else None
+        if needed is None or needed > MAX_LEARNING_FRAMES:
+            raise ValueError(
+                f"target_fpr {self.target_fpr:g} needs more than {MAX_LEARNING_FRAMES} learning frames (the most a session collects)"
+            )
+        return self
 
 
 class ControlRecord(_Record):
@@ -117,7 +155,7 @@ class ControlRecord(_Record):
     references: ReferenceSet | None = None
     learning: Learning | None = None
     updated_at: datetime = Field(default_factory=utc_now)
-    updated_by: str = Field("unknown", min_length=1)
+    updated_by: Who = "unknown"
 
     @field_validator("updated_at")
     @classmethod
@@ -125,6 +163,25 @@ class ControlRecord(_Record):
         if value.tzinfo is None:
             raise ValueError("updated_at must carry a timezone (use UTC)")
         return value
+
+
+def in_learning(record: ControlRecord | None) -> bool:
+    """Whether `record` puts its scope in learning mode (learning set, no image threshold yet)."""
+    return record is not None and record.learning is not None and record.image_threshold is None
+
+
+# What a worker's calibrated record may change of the learning record it answers.
+LEARNED_FIELDS = frozenset({"version", "image_threshold", "pixel_threshold", "calibration", "updated_at", "updated_by"})
+
+
+def answers_learning(learning: ControlRecord, learned: ControlRecord) -> bool:
+    """Whether `learned` (from the learned-records topic) is a calibration of `learning`: its next
+    version, with thresholds and calibration set, and every other field as it was."""
+    if not in_learning(learning) or learned.version != learning.version + 1:
+        return False
+    if learned.image_threshold is None or learned.calibration is None:
+        return False
+    return learning.model_dump(exclude=LEARNED_FIELDS) == learned.model_dump(exclude=LEARNED_FIELDS)
 
 
 def threshold_version(scope: str, record: ControlRecord) -> str:

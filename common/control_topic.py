@@ -1,11 +1,18 @@
-"""The compacted control topic `linewatch.control`: decoding, the table of records in force,
-reading it to its end and publishing to it. Shared by the worker and the operator CLIs.
+"""The compacted control topic `linewatch.control` and its learned-records topic
+`linewatch.control.learned`: decoding, the table of records in force, reading both to their end
+and publishing. Shared by the worker and the operator CLIs.
+
+Operators write the control topic; workers in learning mode write their calibrated records to the
+learned topic (the broker's ACLs keep workers off the control topic, common/acl.py). A learned
+record is in force only while it answers the scope's learning record (`answers_learning`): its
+next version, only thresholds and calibration changed. So a worker principal can close a
+learning session an operator opened, and change nothing else.
 
 - `decode_control(key, value)`: one message -> (scope, record or None for a tombstone), or
-  `RefusedRecord` with a short reason (`not_a_scope`, `not_json`, `invalid_record`).
+  `RefusedRecord` with a short reason (`not_a_scope`, `not_json`, `invalid_record`, `out_of_bounds`).
 - `ControlTable`: the records in force by scope, and the ordering rule: a record is applied only
   when its version is higher than the one in force (`not_newer` otherwise); a tombstone deletes.
-- `control_consumer` / `read_control_topic`: every partition assigned (no group), from the start.
+- `control_consumer` / `read_control_topic`: every partition of both topics assigned (no group), from the start.
 - `publish_control`: one record (or tombstone) sent and acknowledged (acks=all).
 """
 
@@ -20,11 +27,11 @@ from typing import Any
 from kafka import KafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
-from common.control import ControlRecord, parse_scope
+from common.control import ControlRecord, answers_learning, parse_scope
 from common.kafka import COMPACTED, build_producer, connection_options, ensure_topics
 from common.settings import KafkaSettings
 
-REFUSAL_REASONS = ("not_a_scope", "not_json", "invalid_record", "not_newer")
+REFUSAL_REASONS = ("not_a_scope", "not_json", "invalid_record", "out_of_bounds", "not_newer")
 
 
 class RefusedRecord(ValueError):
@@ -42,7 +49,8 @@ def decode_control(key: bytes | None, value: bytes | None) -> tuple[str, Control
         scope = (key or b"").decode("utf-8")
         parse_scope(scope)
     except (UnicodeDecodeError, ValueError) as exc:
-        raise RefusedRecord("not_a_scope", f"key {key!r} is not a control scope: {exc}") from exc
+        shown = key if key is None else key[:200]  # a refusal is logged: never a megabyte of key
+        raise RefusedRecord("not_a_scope", f"key {shown!r} is not a control scope: {exc}") from exc
     if value is None:
         return scope, None
     try:
@@ -53,7 +61,34 @@ def decode_control(key: bytes | None, value: bytes | None) -> tuple[str, Control
         return scope, ControlRecord.model_validate(data)
     except ValidationError as exc:
         errors = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors())
-        raise RefusedRecord("invalid_record", f"value of {scope} is not a valid ControlRecord: {errors}") from exc
+        reason = "out_of_bounds" if any(_beyond_bounds(e) for e in exc.errors()) else "invalid_record"
+        raise RefusedRecord(reason, f"value of {scope} is not a valid ControlRecord: {errors}") from exc
+
+
+# Fields whose values the record bounds (common/control.py), and the pydantic errors that say a bound was crossed.
+_BOUNDED_FIELDS = {
+    "image_threshold",
+    "pixel_threshold",
+    "learning",
+    "prompts",
+    "calibration",
+    "references",
+    "updated_by",
+}
+_BOUND_ERRORS = {
+    "greater_than",
+    "greater_than_equal",
+    "less_than",
+    "less_than_equal",
+    "too_long",
+    "string_too_long",
+    "string_pattern_mismatch",
+    "value_error",
+}
+
+
+def _beyond_bounds(error: dict) -> bool:
+    return bool(error["loc"]) and error["loc"][0] in _BOUNDED_FIELDS and error["type"] in _BOUND_ERRORS
 
 
 def encode_control(record: ControlRecord) -> bytes:
@@ -64,40 +99,62 @@ class ControlTable:
     """The records in force by scope (not thread-safe: the worker's ControlState locks around it)."""
 
     def __init__(self) -> None:
-        self.records: dict[str, ControlRecord] = {}
-        self._highest: dict[str, int] = {}  # per scope, the highest version applied, tombstones or not
+        self.records: dict[str, ControlRecord] = {}  # in force: the written record, or the learned one answering it
+        self._written: dict[str, ControlRecord] = {}  # the control topic's record per scope
+        self._learned: dict[str, ControlRecord] = {}  # the learned topic's newest record per scope
+        self._highest: dict[str, int] = {}  # per scope, the highest version seen on either topic, tombstones or not
 
-    def apply(self, scope: str, record: ControlRecord | None) -> str:
-        """Apply one decoded message: returns "applied" or "deleted"; raises RefusedRecord("not_newer")."""
+    def apply(self, scope: str, record: ControlRecord | None, *, learned: bool = False) -> str:
+        """Apply one decoded message: "applied", "deleted", or for a learned record that does not
+        answer the learning record in force (yet: the topics are read side by side) "held";
+        raises RefusedRecord("not_newer")."""
+        held = self._learned if learned else self._written
         if record is None:
-            self.records.pop(scope, None)
+            held.pop(scope, None)
+            self._settle(scope)
             return "deleted"
-        current = self.records.get(scope)
-        if current is not None and record.version <= current.version:
+        previous = [held.get(scope)] + ([] if learned else [self.records.get(scope)])
+        current = max((r.version for r in previous if r is not None), default=0)
+        if record.version <= current:
             raise RefusedRecord(
-                "not_newer", f"{scope}: version {record.version} is not higher than v{current.version} in force"
+                "not_newer", f"{scope}: version {record.version} is not higher than v{current} in force"
             )
-        self.records[scope] = record
+        held[scope] = record
         self._highest[scope] = max(self._highest.get(scope, 0), record.version)
-        return "applied"
+        self._settle(scope)
+        return "applied" if self.records.get(scope) is record else "held"
+
+    def _settle(self, scope: str) -> None:
+        written, learned = self._written.get(scope), self._learned.get(scope)
+        if written is None:
+            self.records.pop(scope, None)
+        elif learned is not None and answers_learning(written, learned):
+            self.records[scope] = learned
+        else:
+            self.records[scope] = written
 
     def next_version(self, scope: str) -> int:
         """The version a new record of `scope` gets: above every version the scope had in the retained
-        log, even one a tombstone deleted since, so that a `threshold_version` never names two records."""
+        logs, even one a tombstone deleted since, so that a `threshold_version` never names two records."""
         return self._highest.get(scope, 0) + 1
 
 
 # --------------------------------------------------------------------------- Kafka
 
 
+def control_topics(settings: KafkaSettings) -> list[str]:
+    return [settings.control_topic, settings.learned_topic]
+
+
 def ensure_control_topic(settings: KafkaSettings, **admin_overrides: Any) -> None:
-    """Create the control topic compacted when it is missing."""
-    ensure_topics(settings, [settings.control_topic], {settings.control_topic: COMPACTED}, **admin_overrides)
+    """Create the control and learned topics compacted when they are missing."""
+    topics = control_topics(settings)
+    ensure_topics(settings, topics, {topic: COMPACTED for topic in topics}, **admin_overrides)
 
 
 def control_consumer(settings: KafkaSettings, timeout_s: float = 30.0) -> tuple[KafkaConsumer, dict[Any, int]]:
-    """A consumer outside any group with every control partition assigned from the beginning,
-    and the end offsets at this moment (caught up = every position at or past its end)."""
+    """A consumer outside any group with every partition of the control and learned topics assigned
+    from the beginning, and the end offsets at this moment (caught up = every position at or past its end)."""
     consumer = KafkaConsumer(
         **connection_options(settings),
         group_id=None,
@@ -108,13 +165,15 @@ def control_consumer(settings: KafkaSettings, timeout_s: float = 30.0) -> tuple[
     )
     try:
         deadline = time.monotonic() + timeout_s
-        partitions = consumer.partitions_for_topic(settings.control_topic)
-        while not partitions and time.monotonic() < deadline:  # metadata of a topic just created
-            time.sleep(0.2)
-            partitions = consumer.partitions_for_topic(settings.control_topic)
-        if not partitions:
-            raise RuntimeError(f"topic {settings.control_topic} has no partitions (does it exist?)")
-        assigned = [TopicPartition(settings.control_topic, p) for p in sorted(partitions)]
+        assigned = []
+        for topic in control_topics(settings):
+            partitions = consumer.partitions_for_topic(topic)
+            while not partitions and time.monotonic() < deadline:  # metadata of a topic just created
+                time.sleep(0.2)
+                partitions = consumer.partitions_for_topic(topic)
+            if not partitions:
+                raise RuntimeError(f"topic {topic} has no partitions (does it exist?)")
+            assigned += [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(assigned)
         consumer.seek_to_beginning(*assigned)
         return consumer, dict(consumer.end_offsets(assigned))
@@ -129,6 +188,7 @@ def caught_up(consumer: KafkaConsumer, end_offsets: dict[Any, int]) -> bool:
 
 @dataclass(frozen=True)
 class ControlMessage:
+    topic: str
     partition: int
     offset: int
     key: bytes | None
@@ -138,11 +198,11 @@ class ControlMessage:
 def poll_control(consumer: KafkaConsumer, timeout_ms: int) -> Iterator[ControlMessage]:
     for batch in consumer.poll(timeout_ms=timeout_ms).values():
         for record in batch:
-            yield ControlMessage(record.partition, record.offset, record.key, record.value)
+            yield ControlMessage(record.topic, record.partition, record.offset, record.key, record.value)
 
 
 def read_control_topic(settings: KafkaSettings, timeout_s: float = 30.0) -> tuple[ControlTable, list[RefusedRecord]]:
-    """The whole control topic read to its end, with the worker's rules; and what was refused."""
+    """The control and learned topics read to their ends, with the worker's rules; and what was refused."""
     ensure_control_topic(settings)
     consumer, end = control_consumer(settings, timeout_s)
     table, refused = ControlTable(), []
@@ -153,7 +213,8 @@ def read_control_topic(settings: KafkaSettings, timeout_s: float = 30.0) -> tupl
                 raise TimeoutError(f"could not read {settings.control_topic} to its end within {timeout_s:.0f} s")
             for message in poll_control(consumer, 200):
                 try:
-                    table.apply(*decode_control(message.key, message.value))
+                    learned = message.topic == settings.learned_topic
+                    table.apply(*decode_control(message.key, message.value), learned=learned)
                 except RefusedRecord as exc:
                     refused.append(exc)
     finally:

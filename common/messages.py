@@ -29,8 +29,12 @@ MAX_SHOWN_INPUT_CHARS = 40  # of a rejected header field's value, quoted in the 
 
 
 def frame_headers(meta: FrameMeta, extra: Sequence[tuple[str, bytes]] = ()) -> Headers:
-    """Kafka headers of a frame message without the trace context: `lw-frame` plus `extra`."""
-    return [(FRAME_HEADER, meta.model_dump_json().encode("utf-8")), *extra]
+    """Kafka headers of a frame message without the trace context: `lw-frame` plus `extra`.
+
+    A frame without traceability leaves the field out, so readers that predate it still accept it.
+    """
+    exclude = {"traceability"} if meta.traceability is None else None
+    return [(FRAME_HEADER, meta.model_dump_json(exclude=exclude).encode("utf-8")), *extra]
 
 
 class FrameHeaderError(ValueError):

@@ -20,6 +20,7 @@ class Metrics:
     Attribute conventions (keep the cardinality low: never frame ids or offsets):
     - `frames_processed`: `outcome` = ok | anomalous | skipped | dead_letter
     - `frames_produced`: `outcome` = sent | refused | failed
+    - `camera_frames_missed`: `camera` = camera id (frames the camera's counter skipped)
     - `stage_duration`: `stage` = decode | foreground | tiling | score | pixel_map | encode | publish ...
     - `dead_letters`: `stage`, `error_type`
     - `cache_hits` / `cache_misses`: `kind` = text | image ..., `layer` = lru | redis
@@ -30,6 +31,7 @@ class Metrics:
 
     frames_processed: Counter
     frames_produced: Counter
+    camera_frames_missed: Counter
     end_to_end_latency: Histogram
     stage_duration: Histogram
     batch_size: Histogram
@@ -50,6 +52,11 @@ class Metrics:
             ),
             frames_produced=meter.create_counter(
                 "linewatch.frames.produced", unit="{frame}", description="Frames the producer handled, by outcome"
+            ),
+            camera_frames_missed=meter.create_counter(
+                "linewatch.camera.frames.missed",
+                unit="{frame}",
+                description="Frames a camera's frame counter skipped (lost on the wire or in the camera)",
             ),
             end_to_end_latency=meter.create_histogram(
                 "linewatch.frame.latency",

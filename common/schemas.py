@@ -28,6 +28,31 @@ class _Message(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class Traceability(_Message):
+    """What ties a frame (and its verdict) to a physical part on the line; every field optional.
+
+    `part_id`, `recipe` and `lot` come from the line (PLC, MES, barcode): never made up.
+    `frame_counter` and `hardware_timestamp_ns` are the camera's own (GenICam frame id and
+    timestamp, in the camera's clock).
+    """
+
+    part_id: str | None = Field(None, min_length=1, max_length=128)
+    recipe: str | None = Field(None, min_length=1, max_length=128)
+    lot: str | None = Field(None, min_length=1, max_length=128)
+    frame_counter: int | None = Field(None, ge=0)
+    hardware_timestamp_ns: int | None = Field(None, ge=0)
+
+    @field_validator("part_id", "recipe", "lot")
+    @classmethod
+    def _printable(cls, value: str | None) -> str | None:
+        if value is not None and not value.isprintable():
+            raise ValueError("must be printable text (no control characters)")
+        return value
+
+    def is_empty(self) -> bool:
+        return all(value is None for value in self.model_dump().values())
+
+
 class FrameMeta(_Message):
     """Header `lw-frame` of a frame message; the value is the encoded image itself."""
 
@@ -42,6 +67,8 @@ class FrameMeta(_Message):
     content_type: ContentType
     width: int = Field(gt=0, le=65535)
     height: int = Field(gt=0, le=65535)
+    # Absent in frames of sources that know nothing about parts (and in every older frame).
+    traceability: Traceability | None = None
 
     @field_validator("frame_id", "camera_id", "line_id")
     @classmethod
@@ -150,6 +177,7 @@ class InspectionResult(_Message):
     worker_id: str
     source: SourceRef | None = None
     note: str | None = None  # why a frame was skipped, or what was shrunk to fit
+    traceability: Traceability | None = None  # copied from the frame's header
 
 
 class DeadLetterError(_Message):

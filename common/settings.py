@@ -12,13 +12,11 @@ import socket
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
-
-class _Section(BaseModel):
-    # Errors name the field but never echo its value: a misspelt secret variable would print the secret.
-    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+from common.settings_base import Section as _Section
+from common.settings_dashboard import DashboardSettings
 
 
 class KafkaSettings(_Section):
@@ -33,6 +31,10 @@ class KafkaSettings(_Section):
     )
     feedback_topic: str = Field(
         "linewatch.feedback", description="topic of operators' labels on results (false alarm, defect, good reference)"
+    )
+    audit_topic: str = Field(
+        "linewatch.audit",
+        description="append-only topic (never compacted, kept forever by default) of every control change: who, when, scope, before -> after, reason",
     )
     group_id: str = Field("linewatch", description="consumer group shared by all workers")
     partitions: int = Field(4, ge=1, description="partition count for topics created when missing")
@@ -50,6 +52,13 @@ class KafkaSettings(_Section):
     ssl_keyfile: str | None = Field(None, description="client key for TLS")
     ssl_password: SecretStr | None = Field(None, description="password of the client key (secret)")
     max_message_bytes: int = Field(1_048_576, description="largest message the topics accept")
+
+    @property
+    def learned_topic(self) -> str:
+        """Compacted topic of the records workers calibrate in learning mode: the control topic's
+        name plus `.learned`, so that an ACL can let workers write it and not the control topic."""
+        return f"{self.control_topic}.learned"
+
     session_timeout_ms: int = Field(
         10_000,
         ge=1,
@@ -119,6 +128,10 @@ class ModelSettings(_Section):
         gt=0.0,
         description="scale of the tile score's two-way softmax; None = the CLIP checkpoint's own logit scale (100 for CLIP); anomalib's WinCLIP uses 1/0.07 = 14.29",
     )
+    pins_file: Path | None = Field(
+        None,
+        description="the pins of real weights (revision and sha256 per file) that `models pull` and every worker check; None = the pins.json shipped with linewatch (worker/inspection/models/pins.json)",
+    )
     sam_base_url: str = Field(
         "https://dl.fbaipublicfiles.com/segment_anything/",
         description="where `models pull` fetches SAM checkpoints (Meta's release; a mirror of the same files)",
@@ -152,18 +165,18 @@ class ModelSettings(_Section):
     )
     sam_points: Literal["salient", "grid"] = Field(
         "salient",
-        description="salient: prompt SAM only at grid points inside the dilated IS-Net mask (the only ones whose masks can be kept); grid: the full 32x32 grid (the seed's way)",
+        description="salient: prompt SAM only at grid points inside the dilated IS-Net mask (the only ones whose masks can be kept); grid: the full 32x32 grid (the paper's way)",
     )
     sam_point_margin_px: int = Field(
         16, ge=0, description="sam_points=salient: how far outside the IS-Net mask grid points are still prompted"
     )
     instances: Literal["objects", "components"] = Field(
         "objects",
-        description="objects: SAM whole-object masks, or IS-Net blobs split at their necks, each an instance with its own tile; components: the seed's connected components of the foreground",
+        description="objects: SAM whole-object masks, or IS-Net blobs split at their necks, each an instance with its own tile; components: the paper's connected components of the foreground",
     )
     tiles: Literal["instance", "shared"] = Field(
         "instance",
-        description="instance: one tile per instance (the seed's way); shared: small instances that fit together in one tile_size window share one tile, each still seen at its own tile's scale (fewer CLIP and CLIPSeg passes)",
+        description="instance: one tile per instance (the paper's way); shared: small instances that fit together in one tile_size window share one tile, each still seen at its own tile's scale (fewer CLIP and CLIPSeg passes)",
     )
     precision: Literal["auto", "fp32", "bf16", "fp16", "int8"] = Field(
         "fp32",
@@ -171,7 +184,7 @@ class ModelSettings(_Section):
     )
     sam_image_size: int = Field(
         1024,
-        description="input side of SAM's image encoder, a multiple of 64 from 128 to 1024; 1024 = the checkpoint's own (the seed's way); 640 sees a 640x480 frame at its own resolution with 2.6x fewer encoder tokens, at a mask quality not measured with real weights (README); a side above a model's own runs at its own (tiny: 256)",
+        description="input side of SAM's image encoder, a multiple of 64 from 128 to 1024; 1024 = the checkpoint's own (the paper's way); 640 sees a 640x480 frame at its own resolution with 2.6x fewer encoder tokens, at a mask quality not measured with real weights (docs/explanation/pipeline.md); a side above a model's own runs at its own (tiny: 256)",
     )
 
     @field_validator("sam_image_size")
@@ -219,6 +232,10 @@ class WorkerSettings(_Section):
     )
     max_header_bytes: int = Field(
         65_536, ge=1024, description="frames whose headers together are larger are dead-lettered (headers trimmed)"
+    )
+    known_scopes_only: bool = Field(
+        False,
+        description="dead-letter frames whose camera and object have no control record in force (no scope applies): unknown camera ids or object names cost no models, pools or metric series",
     )
     heatmap_side: int = Field(128, ge=0, description="0 disables the heatmap in results")
     health_port: int | None = Field(None, description="port of /healthz /readyz /metrics; None disables")
@@ -286,46 +303,6 @@ class AlarmSettings(_Section):
         return self
 
 
-class DashboardSettings(_Section):
-    """The operator dashboard (`linewatch-worker dashboard`): live results, alarms and feedback in a browser."""
-
-    host: str = Field("127.0.0.1", description="address the dashboard listens on (0.0.0.0 in a container)")
-    port: int = Field(8090, ge=1, le=65535, description="HTTP port of the dashboard; `--port` wins")
-    group_id: str = Field(
-        "linewatch-dashboard", description="consumer group prefix; each replica adds its instance id (all see all)"
-    )
-    instance_id: str = Field(
-        default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}",
-        description="this replica's name, appended to group_id (default host-pid)",
-    )
-    state_topic: str = Field(
-        "linewatch.dashboard.alarm-state", description="compacted topic of alarm acknowledgements and silences"
-    )
-    users: SecretStr | None = Field(
-        None, description="`name:password:role` entries, comma-separated; role viewer or operator (secret)"
-    )
-    tokens: SecretStr | None = Field(
-        None, description="`token:name:role` entries, comma-separated, for a token login or a Bearer header (secret)"
-    )
-    session_secret: SecretStr | None = Field(
-        None, description="key signing session cookies; set it (the same) on every replica; None = random per start"
-    )
-    session_max_age_s: int = Field(12 * 3600, ge=60, description="a login lasts this long (one shift)")
-    secure_cookie: bool = Field(False, description="send the session cookie over HTTPS only (set behind TLS)")
-    history_s: float = Field(300.0, gt=0.0, description="seconds of score history kept per camera for the trend")
-    results_per_camera: int = Field(40, ge=1, description="latest full results kept per camera for the frame page")
-    alarms_lookback_s: float = Field(86_400.0, ge=0.0, description="alarms raised this long before start are shown")
-    frame_cache_entries: int = Field(256, ge=1, description="frames (and overlays) fetched from Kafka kept in memory")
-    frame_cache_ttl_s: float = Field(60.0, gt=0.0, description="how long a fetched frame stays cached")
-    push_interval_ms: int = Field(250, ge=20, description="how often live updates are pushed to each page")
-
-    @field_validator("users", "tokens", "session_secret", mode="before")
-    @classmethod
-    def _blank_is_none(cls, value: Any) -> Any:
-        # compose passes `${DASHBOARD_SESSION_SECRET:-}` through as an empty string: that is "unset", not a key
-        return None if isinstance(value, str) and not value.strip() else value
-
-
 class LinewatchSettings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="LINEWATCH_", env_nested_delimiter="__", frozen=True, extra="forbid", hide_input_in_errors=True
@@ -362,7 +339,7 @@ class LinewatchSettings(BaseSettings):
 
 
 def settings_table() -> str:
-    """Markdown table of every setting: environment variable, default, meaning (used in the README)."""
+    """Markdown table of every setting: environment variable, default, meaning (docs/reference/settings.md has a fuller one)."""
     rows = ["| environment variable | default | meaning |", "|---|---|---|"]
     for section_name, section_field in LinewatchSettings.model_fields.items():
         section = section_field.annotation

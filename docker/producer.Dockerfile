@@ -34,7 +34,7 @@ RUN apt-get update \
 COPY --from=build /opt/venv /opt/venv
 RUN groupadd --system --gid 10001 linewatch \
  && useradd --system --uid 10001 --gid linewatch --home-dir /home/linewatch --create-home linewatch
-ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 ORT_DISABLE_TELEMETRY=1
 USER linewatch
 WORKDIR /home/linewatch
 ENTRYPOINT ["tini", "--", "linewatch-producer"]

@@ -4,7 +4,7 @@
 #   docker build -f docker/worker.Dockerfile -t linewatch/worker .      (from the repository root)
 #   docker run --gpus all -v "$PWD/models:/models:ro" -e LINEWATCH_KAFKA__BOOTSTRAP_SERVERS=kafka:9092 linewatch/worker
 #
-# No model weights are baked in: mount them read-only at /models (layout: README, "Model weights").
+# No model weights are baked in: mount them read-only at /models (layout: docs/start/models.md).
 # The PyPI torch wheels bring their own CUDA 12 user-space libraries; the CUDA base image supplies the
 # NVIDIA container-toolkit wiring (NVIDIA_VISIBLE_DEVICES, driver capabilities) and cuDNN.
 
@@ -12,7 +12,7 @@ ARG CUDA_IMAGE=nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04
 
 # ---------------------------------------------------------------- build: a virtualenv with the project
 FROM ${CUDA_IMAGE} AS build
-ENV DEBIAN_FRONTEND=noninteractive PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+ENV DEBIAN_FRONTEND=noninteractive PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 ORT_DISABLE_TELEMETRY=1
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 python3-venv python3-dev build-essential \
  && rm -rf /var/lib/apt/lists/*
@@ -47,6 +47,7 @@ RUN groupadd --system --gid 10001 linewatch \
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
+    ORT_DISABLE_TELEMETRY=1 \
     LINEWATCH_MODELS__MODELS_DIR=/models \
     LINEWATCH_MODELS__DEVICE=cuda \
     LINEWATCH_WORKER__HEALTH_PORT=8080 \

@@ -25,6 +25,7 @@ from common.schemas import utc_now
 from common.settings import LinewatchSettings
 from common.signals import StopOnSignals
 from common.telemetry import Telemetry, TelemetryConfigError, setup_telemetry
+from producer.line_args import GapReporter, add_line_arguments, frame_traceability, genicam_options
 from producer.publisher import FramePublisher, FrameTooLargeError, build_frame_meta
 from producer.rate import RateLimiter
 from producer.sources import CaptureSource, FrameSource, SourceError, open_source
@@ -62,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument(
         "--source",
         default="synthetic",
-        help="folder:PATH | video:PATH | camera:INDEX | rtsp://... | synthetic (default: synthetic)",
+        help="folder:PATH | video:PATH | camera:INDEX | rtsp://... | genicam:ID (Aravis id, serial or IP; "
+        "genicam: for the first camera found) | synthetic (default: synthetic)",
     )
     src.add_argument("--loop", action="store_true", help="restart a folder or video file at its end")
     src.add_argument("--limit", type=positive_int, default=None, help="stop after this many frames")
@@ -101,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="encoding; auto sends folder images unchanged and encodes everything else as JPEG (default auto)",
     )
     meta.add_argument("--quality", type=int, default=90, choices=range(1, 101), metavar="1..100", help="JPEG quality")
+    add_line_arguments(parser)
     kafka = parser.add_argument_group("kafka (overrides the settings)")
     kafka.add_argument("--topic", default=None, help="frames topic (default: LINEWATCH_KAFKA__FRAMES_TOPIC)")
     kafka.add_argument("--bootstrap-servers", default=None, help="host:port[,host:port]")
@@ -143,6 +146,7 @@ def run(
             defect_rate=args.defect_rate,
             limit=args.limit,
             parts=args.parts,
+            genicam=genicam_options(args) if args.source.strip().startswith("genicam") else None,
         )
     except SourceError as exc:
         print(f"linewatch-producer: {exc}", file=sys.stderr)
@@ -168,6 +172,7 @@ def run(
         object_name,
         f"{publisher.max_bytes:,}",
     )
+    gaps = GapReporter(args.camera, telemetry.metrics if telemetry is not None else None)
     taken = 0
     error: str | None = None
     next_progress = time.monotonic() + PROGRESS_EVERY_S
@@ -175,6 +180,7 @@ def run(
         for frame in source:
             if stop.is_set():
                 break
+            gaps.observe(frame)  # before the rate limit: frames it drops are not the camera's
             if source.live:
                 if not limiter.ready():
                     continue  # a live camera keeps its own pace; drop frames above --fps
@@ -194,6 +200,7 @@ def run(
                 height=frame.height,
                 # A live frame was captured when it was read; a replayed one when it is emitted.
                 captured_at=frame.captured_at if source.live else utc_now(),
+                traceability=frame_traceability(frame, args),
             )
             try:
                 publisher.publish(data, meta, truth_headers(frame))
@@ -213,6 +220,12 @@ def run(
     finally:
         source.close()
     stats = _finish(publisher, out)
+    if gaps.watch.gaps:
+        print(
+            f"linewatch-producer: camera frame counter: {gaps.watch.missed} frame(s) missed in {gaps.watch.gaps} gap(s)",
+            file=out,
+            flush=True,
+        )
     if error is not None:
         return 1
     return 0 if stats.refused == 0 and stats.failed == 0 and stats.submitted == stats.sent else 1

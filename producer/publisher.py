@@ -32,7 +32,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from common.codecs import encode_image
 from common.kafka import build_admin, build_producer, ensure_topics
 from common.messages import estimate_record_size, frame_headers
-from common.schemas import TRACEPARENT_HEADER, ContentType, FrameMeta, utc_now
+from common.schemas import TRACEPARENT_HEADER, ContentType, FrameMeta, Traceability, utc_now
 from common.settings import KafkaSettings
 from common.telemetry import INSTRUMENTATION_SCOPE, Telemetry, inject_headers
 
@@ -66,9 +66,11 @@ def build_frame_meta(
     height: int,
     captured_at: datetime | None = None,
     frame_id: str | None = None,
+    traceability: Traceability | None = None,
 ) -> FrameMeta:
     """FrameMeta for one frame; a fresh frame id and `captured_at = now (UTC)` unless given."""
     return FrameMeta(
+        traceability=None if traceability is None or traceability.is_empty() else traceability,
         frame_id=frame_id or new_frame_id(),
         camera_id=camera_id,
         line_id=line_id,

@@ -4,6 +4,10 @@
 #   * a JDK >= 17 and Maven, to fetch and run the Kafka broker jars
 #   * the Kafka broker jars themselves (scripts/kafka_jars.sh)
 #   * chromium + chromium-driver (Debian packages), for the dashboard's browser test
+#   * strace (Debian package): the no-phoning-home tests trace every connect() of a worker
+#   * Aravis (GigE Vision / USB3 Vision cameras through GObject introspection) with its GigE Vision
+#     camera simulator, and the headers PyGObject builds against (the `camera` extra)
+#   * mosquitto, the MQTT broker of the MQTT sink's tests
 # Idempotent and non-interactive: installs only what is missing, runs
 # `apt-get update` only when apt cannot find a package. Runs as root (CI) or
 # through passwordless sudo.
@@ -93,6 +97,24 @@ if [[ ${#browser_missing[@]} -gt 0 ]]; then
   apt_install "${browser_missing[@]}"
 fi
 log "$(/usr/bin/chromium --version 2>/dev/null | head -n1 || echo 'chromium present')"
+
+# --- strace (tests/integration/test_no_phoning_home.py) ------------------------------
+command -v strace >/dev/null 2>&1 || apt_install strace
+log "$(strace -V 2>/dev/null | head -n1 || echo 'strace present')"
+
+# --- Aravis (GenICam cameras), its camera simulator, PyGObject's build deps; Mosquitto ----
+line_missing=()
+command -v arv-fake-gv-camera-0.8 >/dev/null 2>&1 || line_missing+=(aravis-tools)
+[[ -e /usr/lib/x86_64-linux-gnu/girepository-1.0/Aravis-0.8.typelib ]] \
+  || ls /usr/lib/*/girepository-1.0/Aravis-0.8.typelib >/dev/null 2>&1 || line_missing+=(gir1.2-aravis-0.8)
+pkg-config --exists gobject-introspection-1.0 2>/dev/null || line_missing+=(libgirepository1.0-dev)
+pkg-config --exists cairo 2>/dev/null || line_missing+=(libcairo2-dev)
+command -v pkg-config >/dev/null 2>&1 || line_missing+=(pkg-config)
+command -v mosquitto >/dev/null 2>&1 || [[ -x /usr/sbin/mosquitto ]] || line_missing+=(mosquitto)
+if [[ ${#line_missing[@]} -gt 0 ]]; then
+  apt_install "${line_missing[@]}"
+fi
+log "aravis $(arv-fake-gv-camera-0.8 --help >/dev/null 2>&1 && echo present || echo missing), mosquitto $(/usr/sbin/mosquitto -h 2>/dev/null | sed -n 's/^mosquitto version //p' | head -n1)"
 
 # --- Kafka broker jars --------------------------------------------------------------
 bash "$ROOT/scripts/kafka_jars.sh"

@@ -19,10 +19,18 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from infra.kafka_broker import KafkaBroker, KafkaBrokerError, ensure_kafka_jars
+from infra.line_devices import FakeGigECamera, LineDeviceError, MosquittoBroker
 from infra.redis_server import INSTALL_HINT, RedisServer, RedisServerError, find_redis_server
 from tests.support.topics import TopicNames
 
-_INFRA_FIXTURES = {"kafka_broker", "redis_server", "kafka_broker_factory", "redis_server_factory"}
+_INFRA_FIXTURES = {
+    "kafka_broker",
+    "redis_server",
+    "kafka_broker_factory",
+    "redis_server_factory",
+    "fake_camera_factory",
+    "mosquitto_broker",
+}
 
 # The session servers, once started (read by the autouse keep-alive fixture without
 # requesting them, so that fixture never starts anything by itself).
@@ -122,6 +130,37 @@ def redis_server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[C
     yield make
     for server in servers:
         server.stop()
+
+
+@pytest.fixture
+def fake_camera_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., FakeGigECamera]]:
+    """``fake_camera_factory(**FakeGigECamera kwargs)`` -> the GigE Vision simulator on 127.0.0.1, stopped after the test."""
+    cameras: list[FakeGigECamera] = []
+
+    def make(**kwargs) -> FakeGigECamera:
+        kwargs.setdefault("work_dir", tmp_path_factory.mktemp("fake-camera"))
+        try:
+            camera = FakeGigECamera(**kwargs)
+            cameras.append(camera)
+            return camera.start()
+        except LineDeviceError as exc:
+            pytest.fail(str(exc), pytrace=False)
+
+    yield make
+    for camera in cameras:
+        camera.stop()
+
+
+@pytest.fixture
+def mosquitto_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoBroker]:
+    """A private Mosquitto (anonymous) on a free port, stopped after the test."""
+    try:
+        broker = MosquittoBroker(work_dir=tmp_path_factory.mktemp("mosquitto"))
+        broker.start()
+    except LineDeviceError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    yield broker
+    broker.close()
 
 
 @pytest.fixture

@@ -73,6 +73,7 @@ def run_inspect(args, settings: LinewatchSettings) -> int:
     from worker.calibration.record import RecordFileError
     from worker.calibration.scoring import decode_file
     from worker.inspection.inspector import build_inspector
+    from worker.inspection.models.integrity import WeightsMismatch
     from worker.inspection.models.weights import ModelWeightsMissing
     from worker.inspection.overlays import overlay_heatmap
     from worker.inspection.types import Frame
@@ -96,7 +97,7 @@ def run_inspect(args, settings: LinewatchSettings) -> int:
         )
     try:
         inspector = build_inspector(model_settings)
-    except (ModelWeightsMissing, FileNotFoundError, ValueError) as exc:
+    except (ModelWeightsMissing, WeightsMismatch, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     few_shot = None
@@ -174,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True)
     add_inspect_parser(subparsers)
     add_bench_parser(subparsers)
-    subparsers.add_parser("serve", help="consume frames from Kafka and publish results (see README)")
+    subparsers.add_parser("serve", help="consume frames from Kafka and publish results (docs/deploy/operations.md)")
     try:
         from worker.eval.cli import add_eval_parser
 
@@ -205,6 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
     from worker.dashboard.cli import add_dashboard_parser
 
     add_dashboard_parser(subparsers)
+    from worker.acl_cli import add_acls_parser
+
+    add_acls_parser(subparsers)
     return parser
 
 
@@ -230,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_bench_command(args, settings)
     if args.command == "serve":
+        from worker.inspection.models.integrity import WeightsMismatch
+        from worker.inspection.models.weights import ModelWeightsMissing
         from worker.stream.service import InferenceStuck, run_service
 
         try:
@@ -237,6 +243,9 @@ def main(argv: list[str] | None = None) -> int:
         except InferenceStuck as exc:  # the group already has its partitions back: let the supervisor restart us
             print(f"linewatch-worker: {exc}; exiting so that the process is restarted", file=sys.stderr)
             return 3
+        except (ModelWeightsMissing, WeightsMismatch) as exc:  # restarting would not help: say what to fix
+            print(f"linewatch-worker: cannot start: {exc}", file=sys.stderr)
+            return 2
         return 0
     if args.command == "eval":
         from worker.eval.cli import run_eval
@@ -270,6 +279,10 @@ def main(argv: list[str] | None = None) -> int:
         from worker.calibration.feedback_cli import run_feedback
 
         return run_feedback(args, settings)
+    if args.command == "acls":
+        from worker.acl_cli import run_acls
+
+        return run_acls(args, settings)
     parser.error(f"unknown command {args.command}")
     return 2
 

@@ -4,7 +4,7 @@ PyTorch takes CPU tensors straight from malloc. glibc serves large allocations (
 threshold, at most 32 MiB) with fresh mappings and gives freed memory at the top of the heap back
 to the kernel, so every frame's large activations fault in new zeroed pages again: 9 (tile, prompt)
 pairs of CLIPSeg's decoder MLP hold 36 MB. On the project's 2-core VM, where a page fault is dear,
-that MLP ran in 21 ms with the memory kept against 38-47 ms without (README, Benchmarks). The price:
+that MLP ran in 21 ms with the memory kept against 38-47 ms without (docs/benchmarks.md). The price:
 the process keeps its peak memory instead of returning it between frames.
 """
 

@@ -3,7 +3,7 @@
     python -m infra.chaos.report                                  # all six scenarios
     python -m infra.chaos.report --only broker-restart --only redis-killed --json chaos.json
 
-The table is Markdown (it is pasted into the README). Exit status 1 when a scenario failed
+The table is Markdown (it is pasted into docs/deploy/operations.md). Exit status 1 when a scenario failed
 to run or lost a frame.
 """
 

@@ -3,16 +3,19 @@
 Every source is an iterable of `Frame` and has `close()`. A source knows nothing about
 Kafka; `producer.publisher` turns frames into messages and `producer.cli` wires them up.
 
-`open_source("folder:PATH" | "video:PATH" | "camera:0" | "rtsp://..." | "synthetic", ...)`
+`open_source("folder:PATH" | "video:PATH" | "camera:0" | "rtsp://..." | "genicam:ID" | "synthetic", ...)`
 parses the `--source` notation of the command line.
 
 Modules: `base` (Frame, FrameSource, SourceError), `folder`, `capture` (video, camera,
-stream) and `synthetic` (the belt scene, also drawn by the bench and the tests).
+stream), `genicam` (GigE Vision / USB3 Vision cameras through Aravis; `pixels` converts their
+pixel formats) and `synthetic` (the belt scene, also drawn by the bench and the tests).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from common.codecs import IMAGE_SUFFIXES
 from producer.sources.base import Frame, FrameSource, SourceError
@@ -48,11 +51,14 @@ def open_source(
     defect_rate: float = 0.1,
     limit: int | None = None,
     parts: str = "mixed",
+    genicam: Mapping[str, Any] | None = None,
 ) -> FrameSource:
     """Open a source from its command-line notation.
 
     `folder:PATH`, `video:PATH`, `camera:INDEX`, `rtsp://...` (also rtsps/rtmp/http(s) streams
-    OpenCV's FFmpeg backend reads) or `synthetic`. A bare existing folder or file path also works.
+    OpenCV's FFmpeg backend reads), `genicam:` (the first GenICam camera found) or `genicam:ID`
+    (Aravis id, serial number or IP address; `genicam` holds GenICamSource's options) or
+    `synthetic`. A bare existing folder or file path also works.
     """
     spec = spec.strip()
     if spec == "synthetic" or spec.startswith("synthetic:"):
@@ -66,6 +72,10 @@ def open_source(
         if not index.isdigit():
             raise SourceError(f"camera index must be a number, got {index!r} (e.g. camera:0)")
         return CameraSource(int(index))
+    if spec == "genicam" or spec.startswith("genicam:"):
+        from producer.sources.genicam import GenICamSource  # needs Aravis; only imported when asked for
+
+        return GenICamSource(spec[len("genicam:") :] or None, **dict(genicam or {}))
     if spec.startswith(STREAM_SCHEMES):
         return StreamSource(spec)
     path = Path(spec)
@@ -74,5 +84,5 @@ def open_source(
     if path.is_file():
         return VideoSource(path, loop=loop)
     raise SourceError(
-        f"unknown source {spec!r}: use folder:PATH, video:PATH, camera:INDEX, rtsp://HOST/PATH or synthetic"
+        f"unknown source {spec!r}: use folder:PATH, video:PATH, camera:INDEX, rtsp://HOST/PATH, genicam:ID or synthetic"
     )

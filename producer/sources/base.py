@@ -22,6 +22,8 @@ class Frame:
     `rgb` is (H, W, 3) uint8. `data`/`content_type` carry the bytes exactly as captured when
     the source had them encoded already (image folder), so they can be sent unchanged.
     `defective` / `defect_mask` are ground truth, known only for the synthetic scene.
+    `frame_counter` / `hardware_timestamp_ns` are the camera's own (GenICam sources); `part_id`
+    is set only by a source that was told which part is in front of the camera.
     """
 
     rgb: np.ndarray
@@ -32,6 +34,9 @@ class Frame:
     content_type: str | None = None
     defective: bool | None = None
     defect_mask: np.ndarray | None = None
+    part_id: str | None = None
+    frame_counter: int | None = None
+    hardware_timestamp_ns: int | None = None
 
     @property
     def height(self) -> int:

@@ -2,8 +2,10 @@
 
 CLIP as open_clip's hub files (`open_clip_model.safetensors`, `open_clip_pytorch_model.bin`) and as a
 release-style `{"state_dict": {"module.…"}}` file; CLIPSeg via `save_pretrained` plus the tokenizer
-files CIDAS ships (vocab.json + merges.txt, no tokenizer.json); SAM's plain state dict
-`sam_vit_b_01ec64.pth`. Every tensor loaded must equal the tensor written.
+files CIDAS ships (vocab.json + merges.txt, no tokenizer.json); SAM's plain state dict named as Meta
+names it, `sam_vit_b_<md5 prefix>.pth` (not Meta's own name, whose sha256 is pinned: random weights
+under that name are refused, which the first test checks too). Every tensor loaded must equal the
+tensor written.
 
 The loader code is the production one; to stay within CI time the CLIP and CLIPSeg architectures
 are smaller real ones (open_clip `ViT-S-32`, a 4-layer CLIPSeg) unless LINEWATCH_FULL_DEFAULT=1,
@@ -31,6 +33,7 @@ from segment_anything import sam_model_registry
 from transformers import CLIPSegForImageSegmentation
 
 from common.settings import ModelSettings
+from worker.inspection.models.integrity import WeightsMismatch
 from worker.inspection.models.isnet import sha256_file
 from worker.inspection.models.registry import base_clipseg_config, load_models, tiny_clipseg_config
 
@@ -43,7 +46,8 @@ ISNET = Path(
 FULL = os.environ.get("LINEWATCH_FULL_DEFAULT") == "1"
 CLIP_MODEL = "ViT-B-16-plus-240" if FULL else "ViT-S-32"
 RELEASE_NAME = "vit_b_16_plus_240-laion400m_e32-699c4b84.pt"
-SAM_NAME = "sam_vit_b_01ec64.pth"
+SAM_NAME = "sam_vit_b_0a1b2c.pth"
+PINNED_SAM_NAME = "sam_vit_b_01ec64.pth"  # Meta's file: its sha256 is in pins.json
 # Tokenizer files as CIDAS/clipseg-rd64-refined ships them (their content, not their bytes).
 SPECIAL = {
     "bos_token": "<|startoftext|>",
@@ -125,6 +129,16 @@ def default_settings(models: Path, **updates) -> ModelSettings:
 
 def test_default_profile_loads_every_published_layout_bit_for_bit(published):
     models, written = published
+    # Other bytes under a pinned name: refused before anything is built, naming the file and both digests.
+    sam_file = models / "sam" / SAM_NAME
+    sam_file.rename(models / "sam" / PINNED_SAM_NAME)
+    try:
+        with pytest.raises(
+            WeightsMismatch, match=rf"{PINNED_SAM_NAME}: sha256 [0-9a-f]{{64}}, expected [0-9a-f]{{64}}"
+        ):
+            load_models(default_settings(models))
+    finally:
+        (models / "sam" / PINNED_SAM_NAME).rename(sam_file)
     started = time.perf_counter()
     bundle = load_models(default_settings(models))
     print(f"default profile loaded in {time.perf_counter() - started:.1f} s")

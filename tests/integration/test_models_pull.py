@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
+import shutil
 import subprocess
 import sys
 import threading
@@ -140,22 +142,27 @@ def _pins(path: Path, hub: Hub, pinned: bool = True, **overrides) -> Path:
     return path
 
 
-def _pull(hub: Hub, dest: Path, *extra: str) -> subprocess.CompletedProcess:
+def _env(hub: Hub, dest: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LINEWATCH_", "HF_", "TRANSFORMERS_"))}
     env.update(
         HF_ENDPOINT=hub.url,
         HF_HOME=str(dest.parent / "hf-home"),
         LINEWATCH_MODELS__SAM_BASE_URL=f"{hub.url}/sam/",
         HF_HUB_DISABLE_XET="1",
+        PYTHONPATH=str(REPO),
+        **extra,
     )
+    return env
+
+
+def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "worker.cli", "models", "pull", "--dest", str(dest), *extra],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+        [sys.executable, "-m", "worker.cli", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
     )
+
+
+def _pull(hub: Hub, dest: Path, *extra: str) -> subprocess.CompletedProcess:
+    return _cli(_env(hub, dest), "models", "pull", "--dest", str(dest), *extra)
 
 
 def test_pull_puts_every_file_under_its_published_name_at_the_pinned_commit(hub, tmp_path):
@@ -232,10 +239,10 @@ def test_a_sam_part_file_left_by_an_earlier_run_is_continued(hub, tmp_path):
     assert ("GET", f"/sam/{SAM_FILE}", "bytes=1000000-") in hub.requests
 
 
-def test_unpinned_files_are_refused_unless_update_pins_records_them(hub, tmp_path):
+def test_unpinned_files_are_refused_with_require_pins_and_recorded_by_update_pins(hub, tmp_path):
     pins = _pins(tmp_path / "pins.json", hub, pinned=False)
     dest = tmp_path / "models"
-    refused = _pull(hub, dest, "--pins", str(pins))
+    refused = _pull(hub, dest, "--pins", str(pins), "--require-pins")
     assert refused.returncode == 1 and "--update-pins" in refused.stderr
     assert not (dest / "clip").exists() and not (dest / "clipseg").exists()
     recorded = _pull(hub, dest, "--pins", str(pins), "--update-pins")
@@ -251,3 +258,84 @@ def test_unpinned_files_are_refused_unless_update_pins_records_them(hub, tmp_pat
         written["clip"]["files"]["open_clip_pytorch_model.bin"]
         == hashlib.sha256((dest / "clip" / "open_clip_pytorch_model.bin").read_bytes()).hexdigest()
     )
+    assert not (dest / "lock.json").exists()  # pinned now: nothing to trust on first use
+
+
+def _make_recipe(target: str) -> list[str]:
+    """The command lines of a Makefile target, with the venv's console script run from this checkout."""
+    lines = (REPO / "Makefile").read_text().splitlines()
+    start = lines.index(next(line for line in lines if line.startswith(f"{target}:"))) + 1
+    recipe = []
+    for line in lines[start:]:
+        if not line.startswith("\t"):
+            break
+        recipe.append(line.strip())
+    sam = next(line.split("?=")[1].strip() for line in lines if line.startswith("SAM ?="))
+    console = f"{sys.executable} -m worker.cli"
+    return [line.replace("$(VENV)/bin/linewatch-worker", console).replace("$(SAM)", sam) for line in recipe]
+
+
+def _run_line(line: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(shlex.split(line), cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+
+def _worker_refusal(env: dict[str, str]) -> subprocess.CompletedProcess:
+    """`serve` with nothing listening for Kafka or Redis: it must stop at the weights, before either."""
+    return _cli(
+        {**env, "LINEWATCH_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:9", "LINEWATCH_REDIS__URL": "redis://127.0.0.1:9/0"},
+        "serve",
+    )
+
+
+def test_make_models_pull_needs_no_flag_locks_unpinned_files_and_workers_refuse_a_changed_one(hub, tmp_path):
+    """The repository's pins leave CLIP and CLIPSeg null: the first pull trusts what it fetches and locks it."""
+    pull_line, check_line = _make_recipe("models-pull")
+    assert " models pull " in f"{pull_line} " and check_line.endswith("models check")
+    dest = tmp_path / "models"
+    pins = _pins(tmp_path / "pins.json", hub, pinned=False)  # SAM pinned (to the test hub's bytes), the rest null
+    env = _env(hub, dest, LINEWATCH_MODELS__MODELS_DIR=str(dest), LINEWATCH_MODELS__PINS_FILE=str(pins))
+    # IS-Net, as the target's prerequisite `make models` (scripts/fetch_isnet.py) puts it there.
+    (dest / "isnet").mkdir(parents=True)
+    shutil.copy(REPO / "models" / "isnet" / "isnet.onnx", dest / "isnet" / "isnet.onnx")
+    done = _run_line(pull_line, env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "trusted on first use" in done.stdout
+    lock = json.loads((dest / "lock.json").read_text())
+    clip_bytes = hub.files[f"/{CLIP_REPO}/resolve/main/open_clip_pytorch_model.bin"]
+    assert lock["clip"] == {
+        "revision": COMMIT,
+        "files": {"open_clip_pytorch_model.bin": hashlib.sha256(clip_bytes).hexdigest()},
+    }
+    assert set(lock["clipseg"]["files"]) == set(CLIPSEG_FILES) and "sam_vit_b" not in lock  # SAM has its pin
+
+    # A later pull fetches the locked commit, never what `main` points to by then.
+    hub.requests.clear()
+    again = _run_line(pull_line, env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert not [p for _, p, _ in hub.requests if "/resolve/main/" in p], hub.requests
+
+    # The Makefile's check builds the models, which the test hub's bytes are not: only the digests here.
+    check = _run_line(f"{check_line} --no-load", env)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert check.stdout.count("sha256 matches the lock") == 1 + len(CLIPSEG_FILES), check.stdout
+    assert check.stdout.count("sha256 matches the pin") == 2, check.stdout  # SAM and IS-Net
+
+    # One changed byte in a locked file and one in a pinned file: check and the worker both refuse, naming each.
+    clip_file, sam_file = dest / "clip" / "open_clip_pytorch_model.bin", dest / "sam" / SAM_FILE
+    for path in (clip_file, sam_file):
+        data = bytearray(path.read_bytes())
+        data[1000] ^= 0xFF
+        path.write_bytes(bytes(data))
+    expected = {
+        clip_file: hashlib.sha256(clip_bytes).hexdigest(),
+        sam_file: hashlib.sha256(hub.files[f"/sam/{SAM_FILE}"]).hexdigest(),
+    }
+    tampered = _cli(env, "models", "check", "--no-load")
+    refused = _worker_refusal(env)
+    assert tampered.returncode == 1 and "MISMATCH" in tampered.stdout, tampered.stdout
+    assert refused.returncode == 2 and "cannot start" in refused.stderr, refused.stderr[-3000:]
+    for path, digest in expected.items():
+        actual = hashlib.sha256(path.read_bytes()).hexdigest()
+        assert f"{path}: sha256 {actual}, expected {digest}" in tampered.stdout, tampered.stdout
+        assert f"{path}: sha256 {actual}, expected {digest}" in refused.stderr, refused.stderr[-3000:]
+    assert "Traceback" not in refused.stderr

@@ -48,7 +48,7 @@ def test_delivery_is_signed_and_idempotent() -> None:
     assert got.headers["Content-Type"] == "application/json"
     assert got.headers[IDEMPOTENCY_HEADER] == "a-1"
     assert got.headers["X-Linewatch-Event"] == "anomaly"
-    # verify independently of our helper, exactly as the README tells an MES to
+    # verify independently of our helper, exactly as docs/guides/alarms-and-mes.md tells an MES to
     header = got.headers[SIGNATURE_HEADER]
     fields = dict(part.split("=", 1) for part in header.split(","))
     assert abs(int(fields["t"]) - time.time()) < 60

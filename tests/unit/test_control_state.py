@@ -18,10 +18,15 @@ from worker.inspection.prompts import PromptSet
 from worker.stream.control import ControlState
 from worker.stream.control_cli import UsageError, new_record, parse
 from worker.stream.drift import RollingScores
-from worker.stream.learning import LearningBook, calibrated_record, frames_to_learn, normal_pixel_score
+from worker.stream.learning import LearningBook, calibrated_record, frames_to_learn
 from worker.stream.telemetry import Counters
 
 STATIC = WorkerSettings(worker_id="w", threshold=0.5, pixel_threshold=0.6, threshold_version="static-0.5")
+
+
+def beyond(**fields) -> bytes:
+    """A control value of version 2 with `fields` (each beyond a bound in the tests below)."""
+    return json.dumps({"version": 2} | fields).encode()
 
 
 def message(record: ControlRecord | None) -> bytes | None:
@@ -45,7 +50,16 @@ def state() -> ControlState:
         (b"object:screw", b"{not json", "not_json"),
         (b"object:screw", b"\xff", "not_json"),
         (b"object:screw", b'{"version": 0}', "invalid_record"),
-        (b"object:screw", b'{"version": 2, "image_threshold": 1.5}', "invalid_record"),
+        (b"object:screw", b'{"version": 2, "image_threshold": 1.5}', "out_of_bounds"),
+        (b"object:screw", beyond(learning={"frames": 10**9, "target_fpr": 0.1}), "out_of_bounds"),
+        (b"object:screw", beyond(learning={"frames": 20, "target_fpr": 1e-9}), "out_of_bounds"),
+        (b"object:screw", beyond(prompts={"extra_normal_states": ["a {}"] * 17}), "out_of_bounds"),
+        (b"object:screw", beyond(prompts={"extra_anomalous_states": ["x" * 121]}), "out_of_bounds"),
+        (b"object:screw", beyond(prompts={"object_name": "nut\nDROP"}), "out_of_bounds"),
+        (b"object:screw", beyond(updated_by="x" * 129), "out_of_bounds"),
+        (b"object:screw/x", b"{}", "not_a_scope"),
+        (b"camera:cam 1", b"{}", "not_a_scope"),
+        (b"object:" + b"x" * 101, b"{}", "not_a_scope"),
         (b"object:screw", b'{"version": 2, "surprise": true}', "invalid_record"),
         (b"object:screw", b"[1, 2]", "invalid_record"),
     ],
@@ -150,7 +164,7 @@ def test_learning_collects_n_frames_once_then_calibrates_conformally():
     calibrated = calibrated_record(learned[-1], "w1")
     assert calibrated.version == 4 and calibrated.calibration.by == "worker:w1" and calibrated.updated_by == "worker:w1"
     assert calibrated.image_threshold == conformal_threshold(raws, 0.1)
-    assert calibrated.pixel_threshold == conformal_threshold(pixels, 0.1)
+    assert calibrated.pixel_threshold == conformal_threshold(pixels, 0.1, np.float32)  # for float32 maps
     assert calibrated.calibration.n == 20 and calibrated.calibration.pixel_n == 20
     assert calibrated.calibration.quantiles["max"] == pytest.approx(raws.max())
     assert np.mean(raws >= calibrated.image_threshold) <= 0.1
@@ -165,15 +179,6 @@ def test_learning_waits_for_as_many_frames_as_the_target_rate_needs():
     book = LearningBook()
     assert all(book.observe("camera:c", record, 0.2, 0.2) is None for _ in range(18))
     assert book.observe("camera:c", record, 0.2, 0.2) is not None
-
-
-def test_the_normal_pixel_score_is_the_map_maximum_inside_the_foreground():
-    anomaly_map = np.zeros((4, 4), np.float32)
-    anomaly_map[0, 0], anomaly_map[3, 3] = 0.9, 0.4
-    foreground = np.zeros((4, 4), bool)
-    foreground[2:, 2:] = True
-    assert normal_pixel_score(anomaly_map, foreground) == pytest.approx(0.4)
-    assert normal_pixel_score(anomaly_map, np.zeros((4, 4), bool)) == pytest.approx(0.9)
 
 
 # --------------------------------------------------------------------------- drift

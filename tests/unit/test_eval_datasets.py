@@ -58,7 +58,7 @@ def test_mvtec_missing_mask_keeps_image_level_only(tmp_path):
 
 def test_visa_reader_uses_test_split_and_nonzero_masks(visa_root):
     reader = open_dataset("visa", visa_root)
-    assert reader.categories() == ["pcb1", "candle"]  # seed table order
+    assert reader.categories() == ["pcb1", "candle"]  # paper's table order
     samples = list(reader.samples("candle"))
     assert len(samples) == 6  # the train row is ignored
     assert [s.label for s in samples].count(1) == 3

@@ -123,7 +123,7 @@ def test_visa_end_to_end_prints_the_seed_reference(visa_root, tmp_path, capsys):
     )
     assert code == 0
     printed = capsys.readouterr().out
-    assert "Sample-level F1-max (seed Table 1)" in printed and "Pixel-level F1-max (seed Table 2)" in printed
+    assert "Sample-level F1-max (paper Table 1)" in printed and "Pixel-level F1-max (paper Table 2)" in printed
     vvv_rows = [line for line in printed.splitlines() if line.startswith("Variance Vigilance Vanguard")]
     assert vvv_rows[0].split()[-3:] == ["82.1", "74.3", f"{(82.1 + 74.3) / 2:.1f}"]  # candle, pcb1, Mean*
     assert vvv_rows[1].split()[-3:-1] == ["20.2", "29.5"]

@@ -30,7 +30,7 @@ def test_two_touching_parts_are_split_into_two_instances(gap):
     assert len(components) == 2
     assert all(_best_iou(labels, disc) >= 0.85 for disc in discs)
     _, seed_components = find_components(foreground, rule="components")
-    assert len(seed_components) == 1  # the seed's rule: one blob, one tile
+    assert len(seed_components) == 1  # the paper's rule: one blob, one tile
 
 
 def test_touching_washers_are_split_and_keep_their_holes():

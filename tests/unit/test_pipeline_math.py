@@ -1,4 +1,4 @@
-"""The seed's rules, pinned with hand-made inputs."""
+"""The paper's rules, pinned with hand-made inputs."""
 
 import numpy as np
 import pytest

@@ -13,8 +13,8 @@ from worker.inspection.models.registry import load_models
     ("device", "flags", "cuda_bf16", "speedup", "expected"),
     [
         ("cpu", {"avx2", "amx_bf16", "amx_tile"}, False, None, "bf16"),
-        ("cpu", {"avx512f", "avx512_bf16"}, False, 0.57, "fp32"),  # the Xeon VM hiding its AMX: bf16 slower
-        ("cpu", {"avx512f", "avx512_bf16"}, False, 4.5, "bf16"),  # the AMD EPYC VM: bf16 4.5x fp32
+        ("cpu", {"avx512f", "avx512_bf16"}, False, 0.57, "fp32"),  # a virtual Xeon hiding its AMX: bf16 slower
+        ("cpu", {"avx512f", "avx512_bf16"}, False, 4.5, "bf16"),  # a virtual AMD EPYC: bf16 4.5x fp32
         ("cpu", {"avx512f", "avx512_bf16"}, False, None, "fp32"),  # not timed
         ("cpu", {"avx2", "avx512f"}, False, None, "fp32"),
         ("cpu", set(), False, None, "fp32"),

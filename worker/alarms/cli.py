@@ -128,9 +128,12 @@ def run_alarms(args: argparse.Namespace) -> int:
     return 0
 
 
+def build_parser() -> argparse.ArgumentParser:
+    return _configure(argparse.ArgumentParser(prog="linewatch-alarms", description=__doc__.splitlines()[0]))
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = _configure(argparse.ArgumentParser(prog="linewatch-alarms", description=__doc__.splitlines()[0]))
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     return int(args.func(args))
 
 

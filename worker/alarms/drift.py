@@ -37,6 +37,11 @@ class Observation:
     anomalous: bool
     captured_at: datetime
     ref: MaskRef | None
+    part_id: str | None = None
+
+
+def part_id_of(result: InspectionResult) -> str | None:
+    return result.traceability.part_id if result.traceability is not None else None
 
 
 @dataclass
@@ -76,7 +81,9 @@ class DriftTracker:
         if stream is None:
             stream = self._streams[key] = _DriftStream(window=deque())
         stream.partition = partition
-        verdict = Observation(result.frame_id, result.score, result.verdict == "anomalous", result.captured_at, ref)
+        verdict = Observation(
+            result.frame_id, result.score, result.verdict == "anomalous", result.captured_at, ref, part_id_of(result)
+        )
         if len(stream.window) == rule.window:
             stream.anomalous -= stream.window.popleft().anomalous
         stream.window.append(verdict)
@@ -110,6 +117,7 @@ class DriftTracker:
             camera_id=result.camera_id,
             object_name=result.object_name,
             frame_ids=[v.frame_id for v in hits],
+            part_ids=[v.part_id for v in hits],
             scores=[v.score for v in hits],
             anomalous_in_window=stream.anomalous,
             window=size,

@@ -45,6 +45,9 @@ class AlarmEvent(_Model):
     camera_id: str | None = None  # None for a line-wide silence alarm
     object_name: str | None = None
     frame_ids: list[str] = Field(default_factory=list, description="triggering frames, oldest first")
+    part_ids: list[str | None] = Field(
+        default_factory=list, description="part ids of frame_ids, same order (None where the frame had none)"
+    )
     scores: list[float] = Field(default_factory=list, description="image scores of frame_ids, same order")
     threshold: float | None = Field(None, description="score threshold the rule applied (None = result verdicts)")
     anomalous_in_window: int | None = None  # anomaly: N anomalous ...

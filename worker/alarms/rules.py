@@ -1,6 +1,6 @@
 """The alarm rule engine: pure logic over InspectionResults and a clock (no Kafka, no HTTP).
 
-Semantics (also in the README):
+Semantics (also in docs/guides/alarms-and-mes.md):
 
 - Every rule whose `match` fits a result's line/camera/object sees it; rules are independent.
 - Duplicates: a result whose (camera id, frame id) was already observed is ignored entirely
@@ -34,7 +34,7 @@ from datetime import datetime, timezone
 
 from common.schemas import InspectionResult, SourceRef
 from worker.alarms.config import AnomalyRule, DriftRule, RulesFile, SilenceRule
-from worker.alarms.drift import DriftTracker, Observation
+from worker.alarms.drift import DriftTracker, Observation, part_id_of
 from worker.alarms.events import AlarmEvent, MaskRef, alarm_id_for
 
 Clock = Callable[[], float]
@@ -175,7 +175,9 @@ class RuleEngine:
             stream = self._anomaly[key] = _AnomalyStream(window=deque(maxlen=rule.debounce.of_last))
         stream.partition = partition
         anomalous = result.score >= rule.threshold if rule.threshold is not None else result.verdict == "anomalous"
-        stream.window.append(Observation(result.frame_id, result.score, anomalous, result.captured_at, ref))
+        stream.window.append(
+            Observation(result.frame_id, result.score, anomalous, result.captured_at, ref, part_id_of(result))
+        )
         if not anomalous:
             return None
         hits = [obs for obs in stream.window if obs.anomalous]
@@ -198,6 +200,7 @@ class RuleEngine:
             camera_id=result.camera_id,
             object_name=result.object_name,
             frame_ids=frame_ids,
+            part_ids=[obs.part_id for obs in hits],
             scores=[obs.score for obs in hits],
             threshold=rule.threshold,
             anomalous_in_window=len(hits),

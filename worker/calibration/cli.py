@@ -42,7 +42,7 @@ def _default_user() -> str:
 def add_calibrate_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "calibrate",
-        help="set a scope's thresholds from good frames at a target false-alarm rate (see README)",
+        help="set a scope's thresholds from good frames at a target false-alarm rate (docs/guides/calibrate.md)",
         description="Inspect normal (good) frames and set the image and pixel thresholds by the conformal "
         "bound, so that the false-alarm rate on new good frames is at most --target-fpr.",
     )

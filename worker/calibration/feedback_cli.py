@@ -36,7 +36,9 @@ def _non_negative_int(text: str) -> int:
 
 
 def add_feedback_parser(subparsers) -> None:
-    parser = subparsers.add_parser("feedback", help="write or list operators' labels on results (see README)")
+    parser = subparsers.add_parser(
+        "feedback", help="write or list operators' labels on results (docs/guides/references-and-feedback.md)"
+    )
     actions = parser.add_subparsers(dest="feedback_command", required=True)
     add = actions.add_parser("add", help="label one result: false_alarm, defect or good_reference")
     add.add_argument("--frame-id", required=True)

@@ -92,20 +92,28 @@ async def events(request: Request) -> Response:
     """Server-sent events: the whole state first, then what changed, every `push_interval_ms`."""
     b = backend(request)
     interval = b.settings.dashboard.push_interval_ms / 1000
+    if b.event_streams >= b.settings.dashboard.max_event_streams:
+        response = _error("too many live-update connections: try again later", 503)
+        response.headers["Retry-After"] = "10"
+        return response
+    b.event_streams += 1  # counted from here, so a burst of connections cannot all pass the check
 
     async def stream() -> AsyncIterator[str]:
         version, last_sent, first = 0, time.monotonic(), True
-        while not (b.stopping is not None and b.stopping.is_set()):
-            if first or b.state.version != version:
-                payload = b.state.changes_since(version)
-                version, first, last_sent = payload["version"], False, time.monotonic()
-                yield f"data: {json.dumps(payload, separators=(',', ':'))}\n\n"
-            elif time.monotonic() - last_sent > KEEPALIVE_S:
-                last_sent = time.monotonic()
-                yield ": keepalive\n\n"
-            if await request.is_disconnected():
-                return
-            await asyncio.sleep(interval)
+        try:
+            while not (b.stopping is not None and b.stopping.is_set()):
+                if first or b.state.version != version:
+                    payload = b.state.changes_since(version)
+                    version, first, last_sent = payload["version"], False, time.monotonic()
+                    yield f"data: {json.dumps(payload, separators=(',', ':'))}\n\n"
+                elif time.monotonic() - last_sent > KEEPALIVE_S:
+                    last_sent = time.monotonic()
+                    yield ": keepalive\n\n"
+                if await request.is_disconnected():
+                    return
+                await asyncio.sleep(interval)
+        finally:
+            b.event_streams -= 1
 
     headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
     return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
@@ -15,7 +17,10 @@ from starlette.routing import Route
 
 from worker.dashboard import api
 from worker.dashboard.auth import check_password, check_token, new_csrf_token
-from worker.dashboard.web import STATIC, Backend, backend, page, requires, safe_next
+from worker.dashboard.guard import EdgeGuard
+from worker.dashboard.web import STATIC, Backend, backend, page, requires, safe_next, session_csrf
+
+log = logging.getLogger("linewatch.dashboard")
 
 MAX_LOGIN_BODY = 8192
 FAILED_LOGIN_DELAY_S = 1.0  # slows password guessing down
@@ -34,6 +39,10 @@ async def login_page(request: Request, message: str = "", status: int = 200) -> 
     return response
 
 
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
 async def login(request: Request) -> Response:
     body = await request.body()
     if len(body) > MAX_LOGIN_BODY:
@@ -42,20 +51,32 @@ async def login(request: Request) -> Response:
     expected = request.session.get("login_csrf")
     if not expected or not secrets.compare_digest(expected, form.get("csrf", "")):
         return await login_page(request, "Your login form expired: please try again.", 403)
-    credentials = backend(request).credentials
+    b = backend(request)
+    # a token login is throttled under its own name, so guessing tokens locks the address too
+    name, address = (form.get("user", "") if not form.get("token") else "(token)"), client_address(request)
+    wait = b.throttle.retry_after(name, address)
+    if wait > 0:
+        response = await login_page(request, "Too many failed logins: try again later.", 429)
+        response.headers["Retry-After"] = str(int(wait) + 1)
+        return response
     if form.get("token"):
-        who = check_token(credentials, form["token"])
-    else:
-        who = check_password(credentials, form.get("user", ""), form.get("password", ""))
+        who = check_token(b.credentials, form["token"])
+    else:  # argon2 takes tens of milliseconds: off the event loop
+        who = await run_in_threadpool(check_password, b.credentials, name, form.get("password", ""))
     if who is None:
+        b.throttle.failed(name, address)
+        log.warning("failed dashboard login for %r from %s", name[:64], address)
         await asyncio.sleep(FAILED_LOGIN_DELAY_S)
         return await login_page(request, "Unknown user, wrong password or wrong token.", 401)
+    b.throttle.succeeded(name)
+    b.sessions.revoke(request.session.get("sid"))
     request.session.clear()  # a fresh session: no fixation
-    request.session.update({"user": who.name, "role": who.role, "csrf": new_csrf_token()})
+    request.session["sid"] = b.sessions.create(who, new_csrf_token())
     return RedirectResponse(safe_next(form.get("next")), status_code=303)
 
 
 async def logout(request: Request) -> Response:
+    backend(request).sessions.revoke(request.session.get("sid"))  # ended here, whatever the cookie says
     request.session.clear()
     return RedirectResponse("/login", status_code=303)
 
@@ -64,8 +85,7 @@ def _page(name: str):
     @requires("viewer", api=False)
     async def handler(request: Request) -> Response:
         who = request.state.principal
-        csrf = request.session.get("csrf", "")
-        return page(name, csrf=csrf, user=who.name, role=who.role, **request.path_params)
+        return page(name, csrf=session_csrf(request), user=who.name, role=who.role, **request.path_params)
 
     return handler
 
@@ -102,14 +122,15 @@ def build_app(b: Backend) -> Starlette:
         Route("/api/silences/{camera_id}/lift", api.lift_silence, methods=["POST"]),
     ]
     middleware = [
+        Middleware(EdgeGuard, max_body_bytes=settings.max_body_bytes, tls=settings.tls),
         Middleware(
             SessionMiddleware,
             secret_key=secret,
             session_cookie="linewatch_session",
             max_age=settings.session_max_age_s,
             same_site="strict",  # the cookie never rides along a request from another site
-            https_only=settings.secure_cookie,
-        )
+            https_only=settings.secure_cookie or settings.tls,
+        ),
     ]
     app = Starlette(routes=routes, middleware=middleware)
     app.state.backend = b

@@ -1,16 +1,27 @@
 """Who may look and who may write: users and tokens from the settings, roles, CSRF tokens.
 
-Pure functions over the settings' secret strings; the web app (app.py) applies them.
+Functions over the settings' secret strings; the web app (app.py) applies them. Passwords are
+argon2id hashes (`linewatch-dashboard --hash-password` prints one); a plain-text password is still
+accepted, with a warning at start, so that an upgrade locks nobody out.
 """
 
 from __future__ import annotations
 
 import hmac
+import logging
 import secrets
 from dataclasses import dataclass
 from typing import Literal
 
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
 from pydantic import SecretStr
+
+log = logging.getLogger(__name__)
+HASHER = PasswordHasher()  # argon2id with the library's defaults (RFC 9106's second recommendation)
+ARGON2_PREFIX = "$argon2"
+# compared with when the user is unknown, so the time taken does not tell which names exist
+_NOBODY_HASH = HASHER.hash(secrets.token_urlsafe(16))
 
 Role = Literal["viewer", "operator"]
 ROLES: tuple[Role, ...] = ("viewer", "operator")
@@ -37,12 +48,32 @@ class Credentials:
     def empty(self) -> bool:
         return not self.users and not self.tokens
 
+    @property
+    def plain_text_users(self) -> list[str]:
+        """Users whose password is stored as plain text (not an argon2 hash)."""
+        return sorted(name for name, (stored, _) in self.users.items() if not stored.startswith(ARGON2_PREFIX))
+
+
+def _joined(text: str) -> list[str]:
+    """Split entries on commas, except inside an entry: an argon2 hash holds `m=..,t=..,p=..`."""
+    entries: list[str] = []
+    pending = ""
+    for piece in text.split(","):
+        pending = f"{pending},{piece}" if pending else piece
+        if pending.strip() and pending.strip().rpartition(":")[2] not in ROLES:
+            continue  # the entry goes on after this comma (or is malformed: reported below)
+        entries.append(pending)
+        pending = ""
+    if pending.strip():
+        entries.append(pending)
+    return entries
+
 
 def _entries(secret: SecretStr | None, what: str) -> list[tuple[str, str, str]]:
     if secret is None:
         return []
     entries = []
-    for number, raw in enumerate(secret.get_secret_value().split(","), start=1):
+    for number, raw in enumerate(_joined(secret.get_secret_value()), start=1):
         raw = raw.strip()
         if not raw:
             continue
@@ -65,12 +96,51 @@ def parse_credentials(users: SecretStr | None, tokens: SecretStr | None) -> Cred
     return Credentials(parsed_users, parsed_tokens)  # type: ignore[arg-type]
 
 
+def hash_password(password: str) -> str:
+    """The argon2id hash to put in `dashboard.users` instead of the password."""
+    if not password:
+        raise ValueError("an empty password cannot be hashed")
+    return HASHER.hash(password)
+
+
+def _password_matches(stored: str, password: str) -> bool:
+    if not stored.startswith(ARGON2_PREFIX):  # plain text (deprecated: warned about at start)
+        return hmac.compare_digest(stored.encode(), password.encode())
+    try:
+        return HASHER.verify(stored, password)
+    except VerificationError:
+        return False
+    except InvalidHashError:
+        log.warning("a dashboard password hash cannot be read: that user cannot log in")
+        return False
+
+
 def check_password(credentials: Credentials, name: str, password: str) -> Principal | None:
+    """Slow on purpose (argon2): call it off the event loop."""
     entry = credentials.users.get(name)
-    # compare even for an unknown user, so the time taken does not tell which names exist
-    expected, role = entry if entry else ("\x00" * 16, "viewer")
-    ok = hmac.compare_digest(expected.encode(), password.encode())
-    return Principal(name, role) if ok and entry else None
+    if entry is None:
+        _password_matches(_NOBODY_HASH, password)  # the same work for an unknown name
+        return None
+    stored, role = entry
+    return Principal(name, role) if _password_matches(stored, password) else None
+
+
+def still_valid(credentials: Credentials, who: Principal) -> bool:
+    """Whether a logged-in principal still has a user (or token) with that role in the settings."""
+    entry = credentials.users.get(who.name)
+    if entry is not None and entry[1] == who.role:
+        return True
+    return any(token_holder == who for token_holder in credentials.tokens.values())
+
+
+def warn_about_plain_text(credentials: Credentials) -> None:
+    names = credentials.plain_text_users
+    if names:
+        log.warning(
+            "DEPRECATED: the dashboard passwords of %s are stored as plain text; replace each with the hash "
+            "`linewatch-dashboard --hash-password` prints (plain text will stop being accepted)",
+            ", ".join(names),
+        )
 
 
 def check_token(credentials: Credentials, token: str) -> Principal | None:

@@ -11,9 +11,34 @@ def add_dashboard_parser(subparsers) -> None:
     parser = subparsers.add_parser("dashboard", help="serve the operator dashboard (live results, alarms, feedback)")
     parser.add_argument("--port", type=int, default=None, help="HTTP port (default: dashboard.port, 8090)")
     parser.add_argument("--host", default=None, help="listen address (default: dashboard.host)")
+    _add_hash_password(parser)
+
+
+def _add_hash_password(parser) -> None:
+    parser.add_argument(
+        "--hash-password",
+        action="store_true",
+        help="read a password (prompted, or one line on stdin) and print its argon2 hash for dashboard.users",
+    )
+
+
+def print_password_hash() -> int:
+    import getpass
+
+    from worker.dashboard.auth import hash_password
+
+    password = getpass.getpass("password: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\r\n")
+    try:
+        print(hash_password(password))
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def run_dashboard(args, settings: LinewatchSettings) -> int:
+    if getattr(args, "hash_password", False):
+        return print_password_hash()
     dash = settings.dashboard
     try:
         from worker.dashboard.auth import parse_credentials
@@ -35,6 +60,7 @@ def build_parser():
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--port", type=int, default=None, help="HTTP port (default: dashboard.port, 8090)")
     parser.add_argument("--host", default=None, help="listen address (default: dashboard.host)")
+    _add_hash_password(parser)
     return parser
 
 
@@ -43,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     import logging
 
     args = build_parser().parse_args(argv)
+    if args.hash_password:  # needs no settings
+        return print_password_hash()
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = LinewatchSettings()

@@ -12,7 +12,7 @@ import uvicorn
 
 from common.settings import LinewatchSettings
 from worker.dashboard.app import build_app
-from worker.dashboard.auth import parse_credentials
+from worker.dashboard.auth import parse_credentials, warn_about_plain_text
 from worker.dashboard.feeds import start_feeds
 from worker.dashboard.kafka_io import TopicReader, Writer, ensure_state_topic
 from worker.dashboard.state import LiveState
@@ -26,6 +26,7 @@ def build_backend(settings: LinewatchSettings, stopping: threading.Event) -> Bac
     credentials = parse_credentials(dash.users, dash.tokens)
     if credentials.empty:
         log.warning("no dashboard users or tokens configured: nobody can log in (set LINEWATCH_DASHBOARD__USERS)")
+    warn_about_plain_text(credentials)
     ensure_state_topic(settings)
     return Backend(
         settings=settings,
@@ -37,9 +38,20 @@ def build_backend(settings: LinewatchSettings, stopping: threading.Event) -> Bac
     )
 
 
-def _server(b: Backend, host: str, port: int) -> uvicorn.Server:
-    config = uvicorn.Config(build_app(b), host=host, port=port, log_level="warning", timeout_graceful_shutdown=3)
+def server_for(app, settings: LinewatchSettings, host: str, port: int) -> uvicorn.Server:
+    """uvicorn for the app: HTTPS when `dashboard.tls_certfile` is set."""
+    dash = settings.dashboard
+    tls = (
+        {"ssl_certfile": str(dash.tls_certfile), "ssl_keyfile": str(dash.tls_keyfile)}
+        if dash.tls_certfile is not None and dash.tls_keyfile is not None
+        else {}
+    )
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=3, **tls)
     return uvicorn.Server(config)
+
+
+def _server(b: Backend, host: str, port: int) -> uvicorn.Server:
+    return server_for(build_app(b), b.settings, host, port)
 
 
 def serve(settings: LinewatchSettings, host: str, port: int) -> None:
@@ -47,7 +59,7 @@ def serve(settings: LinewatchSettings, host: str, port: int) -> None:
     stopping = threading.Event()
     b = build_backend(settings, stopping)
     start_feeds(settings, b.state, stopping)
-    log.info("dashboard on http://%s:%d/", host, port)
+    log.info("dashboard on %s://%s:%d/", "https" if settings.dashboard.tls else "http", host, port)
     try:
         _server(b, host, port).run()
     finally:

@@ -46,6 +46,16 @@ def summary(result: InspectionResult) -> dict[str, Any]:
         "processed_at": result.processed_at.isoformat(),
         "regions": len(result.regions),
         "has_frame": result.source is not None,
+        **traceability_fields(result),
+    }
+
+
+def traceability_fields(result: InspectionResult) -> dict[str, Any]:
+    """part_id, recipe, lot, frame_counter (None where the frame carried none)."""
+    trace = result.traceability
+    return {
+        name: getattr(trace, name) if trace is not None else None
+        for name in ("part_id", "recipe", "lot", "frame_counter")
     }
 
 
@@ -190,6 +200,7 @@ class LiveState:
                     "message": event.message,
                     "created_at": event.created_at.isoformat(),
                     "frame_id": event.frame_ids[-1] if event.frame_ids else None,
+                    "part_id": event.part_ids[-1] if event.part_ids else None,
                     "result_ref": [ref.partition, ref.offset] if ref else None,
                     "acked_by": view.ack.by if view.ack else None,
                     "acked_at": view.ack.at.isoformat() if view.ack else None,

@@ -16,8 +16,9 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from common.control import FeedbackRecord
 from common.settings import LinewatchSettings
 from worker.dashboard.alarm_state import AlarmAck, Silence
-from worker.dashboard.auth import Credentials, Principal, check_token, csrf_matches
+from worker.dashboard.auth import Credentials, Principal, check_token, csrf_matches, still_valid
 from worker.dashboard.kafka_io import FetchedRecord
+from worker.dashboard.sessions import LoginThrottle, SessionStore
 from worker.dashboard.state import LiveState
 
 STATIC = resources.files("worker.dashboard") / "static"
@@ -46,6 +47,19 @@ class Backend:
     reader: RecordReader
     stopping: Any = None  # a threading.Event set at shutdown (ends the live streams)
     overlays: dict = field(default_factory=dict)
+    sessions: SessionStore = field(init=False)
+    throttle: LoginThrottle = field(init=False)
+    event_streams: int = 0  # live-update connections open now (one event loop: no lock needed)
+
+    def __post_init__(self) -> None:
+        dash = self.settings.dashboard
+        self.sessions = SessionStore(dash.session_max_age_s, dash.max_sessions)
+        self.throttle = LoginThrottle(
+            max_per_user=dash.login_max_failures_per_user,
+            max_per_address=dash.login_max_failures_per_address,
+            window_s=dash.login_window_s,
+            lockout_s=dash.login_lockout_s,
+        )
 
 
 def backend(request: Request) -> Backend:
@@ -53,14 +67,25 @@ def backend(request: Request) -> Backend:
 
 
 def principal(request: Request) -> tuple[Principal | None, bool]:
-    """(who, by bearer token). A session cookie or an `Authorization: Bearer` header."""
+    """(who, by bearer token). A server-side session (its id in the cookie) or an `Authorization: Bearer`
+    header. A session whose user is gone from the settings, or has another role now, is ended."""
+    b = backend(request)
     header = request.headers.get("authorization", "")
     if header.lower().startswith("bearer "):
-        return check_token(backend(request).credentials, header[7:].strip()), True
-    user, role = request.session.get("user"), request.session.get("role")
-    if user and role in ("viewer", "operator"):
-        return Principal(user, role), False
-    return None, False
+        return check_token(b.credentials, header[7:].strip()), True
+    session_id = request.session.get("sid")
+    session = b.sessions.get(session_id)
+    if session is None:
+        return None, False
+    if not still_valid(b.credentials, session.principal):
+        b.sessions.revoke(session_id)
+        return None, False
+    return session.principal, False
+
+
+def session_csrf(request: Request) -> str:
+    session = backend(request).sessions.get(request.session.get("sid"))
+    return session.csrf if session is not None else ""
 
 
 def _same_origin(request: Request) -> bool:
@@ -85,7 +110,7 @@ def requires(role: str, *, api: bool = True) -> Callable[[Handler], Handler]:
             if role == "operator":
                 if not who.can_write:
                     return JSONResponse({"error": f"{who.name} has the viewer role: read only"}, status_code=403)
-                csrf_ok = by_token or csrf_matches(request.session.get("csrf"), request.headers.get(CSRF_HEADER))
+                csrf_ok = by_token or csrf_matches(session_csrf(request), request.headers.get(CSRF_HEADER))
                 if not csrf_ok or not _same_origin(request):
                     return JSONResponse({"error": "cross-site request refused (CSRF token)"}, status_code=403)
             request.state.principal = who

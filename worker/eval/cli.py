@@ -1,4 +1,4 @@
-"""`linewatch-worker eval`: the seed's table on MVTec AD, VisA or a plain folder.
+"""`linewatch-worker eval`: the paper's table on MVTec AD, VisA or a plain folder.
 
 Wiring (worker/cli.py)::
 
@@ -53,7 +53,7 @@ def _non_negative_int(text: str) -> int:
 
 def _configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--dataset", choices=DATASET_KINDS, required=True, help="dataset layout of --root")
-    parser.add_argument("--root", type=Path, required=True, help="dataset root folder (see README)")
+    parser.add_argument("--root", type=Path, required=True, help="dataset root folder (layouts: docs/evaluation.md)")
     parser.add_argument(
         "--categories", default=None, help="comma-separated categories to evaluate (default: all found)"
     )
@@ -107,7 +107,7 @@ def add_eval_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     """Register the `eval` subcommand on an argparse subparsers object; sets func=run_eval."""
     parser = subparsers.add_parser(
         "eval",
-        help="evaluate on MVTec AD / VisA / a folder (the seed's table)",
+        help="evaluate on MVTec AD / VisA / a folder (the paper's table)",
         description="Zero-shot evaluation: image and pixel AUROC, AP, F1-max and AUPRO per category.",
     )
     return _configure(parser)

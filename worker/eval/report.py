@@ -1,8 +1,8 @@
-"""Printing and saving evaluation results: the seed-style table, results.json and results.csv.
+"""Printing and saving evaluation results: the paper-style table, results.json and results.csv.
 
-Tables follow the seed report: categories as columns, Mean last, one row per
+Tables follow the paper: categories as columns, Mean last, one row per
 metric, values x100 with one decimal ("n/a" where a metric is undefined).
-For VisA the seed's reference rows (its Tables 1 and 2, F1-max) are printed
+For VisA the paper's reference rows (its Tables 1 and 2, F1-max) are printed
 beside ours.
 """
 
@@ -30,7 +30,7 @@ METRIC_ROWS: tuple[tuple[str, str], ...] = (
     ("pixel AUPRO@0.3", "pixel.aupro"),
 )
 
-# The seed report (VAND 2023, Variance Vigilance Vanguard), VisA, F1-max x100.
+# The paper (VAND 2023, Variance Vigilance Vanguard), VisA, F1-max x100.
 # Table 1: sample (image) level; Table 2: pixel level. "Mean" is the published mean of all 12.
 SEED_REFERENCE: dict[str, dict[str, dict[str, float]]] = {
     "image.f1_max": {
@@ -129,8 +129,8 @@ SEED_REFERENCE: dict[str, dict[str, dict[str, float]]] = {
     },
 }
 SEED_TITLES = {
-    "image.f1_max": "Sample-level F1-max (seed Table 1)",
-    "pixel.f1_max": "Pixel-level F1-max (seed Table 2)",
+    "image.f1_max": "Sample-level F1-max (paper Table 1)",
+    "pixel.f1_max": "Pixel-level F1-max (paper Table 2)",
 }
 
 
@@ -172,7 +172,7 @@ def metrics_table(results: Sequence[CategoryResult], mode: str = "zero-shot") ->
 
 
 def reference_tables(results: Sequence[CategoryResult]) -> str:
-    """The seed's VisA F1-max rows beside ours, for the categories evaluated.
+    """The paper's VisA F1-max rows beside ours, for the categories evaluated.
 
     Mean: the published one when all 12 categories are evaluated, otherwise the
     mean over the evaluated categories (marked "Mean*").
@@ -194,7 +194,7 @@ def reference_tables(results: Sequence[CategoryResult]) -> str:
         rows.append(("linewatch (this run)", [_cell(v) for v in our_values] + [_cell(nan_mean(our_values))]))
         blocks.append(title + "\n" + format_table(known + [mean_label], rows))
     if not full:
-        blocks.append("Mean* = mean over the categories shown, not the seed's 12-category mean.")
+        blocks.append("Mean* = mean over the categories shown, not the paper's 12-category mean.")
     return "\n\n".join(blocks)
 
 

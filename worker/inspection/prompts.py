@@ -1,4 +1,4 @@
-"""Prompts are data: WinCLIP's compositional ensemble, the seed's extra states, and the localising prompts.
+"""Prompts are data: WinCLIP's compositional ensemble, the paper's extra states, and the localising prompts.
 
 The prompt-set version is a hash of all of it, so a result says exactly which
 prompts produced it and cache entries of an old prompt set are never reused.
@@ -36,7 +36,7 @@ TEMPLATES: tuple[str, ...] = (
     "a photo of a {} for anomaly detection.",
 )
 
-# WinCLIP's state words, then the seed's additions (appendix, Fig. 2 a and b).
+# WinCLIP's state words, then the paper's additions (appendix, Fig. 2 a and b).
 NORMAL_STATES: tuple[str, ...] = (
     "{}",
     "flawless {}",
@@ -84,7 +84,7 @@ ANOMALOUS_STATES: tuple[str, ...] = (
     "{} in pieces",
 )
 
-# Generic nouns for a defective region (seed, Fig. 2 c). The seed lists "an error" twice;
+# Generic nouns for a defective region (paper, Fig. 2 c). The paper lists "an error" twice;
 # a duplicate would only double its weight in the harmonic mean, so it appears once.
 LOCALISING_PROMPTS: tuple[str, ...] = (
     "a tear",

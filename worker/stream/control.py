@@ -2,7 +2,7 @@
 reads the topic whole at start and follows it live (`ControlFollower`).
 
 The follower has a consumer of its own outside the frames group: every partition of
-`kafka.control_topic` assigned, read from the beginning. It is caught up once its positions
+`kafka.control_topic` and of its learned-records topic assigned, read from the beginning. It is caught up once its positions
 reached the end offsets seen at start; the service subscribes to frames only then (and
 /readyz says `control_caught_up`), so no frame is judged with stale thresholds. A record that
 cannot be applied is refused with a logged reason, counted (`control_refused` and
@@ -19,11 +19,17 @@ from typing import TYPE_CHECKING
 
 from kafka.errors import KafkaError
 
-from common.control import ControlRecord, ThresholdsInForce, candidate_scopes, threshold_version, thresholds_in_force
+from common.control import (
+    ControlRecord,
+    ThresholdsInForce,
+    candidate_scopes,
+    in_learning,
+    threshold_version,
+    thresholds_in_force,
+)
 from common.control_topic import ControlTable, RefusedRecord, caught_up, control_consumer, decode_control, poll_control
 from common.metrics import Metrics
 from common.settings import KafkaSettings, WorkerSettings
-from worker.stream.learning import in_learning
 from worker.stream.telemetry import Counters
 
 if TYPE_CHECKING:
@@ -77,21 +83,25 @@ class ControlState:
         # called after each applied record (None: deleted), e.g. to load an announced reference bank
         self.on_applied: Callable[[str, ControlRecord | None], None] | None = None
 
-    def apply_message(self, key: bytes | None, value: bytes | None) -> str:
-        """Apply one control message: "applied", "deleted" or "refused" (the old record stays)."""
+    def apply_message(self, key: bytes | None, value: bytes | None, *, learned: bool = False) -> str:
+        """Apply one message of the control topic (or, `learned`, of the learned-records topic):
+        "applied", "deleted", "held" (a learned record not answering the record in force) or
+        "refused" (the old record stays)."""
         try:
             scope, record = decode_control(key, value)
             with self._lock:
-                outcome = self._table.apply(scope, record)
+                outcome = self._table.apply(scope, record, learned=learned)
+                in_force = self._table.records.get(scope)
         except RefusedRecord as exc:
             log.warning("control record refused (%s): %s", exc.reason, exc.message)
             self.counters.add("control_refused")
             self.counters.add(f"control_refused_{exc.reason}")
             self.metrics.control_record("refused", exc.reason)
             return "refused"
-        log.info("control %s %s%s", scope, outcome, f" (v{record.version})" if record is not None else "")
-        if self.on_applied is not None:
-            self.on_applied(scope, record)
+        origin = "learned " if learned else ""
+        log.info("%scontrol %s %s%s", origin, scope, outcome, f" (v{record.version})" if record is not None else "")
+        if self.on_applied is not None and outcome != "held":
+            self.on_applied(scope, in_force)
         self.counters.add(f"control_{outcome}")
         self.metrics.control_record(outcome)
         return outcome
@@ -114,6 +124,11 @@ class ControlState:
         if scope is not None and in_learning(record):  # `calibrating` results name the learning record
             thresholds = thresholds.model_copy(update={"version": threshold_version(scope, record)})
         return Resolved(camera_id, object_name, scope, record, thresholds)
+
+    def knows(self, camera_id: str, object_name: str) -> bool:
+        """Whether a record applies to the frame's camera and object (for `worker.known_scopes_only`)."""
+        with self._lock:
+            return any(scope in self._table.records for scope in candidate_scopes(camera_id, object_name))
 
     def records(self) -> dict[str, ControlRecord]:
         with self._lock:
@@ -163,7 +178,8 @@ class ControlFollower:
                     log.info("control topic caught up: %d scope(s) in force", len(self.state.records()))
                     self.caught_up.set()
                 for message in poll_control(consumer, POLL_MS):
-                    self.state.apply_message(message.key, message.value)
+                    learned = message.topic == self.settings.learned_topic
+                    self.state.apply_message(message.key, message.value, learned=learned)
             except KafkaError as exc:  # the client reconnects by itself
                 log.warning("control topic poll failed (%s: %s); retrying", type(exc).__name__, exc)
                 self._stop.wait(1.0)

@@ -1,8 +1,8 @@
 """The worker's side of the control topic, as the service wires it: the records in force
 (`ControlState`), the follower thread, the `Judge` that the inference and publish threads ask,
-and the sending of records this worker calibrated (learning mode), on a producer of their own
-(idempotent, acks=all; outside any transaction of the results: a record is keyed by its scope on a
-compacted topic, so sending it twice is harmless).
+and the sending of records this worker calibrated (learning mode) to the learned-records topic, on a
+producer of their own (idempotent, acks=all; outside any transaction of the results: a record is keyed
+by its scope, so sending it twice is harmless).
 """
 
 from __future__ import annotations
@@ -67,8 +67,9 @@ class ControlPlane:
             self._producer.close(timeout=5.0)
 
     def _send(self, scope: str, record: ControlRecord) -> None:
-        """A calibrated record (the producer retries it until the broker acknowledges it)."""
-        topic = self.settings.kafka.control_topic
+        """A calibrated record, to the learned-records topic (workers may not write the control topic
+        itself); the producer retries it until the broker acknowledges it."""
+        topic = self.settings.kafka.learned_topic
         if self._producer is None:
             self._producer = build_producer(self.settings.kafka)
         future = self._producer.send(topic, key=scope.encode("utf-8"), value=encode_control(record))

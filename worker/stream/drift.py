@@ -10,6 +10,8 @@ import numpy as np
 
 WINDOW = 256  # recent frames per scope
 QUANTILE = 0.95
+MAX_SCOPES = 256  # scopes watched one by one (and metric label values); the rest share OVERFLOW
+OVERFLOW = "other"
 
 
 class RollingScores:
@@ -27,14 +29,24 @@ class RollingScores:
 
 
 class DriftWatch:
-    """RollingScores by scope."""
+    """RollingScores by scope, for the first `max_scopes` scopes seen; any later one is watched (and
+    labelled in metrics) as OVERFLOW, so that frames naming ever new cameras or objects cannot grow
+    the worker's memory or the metric series without bound."""
 
-    def __init__(self, window: int = WINDOW) -> None:
+    def __init__(self, window: int = WINDOW, max_scopes: int = MAX_SCOPES) -> None:
         self._window = window
+        self._max_scopes = max_scopes
         self._lock = threading.Lock()
         self._scopes: dict[str, RollingScores] = {}
 
+    def label(self, scope: str) -> str:
+        """The scope itself, or OVERFLOW once `max_scopes` others are watched."""
+        with self._lock:
+            return scope if scope in self._scopes or len(self._scopes) < self._max_scopes else OVERFLOW
+
     def observe(self, scope: str, raw: float, above: bool) -> tuple[float, float]:
         with self._lock:
+            if scope not in self._scopes and len(self._scopes) >= self._max_scopes:
+                scope = OVERFLOW
             rolling = self._scopes.setdefault(scope, RollingScores(self._window))
             return rolling.add(raw, above)

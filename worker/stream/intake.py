@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -65,7 +65,8 @@ class Rejected(Exception):
 
     `stage` and `error_type` as `parse_meta` and `decode_frame` set them:
     `header`/`MissingHeader`, `header`/`InvalidHeader` (duplicated, not UTF-8, not
-    JSON, not a valid FrameMeta), `decode`/`ImageDecodeError.<reason>` (see
+    JSON, not a valid FrameMeta), `header`/`UnknownScope` (no control record applies, with
+    `worker.known_scopes_only`), `decode`/`ImageDecodeError.<reason>` (see
     ImageDecodeError) and `decode`/`SizeMismatch`. `message` says what is wrong.
     """
 
@@ -163,6 +164,8 @@ class Intake:
         self.checkpoint = checkpoint
         self.telemetry = telemetry
         self.counters = counters
+        # with worker.known_scopes_only: (camera id, object name) -> whether a control record applies
+        self.known_scope: Callable[[str, str], bool] | None = None
 
     def take(self, partition: TopicPartition, message: Consumed) -> Item:
         self.checkpoint.consumed(partition, message.offset)
@@ -178,6 +181,7 @@ class Intake:
             with self.telemetry.stage(span, "decode"):
                 meta = parse_meta(message.headers)
                 span.set_attribute("linewatch.frame_id", meta.frame_id)
+                self._check_scope(meta)
                 if is_stale(meta, utc_now(), ws.max_frame_age_s):  # a stale frame is not even decoded
                     return Skipped(message, partition, meta, span)
                 image = decode_frame(meta, message.value, max_bytes=ws.max_frame_bytes, max_pixels=ws.max_frame_pixels)
@@ -195,3 +199,15 @@ class Intake:
             "messaging.kafka.partition": message.partition,
             "messaging.kafka.offset": message.offset,
         }
+
+    def _check_scope(self, meta: FrameMeta) -> None:
+        """With `worker.known_scopes_only`, a frame no control record applies to is refused before
+        it costs models, pools or metric series (any camera id or object name can be in a header)."""
+        if self.settings.known_scopes_only and self.known_scope is not None:
+            if not self.known_scope(meta.camera_id, meta.object_name):
+                raise Rejected(
+                    "header",
+                    "UnknownScope",
+                    f"no control record applies to camera {meta.camera_id!r} and object {meta.object_name!r} "
+                    "(worker.known_scopes_only)",
+                )

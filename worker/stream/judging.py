@@ -15,12 +15,13 @@ from dataclasses import replace
 
 import numpy as np
 
+from common.calibration import normal_pixel_score
 from common.control import ControlRecord, ThresholdsInForce, scope_key
 from common.metrics import Metrics
 from worker.inspection.types import Inspection
 from worker.stream.control import ControlState, Resolved
 from worker.stream.drift import DriftWatch
-from worker.stream.learning import LearningBook, calibrated_record, normal_pixel_score
+from worker.stream.learning import LearningBook, calibrated_record
 from worker.stream.references import ReferenceBanks
 from worker.stream.telemetry import Counters
 
@@ -69,7 +70,8 @@ class Judge:
                 self.counters.add("control_calibrated")
                 self.send_control(resolved.scope, record)
             return resolved.thresholds, True
-        frame_scope = scope_key(resolved.camera_id, resolved.object_name)  # drift is watched per camera and object
+        # drift is watched per camera and object (the first MAX_SCOPES of them; the rest share one label)
+        frame_scope = self.drift.label(scope_key(resolved.camera_id, resolved.object_name))
         above_rate, p95 = self.drift.observe(frame_scope, raw, raw >= resolved.thresholds.image)
         self.metrics.scope_drift(frame_scope, above_rate, p95)
         return resolved.thresholds, False

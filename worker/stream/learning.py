@@ -1,13 +1,19 @@
 """Learning mode: a scope's first frames calibrate its thresholds (pure bookkeeping, no Kafka).
 
 A record with `learning` set and no `image_threshold` puts its scope in learning. The worker
-keeps the raw image score and the normal pixel score (the per-frame max of the anomaly map
-inside the foreground, as the `calibrate` command computes it) of each frame it sees of that
-scope; once it has `learning.frames` of them (or more, when the conformal bound at
+keeps the raw image score and the normal pixel score of each frame it sees of that scope;
+once it has `learning.frames` of them (or more, when the conformal bound at
 `learning.target_fpr` needs more) `calibrated_record` turns them into the next version of the
-record, which the worker publishes. With several workers each learns from the frames of its
-partitions; the first calibrated record on the topic wins, the others carry the same version
-and are refused as not newer.
+record, which the worker publishes to the learned-records topic (`<control topic>.learned`: the
+broker lets workers write that topic and not the control topic). Every worker takes a learned
+record as the scope's record in force only when it answers the learning record in force (its next
+version, only thresholds and calibration changed). With several workers each learns from the
+frames of its partitions; the first calibrated record on the topic wins, the others carry the
+same version and are refused as not newer.
+
+Scores and thresholds come from the functions `calibrate` uses
+(`common.calibration.normal_pixel_score`, `worker.calibration.record.calibration_record`), so both
+give the same thresholds, rounded alike, from the same scores.
 """
 
 from __future__ import annotations
@@ -15,24 +21,9 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-import numpy as np
-
-from common.calibration import conformal_threshold, frames_needed
-from common.control import Calibration, ControlRecord
-from common.schemas import utc_now
-
-
-def in_learning(record: ControlRecord | None) -> bool:
-    return record is not None and record.learning is not None and record.image_threshold is None
-
-
-def normal_pixel_score(anomaly_map: np.ndarray, foreground: np.ndarray | None) -> float:
-    """The frame's pixel score for calibration: max of the anomaly map inside the foreground
-    (the whole map when the foreground is empty or missing)."""
-    values = np.asarray(anomaly_map, dtype=np.float32)
-    if foreground is not None and foreground.shape == values.shape and foreground.any():
-        values = values[foreground.astype(bool)]
-    return float(values.max()) if values.size else 0.0
+from common.calibration import frames_needed
+from common.control import ControlRecord
+from worker.calibration.record import calibration_record
 
 
 def frames_to_learn(record: ControlRecord) -> int:
@@ -88,25 +79,19 @@ class LearningBook:
 
 
 def calibrated_record(learned: Learned, worker_id: str) -> ControlRecord:
-    """The next version of the learning record, with conformal thresholds from the learned scores."""
+    """The next version of the learning record, calibrated as `calibrate` would from the same scores.
+
+    Every other field stays as it was, `learning` included: a learned record is taken only as the
+    answer to the learning record in force (`common.control.answers_learning`); its thresholds end
+    the learning."""
     record, learning = learned.record, learned.record.learning
     assert learning is not None
-    raw = np.asarray(learned.raw, dtype=np.float64)
-    by = f"worker:{worker_id}"
-    return record.model_copy(
-        update={
-            "version": record.version + 1,
-            "image_threshold": min(1.0, conformal_threshold(raw, learning.target_fpr)),
-            "pixel_threshold": min(1.0, conformal_threshold(np.asarray(learned.pixel), learning.target_fpr)),
-            "calibration": Calibration(
-                n=raw.size,
-                target_fpr=learning.target_fpr,
-                quantiles={name: float(np.quantile(raw, q)) for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))}
-                | {"max": float(raw.max())},
-                pixel_n=len(learned.pixel),
-                by=by,
-            ),
-            "updated_by": by,
-            "updated_at": utc_now(),
-        }
+    calibrated = calibration_record(
+        learned.raw,
+        learned.pixel,
+        target_fpr=learning.target_fpr,
+        by=f"worker:{worker_id}",
+        version=record.version + 1,
+        base=record,
     )
+    return calibrated.model_copy(update={"learning": learning})

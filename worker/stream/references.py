@@ -193,7 +193,7 @@ class ReferenceBanks:
         state.local.replace([features for _, features in newest])
 
     def memory(self) -> dict[str, int]:
-        """Bytes held: banks and pools (the README's memory figures come from the same sums)."""
+        """Bytes held: banks and pools (the docs' memory figures come from the same sums)."""
         with self._lock:
             banks = sum(bank.nbytes for bank in self._banks.values())
         return {"banks": banks, "pools": sum(state.local.nbytes for state in self._pools.values())}

@@ -103,6 +103,7 @@ def build_result(
         ),
         worker_id=worker_id or worker_settings.worker_id,
         source=source,
+        traceability=meta.traceability,
     )
 
 
@@ -139,6 +140,7 @@ def skipped_result(
         worker_id=worker_id or worker_settings.worker_id,
         source=source,
         note=reason,
+        traceability=meta.traceability,
     )
 
 

@@ -215,8 +215,8 @@ class WorkerService:
         Returns False when `stop_event` was set before the broker answered.
         """
         ks, ws = self.settings.kafka, self.settings.worker
-        exactly_once = ks.processing_guarantee == "exactly-once"
-        if exactly_once and (problem := transaction_timeout_problem(self.settings)):
+        eos = ks.processing_guarantee == "exactly-once"  # exactly-once
+        if eos and (problem := transaction_timeout_problem(self.settings)):
             raise ValueError(problem)
         if self.inspector is None:
             self.cache, self.inspector = build_service_inspector(self.settings, self.cache, self.telemetry)
@@ -226,28 +226,22 @@ class WorkerService:
             return False
         if not self.control.start(stop_event, inspector.versions.model_fingerprint):  # read to its end first
             return False
-        abandon = self.context.abandon
         self.context = context = dataclasses.replace(self.context, judge=self.control.judge)
+        gave_up = context.abandon.is_set
         self.delivery = (
-            ExactlyOnce(self.settings, self.broker)
-            if exactly_once
-            else AtLeastOnce(self.settings, self.broker, abandon.is_set)
+            ExactlyOnce(self.settings, self.broker) if eos else AtLeastOnce(self.settings, self.broker, gave_up)
         )
         self.consumer = consumer = build_consumer(ks, max_poll_records=ws.batch_max_frames)
         self.publisher = Publisher(context, self.delivery, lambda: inspector.versions, consumer.group_metadata)
         self.inference = Inference(context, inspector, self.publisher)
         self.intake = Intake(ws, self.checkpoint, self.telemetry, self.counters)
         self.checkpoint.subscribe(consumer, [ks.frames_topic], on_revoked=self._revoked)
+        self.intake.known_scope = self.control.state.knows  # worker.known_scopes_only
         self.publisher.thread.start()
         self.inference.thread.start()
         self._running = True
-        log.info(
-            "worker %s consuming %s as group %s (%s)",
-            self.worker_id,
-            ks.frames_topic,
-            ks.group_id,
-            ks.processing_guarantee,
-        )
+        guarantee = ks.processing_guarantee
+        log.info("worker %s consuming %s as group %s (%s)", self.worker_id, ks.frames_topic, ks.group_id, guarantee)
         return True
 
     def shutdown(self) -> None:

@@ -7,6 +7,7 @@ import threading
 
 from kafka import KafkaConsumer, TopicPartition
 
+from common.control_topic import control_topics
 from common.kafka import COMPACTED, BrokerReachability, connection_hint, ensure_topics
 from common.settings import KafkaSettings, LinewatchSettings
 from worker.inspection.embedding_cache import EmbeddingCache
@@ -45,12 +46,18 @@ def partition_lag(consumer: KafkaConsumer | None, checkpoint: Checkpoint) -> dic
     return lag
 
 
+def ensure_worker_topics(ks: KafkaSettings) -> None:
+    """The topics a worker reads and writes, created when missing (the control topics compacted)."""
+    compacted = dict.fromkeys(control_topics(ks), COMPACTED)
+    topics = [ks.frames_topic, ks.results_topic, ks.dlq_topic, *compacted]
+    ensure_topics(ks, topics, compacted, bootstrap_timeout_ms=CONNECT_TIMEOUT_MS)
+
+
 def wait_for_topics(ks: KafkaSettings, stop_event: threading.Event, broker: BrokerReachability) -> bool:
     """Create the worker's missing topics, waiting for the broker (False: stopped first)."""
     while True:
         try:
-            topics = [ks.frames_topic, ks.results_topic, ks.dlq_topic, ks.control_topic]
-            ensure_topics(ks, topics, {ks.control_topic: COMPACTED}, bootstrap_timeout_ms=CONNECT_TIMEOUT_MS)
+            ensure_worker_topics(ks)
             broker.ok()
             return True
         except Exception as exc:  # broker not up yet: wait for it rather than crash-loop

@@ -26,6 +26,9 @@ function show(r) {
     LW.el("h3", {}, "Versions"),
     table(["model", "profile", "prompt set", "threshold", "worker"],
       [[r.versions.model_fingerprint, r.versions.profile, r.versions.prompt_set, r.versions.threshold_version, r.worker_id]]),
+    ...(r.traceability ? [LW.el("h3", {}, "Part"),
+      table(["part", "recipe", "lot", "camera frame", "camera timestamp (ns)"],
+        [[r.traceability.part_id, r.traceability.recipe, r.traceability.lot, r.traceability.frame_counter, r.traceability.hardware_timestamp_ns].map(v => v === null ? "-" : String(v))])] : []),
     ...(r.note ? [LW.el("p", {class: "dim"}, "note: " + r.note)] : []));
 }
 

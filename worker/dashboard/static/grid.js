@@ -51,7 +51,8 @@ function showCamera(entry, full) {
     t.node.href = LW.frameUrl(r.camera_id, r.frame_id);
     t.node.dataset.frame = r.frame_id;
     t.verdict.textContent = r.verdict;
-    t.score.textContent = "score " + r.score.toFixed(3) + (r.raw_score === null ? "" : " (raw " + r.raw_score.toFixed(3) + ")");
+    t.score.textContent = "score " + r.score.toFixed(3) + (r.raw_score === null ? "" : " (raw " + r.raw_score.toFixed(3) + ")") +
+      (r.part_id ? ", part " + r.part_id : "");
     if (entry.history) t.history = full ? entry.history : t.history.concat(entry.history);
     if (r.frame_id !== t.frameId && Date.now() - t.shownAt >= IMAGE_REFRESH_MS) {
       t.frameId = r.frame_id; t.shownAt = Date.now();
@@ -72,7 +73,7 @@ function alarmItem(a) {
   if (a.camera_id && a.silenced_until) actions.append(LW.el("button", {onclick: () => act("/api/silences/" + encodeURIComponent(a.camera_id) + "/lift", {})}, "Lift silence"));
   for (const b of actions.querySelectorAll("button")) b.disabled = !LW.canWrite;
   return LW.el("li", {class: cls, "data-alarm": a.alarm_id},
-    LW.el("div", {}, LW.el("b", {}, a.rule), " ", a.camera_id || a.line_id, " ", a.created_at.slice(11, 19), " ", link),
+    LW.el("div", {}, LW.el("b", {}, a.rule), " ", a.camera_id || a.line_id, a.part_id ? " part " + a.part_id : "", " ", a.created_at.slice(11, 19), " ", link),
     LW.el("div", {class: "dim"}, a.message), LW.el("div", {class: "dim"}, state), actions);
 }
 

@@ -1,4 +1,4 @@
-"""Few-shot and label-free scoring from CLIP patch features (issue 14).
+"""Few-shot and label-free scoring from CLIP patch features.
 
 bank.py     reference banks: patch features per layer, greedy coreset subsampling (PatchCore)
 scoring.py  1 - max cosine to the bank per patch, averaged over layers; tile maps; fusion (WinCLIP+)

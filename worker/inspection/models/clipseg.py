@@ -28,7 +28,7 @@ from worker.inspection.models.precision import (
 )
 
 # On a CPU the decoder's 2048-wide MLP activations fall out of the cache in big batches: 9 (tile, prompt)
-# pairs per call ran 1.8x faster per tile than 54 on the AMX CPU (README, Benchmarks). A GPU takes them all.
+# pairs per call ran 1.8x faster per tile than 54 on the AMX CPU (docs/benchmarks.md). A GPU takes them all.
 CPU_DECODER_PAIRS = 9
 
 # ViTImageProcessor defaults used by the CIDAS CLIPSeg checkpoints.
@@ -85,7 +85,7 @@ class ClipSegModel(SwitchesPrecision):
 
     def _use_precision(self, value: Precision) -> None:
         # `segment` runs the vision trunk and decoder converted to bf16/fp16: 17% faster per tile than
-        # autocast on an AMX CPU (no weight casts per call; README, Benchmarks). The fp32 weights stay
+        # autocast on an AMX CPU (no weight casts per call; docs/benchmarks.md). The fp32 weights stay
         # for the text tower, the naive path and an exact switch back to fp32. In int8 only the trunk is
         # quantised: the small decoder keeps its fp32 weights and fused MLPs.
         trunk = vision_trunk(self.model.clip.vision_model, max(self.model.extract_layers) + 1)

@@ -28,7 +28,7 @@ class DigestMismatch(RuntimeError):
 
 
 class UnpinnedFile(RuntimeError):
-    """A file has no pinned sha256 and --update-pins was not given."""
+    """A file has no pinned or locked sha256 and --require-pins was given."""
 
 
 @dataclass(frozen=True)
@@ -62,17 +62,17 @@ def verify(path: Path, expected: str | None, label: str) -> str:
     return actual
 
 
-def _require_pin(source: ModelSource, name: str, update_pins: bool) -> None:
-    if source.files[name] is None and not update_pins:
+def _require_pin(source: ModelSource, name: str, require_pins: bool) -> None:
+    if source.files[name] is None and require_pins:
         raise UnpinnedFile(
-            f"{source.key}: {name} has no pinned sha256 in worker/inspection/models/pins.json; "
-            "run `linewatch-worker models pull --update-pins` once where you trust the network, "
-            "check the recorded digests and commit them"
+            f"{source.key}: {name} has no pinned sha256 in worker/inspection/models/pins.json and no entry in "
+            "the models folder's lock.json (--require-pins); run `linewatch-worker models pull --update-pins` "
+            "once where you trust the network, check the recorded digests and commit them"
         )
 
 
 def resolve_revision(source: ModelSource) -> str:
-    """The pinned commit, or the commit `main` points to now (for --update-pins)."""
+    """The pinned or locked commit, or the commit `main` points to now (first pull of an unpinned source)."""
     if source.revision is not None:
         return source.revision
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
@@ -83,12 +83,12 @@ def resolve_revision(source: ModelSource) -> str:
     return metadata.commit_hash or "main"
 
 
-def fetch_hub(source: ModelSource, models_dir: Path, update_pins: bool = False) -> tuple[str, list[Fetched]]:
+def fetch_hub(source: ModelSource, models_dir: Path, require_pins: bool = False) -> tuple[str, list[Fetched]]:
     """All files of a hub source at one commit into <models_dir>/<dest>/ under their published names."""
     from huggingface_hub import hf_hub_download
 
     for name in source.files:
-        _require_pin(source, name, update_pins)
+        _require_pin(source, name, require_pins)
     revision = resolve_revision(source)
     folder = models_dir / source.dest
     fetched = []
@@ -140,13 +140,13 @@ def _http_resume(url: str, part: Path, label: str) -> None:
             )
 
 
-def fetch_url(source: ModelSource, base_url: str, models_dir: Path, update_pins: bool = False) -> list[Fetched]:
+def fetch_url(source: ModelSource, base_url: str, models_dir: Path, require_pins: bool = False) -> list[Fetched]:
     """Plain-HTTP files (SAM): `<name>.part`, resumed; checked; renamed to the published name."""
     folder = models_dir / source.dest
     folder.mkdir(parents=True, exist_ok=True)
     fetched = []
     for name, expected in source.files.items():
-        _require_pin(source, name, update_pins)
+        _require_pin(source, name, require_pins)
         final = folder / name
         if final.is_file():
             digest = verify(final, expected, str(final))  # a file already there must be the pinned one

@@ -6,7 +6,7 @@ weights per channel in int8, activations in uint8, QDQ format) and writes
 metadata. `load_int8_isnet` refuses a file made from another float file, so a worker never runs an
 int8 graph that does not match the configured IS-Net. Measured on a 2-core AVX512-VNNI CPU, 18
 synthetic belt frames: 537-555 against 1,635-1,695 ms per 1024 px pass, IoU of the >= 0.5 mask
-against the float one 0.994 at worst (README, Benchmarks).
+against the float one 0.994 at worst (docs/benchmarks.md).
 
 int8 runs on onnxruntime's CPU provider only (its CUDA provider has no fast QDQ kernels), so a GPU
 worker keeps the float graph.

@@ -4,7 +4,7 @@ onnxruntime's CPU build runs IS-Net in fp32 only and never on a GPU unless onnxr
 installed. The same graph converted to a torch module runs wherever torch does, in bf16 with
 channels-last convolutions where the hardware has it, each Conv -> ReLU pair fused on a CPU:
 on this project's AMX CPU about 370 ms per 1024 px image against onnxruntime's 1,545 ms, with a
-largest difference in the salient map of 7.7e-4 (README, Benchmarks). In fp32 on a CPU torch is slower than onnxruntime (5 s), so
+largest difference in the salient map of 7.7e-4 (docs/benchmarks.md). In fp32 on a CPU torch is slower than onnxruntime (5 s), so
 `models.isnet_runtime = auto` keeps onnxruntime there.
 
 `TorchIsNetSession` answers the few `InferenceSession` calls `IsNetSalientModel` makes, so the

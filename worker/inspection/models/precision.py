@@ -2,8 +2,8 @@
 
 `auto` picks bfloat16 where the hardware computes it fast (CUDA devices that support
 it; CPUs with AMX-BF16), else float32. On a CPU with AVX512-BF16 but no AMX the flags do
-not tell: 2048x2048 bf16 matmuls ran at 0.57x fp32 on a 2-core Xeon VM that hides its
-AMX, and at 4.5x on a 2-core AMD EPYC VM (README, Precision). There `auto` times one bf16
+not tell: 2048x2048 bf16 matmuls ran at 0.57x fp32 on 2 virtual cores of a Xeon that hides its
+AMX, and at 4.5x on 2 virtual cores of an AMD EPYC (docs: benchmarks). There `auto` times one bf16
 matmul against fp32 (`bf16_matmul_speedup`, once per process) and takes bf16 when it is
 at least MIN_BF16_SPEEDUP times faster. The choice is a pure function of the device type
 and the hardware's answers, so tests can pin it.
@@ -11,7 +11,7 @@ and the hardware's answers, so tests can pin it.
 `int8` is never chosen by `auto`, since it moves scores more than bf16 does: it must be asked
 for. It runs the big Linear stacks (CLIP's image tower, CLIPSeg's vision trunk, SAM's image
 encoder and mask decoder) with dynamic int8 on a CPU: the weights are quantised once, per output
-channel, and the activations per call. On a 2-core AMD EPYC VM (AVX512-VNNI, no AMX), the first
+channel, and the activations per call. On 2 virtual cores of an AMD EPYC (AVX512-VNNI, no AMX), the first
 three ran 2.2x, 3.6x and 2.0x faster than fp32, SAM's decoder 1.4x.
 """
 
@@ -119,7 +119,7 @@ def timed_bf16_speedup(setting: PrecisionSetting, device_type: str, flags: Itera
 
 
 def resolve_precision(setting: PrecisionSetting, device: torch.device) -> Precision:
-    """choose_precision with this machine's answers."""
+    """choose_precision with the host's answers."""
     cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
     flags = cpu_flags() if device.type == "cpu" else frozenset()
     return choose_precision(setting, device.type, flags, cuda_bf16, timed_bf16_speedup(setting, device.type, flags))

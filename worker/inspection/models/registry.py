@@ -22,6 +22,7 @@ from common.settings import ModelSettings
 from worker.inspection.models import locate
 from worker.inspection.models.clip import ClipModel, build_open_clip
 from worker.inspection.models.clipseg import ClipSegModel, build_clipseg_random, load_clipseg_folder
+from worker.inspection.models.integrity import require_intact
 from worker.inspection.models.precision import HALF_PRECISIONS, Precision, resolve_precision
 from worker.inspection.models.sam import (
     SamGeneratorOptions,
@@ -206,7 +207,7 @@ def _build_default(settings: ModelSettings, device: torch.device) -> ModelBundle
             missing.append(f"IS-Net: {exc}")
     if missing:
         raise ModelWeightsMissing(
-            "profile 'default' needs real weights that are not on this machine:\n  - "
+            "profile 'default' needs real weights that are not installed:\n  - "
             + "\n  - ".join(missing)
             + "\n(`linewatch-worker models pull` fetches them; `linewatch-worker models check` shows what is found;"
             " use --profile tiny for a smoke test with random weights, its scores mean nothing)"
@@ -232,7 +233,7 @@ def set_precision(bundle: ModelBundle, precision: Precision) -> None:
     """Run every torch model of the bundle in `precision`.
 
     CLIP's image tower, CLIPSeg's vision trunk and decoder, SAM's image encoder and mask decoder run
-    on copies converted to it: faster than autocast for each on an AMX CPU (README, Benchmarks). In int8
+    on copies converted to it: faster than autocast for each on an AMX CPU (docs/benchmarks.md). In int8
     the copies of CLIP's tower, CLIPSeg's trunk and SAM's encoder and decoder have int8 Linear layers,
     and CLIPSeg's decoder stays fp32.
     IS-Net runs on torch in that precision when models.isnet_runtime says so (isnet_on_torch).
@@ -244,9 +245,11 @@ def set_precision(bundle: ModelBundle, precision: Precision) -> None:
 
 
 def load_models(settings: ModelSettings) -> ModelBundle:
-    """Build the profile named in settings and fingerprint every model in it."""
+    """Check the weight files against their pins or lock, build the profile named in settings and
+    fingerprint every model in it. Raises WeightsMismatch before building anything from a changed file."""
     if settings.profile not in PROFILES:
         raise ValueError(f"unknown profile {settings.profile!r}; choose one of {sorted(PROFILES)}")
+    require_intact(settings)
     bundle = PROFILES[settings.profile](settings, resolve_device(settings.device))
     bundle.fingerprints = {
         "clip": fingerprint_module("clip", bundle.clip.model),

@@ -19,7 +19,7 @@ from worker.inspection.models.weights import load_state_dict
 
 # On a CPU the mask decoder's per-point copies of the image embedding (points x 256 x 40 x 40 at 640 px)
 # fall out of the cache in big batches: 8 points per call ran 1.6x (bf16) to 1.9x (fp32) faster per point
-# than 64 on the AMX CPU (README, Benchmarks). A GPU keeps segment-anything's 64.
+# than 64 on the AMX CPU (docs/benchmarks.md). A GPU keeps segment-anything's 64.
 CPU_POINTS_PER_BATCH = 8
 
 
@@ -63,7 +63,7 @@ class SamMaskProposer(SwitchesPrecision):
 
     def _use_precision(self, value: Precision) -> None:
         # In bf16/fp16 the generator's predictor runs copies of the image encoder and mask decoder converted to
-        # it: 8% (encoder) and 1.3x (decoder) faster than autocast on an AMX CPU (README, Benchmarks). In int8
+        # it: 8% (encoder) and 1.3x (decoder) faster than autocast on an AMX CPU (docs/benchmarks.md). In int8
         # their Linear layers are quantised: encoder 2.4x, decoder 1.4x faster than fp32 on a VNNI CPU.
         # `self.sam` keeps the fp32 weights: the fingerprint and an exact switch back to fp32.
         self.generator.predictor.model = running_sam(self.sam, value)
@@ -83,7 +83,7 @@ class SamMaskProposer(SwitchesPrecision):
         """image: (H, W, 3) uint8 RGB -> list of (H, W) boolean instance masks.
 
         With `prompting`, only grid points inside its dilated salient mask are prompted and
-        masks that fail its coverage rule are dropped; without it, the full grid (the seed's way).
+        masks that fail its coverage rule are dropped; without it, the full grid (the paper's way).
         """
         records = self.generator.generate_in(image, prompting)
         return [record["segmentation"] for record in records]

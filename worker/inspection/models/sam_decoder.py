@@ -14,7 +14,7 @@ class SharedImageMaskDecoder(torch.nn.Module):
     once, they broadcast inside the same modules: the first block's image-side additions and
     projections run once per image instead of once per point. The masks and IoUs are bit-identical
     (tests/unit/test_sam_decoder.py); on the AMX CPU a point costs 21% less in bf16, 20% in fp32
-    (README, Benchmarks).
+    (docs/benchmarks.md).
 
     The dense prompt must be the same for every point (no mask prompts, as in the automatic mask
     generator) and the batch must hold one image; otherwise the wrapped decoder runs as it is.

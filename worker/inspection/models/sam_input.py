@@ -18,7 +18,7 @@ built `Sam` to a side S (a multiple of the patch size, at most the current side)
   vit_b) and do not depend on the image size at all.
 
 The checkpoint was trained at 1024, so a smaller side trades mask quality for speed: objects
-look smaller to the encoder than in training (README, pipeline section).
+look smaller to the encoder than in training (docs/explanation/pipeline.md).
 """
 
 from __future__ import annotations

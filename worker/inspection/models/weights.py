@@ -9,7 +9,7 @@ import torch
 
 
 class ModelWeightsMissing(FileNotFoundError):
-    """Real weights were asked for and are not on this machine. The message says how to provide them."""
+    """Real weights were asked for and are not installed. The message says how to provide them."""
 
 
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:

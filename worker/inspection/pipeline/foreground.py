@@ -16,7 +16,7 @@ import numpy as np
 from worker.inspection.pipeline.instances import object_labels, split_touching
 
 ForegroundSource = Literal["sam+isnet", "isnet", "whole-frame"]
-#: objects: SAM whole-object masks, or IS-Net blobs split at their necks; components: the seed's connected components.
+#: objects: SAM whole-object masks, or IS-Net blobs split at their necks; components: the paper's connected components.
 InstanceRule = Literal["objects", "components"]
 
 

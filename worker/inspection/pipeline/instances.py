@@ -1,6 +1,6 @@
 """Stage 1b: instances, so that touching objects get a tile each (pure functions over arrays).
 
-The seed tiled per connected component of the foreground, so touching objects shared
+The paper tiled per connected component of the foreground, so touching objects shared
 one tile and their small defects shrank in the model's input. Here:
 
 - with SAM, each kept whole-object mask (one not lying inside a larger kept mask) is an

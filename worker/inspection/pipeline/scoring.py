@@ -11,7 +11,7 @@ def tile_anomaly_scores(
     """P(anomalous) per tile.
 
     tile_embeddings: (T, D); normal_prompts: (Pn, D); anomalous_prompts: (Pa, D); all unit vectors.
-    The cosine similarity to each prompt is averaged per class (the seed averages
+    The cosine similarity to each prompt is averaged per class (the paper averages
     similarities, not embeddings: anomalous prompts are too spread out for a mean
     embedding to mean much), then a two-way softmax scaled by `temperature` (CLIP's own
     logit scale, 100, by default; anomalib's WinCLIP uses 1/0.07): the larger, the closer

@@ -1,0 +1,170 @@
+"""Who may do what, enforced by the broker: KRaft's StandardAuthorizer, one SCRAM user per role,
+the ACLs `linewatch-worker acls --apply` creates from the project's table (common/acl.py).
+
+One private broker for the module: the shared session broker stays open (no authorizer). Its
+PLAINTEXT listener (loopback) is the super user that sets things up, as an admin would; every
+role logs in on the SASL listener with its own user.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from kafka import TopicPartition
+from kafka.errors import KafkaError, TopicAuthorizationFailedError
+from pydantic import SecretStr
+
+from common.acl import ROLES, default_user
+from common.control import ControlRecord, FeedbackRecord, Learning
+from common.control_topic import ensure_control_topic, publish_control, read_control_topic
+from common.kafka import build_consumer, build_producer, ensure_topics
+from common.settings import LinewatchSettings
+from infra.kafka_broker import SASL_LISTENER, SCRAM_MECHANISM, KafkaBroker, scram_listeners
+from tests.integration.test_worker_service import (
+    good_frame,
+    make_settings,
+    publish_frames,
+    read_results,
+    running,
+    wait_until,
+)
+from worker.cli import build_parser
+from worker.stream.service import WorkerService
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
+
+AUTHORIZER = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+SCOPE = "object:screw"
+
+
+def password(role: str) -> str:
+    return f"{role}-secret-{role[::-1]}"
+
+
+@dataclass(frozen=True)
+class AclBroker:
+    broker: KafkaBroker
+    admin: LinewatchSettings  # PLAINTEXT on loopback: the super user
+
+    def as_role(self, role: str) -> LinewatchSettings:
+        """The same topics and groups, logged in as the role's SCRAM user."""
+        kafka = self.admin.kafka.model_copy(
+            update=dict(
+                bootstrap_servers=self.broker.listener_bootstrap(SASL_LISTENER),
+                security_protocol="SASL_PLAINTEXT",
+                sasl_mechanism=SCRAM_MECHANISM,
+                sasl_username=default_user(role),
+                sasl_password=SecretStr(password(role)),
+            )
+        )
+        return self.admin.model_copy(update={"kafka": kafka})
+
+
+@pytest.fixture(scope="module")
+def acl_broker(tmp_path_factory: pytest.TempPathFactory, redis_server) -> Iterator[AclBroker]:
+    options = scram_listeners({default_user(role): password(role) for role in ROLES})
+    options["extra_properties"] |= {"authorizer.class.name": AUTHORIZER, "super.users": "User:ANONYMOUS"}
+    broker = KafkaBroker(tmp_path_factory.mktemp("kafka-acl"), **options)
+    broker.start()
+    try:
+        admin = make_settings(broker, redis_server.url)
+        tag = uuid.uuid4().hex[:8]
+        admin = admin.model_copy(
+            update={"kafka": admin.kafka.model_copy(update={"control_topic": f"acl.control.{tag}"})}
+        )
+        args = build_parser().parse_args(["acls", "--apply"])
+        from worker.acl_cli import run_acls
+
+        assert run_acls(args, admin) == 0
+        k = admin.kafka
+        ensure_topics(k, [k.frames_topic, k.results_topic, k.dlq_topic, k.feedback_topic, k.audit_topic])
+        ensure_control_topic(k)
+        yield AclBroker(broker, admin)
+    finally:
+        broker.close()
+
+
+def end_offset(settings: LinewatchSettings, topic: str) -> int:
+    consumer = build_consumer(settings.kafka, group_id=None)
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+        return sum(consumer.end_offsets(partitions).values())
+    finally:
+        consumer.close()
+
+
+def send(settings: LinewatchSettings, topic: str, value: bytes, key: bytes = b"k") -> None:
+    """One record, acknowledged; raises what the broker answered."""
+    producer = build_producer(settings.kafka, max_block_ms=10_000)
+    try:
+        producer.send(topic, key=key, value=value).get(timeout=15)
+    finally:
+        producer.close(timeout=5)
+
+
+def refused(call) -> bool:
+    """Whether the broker refused `call` for want of authorization."""
+    with pytest.raises(KafkaError) as raised:
+        call()
+    assert isinstance(raised.value, TopicAuthorizationFailedError), repr(raised.value)
+    return True
+
+
+def a_record(version: int = 50, threshold: float = 1.0) -> ControlRecord:
+    return ControlRecord(version=version, image_threshold=threshold, updated_by="intruder")
+
+
+def test_a_producer_writes_frames_and_cannot_write_control(acl_broker):
+    producer, k = acl_broker.as_role("producer"), acl_broker.admin.kafka
+    before = end_offset(acl_broker.admin, k.control_topic)
+    publish_frames(producer, [good_frame(1)])
+    assert refused(lambda: publish_control(producer.kafka, SCOPE, a_record(), timeout_s=15))
+    for topic in (k.control_topic, k.learned_topic):
+        assert refused(lambda t=topic: send(producer, t, a_record().model_dump_json().encode(), SCOPE.encode()))
+    assert end_offset(acl_broker.admin, k.control_topic) == before
+    assert SCOPE not in read_control_topic(k)[0].records
+
+
+def test_the_dashboard_writes_feedback_but_not_control(acl_broker):
+    from worker.dashboard.kafka_io import Writer
+
+    dashboard, k = acl_broker.as_role("dashboard"), acl_broker.admin.kafka
+    feedback = FeedbackRecord(frame_id="f-1", camera_id="cam-0", object_name="screw", label="false_alarm", by="ana")
+    before = end_offset(acl_broker.admin, k.feedback_topic)
+    writer = Writer(dashboard)
+    try:
+        writer.feedback(feedback)
+    finally:
+        writer.close()
+    assert end_offset(acl_broker.admin, k.feedback_topic) == before + 1
+    assert refused(lambda: publish_control(dashboard.kafka, SCOPE, a_record(), timeout_s=15))
+    assert refused(lambda: send(dashboard, k.control_topic, a_record().model_dump_json().encode(), SCOPE.encode()))
+    assert refused(lambda: send(dashboard, k.audit_topic, b"{}"))  # nor forge the audit trail
+    assert SCOPE not in read_control_topic(k)[0].records
+
+
+def test_only_the_operator_writes_control_and_a_worker_only_answers_its_learning_record(acl_broker):
+    """The worker principal may write the learned-records topic only; a learned record it writes is in
+    force only as the calibration of the learning record the operator wrote."""
+    operator, worker, k = acl_broker.as_role("operator"), acl_broker.as_role("worker"), acl_broker.admin.kafka
+    assert refused(lambda: send(worker, k.control_topic, a_record().model_dump_json().encode(), SCOPE.encode()))
+    # a forged "calibration" of a scope that is not learning stays out of force
+    send(worker, k.learned_topic, a_record(version=2).model_dump_json().encode(), b"object:nut")
+    publish_control(operator.kafka, "object:nut", ControlRecord(version=1, image_threshold=0.4, updated_by="ana"))
+    publish_control(operator.kafka, SCOPE, ControlRecord(version=1, learning=Learning(frames=10, target_fpr=0.1)))
+    assert read_control_topic(k)[0].records["object:nut"].image_threshold == 0.4
+
+    service = WorkerService(worker)
+    with running(service):
+        wait_until(lambda: service.status().control_caught_up, 120, "the control topics read")
+        wait_until(lambda: service.control.state.resolve("cam-0", "screw").learning, 10, "learning in force")
+        sent = publish_frames(acl_broker.as_role("producer"), [good_frame(i) for i in range(10)])
+        read_results(acl_broker.admin, sent)
+        wait_until(lambda: not service.control.state.resolve("cam-0", "screw").learning, 60, "the learned record")
+    table, _ = read_control_topic(k)
+    record = table.records[SCOPE]
+    assert record.version == 2 and record.calibration is not None and record.calibration.by == "worker:worker-1"
+    assert table.records["object:nut"].image_threshold == 0.4  # the forged record never took over
