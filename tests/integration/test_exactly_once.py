@@ -19,7 +19,7 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
-from common.kafka import connection_options
+from common.kafka import connection_options, ensure_topics
 from common.settings import LinewatchSettings
 from tests.integration.test_worker_service import (
     PARTITIONS,
@@ -101,6 +101,7 @@ def test_a_worker_killed_mid_transaction_leaves_each_result_once(kafka_broker, r
         "LINEWATCH_WORKER__BATCH_MAX_FRAMES": "2",
         "LINEWATCH_TELEMETRY__ENABLED": "false",
     }
+    ensure_topics(settings.kafka, [settings.kafka.results_topic])  # read before the worker creates it
     log_path = tmp_path / "worker.log"
     command = [sys.executable, "-m", "infra.chaos.slow_worker", "--delay-s", "0.1", "--commit-delay-s", "5"]
     with open(log_path, "wb") as log:
