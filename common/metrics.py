@@ -11,6 +11,8 @@ from opentelemetry.metrics import Counter, Histogram, Meter
 # (a frame stuck behind a rebalance).
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+# Clock skew in seconds, both signs: a camera's clock can run ahead of the broker's or behind it.
+SKEW_BUCKETS_S = (-300.0, -60.0, -10.0, -2.0, -0.5, 0.0, 0.5, 2.0, 10.0, 60.0, 300.0)
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,9 @@ class Metrics:
     - `consumer_lag`: `topic`, `partition`
     - `control_records`: `outcome` = applied | deleted | refused, `reason` (refusals only)
     - `scope_above_threshold` / `scope_raw_score_p95`: `scope` = camera:<id>/object:<name>
+    - `redis_values_refused`: `what` = embedding | bank | pool, `reason` = unsigned | bad_signature | too_large
+      | corrupt | wrong_shape
+    - `clock_skew`: seconds the camera's clock runs behind the broker's (negative: ahead)
     """
 
     frames_processed: Counter
@@ -43,6 +48,8 @@ class Metrics:
     scope_above_threshold: Any  # Gauge: fraction of the scope's recent frames at or above its threshold
     scope_raw_score_p95: Any  # Gauge: rolling p95 of the scope's recent raw scores (drift)
     few_shot_memory: Any  # Gauge: bytes the worker holds in reference banks and rolling pools
+    redis_values_refused: Counter
+    clock_skew: Histogram
 
     @classmethod
     def create(cls, meter: Meter) -> Metrics:
@@ -108,6 +115,17 @@ class Metrics:
                 unit="By",
                 description="Bytes held in memory by the worker's reference banks (kind=banks) and rolling pools (kind=pools)",
             ),
+            redis_values_refused=meter.create_counter(
+                "linewatch.redis.values_refused",
+                unit="{value}",
+                description="Values read from Redis and refused (unsigned, too large, wrong shape ...), by what and reason",
+            ),
+            clock_skew=meter.create_histogram(
+                "linewatch.clock.skew",
+                unit="s",
+                description="Broker record time minus camera capture time of each frame (transit plus clock skew)",
+                explicit_bucket_boundaries_advisory=SKEW_BUCKETS_S,
+            ),
         )
 
     # Small conveniences so call sites stay one line.
@@ -135,6 +153,9 @@ class Metrics:
     def scope_drift(self, scope: str, above_rate: float, raw_p95: float) -> None:
         self.scope_above_threshold.set(above_rate, {"scope": scope})
         self.scope_raw_score_p95.set(raw_p95, {"scope": scope})
+
+    def redis_value_refused(self, what: str, reason: str) -> None:
+        self.redis_values_refused.add(1, {"what": what, "reason": reason})
 
     def few_shot_held(self, held: dict[str, int]) -> None:
         for kind, nbytes in held.items():

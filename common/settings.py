@@ -90,6 +90,16 @@ class RedisSettings(_Section):
         description="redis:// or rediss:// URL of the embedding cache (secret: may hold a password); empty disables Redis",
     )
     password: SecretStr | None = Field(None, description="Redis password if not in the URL (secret)")
+    username: str | None = Field(None, description="Redis ACL user if not in the URL (None: the default user)")
+    signing_key: SecretStr | None = Field(
+        None, description="HMAC-SHA256 key signing every array kept in Redis; unsigned values are refused (secret)"
+    )
+    embedding_ttl_s: int = Field(7 * 86400, ge=0, description="prompt embeddings expire after this long (0: never)")
+    max_embedding_bytes: int = Field(
+        65_536, ge=1024, description="a cached prompt embedding larger than this is refused"
+    )
+    max_bank_mb: float = Field(1024.0, gt=0.0, description="a reference bank larger than this is not loaded")
+    max_pool_frame_mb: float = Field(64.0, gt=0.0, description="a pool frame larger than this is not read back")
     key_prefix: str = Field("linewatch", description="prefix of every Redis key")
     socket_timeout_s: float = Field(0.5, description="Redis socket timeout; a slow Redis must not stall inference")
     retry_after_s: float = Field(5.0, description="how long to stay on local compute after Redis failed")
@@ -98,6 +108,14 @@ class RedisSettings(_Section):
     lru_entries: int = Field(
         4096, ge=1024, description="in-process LRU entries in front of Redis (about 950 per object; 10 MB per 4096)"
     )
+
+    @field_validator("password", "username", "signing_key", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: Any) -> Any:  # compose passes an unset `${VAR:-}` as ""
+        return None if isinstance(value, str) and not value.strip() else value
+
+    def signing_key_bytes(self) -> bytes | None:
+        return self.signing_key.get_secret_value().encode() if self.signing_key is not None else None
 
 
 # Model profiles (worker/inspection/models/registry.py builds them); every CLI offers these names.

@@ -28,6 +28,7 @@ from producer.sources.pixels import SUPPORTED_PIXEL_FORMATS, PixelFormatError, t
 log = logging.getLogger("producer.sources.genicam")
 
 TriggerMode = Literal["free-run", "software", "hardware"]
+SOFTWARE_TRIGGER_TRIES = 3  # a trigger the camera missed (e.g. right after it started) is fired again
 INSTALL_HINT = (
     "GenICam cameras need Aravis and PyGObject: apt-get install gir1.2-aravis-0.8 libgirepository1.0-dev "
     "libcairo2-dev pkg-config, then pip install 'linewatch[camera]'"
@@ -95,6 +96,7 @@ class GenICamSource(FrameSource):
         self.reconnects = 0
         self._camera: Any = None
         self._stream: Any = None
+        self._closed = False
         self._open()
 
     # ------------------------------------------------------------------ device
@@ -167,6 +169,8 @@ class GenICamSource(FrameSource):
     def _reconnect(self) -> bool:
         self._release()
         for attempt in range(1, self.reconnect_attempts + 1):
+            if self._closed:
+                return False
             log.warning("%s: camera lost, reconnecting (attempt %d/%d)", self.name, attempt, self.reconnect_attempts)
             time.sleep(self.reconnect_delay_s)
             try:
@@ -183,17 +187,23 @@ class GenICamSource(FrameSource):
     def __iter__(self) -> Iterator[Frame]:
         index = 0
         next_trigger = time.monotonic()
-        while self._camera is not None or self._reconnect():
-            part_id = None
+        pending = False  # a software trigger is owed for `part_id` (first try, or a retry)
+        part_id: str | None = None
+        tries = 0
+        while not self._closed and (self._camera is not None or self._reconnect()):
             if self.trigger == "software":
-                if self.part_ids is not None:
-                    part_id = next(self.part_ids, None)
-                    if part_id is None:
-                        return  # the part list ended
-                    part_id = part_id.strip() or None
-                elif self.software_fps > 0:
-                    time.sleep(max(0.0, next_trigger - time.monotonic()))
-                    next_trigger = max(next_trigger + 1.0 / self.software_fps, time.monotonic())
+                if not pending:
+                    part_id, tries = None, 0
+                    if self.part_ids is not None:
+                        line = next(self.part_ids, None)
+                        if line is None:
+                            return  # the part list ended
+                        part_id = line.strip() or None
+                    elif self.software_fps > 0:
+                        time.sleep(max(0.0, next_trigger - time.monotonic()))
+                        next_trigger = max(next_trigger + 1.0 / self.software_fps, time.monotonic())
+                    pending = True
+                tries += 1
                 try:
                     self._camera.software_trigger()
                 except Exception as exc:
@@ -203,11 +213,18 @@ class GenICamSource(FrameSource):
                     continue
             frame = self._next_frame(index, part_id)
             if frame is None:
-                if self.trigger == "hardware" and self._reachable():
+                reachable = self._reachable()
+                if self.trigger == "hardware" and reachable:
                     continue  # no part came by
+                if self.trigger == "software" and reachable and tries < SOFTWARE_TRIGGER_TRIES:
+                    log.warning(
+                        "%s: no frame for software trigger %d of part %s, firing again", self.name, tries, part_id
+                    )
+                    continue
                 if not self._reconnect():
                     return
                 continue
+            pending = False
             if frame is _INCOMPLETE:
                 if part_id is not None:
                     log.warning(
@@ -219,7 +236,8 @@ class GenICamSource(FrameSource):
 
     def _next_frame(self, index: int, part_id: str | None) -> Frame | object | None:
         """The next complete frame, `_INCOMPLETE` for a buffer that lost packets, None on a timeout."""
-        buffer = self._stream.timeout_pop_buffer(int(self.frame_timeout_s * 1_000_000))
+        stream = self._stream
+        buffer = stream.timeout_pop_buffer(int(self.frame_timeout_s * 1_000_000)) if stream is not None else None
         if buffer is None:
             return None
         try:
@@ -242,7 +260,7 @@ class GenICamSource(FrameSource):
                 hardware_timestamp_ns=int(buffer.get_timestamp()) or None,
             )
         finally:
-            self._stream.push_buffer(buffer)
+            stream.push_buffer(buffer)
 
     def _pixel_format_name(self, value: int) -> str:
         Aravis = self.Aravis
@@ -258,6 +276,8 @@ class GenICamSource(FrameSource):
         return names.get(value, f"0x{value:08x}")
 
     def close(self) -> None:
+        """Stop the camera; an iteration in another thread ends after its current wait."""
+        self._closed = True
         self._release()
 
 

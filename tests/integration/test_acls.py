@@ -8,16 +8,18 @@ role logs in on the SASL listener with its own user.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
 from kafka import TopicPartition
-from kafka.errors import KafkaError, TopicAuthorizationFailedError
+from kafka.errors import GroupAuthorizationFailedError, KafkaError, TopicAuthorizationFailedError
 from pydantic import SecretStr
 
 from common.acl import ROLES, default_user
+from common.audit import publish_change, read_audit
 from common.control import ControlRecord, FeedbackRecord, Learning
 from common.control_topic import ensure_control_topic, publish_control, read_control_topic
 from common.kafka import build_consumer, build_producer, ensure_topics
@@ -153,8 +155,10 @@ def test_only_the_operator_writes_control_and_a_worker_only_answers_its_learning
     assert refused(lambda: send(worker, k.control_topic, a_record().model_dump_json().encode(), SCOPE.encode()))
     # a forged "calibration" of a scope that is not learning stays out of force
     send(worker, k.learned_topic, a_record(version=2).model_dump_json().encode(), b"object:nut")
-    publish_control(operator.kafka, "object:nut", ControlRecord(version=1, image_threshold=0.4, updated_by="ana"))
-    publish_control(operator.kafka, SCOPE, ControlRecord(version=1, learning=Learning(frames=10, target_fpr=0.1)))
+    nut = ControlRecord(version=1, image_threshold=0.4, updated_by="ana")
+    publish_change(operator.kafka, "object:nut", None, nut, "set", by="ana", reason="first batch")
+    learning = ControlRecord(version=1, learning=Learning(frames=10, target_fpr=0.1), updated_by="ana")
+    publish_change(operator.kafka, SCOPE, None, learning, "set", by="ana", reason="new product")
     assert read_control_topic(k)[0].records["object:nut"].image_threshold == 0.4
 
     service = WorkerService(worker)
@@ -168,3 +172,32 @@ def test_only_the_operator_writes_control_and_a_worker_only_answers_its_learning
     record = table.records[SCOPE]
     assert record.version == 2 and record.calibration is not None and record.calibration.by == "worker:worker-1"
     assert table.records["object:nut"].image_threshold == 0.4  # the forged record never took over
+    trail, _ = read_audit(acl_broker.admin.kafka, SCOPE)
+    assert [(a.action, a.version, a.by, a.principal) for a in trail] == [
+        ("set", 1, "ana", "User:linewatch-operator"),
+        ("learned", 2, "worker:worker-1", "User:linewatch-worker"),
+    ]
+    assert trail[1].before == learning and trail[1].after == record and "image_threshold" in trail[1].changed
+
+
+def joined(settings: LinewatchSettings, topic: str, group: str) -> bool:
+    """Whether a consumer of `group` gets partitions of `topic` and commits (False: the broker refused)."""
+    consumer = build_consumer(settings.kafka, topic, group_id=group)
+    try:
+        deadline = time.monotonic() + 30
+        while not consumer.assignment() and time.monotonic() < deadline:
+            consumer.poll(timeout_ms=200)
+        consumer.commit()
+        return bool(consumer.assignment())
+    except (GroupAuthorizationFailedError, TopicAuthorizationFailedError):
+        return False
+    finally:
+        consumer.close()
+
+
+def test_each_reader_uses_its_own_consumer_groups_only(acl_broker):
+    k, alarms, dash = acl_broker.admin.kafka, acl_broker.admin.alarms, acl_broker.admin.dashboard
+    assert joined(acl_broker.as_role("alarms"), k.results_topic, alarms.group_id)
+    assert joined(acl_broker.as_role("dashboard"), k.results_topic, f"{dash.group_id}-replica-2")  # a prefix grant
+    assert not joined(acl_broker.as_role("dashboard"), k.results_topic, alarms.group_id)
+    assert not joined(acl_broker.as_role("alarms"), k.frames_topic, k.group_id)  # nor frames, as a worker

@@ -15,9 +15,10 @@ from datetime import datetime
 import pytest
 from kafka.admin import ConfigResource, ConfigResourceType
 
+from common.audit import publish_change, read_audit
 from common.calibration import conformal_threshold
 from common.control import ControlRecord, Learning, PromptOverrides
-from common.control_topic import publish_control, read_control_topic
+from common.control_topic import read_control_topic
 from common.kafka import build_admin, build_consumer
 from common.schemas import InspectionResult, utc_now
 from common.settings import LinewatchSettings
@@ -42,13 +43,16 @@ SCOPE = "object:screw"  # every frame of good_frame() shows a screw
 def control_settings(kafka_broker, redis_server, **worker) -> LinewatchSettings:
     """make_settings with a control topic of the test's own."""
     settings = make_settings(kafka_broker, redis_server.url, **worker)
-    topic = f"test.control.{uuid.uuid4().hex[:8]}"
-    return settings.model_copy(update={"kafka": settings.kafka.model_copy(update={"control_topic": topic})})
+    tag = uuid.uuid4().hex[:8]
+    topics = {"control_topic": f"test.control.{tag}", "audit_topic": f"test.audit.{tag}"}
+    return settings.model_copy(update={"kafka": settings.kafka.model_copy(update=topics)})
 
 
 def put(settings: LinewatchSettings, scope: str, record: ControlRecord | None) -> datetime:
-    """Publish a record (or tombstone); returns when the broker acknowledged it (UTC)."""
-    publish_control(settings.kafka, scope, record)
+    """Publish a record (or tombstone) and its audit record, as the control commands do; returns when
+    the broker acknowledged both (UTC)."""
+    before = read_control_topic(settings.kafka)[0].records.get(scope)
+    publish_change(settings.kafka, scope, before, record, "set" if record is not None else "delete", by="test")
     return utc_now()
 
 
@@ -278,6 +282,9 @@ def test_learning_mode_calibrates_from_the_first_frames_then_judges_with_the_pub
         assert result.versions.threshold_version == f"{SCOPE}@v2" and result.threshold == record.image_threshold
         assert result.verdict == ("anomalous" if result.raw_score >= record.image_threshold else "ok")
     assert service.status().counters["control_calibrated"] == 1
+    trail, _ = read_audit(settings.kafka, SCOPE)  # the learning record and the worker's calibration, once each
+    assert [(a.action, a.version, a.by) for a in trail] == [("set", 1, "test"), ("learned", 2, "worker:worker-1")]
+    assert trail[1].after == record and trail[1].topic is None
 
 
 def test_control_commands_set_get_list_delete_against_the_broker(kafka_broker, redis_server, monkeypatch, capsys):

@@ -244,7 +244,7 @@ def test_a_corrupt_bank_in_redis_is_refused_and_the_worker_stays_zero_shot(redis
     banks.bind("tiny-test")
     banks.announced(SCOPE, ControlRecord(version=3, references=ReferenceSet(version="3")))
     assert banks.bank(SCOPE) is None and banks.context(SCOPE, "cam-1", OBJECT) is None
-    assert "not loaded (CorruptEntryError" in caplog.text
+    assert "reference bank v3 refused (corrupt)" in caplog.text
 
 
 def test_references_list_show_delete_against_the_broker_and_redis(kafka_broker, redis_server, tmp_path, capsys):

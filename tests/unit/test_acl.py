@@ -82,3 +82,35 @@ def test_the_compose_script_is_the_generated_one():
     assert committed == script(role_grants(LinewatchSettings()), USERS, "SCRAM-SHA-256"), (
         "regenerate it: linewatch-worker acls --format script > docker/kafka-acls.sh"
     )
+
+
+def test_compose_runs_every_service_as_its_role_with_the_authorizer_on():
+    compose = yaml.safe_load((REPO / "docker" / "compose.yaml").read_text())
+    dashboard = yaml.safe_load((REPO / "docker" / "compose.dashboard.yaml").read_text())
+    services = compose["services"] | dashboard["services"]
+    for service, role in {
+        "worker": "worker",
+        "producer": "producer",
+        "alarms": "alarms",
+        "operator": "operator",
+        "dashboard": "dashboard",
+    }.items():
+        env = services[service]["environment"]
+        assert env["LINEWATCH_KAFKA__SECURITY_PROTOCOL"] == "SASL_PLAINTEXT", service
+        assert env["LINEWATCH_KAFKA__SASL_USERNAME"] == default_user(role), service
+        assert env["LINEWATCH_KAFKA__SASL_PASSWORD"] == f"${{KAFKA_{role.upper()}_PASSWORD:-}}", service
+        assert services[service]["depends_on"]["kafka-init"]["condition"] == "service_completed_successfully"
+    kafka = compose["services"]["kafka"]["environment"]
+    assert kafka["KAFKA_AUTHORIZER_CLASS_NAME"].endswith("StandardAuthorizer")
+    assert kafka["KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND"] == "false"
+    protocols = dict(p.split(":") for p in kafka["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
+    for listener in kafka["KAFKA_LISTENERS"].split(","):
+        name, address = listener.split("://")
+        assert protocols[name] != "PLAINTEXT" or address.startswith("127.0.0.1:"), listener  # ANONYMOUS stays inside
+    init = compose["services"]["kafka-init"]
+    assert (
+        init["network_mode"] == "service:kafka" and "./kafka-acls.sh:/etc/linewatch/kafka-acls.sh:ro" in init["volumes"]
+    )
+    assert {f"KAFKA_{role.upper()}_PASSWORD" for role in ROLES} <= set(init["environment"])
+    example = (REPO / "docker" / ".env.example").read_text()
+    assert all(f"\nKAFKA_{role.upper()}_PASSWORD=" in example for role in ROLES)

@@ -36,7 +36,7 @@ def test_the_dashboard_image_installs_the_dashboard_extra_only_and_runs_as_a_use
     assert "/healthz" in " ".join(service["healthcheck"]["test"])
     settings_env = {k: v for k, v in service["environment"].items() if k.startswith("LINEWATCH_DASHBOARD__")}
     assert set(settings_env) <= {f"LINEWATCH_DASHBOARD__{name.upper()}" for name in DashboardSettings.model_fields}
-    assert service["depends_on"]["kafka"]["condition"] == "service_healthy"
+    assert service["depends_on"]["kafka-init"]["condition"] == "service_completed_successfully"  # users and ACLs made
 
 
 def test_the_dashboard_imports_nothing_of_the_worker_extra():

@@ -93,7 +93,8 @@ def run_calibrate(args, settings: LinewatchSettings) -> int:
 
 
 def _calibrate(args, settings: LinewatchSettings, scope: str) -> int:
-    from common.control_topic import publish_control, read_control_topic
+    from common.audit import publish_change
+    from common.control_topic import read_control_topic
     from worker.calibration import sources
     from worker.calibration.record import calibration_record, write_record_file
     from worker.calibration.scoring import score_normal_frames
@@ -138,7 +139,10 @@ def _calibrate(args, settings: LinewatchSettings, scope: str) -> int:
         write_record_file(args.out, scope, record)
         print(f"wrote {args.out}: scope {scope} version {record.version}")
     if args.publish:
-        partition, offset = publish_control(settings.kafka, scope, record)
+        before = table.records.get(scope)
+        reason = f"calibrated on {n} normal frames at target false-alarm rate {args.target_fpr:g}"
+        audit = publish_change(settings.kafka, scope, before, record, "calibrate", by=by, reason=reason)
+        partition, offset = audit.partition, audit.offset
         print(
             f"published scope {scope} version {record.version} to {settings.kafka.control_topic} "
             f"(partition {partition}, offset {offset})"

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from worker.dashboard import api
+from worker.dashboard import api, audit
 from worker.dashboard.auth import check_password, check_token, new_csrf_token
 from worker.dashboard.guard import EdgeGuard
 from worker.dashboard.web import STATIC, Backend, backend, page, requires, safe_next, session_csrf
@@ -110,8 +110,10 @@ def build_app(b: Backend) -> Starlette:
         Route("/logout", logout, methods=["POST"]),
         Route("/", _page("grid.html")),
         Route("/frame/{camera_id}/{frame_id}", _page("frame.html")),
+        Route("/audit", _page("audit.html")),
         Route("/static/{name}", static),
         Route("/api/me", api.me),
+        Route("/api/audit", audit.trail),
         Route("/api/state", api.snapshot),
         Route("/api/events", api.events),
         Route("/api/results/{camera_id}/{frame_id}", api.result_json),

@@ -12,6 +12,7 @@ import uvicorn
 
 from common.settings import LinewatchSettings
 from worker.dashboard.app import build_app
+from worker.dashboard.audit import read_trail
 from worker.dashboard.auth import parse_credentials, warn_about_plain_text
 from worker.dashboard.feeds import start_feeds
 from worker.dashboard.kafka_io import TopicReader, Writer, ensure_state_topic
@@ -35,6 +36,7 @@ def build_backend(settings: LinewatchSettings, stopping: threading.Event) -> Bac
         writer=Writer(settings),
         reader=TopicReader(settings, entries=dash.frame_cache_entries, ttl_s=dash.frame_cache_ttl_s),
         stopping=stopping,
+        audit=lambda scope: read_trail(settings, scope),
     )
 
 

@@ -47,6 +47,7 @@ class Backend:
     reader: RecordReader
     stopping: Any = None  # a threading.Event set at shutdown (ends the live streams)
     overlays: dict = field(default_factory=dict)
+    audit: Any = None  # (scope or None) -> the audit page's records, newest first (worker/dashboard/audit.py)
     sessions: SessionStore = field(init=False)
     throttle: LoginThrottle = field(init=False)
     event_streams: int = 0  # live-update connections open now (one event loop: no lock needed)

@@ -75,6 +75,28 @@ class Inspector:
         self.naive = naive
         self.sam_decoder_points = 0  # SAM point prompts decoded so far
         self.tiles_planned = 0  # tiles cut so far
+        expect = getattr(self.cache, "expect", None)
+        if expect is not None:  # the Redis cache refuses embeddings of any other width than these models'
+            expect(self.embedding_widths())
+
+    def feature_shape(self):
+        """The layers and channel width of the patch features banks and pools hold (None: unknown)."""
+        from worker.inspection.fewshot.store import FeatureShape
+
+        try:
+            clip = self.models.clip
+            return FeatureShape(clip.patch_layers(self.settings.few_shot_layers), clip.model.visual.transformer.width)
+        except AttributeError:  # a vision tower without these (not an open_clip ViT)
+            return None
+
+    def embedding_widths(self) -> dict[str, int]:
+        """Width of each text tower's prompt embeddings, by cache kind (0: unknown, not checked)."""
+        clipseg_config = getattr(getattr(self.models.clipseg, "model", None), "config", None)
+        widths = {
+            "clip-text": self.models.clip.embed_dim,
+            "clipseg-text": int(getattr(clipseg_config, "projection_dim", 0) or 0),
+        }
+        return {kind: width for kind, width in widths.items() if width > 0}
 
     @property
     def versions(self) -> Versions:

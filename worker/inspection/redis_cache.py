@@ -6,7 +6,11 @@ prompt embedding of every call, so `on_lookup` sees every lookup (layer "lru" or
 Every worker of a line computes the same prompt embeddings; the first one to
 compute an embedding stores it in Redis and the others read it instead of running
 a text encoder. Values are raw little-endian arrays stored as a Redis hash
-``{dtype, shape, data}`` under ``{prefix}:emb:{prompt_key}`` -- never pickle.
+``{dtype, shape, data, sig}`` under ``{prefix}:emb:{prompt_key}`` -- never pickle -- with
+a TTL of `embedding_ttl_s`. A value read back is used only when its signature
+(value_signing.py), size, dtype and shape (a float32 vector as wide as the model's
+text embeddings) check out; otherwise it is refused, counted and logged, and the
+caller computes it again, which overwrites it.
 
 Redis is an accelerator, not a dependency: when it is unreachable the cache logs
 one warning, reports itself `degraded`, answers from the LRU (misses are computed
@@ -28,8 +32,18 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from common.metrics import Metrics
 from common.settings import RedisSettings
-from worker.inspection.embedding_cache import EmbeddingCache, LookupHook, LruEmbeddingCache, report_lookups
+from worker.inspection.embedding_cache import (
+    EmbeddingCache,
+    LookupHook,
+    LruEmbeddingCache,
+    key_kind,
+    report_lookups,
+)
+from worker.inspection.value_signing import RefusedValue, ValueSigner, check_size
+
+RefusedHook = Callable[[str, str], None]  # (what: embedding | bank | pool, reason)
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +111,8 @@ def build_redis_client(settings: RedisSettings) -> redis.Redis | None:
     }
     if settings.password is not None:
         options["password"] = settings.password.get_secret_value()
+    if settings.username is not None:
+        options["username"] = settings.username
     return redis.Redis.from_url(settings.url.get_secret_value(), **options)
 
 
@@ -107,6 +123,7 @@ class CacheStats:
     misses: int
     redis_errors: int
     degraded: bool
+    refused: int = 0
 
     @property
     def hits(self) -> int:
@@ -122,9 +139,15 @@ class RedisEmbeddingCache:
         client: redis.Redis | None = None,
         *,
         on_lookup: LookupHook | None = None,
+        on_refused: RefusedHook | None = None,
         clock: Callable[[], float] = time.monotonic,
     ):
         self._client = client if client is not None else build_redis_client(settings)
+        self._signer = ValueSigner(settings.signing_key_bytes())
+        self._ttl_s = settings.embedding_ttl_s
+        self._max_bytes = settings.max_embedding_bytes
+        self._widths: dict[str, int] = {}  # kind -> the model's embedding width (see `expect`)
+        self._on_refused = on_refused
         self._prefix = f"{settings.key_prefix}:emb:"
         self._retry_after_s = settings.retry_after_s
         self._lru = LruEmbeddingCache(settings.lru_entries)
@@ -134,7 +157,11 @@ class RedisEmbeddingCache:
         self._degraded = False
         self._retry_at = 0.0
         self._unsaved: dict[str, np.ndarray] = {}  # put while Redis was down: written to it once it is back
-        self._lru_hits = self._redis_hits = self._misses = self._errors = 0
+        self._lru_hits = self._redis_hits = self._misses = self._errors = self._refused = 0
+
+    def expect(self, widths: dict[str, int]) -> None:
+        """The model's embedding width per kind ("clip-text": 640 ...): other shapes are refused."""
+        self._widths = dict(widths)
 
     # ------------------------------------------------------------------ protocol
 
@@ -180,7 +207,9 @@ class RedisEmbeddingCache:
 
     def stats(self) -> CacheStats:
         with self._lock:
-            return CacheStats(self._lru_hits, self._redis_hits, self._misses, self._errors, self._degraded)
+            return CacheStats(
+                self._lru_hits, self._redis_hits, self._misses, self._errors, self._degraded, self._refused
+            )
 
     def check(self) -> bool:
         """Ping Redis now (ignoring the retry delay); updates `degraded`. True when reachable."""
@@ -214,14 +243,30 @@ class RedisEmbeddingCache:
         self._succeeded()
         values: list[np.ndarray | None] = []
         for key, fields in zip(keys, replies):
-            value = None
-            if fields:
-                try:
-                    value = decode_array(fields)
-                except CorruptEntryError as exc:
-                    log.warning("ignoring corrupt embedding cache entry %s: %s", self._prefix + key, exc)
-            values.append(value)
+            values.append(self._checked(key, fields) if fields else None)
         return values
+
+    def _checked(self, key: str, fields: dict) -> np.ndarray | None:
+        """The embedding in `fields`, or None (refused: counted and logged) when it does not check out."""
+        redis_key = self._prefix + key
+        try:
+            check_size(redis_key, len(fields.get(b"data", b"")), self._max_bytes)
+            self._signer.check(redis_key, fields)
+            try:
+                value = decode_array(fields)
+            except CorruptEntryError as exc:
+                raise RefusedValue("corrupt", f"{redis_key}: {exc}") from None
+            width = self._widths.get(key_kind(key))  # known once an Inspector uses this cache
+            if width is not None and (value.dtype != np.float32 or value.shape != (width,)):
+                raise RefusedValue("wrong_shape", f"{redis_key}: {value.dtype} {value.shape}, not float32 ({width},)")
+        except RefusedValue as exc:
+            with self._lock:
+                self._refused += 1
+            log.warning("refused embedding cache entry (%s): %s; computing it again", exc.reason, exc)
+            if self._on_refused is not None:
+                self._on_refused("embedding", exc.reason)
+            return None
+        return value
 
     def _redis_put(self, items: dict[str, np.ndarray]) -> None:
         if not self._redis_usable():
@@ -230,7 +275,11 @@ class RedisEmbeddingCache:
         try:
             pipe = self._client.pipeline(transaction=False)
             for key, value in items.items():
-                pipe.hset(self._prefix + key, mapping=encode_array(value))
+                redis_key = self._prefix + key
+                pipe.delete(redis_key)  # no field of a refused value (an old signature) survives the rewrite
+                pipe.hset(redis_key, mapping=self._signer.sign(redis_key, encode_array(value)))
+                if self._ttl_s:
+                    pipe.expire(redis_key, self._ttl_s)
             pipe.execute()
         except redis.RedisError as exc:
             self._remember_unsaved(items)
@@ -277,13 +326,24 @@ class RedisEmbeddingCache:
             self._redis_put(items)
 
 
-def build_embedding_cache(settings: RedisSettings, *, on_lookup: LookupHook | None = None) -> EmbeddingCache:
+def build_embedding_cache(
+    settings: RedisSettings, *, on_lookup: LookupHook | None = None, metrics: Metrics | None = None
+) -> EmbeddingCache:
     """The cache a worker hands to `build_inspector`: Redis-backed, or an LRU only when no URL is set.
 
-    Either way it is the Inspector's only cache layer, so `on_lookup` sees every lookup.
+    Either way it is the Inspector's only cache layer, so `on_lookup` (default: `metrics.cache_lookup`)
+    sees every lookup; refused Redis values are counted in `metrics`.
     """
+    if metrics is not None:
+        on_lookup = on_lookup or metrics.cache_lookup
+    on_refused = metrics.redis_value_refused if metrics is not None else None
     if settings.url is None:
         return LruEmbeddingCache(settings.lru_entries, on_lookup=on_lookup)
-    cache = RedisEmbeddingCache(settings, on_lookup=on_lookup)
+    if settings.signing_key is None:
+        log.warning(
+            "Redis values are not signed: anyone who can write to Redis can change what the worker scores "
+            "with; set LINEWATCH_REDIS__SIGNING_KEY (the same on every worker and on `references add`)"
+        )
+    cache = RedisEmbeddingCache(settings, on_lookup=on_lookup, on_refused=on_refused)
     cache.check()  # so `degraded` is meaningful from the first health probe
     return cache

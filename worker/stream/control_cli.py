@@ -1,10 +1,13 @@
-"""`linewatch-worker control get|set|list|delete`: operators' view of the control topic.
+"""`linewatch-worker control get|set|list|delete|history|rollback`: operators' view of the control topic.
 
 `get` and `list` read the compacted topic to its end with the workers' own rules (a record
 counts only when its version is higher than the one before it), so they show what the workers
 have in force. `set` starts from the record in force (or `--from-file`), applies the options,
 and publishes it with the next version; `delete` writes a tombstone (the scope falls back to a
-less specific one, or to the static threshold). Bad scopes and values exit with code 2.
+less specific one, or to the static threshold). Each change is appended to the audit topic
+(common/audit.py) with its `--reason`; `history SCOPE` prints the scope's audit trail and
+`rollback SCOPE --to N` publishes version N again, as the next version. Bad scopes and values
+exit with code 2.
 """
 
 from __future__ import annotations
@@ -18,9 +21,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from common.audit import AuditRecord, publish_change, read_audit
 from common.calibration import TooFewFrames, frames_needed
 from common.control import ControlRecord, parse_scope
-from common.control_topic import ControlTable, encode_control, publish_control, read_control_topic
+from common.control_topic import ControlTable, encode_control, read_control_topic
 from common.schemas import utc_now
 from common.settings import LinewatchSettings
 
@@ -39,6 +43,14 @@ def add_control_parser(subparsers) -> None:
     get.add_argument("--scope", required=True, help="object:<name>, camera:<id> or camera:<id>/object:<name>")
     delete = commands.add_parser("delete", help="write a tombstone: the scope has no record any more")
     delete.add_argument("--scope", required=True)
+    delete.add_argument("--by", default=None, help="who makes the change (default: the login name)")
+    history = commands.add_parser("history", help="every change of a scope, from the audit topic, oldest first")
+    history.add_argument("scope", help="object:<name>, camera:<id> or camera:<id>/object:<name>")
+    history.add_argument("--json", action="store_true", help="whole audit records, one JSON line each")
+    rollback = commands.add_parser("rollback", help="publish an earlier version of the scope's record again")
+    rollback.add_argument("scope", help="object:<name>, camera:<id> or camera:<id>/object:<name>")
+    rollback.add_argument("--to", type=int, required=True, metavar="N", help="the version to restore (see history)")
+    rollback.add_argument("--by", default=None, help="who makes the change (default: the login name)")
     put = commands.add_parser("set", help="publish the scope's record with the next version")
     put.add_argument("--scope", required=True, help="object:<name>, camera:<id> or camera:<id>/object:<name>")
     put.add_argument("--image-threshold", type=float, help="raw image score at or above which a frame is anomalous")
@@ -50,7 +62,9 @@ def add_control_parser(subparsers) -> None:
     put.add_argument("--target-fpr", type=float, help="learning mode: false-alarm rate the threshold bounds")
     put.add_argument("--from-file", type=Path, help="a ControlRecord JSON file to start from (its version is ignored)")
     put.add_argument("--by", default=None, help="who makes the change (default: the login name)")
-    for command in (get, delete, put):
+    for command in (delete, put, rollback):
+        command.add_argument("--reason", default=None, help="why: kept in the audit trail")
+    for command in (get, delete, put, history, rollback):
         command.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the broker")
     commands.choices["list"].add_argument("--timeout", type=float, default=30.0)
 
@@ -97,8 +111,7 @@ def new_record(args, table: ControlTable) -> ControlRecord:
         if getattr(args, option) is not None:
             prompts[name] = getattr(args, option)
     fields["prompts"] = prompts or None
-    by = args.by or getpass.getuser()
-    fields |= {"version": table.next_version(args.scope), "updated_at": utc_now(), "updated_by": by}
+    fields |= {"version": table.next_version(args.scope), "updated_at": utc_now(), "updated_by": _who(args)}
     try:
         record = ControlRecord.model_validate(fields)
     except ValidationError as exc:
@@ -130,13 +143,18 @@ def _run(args, settings: LinewatchSettings) -> int:
     ks, command = settings.kafka, args.control_command
     if command != "list":
         checked_scope(args.scope)
-    if command == "delete":
-        partition, offset = publish_control(ks, args.scope, None, args.timeout)
-        print(json.dumps({"scope": args.scope, "deleted": True, "partition": partition, "offset": offset}))
-        return 0
+    if command == "history":
+        return _history(args, settings)
     table, refused = read_control_topic(ks, args.timeout)
     for exc in refused:
         print(f"warning: refused on the topic ({exc.reason}): {exc.message}", file=sys.stderr)
+    if command == "delete":
+        before = table.records.get(args.scope)
+        audit = publish_change(ks, args.scope, before, None, "delete", by=_who(args), reason=args.reason)
+        print(json.dumps({"scope": args.scope, "deleted": True, "partition": audit.partition, "offset": audit.offset}))
+        return 0
+    if command == "rollback":
+        return _rollback(args, settings, table)
     if command == "list":
         for scope in sorted(table.records):
             print(_line(scope, table.records[scope]))
@@ -148,8 +166,62 @@ def _run(args, settings: LinewatchSettings) -> int:
         print(_line(args.scope, table.records[args.scope]))
         return 0
     record = new_record(args, table)
-    publish_control(ks, args.scope, record, args.timeout)
+    before = table.records.get(args.scope)
+    publish_change(
+        ks, args.scope, before, record, "set", by=record.updated_by, reason=args.reason, timeout_s=args.timeout
+    )
     print(_line(args.scope, record))
+    return 0
+
+
+def _who(args) -> str:
+    return args.by or getpass.getuser()
+
+
+def restored_record(
+    history: list[AuditRecord], version: int, table: ControlTable, scope: str, by: str
+) -> ControlRecord:
+    """Version `version` of the scope's record (from its audit trail), as the scope's next version (pure)."""
+    found = next((r.after for r in history if r.after is not None and r.after.version == version), None)
+    if found is None:
+        known = sorted({r.after.version for r in history if r.after is not None})
+        raise UsageError(f"{scope} has no version {version} in the audit trail (versions on record: {known or 'none'})")
+    return found.model_copy(update={"version": table.next_version(scope), "updated_at": utc_now(), "updated_by": by})
+
+
+def _rollback(args, settings: LinewatchSettings, table: ControlTable) -> int:
+    history, _ = read_audit(settings.kafka, args.scope, args.timeout)
+    record = restored_record(history, args.to, table, args.scope, _who(args))
+    reason = args.reason or f"rollback to v{args.to}"
+    before = table.records.get(args.scope)
+    publish_change(settings.kafka, args.scope, before, record, "rollback", by=record.updated_by, reason=reason)
+    print(_line(args.scope, record))
+    return 0
+
+
+def _history(args, settings: LinewatchSettings) -> int:
+    history, invalid = read_audit(settings.kafka, args.scope, args.timeout)
+    for problem in invalid:
+        print(f"warning: unreadable audit record at {problem}", file=sys.stderr)
+    for audit in history:
+        if args.json:
+            print(audit.model_dump_json(exclude_none=True))
+            continue
+        version = f"v{audit.version}" if audit.version is not None else "deleted"
+        who = audit.by + (f" as {audit.principal}" if audit.principal else "")
+        what = ", ".join(audit.changed) or "-"
+        reason = f"  ({audit.reason})" if audit.reason else ""
+        print(f"{audit.at.isoformat(timespec='seconds')}  {version:>8}  {audit.action:<10}  {who}  {what}{reason}")
+    table, _ = read_control_topic(settings.kafka, args.timeout)
+    in_force = table.records.get(args.scope)
+    if in_force is not None and not any(a.version == in_force.version for a in history):
+        print(
+            f"warning: v{in_force.version} in force has no audit record (written without linewatch's commands)",
+            file=sys.stderr,
+        )
+    if not history:
+        print(f"no audit record for {args.scope}", file=sys.stderr)
+        return 1
     return 0
 
 

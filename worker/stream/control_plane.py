@@ -12,6 +12,7 @@ import threading
 
 from kafka import KafkaProducer
 
+from common.audit import audit_record, encode_audit
 from common.control import ControlRecord
 from common.control_topic import encode_control
 from common.kafka import build_producer
@@ -37,14 +38,17 @@ class ControlPlane:
         from worker.inspection.fewshot.store import open_store  # numpy + redis + torch: only when serving
 
         self.references = ReferenceBanks(settings.models, open_store(settings.redis))
+        self.references.on_refused = metrics.redis_value_refused
         self.state.on_applied = self.references.announced
         self.judge.references = self.references
 
-    def start(self, stop_event: threading.Event, model_fingerprint: str) -> bool:
+    def start(self, stop_event: threading.Event, inspector) -> bool:
         """Read the control topic to its end (then follow it live); False when stopped first.
 
-        Reference banks are keyed by the model fingerprint: the announced ones load as records arrive."""
-        self.references.bind(model_fingerprint)
+        Reference banks are keyed by the inspector's model fingerprint: the announced ones load as
+        records arrive, refused unless of its feature shape (layers and channels; unknown: not checked)."""
+        shape = getattr(inspector, "feature_shape", lambda: None)()
+        self.references.bind(inspector.versions.model_fingerprint, shape)
         self.follower = ControlFollower(self.settings.kafka, self.state).start()
         if self.follower.wait_caught_up(stop_event):
             return True
@@ -67,13 +71,20 @@ class ControlPlane:
             self._producer.close(timeout=5.0)
 
     def _send(self, scope: str, record: ControlRecord) -> None:
-        """A calibrated record, to the learned-records topic (workers may not write the control topic
-        itself); the producer retries it until the broker acknowledges it."""
-        topic = self.settings.kafka.learned_topic
+        """A calibrated record to the learned-records topic (workers may not write the control topic
+        itself), and its audit record, on the plane's own producer (it retries them until the broker
+        acknowledges them)."""
+        ks = self.settings.kafka
+        calibration = record.calibration
+        reason = f"learning mode: {calibration.n} frames at target false-alarm rate {calibration.target_fpr:g}"
+        before = self.state.records().get(scope)  # the learning record it answers
+        audit = audit_record(ks, scope, "learned", before, record, by=record.updated_by, reason=reason)
+        self._publish(ks.learned_topic, scope, encode_control(record), f"{scope} v{record.version}")
+        self._publish(ks.audit_topic, scope, encode_audit(audit), f"the audit record of {scope} v{record.version}")
+
+    def _publish(self, topic: str, scope: str, value: bytes, what: str) -> None:
         if self._producer is None:
             self._producer = build_producer(self.settings.kafka)
-        future = self._producer.send(topic, key=scope.encode("utf-8"), value=encode_control(record))
-        future.add_callback(lambda _metadata: log.info("published %s v%d to %s", scope, record.version, topic))
-        future.add_errback(
-            lambda exc: log.error("could not publish %s v%d to %s: %s", scope, record.version, topic, exc)
-        )
+        future = self._producer.send(topic, key=scope.encode("utf-8"), value=value)
+        future.add_callback(lambda _metadata: log.info("published %s to %s", what, topic))
+        future.add_errback(lambda exc: log.error("could not publish %s to %s: %s", what, topic, exc))

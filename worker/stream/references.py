@@ -9,6 +9,10 @@ starts later finds it again.
 
 Pools (`models.pool_frames` > 0) are per (camera, object): a frame is scored against the pool,
 then pushed to the shared ring in Redis; the ring is read back every `models.pool_refresh_s`.
+
+A bank or pool frame that Redis hands back unsigned, too large or not of the model's layers and
+channels is refused (counted through `on_refused`, logged): the scope goes on as if it had no bank,
+and its frames are still judged zero-shot instead of failing one by one.
 """
 
 from __future__ import annotations
@@ -16,15 +20,17 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from common.control import ControlRecord, scope_key
 from common.settings import ModelSettings
+from worker.inspection.value_signing import RefusedValue
 
 if TYPE_CHECKING:  # the fewshot package imports torch: only a worker that serves loads it
     from worker.inspection.fewshot.bank import PatchBank
     from worker.inspection.fewshot.context import FewShotContext
-    from worker.inspection.fewshot.store import FewShotStore
+    from worker.inspection.fewshot.store import FeatureShape, FewShotStore
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +61,12 @@ class ReferenceBanks:
         self._pools: dict[str, _Pool] = {}
         self._healed_at = time.monotonic()
         self._tried_at: dict[tuple[str, str], float] = {}
+        self.shape: FeatureShape | None = None  # the model's layers and channels: others are refused
+        self.on_refused: Callable[[str, str], None] | None = None  # (bank | pool, reason), e.g. a metric
 
-    def bind(self, fingerprint: str) -> None:
+    def bind(self, fingerprint: str, shape: FeatureShape | None = None) -> None:
         """The model fingerprint is known once the models are loaded: banks are keyed by it."""
-        self.fingerprint = fingerprint
+        self.fingerprint, self.shape = fingerprint, shape
         for scope, version in list(self._announced.items()):
             self._load(scope, version)
 
@@ -84,8 +92,13 @@ class ReferenceBanks:
             return
         started = time.monotonic()
         try:
-            bank = self.store.get_bank(self.fingerprint, scope, version)
-        except Exception as exc:  # Redis down or a bad entry: keep the bank we had
+            bank = self.store.get_bank(self.fingerprint, scope, version, self.shape)
+        except RefusedValue as exc:  # the scope goes on without a bank (zero-shot and its pool)
+            if first_try:
+                log.warning("%s: reference bank v%s refused (%s): %s", scope, version, exc.reason, exc)
+                self._refused("bank", exc.reason)
+            return
+        except Exception as exc:  # Redis down: keep the bank we had
             if first_try:
                 log.warning("%s: reference bank v%s not loaded (%s: %s)", scope, version, type(exc).__name__, exc)
             return
@@ -181,16 +194,26 @@ class ReferenceBanks:
     def _refresh(self, scope: str, state: _Pool) -> None:
         """Read what the other workers pushed since the last read; keep the newest M frames."""
         state.read_at = time.monotonic()
+        refused: list[RefusedValue] = []
         try:
-            latest, frames = self.store.pool_read(self.fingerprint, scope, self.models.pool_frames, state.seen)
+            latest, frames = self.store.pool_read(
+                self.fingerprint, scope, self.models.pool_frames, state.seen, self.shape, refused
+            )
         except Exception as exc:
             log.warning("%s: pool not read back from Redis (%s: %s)", scope, type(exc).__name__, exc)
             return
+        for problem in refused:
+            log.warning("%s: pool frame refused (%s): %s", scope, problem.reason, problem)
+            self._refused("pool", problem.reason)
         state.by_seq.update(frames)
         state.seen = latest
         newest = sorted(state.by_seq.items(), key=lambda item: item[0])[-self.models.pool_frames :]
         state.by_seq = dict(newest)
         state.local.replace([features for _, features in newest])
+
+    def _refused(self, what: str, reason: str) -> None:
+        if self.on_refused is not None:
+            self.on_refused(what, reason)
 
     def memory(self) -> dict[str, int]:
         """Bytes held: banks and pools (the docs' memory figures come from the same sums)."""

@@ -17,8 +17,9 @@ import json
 import sys
 from pathlib import Path
 
+from common.audit import publish_change
 from common.control import ControlRecord, ReferenceSet, parse_scope, scope_key
-from common.control_topic import publish_control, read_control_topic
+from common.control_topic import read_control_topic
 from common.schemas import utc_now
 from common.settings import PROFILE_NAMES, LinewatchSettings
 
@@ -93,7 +94,11 @@ def _announce(settings: LinewatchSettings, table, scope: str, current, reference
     base = current.model_dump() if current is not None else {}
     base.update(version=table.next_version(scope), references=references, updated_at=utc_now(), updated_by=by)
     record = ControlRecord.model_validate(base)
-    publish_control(settings.kafka, scope, record)
+    if references is None:
+        reason = "reference bank removed"
+    else:
+        reason = f"reference bank v{references.version}: {references.frames} frames, {references.patches} patches"
+    publish_change(settings.kafka, scope, current, record, "references", by=by, reason=reason)
     return record
 
 

@@ -224,7 +224,7 @@ class WorkerService:
         stop_event = stop_event or threading.Event()
         if not wait_for_topics(ks, stop_event, self.broker):
             return False
-        if not self.control.start(stop_event, inspector.versions.model_fingerprint):  # read to its end first
+        if not self.control.start(stop_event, inspector):  # read to its end first
             return False
         self.context = context = dataclasses.replace(self.context, judge=self.control.judge)
         gave_up = context.abandon.is_set

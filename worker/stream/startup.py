@@ -7,6 +7,7 @@ import threading
 
 from kafka import KafkaConsumer, TopicPartition
 
+from common.audit import AUDIT_TOPIC_CONFIG
 from common.control_topic import control_topics
 from common.kafka import COMPACTED, BrokerReachability, connection_hint, ensure_topics
 from common.settings import KafkaSettings, LinewatchSettings
@@ -28,7 +29,7 @@ def build_service_inspector(
     from worker.inspection.redis_cache import build_embedding_cache
 
     if cache is None:
-        cache = build_embedding_cache(settings.redis, on_lookup=telemetry.metrics.cache_lookup)
+        cache = build_embedding_cache(settings.redis, metrics=telemetry.metrics)
     return cache, build_inspector(settings.models, cache=cache)
 
 
@@ -47,10 +48,10 @@ def partition_lag(consumer: KafkaConsumer | None, checkpoint: Checkpoint) -> dic
 
 
 def ensure_worker_topics(ks: KafkaSettings) -> None:
-    """The topics a worker reads and writes, created when missing (the control topics compacted)."""
-    compacted = dict.fromkeys(control_topics(ks), COMPACTED)
-    topics = [ks.frames_topic, ks.results_topic, ks.dlq_topic, *compacted]
-    ensure_topics(ks, topics, compacted, bootstrap_timeout_ms=CONNECT_TIMEOUT_MS)
+    """The topics a worker reads and writes, created when missing (control topics compacted, audit kept)."""
+    configs = dict.fromkeys(control_topics(ks), COMPACTED) | {ks.audit_topic: AUDIT_TOPIC_CONFIG}
+    topics = [ks.frames_topic, ks.results_topic, ks.dlq_topic, *configs]
+    ensure_topics(ks, topics, configs, bootstrap_timeout_ms=CONNECT_TIMEOUT_MS)
 
 
 def wait_for_topics(ks: KafkaSettings, stop_event: threading.Event, broker: BrokerReachability) -> bool:

@@ -1,0 +1,40 @@
+"""The audit page's endpoint: a scope's (or every scope's) control changes from the audit topic."""
+
+from __future__ import annotations
+
+import json
+
+from kafka.errors import KafkaError
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from common.control import parse_scope
+from worker.dashboard.web import backend, requires
+
+MAX_SHOWN = 500  # newest first
+
+
+def read_trail(settings, scope: str | None) -> list[dict]:
+    """The audit records (of `scope`), newest first, as JSON-ready dicts (read from the topic each time:
+    it holds a few hundred bytes per change)."""
+    from common.audit import read_audit
+
+    records, _ = read_audit(settings.kafka, scope, timeout_s=10.0)
+    return [json.loads(r.model_dump_json(exclude_none=True)) for r in reversed(records[-MAX_SHOWN:])]
+
+
+@requires("viewer")
+async def trail(request: Request) -> Response:
+    scope = request.query_params.get("scope") or None
+    if scope is not None:
+        try:
+            parse_scope(scope)
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+    b = backend(request)
+    try:
+        records = await run_in_threadpool(b.audit, scope)
+    except (KafkaError, TimeoutError, RuntimeError) as exc:
+        return JSONResponse({"error": f"audit topic not readable: {type(exc).__name__}: {exc}"}, status_code=503)
+    return JSONResponse({"scope": scope, "records": records})
