@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 CAMERA_STAMP := $(VENV)/.camera-installed
 PYTEST_ARGS ?=
 
-.PHONY: all install camera system-deps models models-pull lint docs docs-serve reference-docs test test-unit demo bench bench-kafka bench-dashboard dashboard-screenshots chaos clean
+.PHONY: all install camera system-deps k8s-tools chart-check models models-pull lint docs docs-serve reference-docs test test-unit demo bench bench-kafka bench-scale bench-dashboard dashboard-screenshots chaos clean
 
 all: test
 
@@ -50,7 +50,7 @@ reference-docs: install
 
 # The whole suite: lint, then unit tests plus integration tests against a real Kafka broker and a
 # real Redis, both started by the test session itself.
-test: install system-deps models lint docs
+test: install system-deps k8s-tools models lint docs
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
 
 test-unit: $(STAMP)
@@ -64,6 +64,20 @@ bench: install models
 
 bench-kafka: install system-deps models
 	bash scripts/bench_kafka.sh
+
+# The consumer group at 1, 2, 4 and 8 workers (emulated Inspector), rebalance pauses, a live 2 -> 4 scale-up.
+bench-scale: install system-deps
+	bash -c 'set -e; S=.state/bench-scale; trap "$(PY) -m infra.servers stop --state-dir $$S" EXIT; \
+	  $(PY) -m infra.servers start --state-dir $$S; set -a; . $$S/env; set +a; \
+	  $(PY) -m worker.bench.scale.run --json $$S/report.json'
+
+# helm and kubeconform (pinned, built once with `go install`), then the chart linted, rendered and
+# validated offline for every values file.
+k8s-tools:
+	bash scripts/install_k8s_tools.sh
+
+chart-check: install k8s-tools
+	$(PY) -m pytest -q tests/unit/test_helm_chart.py
 
 # The operator dashboard under 50 cameras x 5 results/s (synthetic results, no models): lag and page delay.
 bench-dashboard: install system-deps

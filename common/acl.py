@@ -159,6 +159,9 @@ def _quote(arg: str) -> str:
 # --------------------------------------------------------------------------- Strimzi
 
 
+STRIMZI_PATTERNS = {"literal": "literal", "prefixed": "prefix"}  # the KafkaUser CRD spells it `prefix`
+
+
 def strimzi_acls(grants: tuple[Grant, ...]) -> list[dict[str, Any]]:
     """`spec.authorization.acls` of a Strimzi `KafkaUser` (kafka.strimzi.io/v1) for one role."""
     acls = []
@@ -167,7 +170,7 @@ def strimzi_acls(grants: tuple[Grant, ...]) -> list[dict[str, Any]]:
             "type": "transactionalId" if grant.resource == "transactional_id" else grant.resource
         }
         if grant.resource != "cluster":
-            resource |= {"name": grant.name, "patternType": grant.pattern}
+            resource |= {"name": grant.name, "patternType": STRIMZI_PATTERNS[grant.pattern]}
         acls.append({"resource": resource, "operations": list(grant.operations), "host": "*"})
     return acls
 

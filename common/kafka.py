@@ -10,6 +10,10 @@ from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
+from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
+from kafka.coordinator.assignors.range import RangePartitionAssignor
+from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+from kafka.coordinator.assignors.sticky.sticky_assignor import StickyPartitionAssignor
 from kafka.coordinator.consumer import ConsumerCoordinator
 from kafka.errors import TopicAlreadyExistsError
 
@@ -116,10 +120,41 @@ def build_consumer(settings: KafkaSettings, *topics: str, **overrides: Any) -> K
         "isolation_level": "read_committed",
         "max_partition_fetch_bytes": settings.max_message_bytes,
         "session_timeout_ms": settings.session_timeout_ms,
-        "heartbeat_interval_ms": max(1, settings.session_timeout_ms // 3),  # a missed heartbeat or two is no eviction
+        # a missed heartbeat or two is no eviction; a short one makes every member rejoin a rebalance soon
+        "heartbeat_interval_ms": max(1, min(settings.heartbeat_interval_ms, settings.session_timeout_ms // 3)),
         "max_poll_interval_ms": settings.max_poll_interval_ms,
+        "partition_assignment_strategy": (ASSIGNORS[settings.assignor],),
     }
     return KafkaConsumer(*topics, **(options | overrides))
+
+
+ASSIGNORS = {
+    "range": RangePartitionAssignor,
+    "roundrobin": RoundRobinPartitionAssignor,
+    "sticky": StickyPartitionAssignor,
+    "cooperative-sticky": CooperativeStickyAssignor,
+}
+
+
+def static_membership(settings: KafkaSettings) -> dict[str, Any]:
+    """`build_consumer` overrides that make the consumer a static member (when a name is set).
+
+    Only the workers' group uses it: a name must be unique within its group.
+    """
+    return {} if not settings.group_instance_id else {"group_instance_id": settings.group_instance_id}
+
+
+def close_and_leave(consumer: KafkaConsumer) -> None:
+    """Close a group consumer and leave its group at once, static members too.
+
+    kafka-python, like the Java client before `CloseOptions`, never sends LeaveGroup for a
+    static member: its partitions would wait out the session timeout. A clean stop (a scale-down,
+    a rolling update) should hand them over now; a crash still keeps them for the same name.
+    """
+    coordinator = getattr(consumer, "_coordinator", None)
+    if coordinator is not None and coordinator.group_instance_id is not None:
+        coordinator.is_dynamic_member = lambda: True  # the LeaveGroup names the instance id (KIP-345)
+    consumer.close(autocommit=False)
 
 
 def build_admin(settings: KafkaSettings, **overrides: Any) -> KafkaAdminClient:

@@ -64,6 +64,11 @@ class KafkaSettings(_Section):
         ge=1,
         description="a consumer that stops heartbeating (killed, hung) loses its partitions after this long; within the broker's group.min/max.session.timeout.ms",
     )
+    heartbeat_interval_ms: int = Field(
+        500,
+        ge=1,
+        description="how often a group member heartbeats (at most a third of session_timeout_ms is used); members learn of a rebalance on their next heartbeat, so this bounds how long a rebalance takes (an eager member fetches nothing until it is over)",
+    )
     max_poll_interval_ms: int = Field(
         300_000,
         ge=1,
@@ -80,6 +85,14 @@ class KafkaSettings(_Section):
         60_000,
         ge=1000,
         description="exactly-once: the broker aborts a transaction left open this long (a dead worker's); at most the broker's transaction.max.timeout.ms",
+    )
+    assignor: Literal["range", "roundrobin", "sticky", "cooperative-sticky"] = Field(
+        "range",
+        description="partition assignor of the workers' group: range, roundrobin and sticky rebalance eagerly (every member stops), cooperative-sticky moves only the partitions that change owner; every member of a group must use the same protocol",
+    )
+    group_instance_id: str | None = Field(
+        None,
+        description="static membership: a stable name per worker (a pod name); a worker restarted under the same name within session_timeout_ms gets its partitions back with no rebalance; on a clean stop it still leaves the group at once; None: a dynamic member",
     )
 
 
@@ -259,6 +272,11 @@ class WorkerSettings(_Section):
     health_port: int | None = Field(None, description="port of /healthz /readyz /metrics; None disables")
     commit_interval_ms: int = Field(1000, ge=0, description="how often acknowledged offsets are committed")
     shutdown_timeout_s: float = Field(20.0, ge=0.0, description="on SIGTERM, time to finish polled frames")
+    warm_up_passes: int = Field(
+        1,
+        ge=0,
+        description="synthetic frames inspected before joining the consumer group (first-pass costs are paid before any partition is taken); 0 skips",
+    )
     keep_freed_memory: bool = Field(
         True,
         description="glibc: keep memory freed by one frame for the next instead of faulting in fresh pages (mallopt: no mmap'd allocations, 1 GiB trim threshold); CLIPSeg's decoder MLP ran 1.8x faster on a 2-core VM; the process keeps its peak memory",

@@ -131,7 +131,7 @@ def test_exactly_once_grants_the_transactional_ids_of_workers_and_the_alarm_serv
     strimzi = [a for a in strimzi_acls(grants["alarms"]) if a["resource"]["type"] == "transactionalId"]
     assert strimzi == [
         {
-            "resource": {"type": "transactionalId", "name": "l3-", "patternType": "prefixed"},
+            "resource": {"type": "transactionalId", "name": "l3-", "patternType": "prefix"},
             "operations": ["Write", "Describe"],
             "host": "*",
         }

@@ -51,7 +51,7 @@ import time
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
-from common.kafka import BrokerReachability, build_consumer
+from common.kafka import BrokerReachability, build_consumer, close_and_leave, static_membership
 from common.settings import LinewatchSettings
 from common.signals import StopOnSignals
 from common.telemetry import Telemetry
@@ -68,6 +68,7 @@ from worker.stream.stages import StageContext
 from worker.stream.startup import CONNECT_TIMEOUT_MS, build_service_inspector, partition_lag, wait_for_topics
 from worker.stream.status import MonitoredCache, ServiceStatus, readiness_checks
 from worker.stream.telemetry import Counters, ServiceTelemetry
+from worker.stream.warmup import warm_up
 
 __all__ = ["CONNECT_TIMEOUT_MS", "LAG_INTERVAL_S", "InferenceStuck", "ServiceStatus", "WorkerService", "run_service"]
 
@@ -220,6 +221,7 @@ class WorkerService:
             raise ValueError(problem)
         if self.inspector is None:
             self.cache, self.inspector = build_service_inspector(self.settings, self.cache, self.telemetry)
+            warm_up(self.inspector, ws.warm_up_passes)  # before subscribing: no partition waits on a cold model
         inspector = self.inspector
         stop_event = stop_event or threading.Event()
         if not wait_for_topics(ks, stop_event, self.broker):
@@ -231,7 +233,7 @@ class WorkerService:
         self.delivery = (
             ExactlyOnce(self.settings, self.broker) if eos else AtLeastOnce(self.settings, self.broker, gave_up)
         )
-        self.consumer = consumer = build_consumer(ks, max_poll_records=ws.batch_max_frames)
+        self.consumer = consumer = build_consumer(ks, max_poll_records=ws.batch_max_frames, **static_membership(ks))
         self.publisher = Publisher(context, self.delivery, lambda: inspector.versions, consumer.group_metadata)
         self.inference = Inference(context, inspector, self.publisher)
         self.intake = Intake(ws, self.checkpoint, self.telemetry, self.counters)
@@ -273,7 +275,7 @@ class WorkerService:
         if self.consumer is not None:
             if self.publisher is not None:
                 self._checkpoint(force=True)
-            self.consumer.close(autocommit=False)
+            close_and_leave(self.consumer)
             self.consumer = None
             log.info("worker %s left the group: %s", self.worker_id, self.status().counters)
         if self.delivery is not None:

@@ -1,0 +1,73 @@
+"""helm and kubeconform for the chart tests: built once (scripts/install_k8s_tools.sh), then run."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "deploy" / "helm" / "linewatch"
+CRD_SCHEMAS = REPO / "deploy" / "helm" / "schemas"
+TOOLS = Path(os.environ.get("LINEWATCH_TOOLS_DIR", REPO / ".state" / "tools")) / "bin"
+KUBERNETES_VERSION = "1.34.0"  # the oldest Kubernetes the chart is checked against (kubeVersion >= 1.29)
+CRD_GROUPS = ("keda.sh", "kafka.strimzi.io")
+
+
+def tool(name: str) -> Path:
+    path = TOOLS / name
+    if not path.is_file():  # `make test` builds them first; a lone pytest run builds them here
+        subprocess.run(["bash", str(REPO / "scripts" / "install_k8s_tools.sh")], check=True)
+    return path
+
+
+def run(*args: str | Path, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run([str(a) for a in args], capture_output=True, text=True, check=check, timeout=300)
+
+
+def values_args(values: str | None, sets: tuple[str, ...] = ()) -> list[str]:
+    args = ["-f", str(CHART / values)] if values else []
+    for item in sets:
+        args += ["--set", item]
+    return args
+
+
+def render(values: str | None, *sets: str) -> list[dict[str, Any]]:
+    """`helm template` of the chart with a values file (None: the defaults); the documents."""
+    out = run(tool("helm"), "template", "lw", CHART, "--namespace", "plant", *values_args(values, sets)).stdout
+    return [doc for doc in yaml.safe_load_all(out) if doc]
+
+
+def is_crd_kind(doc: dict[str, Any]) -> bool:
+    return doc["apiVersion"].split("/")[0] in CRD_GROUPS
+
+
+def kubeconform(docs: list[dict[str, Any]], tmp: Path) -> subprocess.CompletedProcess:
+    """Strict kubeconform of `docs` against the CRD schemas kept in the repo (no other location)."""
+    manifest = tmp / "crd-kinds.yaml"
+    manifest.write_text(yaml.safe_dump_all(docs))
+    location = f"{CRD_SCHEMAS}/{{{{ .Group }}}}/{{{{ .ResourceKind }}}}_{{{{ .ResourceAPIVersion }}}}.json"
+    return run(
+        tool("kubeconform"),
+        "-strict",
+        "-summary",
+        "-output",
+        "json",
+        "-schema-location",
+        location,
+        manifest,
+        check=False,
+    )
+
+
+def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [doc for doc in docs if doc["kind"] == kind]
+
+
+def one(docs: list[dict[str, Any]], kind: str, name_suffix: str = "") -> dict[str, Any]:
+    found = [doc for doc in by_kind(docs, kind) if doc["metadata"]["name"].endswith(name_suffix)]
+    assert len(found) == 1, f"expected one {kind} *{name_suffix}, found {[d['metadata']['name'] for d in found]}"
+    return found[0]

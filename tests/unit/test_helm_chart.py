@@ -1,0 +1,299 @@
+"""The Helm chart, rendered for every values file and checked offline.
+
+helm lint and helm template (helm built from the Go module proxy at a pinned version), then
+Kubernetes kinds against the schemas kubernetes-validate ships, KEDA and Strimzi kinds with
+kubeconform against the CRD schemas kept in deploy/helm/schemas (scripts/crd_schemas.py), then
+the invariants a fleet depends on.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+from pydantic import SecretStr
+
+from common.acl import ROLES, default_user
+from common.settings import LinewatchSettings
+from tests.support.helm import (
+    CHART,
+    KUBERNETES_VERSION,
+    by_kind,
+    is_crd_kind,
+    kubeconform,
+    one,
+    render,
+    run,
+    tool,
+    values_args,
+)
+from worker.acl_cli import run_acls
+from worker.alarms.config import parse_rules_text
+from worker.cli import build_parser
+
+VALUES = [None, "values-cpu-trial.yaml", "values-gpu-fleet.yaml"]
+IDS = ["defaults", "cpu-trial", "gpu-fleet"]
+pytestmark = pytest.mark.timeout(900)  # the first run builds helm and kubeconform
+
+
+@pytest.fixture(scope="module", params=VALUES, ids=IDS)
+def chart(request) -> tuple[str | None, list[dict]]:
+    return request.param, render(request.param)
+
+
+def settings_file(docs: list[dict]) -> dict:
+    return yaml.safe_load(one(docs, "ConfigMap", "-settings")["data"]["linewatch.yaml"])
+
+
+def container(docs: list[dict], deployment: str) -> dict:
+    return one(docs, "Deployment", deployment)["spec"]["template"]["spec"]["containers"][0]
+
+
+def env(c: dict) -> dict[str, dict]:
+    return {item["name"]: item for item in c.get("env", [])}
+
+
+@pytest.mark.parametrize("values", VALUES, ids=IDS)
+def test_helm_lint(values):
+    result = run(tool("helm"), "lint", "--strict", CHART, *values_args(values), check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_kubernetes_kinds_match_the_bundled_schemas(chart):
+    _, docs = chart
+    core = [doc for doc in docs if not is_crd_kind(doc)]
+    assert {"Deployment", "ConfigMap", "Secret", "Service", "PodDisruptionBudget"} <= {d["kind"] for d in core}
+    for doc in core:
+        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+
+
+def test_keda_and_strimzi_kinds_match_their_crd_schemas(chart, tmp_path):
+    values, docs = chart
+    crds = [doc for doc in docs if is_crd_kind(doc)]
+    kinds = {doc["kind"] for doc in crds}
+    assert {"Kafka", "KafkaNodePool", "KafkaTopic", "KafkaUser"} <= kinds
+    if values == "values-gpu-fleet.yaml":
+        assert {"ScaledObject", "TriggerAuthentication"} <= kinds
+    assert all(doc["apiVersion"] == "kafka.strimzi.io/v1" for doc in crds if doc["apiVersion"].startswith("kafka."))
+    result = kubeconform(crds, tmp_path)
+    summary = json.loads(result.stdout)["summary"]
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert summary["valid"] == len(crds) and summary["skipped"] == 0, summary
+
+
+def test_kubeconform_rejects_what_the_crds_do_not_allow(tmp_path):
+    docs = render("values-gpu-fleet.yaml")
+    topic = dict(one(docs, "KafkaTopic", "frames"))
+    topic["spec"] = dict(topic["spec"], partitionz=16)  # a misspelt field
+    scaled = dict(one(docs, "ScaledObject", "-worker"))
+    scaled["spec"] = dict(scaled["spec"], maxReplicaCount="eight")
+    for bad in (topic, scaled):
+        result = kubeconform([bad], tmp_path)
+        assert result.returncode != 0 and json.loads(result.stdout)["summary"]["invalid"] == 1, result.stdout
+
+
+def test_settings_file_is_valid_linewatch_settings(chart, tmp_path, monkeypatch):
+    _, docs = chart
+    path = tmp_path / "linewatch.yaml"
+    path.write_text(one(docs, "ConfigMap", "-settings")["data"]["linewatch.yaml"])
+    monkeypatch.setenv("LINEWATCH_CONFIG", str(path))
+    settings = LinewatchSettings()  # extra="forbid": a misspelt key fails here
+    assert settings.kafka.sasl_mechanism == "SCRAM-SHA-512"
+    assert settings.kafka.assignor == "cooperative-sticky"
+
+
+def test_alarm_rules_load(chart):
+    _, docs = chart
+    rules = parse_rules_text(one(docs, "ConfigMap", "-settings")["data"]["alarms.yaml"], "chart")
+    assert [rule.name for rule in rules.rules] == ["defect-burst", "camera-silent"]
+
+
+def test_no_secret_in_a_config_map(chart):
+    _, docs = chart
+    secret_fields = {
+        f"{section}.{name}"
+        for section, section_field in LinewatchSettings.model_fields.items()
+        for name, field in section_field.annotation.model_fields.items()
+        if SecretStr in getattr(field.annotation, "__args__", (field.annotation,))
+    }
+    assert {"kafka.sasl_password", "redis.url", "alarms.webhook_secret", "dashboard.session_secret"} <= secret_fields
+    for config_map in by_kind(docs, "ConfigMap"):
+        for key, text in config_map["data"].items():
+            lowered = key.lower()
+            assert not any(word in lowered for word in ("password", "secret", "token")), key
+            if key == "linewatch.yaml":
+                present = {f"{s}.{n}" for s, section in yaml.safe_load(text).items() for n in section}
+                assert not present & secret_fields, present & secret_fields
+    # ... and every secret setting a container gets comes from a Secret
+    for deployment in by_kind(docs, "Deployment"):
+        for c in deployment["spec"]["template"]["spec"]["containers"]:
+            for name, item in env(c).items():
+                setting = name.removeprefix("LINEWATCH_").lower().replace("__", ".", 1)
+                if setting in secret_fields and setting != "redis.url":
+                    assert "secretKeyRef" in item.get("valueFrom", {}), name
+            if "LINEWATCH_REDIS__URL" in env(c):
+                assert "$(REDIS_PASSWORD)" in env(c)["LINEWATCH_REDIS__URL"]["value"]
+                assert "secretKeyRef" in env(c)["REDIS_PASSWORD"]["valueFrom"]
+
+
+def test_grace_period_outlasts_the_shutdown_budget(chart):
+    _, docs = chart
+    budget = settings_file(docs)["worker"]["shutdown_timeout_s"]
+    pod = one(docs, "Deployment", "-worker")["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] >= budget + 10
+
+
+def test_a_grace_period_below_the_budget_is_refused():
+    result = run(
+        tool("helm"),
+        "template",
+        "lw",
+        CHART,
+        "--set",
+        "worker.terminationGracePeriodSeconds=25",
+        "--set",
+        "settings.worker.shutdown_timeout_s=20",
+        check=False,
+    )
+    assert result.returncode != 0 and "terminationGracePeriodSeconds" in result.stderr
+
+
+def test_probes_use_the_port_the_worker_serves(chart):
+    _, docs = chart
+    port = settings_file(docs)["worker"]["health_port"]
+    c = container(docs, "-worker")
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports["health"] == port
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    startup = c["startupProbe"]
+    assert startup["httpGet"]["port"] == "health"
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 300  # model load + warm-up
+    alarms = container(docs, "-alarms")
+    assert {p["name"]: p["containerPort"] for p in alarms["ports"]}["health"] == settings_file(docs)["alarms"][
+        "health_port"
+    ]
+
+
+def test_gpu_limit_and_static_identity():
+    gpu = container(render("values-gpu-fleet.yaml"), "-worker")
+    assert gpu["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert env(gpu)["LINEWATCH_KAFKA__GROUP_INSTANCE_ID"]["value"] == "$(POD_NAME)"
+    assert env(gpu)["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    cpu = container(render("values-cpu-trial.yaml"), "-worker")
+    assert "nvidia.com/gpu" not in cpu["resources"].get("limits", {})
+
+
+def test_workers_spread_and_leave_one_at_a_time(chart):
+    _, docs = chart
+    deployment = one(docs, "Deployment", "-worker")
+    pod = deployment["spec"]["template"]["spec"]
+    anti = pod["affinity"]["podAntiAffinity"]
+    terms = anti.get("requiredDuringSchedulingIgnoredDuringExecution") or [
+        t["podAffinityTerm"] for t in anti["preferredDuringSchedulingIgnoredDuringExecution"]
+    ]
+    labels = deployment["spec"]["selector"]["matchLabels"]
+    assert terms[0]["topologyKey"] == "kubernetes.io/hostname" and terms[0]["labelSelector"]["matchLabels"] == labels
+    pdb = one(docs, "PodDisruptionBudget", "-worker")
+    assert pdb["spec"]["selector"]["matchLabels"] == labels and pdb["spec"]["maxUnavailable"] == 1
+    assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+
+
+def test_autoscaler_never_exceeds_the_partitions():
+    docs = render("values-gpu-fleet.yaml")
+    scaled = one(docs, "ScaledObject", "-worker")["spec"]
+    frames = one(docs, "KafkaTopic", "linewatch-frames")["spec"]
+    assert scaled["maxReplicaCount"] <= frames["partitions"]
+    assert "replicas" not in one(docs, "Deployment", "-worker")["spec"]  # KEDA owns the count
+    trigger = scaled["triggers"][0]
+    assert trigger["metadata"]["consumerGroup"] == settings_file(docs)["kafka"].get("group_id", "linewatch")
+    assert trigger["metadata"]["topic"] == frames["topicName"]
+    behavior = scaled["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
+    assert behavior["scaleDown"]["stabilizationWindowSeconds"] >= 300
+    auth = one(docs, "TriggerAuthentication", "-worker-kafka")["spec"]
+    assert {"name": "linewatch-worker", "key": "password", "parameter": "password"} in auth["secretTargetRef"]
+    too_many = run(
+        tool("helm"),
+        "template",
+        "lw",
+        CHART,
+        *values_args("values-gpu-fleet.yaml", ("autoscaling.keda.maxReplicaCount=17",)),
+        check=False,
+    )
+    assert too_many.returncode != 0 and "must not exceed kafka.partitions" in too_many.stderr
+
+
+def test_topics_cover_every_linewatch_topic(chart):
+    _, docs = chart
+    topics = {doc["spec"]["topicName"]: doc["spec"] for doc in by_kind(docs, "KafkaTopic")}
+    settings = LinewatchSettings()
+    wanted = {getattr(settings.kafka, f) for f in type(settings.kafka).model_fields if f.endswith("_topic")}
+    wanted |= {settings.alarms.dlq_topic, settings.dashboard.state_topic, settings.kafka.learned_topic}
+    assert wanted <= topics.keys(), wanted - topics.keys()
+    partitions = settings_file(docs)["kafka"]["partitions"]
+    assert topics[settings.kafka.frames_topic]["partitions"] == partitions
+    for compacted in (settings.kafka.control_topic, settings.kafka.learned_topic, settings.dashboard.state_topic):
+        assert topics[compacted]["config"]["cleanup.policy"] == "compact"
+    assert int(topics[settings.kafka.frames_topic]["config"]["retention.ms"]) >= 3_600_000
+
+
+def test_kafka_users_file_is_the_role_tables_output(capsys):
+    args = build_parser().parse_args(["acls", "--format", "strimzi", "--no-create"])
+    assert run_acls(args, LinewatchSettings()) == 0
+    generated = capsys.readouterr().out
+    assert (CHART / "files" / "kafka-users.yaml").read_text() == generated, (
+        "regenerate: linewatch-worker acls --format strimzi --no-create > deploy/helm/linewatch/files/kafka-users.yaml"
+    )
+
+
+def test_kafka_users_get_least_privilege(chart):
+    _, docs = chart
+    acls = {
+        user["metadata"]["name"]: {
+            (acl["resource"]["type"], acl["resource"]["name"], op)
+            for acl in user["spec"]["authorization"]["acls"]
+            for op in acl["operations"]
+        }
+        for user in by_kind(docs, "KafkaUser")
+    }
+    assert set(acls) == {default_user(role) for role in ROLES}
+    assert all(u["spec"]["authentication"]["type"] == "scram-sha-512" for u in by_kind(docs, "KafkaUser"))
+    s = LinewatchSettings()
+    worker, camera = acls["linewatch-worker"], acls["linewatch-producer"]
+    assert {
+        ("topic", s.kafka.frames_topic, "Read"),
+        ("topic", s.kafka.results_topic, "Write"),
+        ("topic", s.kafka.dlq_topic, "Write"),
+        ("group", s.kafka.group_id, "Read"),
+    } <= worker
+    assert ("topic", s.kafka.control_topic, "Write") not in worker  # only the operator changes control
+    assert {name for _, name, _ in camera} == {s.kafka.frames_topic} and (
+        "topic",
+        s.kafka.frames_topic,
+        "Read",
+    ) not in camera
+    assert ("topic", s.kafka.alarms_topic, "Write") in acls["linewatch-alarms"]
+    assert ("topic", s.kafka.results_topic, "Write") not in acls["linewatch-alarms"]
+    topics = {doc["spec"]["topicName"] for doc in by_kind(docs, "KafkaTopic")}
+    for user, rules in acls.items():
+        assert not {op for _, _, op in rules} & {"All", "Create", "Delete", "Alter", "AlterConfigs"}, user
+        assert all(kind != "cluster" for kind, _, _ in rules), user
+        assert {name for kind, name, _ in rules if kind == "topic"} <= topics, user  # no ACL on a topic nobody made
+    # every user the pods log in as exists, and its Secret is the one Strimzi writes
+    for deployment in by_kind(docs, "Deployment"):
+        for c in deployment["spec"]["template"]["spec"]["containers"]:
+            if "LINEWATCH_KAFKA__SASL_USERNAME" in env(c):
+                user = env(c)["LINEWATCH_KAFKA__SASL_USERNAME"]["value"]
+                assert user in acls
+                assert env(c)["LINEWATCH_KAFKA__SASL_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+                    "name": user,
+                    "key": "password",
+                }
+
+
+def test_crd_schemas_name_their_source():
+    for path in (Path(CHART).parent / "schemas").rglob("*.json"):
+        assert "scripts/crd_schemas.py" in json.loads(path.read_text())["$comment"], path
