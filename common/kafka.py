@@ -194,6 +194,9 @@ def connection_hint(settings: KafkaSettings) -> str:
 
 
 COMPACTED = {"cleanup.policy": "compact"}  # topic config of a topic keyed by scope (latest value per key)
+# Frames carry the broker's clock as their record timestamp: the worker judges staleness by it as well
+# as by the camera's `captured_at`, and measures how far the two clocks are apart.
+FRAMES_TOPIC_CONFIG = {"message.timestamp.type": "LogAppendTime"}
 
 
 def ensure_topics(

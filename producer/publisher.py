@@ -30,7 +30,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from common.codecs import encode_image
-from common.kafka import build_admin, build_producer, ensure_topics
+from common.kafka import FRAMES_TOPIC_CONFIG, build_admin, build_producer, ensure_topics
 from common.messages import estimate_record_size, frame_headers
 from common.schemas import TRACEPARENT_HEADER, ContentType, FrameMeta, Traceability, utc_now
 from common.settings import KafkaSettings
@@ -183,7 +183,7 @@ class FramePublisher:
         self._tracer = telemetry.tracer if telemetry is not None else trace.get_tracer(INSTRUMENTATION_SCOPE)
         self._metrics = telemetry.metrics if telemetry is not None else None
         if ensure_topic:
-            ensure_topics(settings, [self.topic])
+            ensure_topics(settings, [self.topic], {self.topic: FRAMES_TOPIC_CONFIG})
         self.topic_limit = topic_max_message_bytes(settings, self.topic) if check_topic_limit else None
         self.max_bytes = min(settings.max_message_bytes, self.topic_limit or settings.max_message_bytes)
         self._limit_source = (

@@ -526,8 +526,11 @@ def test_frames_continue_the_producers_trace_and_metrics_are_recorded(kafka_brok
 def test_stale_frames_get_a_skipped_result(kafka_broker, redis_server):
     settings = make_settings(kafka_broker, redis_server.url, max_frame_age_s=30.0)
     old = good_frame(1, captured_at=utc_now() - timedelta(minutes=5))
-    fresh = good_frame(2)
-    with running(WorkerService(settings)):
+    service = WorkerService(settings)
+    with running(service):
+        # the fresh frame is stamped once the worker is in: its start-up (minutes on a loaded machine) is no age
+        wait_until(lambda: service.status().assigned_partitions, 300, "the worker to join")
+        fresh = good_frame(2)
         sent = publish_frames(settings, [old, fresh])
         results = {r.frame_id: r for r in read_results(settings, sent)}
     assert results[old[0].frame_id].verdict == "skipped" and "stale" in results[old[0].frame_id].note

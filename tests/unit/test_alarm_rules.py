@@ -523,7 +523,7 @@ def test_load_rules_from_files(tmp_path: Path) -> None:
 def test_shipped_example_rules_validate() -> None:
     example = Path(__file__).resolve().parents[2] / "docker" / "alarms.example.yaml"
     loaded = load_rules(example)
-    assert {r.kind for r in loaded.rules} == {"anomaly", "silence"}
+    assert {r.kind for r in loaded.rules} == {"anomaly", "silence", "skipped"}
 
 
 def test_parse_rules_accepts_python_data() -> None:

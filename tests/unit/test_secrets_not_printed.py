@@ -30,6 +30,7 @@ SECRETS = {  # setting -> a value that appears nowhere else
     "kafka.ssl_password": "kafka-ssl-pw-Vb3r",
     "redis.url": "redis-url-pw-Lm9k",  # the password part of the URL
     "redis.password": "redis-pw-Kd2w",
+    "redis.signing_key": "redis-signing-key-Pe2s",
     "alarms.webhook_secret": "webhook-secret-Tz5p",
     "dashboard.users": "olga:dash-user-pw-Hq4n:operator",
     "dashboard.tokens": "dash-token-Wr8c:screen:viewer",
@@ -145,7 +146,7 @@ def test_alarm_service_start_up_prints_no_secret(tmp_path):
         "ECONNREFUSED",
         timeout_s=120,
     )
-    assert "alarm service: 4 rules" in output and "https://mes.invalid/alarms" in output
+    assert "alarm service: 5 rules" in output and "https://mes.invalid/alarms" in output
     assert_no_secret(output)
 
 

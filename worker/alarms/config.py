@@ -24,6 +24,10 @@
         per: camera                 # or: line (no result from any camera of the line)
         expected:                   # alarm even when these never sent anything
           - {line: line-1, camera: cam-1}
+      - name: stale-frames          # over 20% of a camera's last 200 results skipped as stale
+        kind: skipped
+        window: 200
+        max_share: 0.2
 
 `load_rules(path)` raises `RulesFileError` whose message names the file, the rule (index and
 name) and the field of every problem, e.g.
@@ -168,7 +172,21 @@ class DriftRule(_Rule):
         return self
 
 
-Rule = Annotated[AnomalyRule | SilenceRule | DriftRule, Field(discriminator="kind")]
+class SkippedRule(_Rule):
+    """Alarm when more than `max_share` of a camera's last `window` results were `skipped`: its frames
+    arrive stale (a backlog, or a camera clock out of step with the broker's)."""
+
+    kind: Literal["skipped"]
+    window: int = Field(100, ge=1, le=100_000, description="the last N results of the camera")
+    max_share: float = Field(0.1, gt=0.0, lt=1.0, description="alarm above this share of skipped results")
+    min_results: int | None = Field(None, ge=1, description="no verdict before this many results (default: window)")
+
+    @property
+    def needed(self) -> int:
+        return min(self.min_results or self.window, self.window)
+
+
+Rule = Annotated[AnomalyRule | SilenceRule | DriftRule | SkippedRule, Field(discriminator="kind")]
 
 
 class Defaults(_Model):

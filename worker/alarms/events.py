@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from common.schemas import utc_now
 
 ALARM_SCHEMA_VERSION = 1
-AlarmKind = Literal["anomaly", "silence", "drift"]
+AlarmKind = Literal["anomaly", "silence", "drift", "skipped"]
 
 # Namespace of the deterministic alarm ids (uuid5): the same rule firing on the same frames
 # gives the same id, hence the same Idempotency-Key at the MES.
@@ -53,7 +53,7 @@ class AlarmEvent(_Model):
     anomalous_in_window: int | None = None  # anomaly: N anomalous ...
     window: int | None = None  # ... of the last M frames
     silent_for_s: float | None = None  # silence: seconds without a result when raised
-    rate: float | None = None  # drift: anomalous share of the window when raised ...
+    rate: float | None = None  # drift: anomalous share of the window when raised (skipped: skipped share) ...
     rate_limit: float | None = None  # ... and the rule's multiple x target_rate it exceeded
     masks: list[MaskRef] = Field(default_factory=list)
     first_seen: datetime | None = Field(None, description="captured_at of the first triggering frame / last result")

@@ -22,6 +22,8 @@ Semantics (also in docs/guides/alarms-and-mes.md):
   tests pass a fake one.
 - drift rules (worker/alarms/drift.py) watch the anomalous share of a stream's last `window`
   verdicts against `multiple x target_rate`: one alarm per drift spell.
+- skipped rules (worker/alarms/skipped.py) watch the share of `skipped` (stale) results of a
+  camera's last `window` against `max_share`: one alarm per spell.
 """
 
 from __future__ import annotations
@@ -33,9 +35,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from common.schemas import InspectionResult, SourceRef
-from worker.alarms.config import AnomalyRule, DriftRule, RulesFile, SilenceRule
+from worker.alarms.config import AnomalyRule, DriftRule, RulesFile, SilenceRule, SkippedRule
 from worker.alarms.drift import DriftTracker, Observation, part_id_of
 from worker.alarms.events import AlarmEvent, MaskRef, alarm_id_for
+from worker.alarms.skipped import SkippedTracker
 
 Clock = Callable[[], float]
 Partition = tuple[str, int]
@@ -93,7 +96,7 @@ class _SilenceStream:
 class EngineStats:
     observed: int = 0
     duplicates: int = 0
-    alarms: dict[str, int] = field(default_factory=lambda: {"anomaly": 0, "silence": 0, "drift": 0})
+    alarms: dict[str, int] = field(default_factory=lambda: {"anomaly": 0, "silence": 0, "drift": 0, "skipped": 0})
 
 
 def _utc(ts: float) -> datetime:
@@ -103,7 +106,7 @@ def _utc(ts: float) -> datetime:
 class RuleEngine:
     def __init__(
         self,
-        rules: RulesFile | Sequence[AnomalyRule | SilenceRule | DriftRule],
+        rules: RulesFile | Sequence[AnomalyRule | SilenceRule | DriftRule | SkippedRule],
         *,
         clock: Clock = time.time,
         dedup_entries: int = 100_000,
@@ -112,6 +115,7 @@ class RuleEngine:
         self.anomaly_rules = [r for r in rule_list if isinstance(r, AnomalyRule)]
         self.silence_rules = [r for r in rule_list if isinstance(r, SilenceRule)]
         self._drift = DriftTracker(r for r in rule_list if isinstance(r, DriftRule))
+        self._skipped = SkippedTracker(r for r in rule_list if isinstance(r, SkippedRule))
         self._clock = clock
         self._seen = SeenFrames(dedup_entries)
         self._anomaly: dict[tuple[str, str, str, str], _AnomalyStream] = {}
@@ -149,7 +153,8 @@ class RuleEngine:
         for rule in self.silence_rules:
             if rule.match.matches(result.line_id, result.camera_id, result.object_name):
                 self._seen_by_silence(rule, result, now, partition)
-        alarms: list[AlarmEvent] = []
+        alarms: list[AlarmEvent] = self._skipped.observe(result, now, partition)
+        self.stats.alarms["skipped"] += len(alarms)
         if result.verdict == "skipped":
             return alarms
         for rule in self.anomaly_rules:
@@ -294,4 +299,4 @@ class RuleEngine:
             del self._anomaly[k]
         for k2 in silence:
             del self._silence[k2]
-        return len(anomaly) + len(silence) + self._drift.forget_partitions(gone)
+        return len(anomaly) + len(silence) + self._drift.forget_partitions(gone) + self._skipped.forget_partitions(gone)

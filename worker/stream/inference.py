@@ -98,7 +98,7 @@ class Inference:
         now, max_age_s = utc_now(), self.settings.max_frame_age_s
         items = [
             Skipped(item.message, item.partition, item.meta, item.span)  # it aged while it waited
-            if isinstance(item, Work) and is_stale(item.meta, now, max_age_s)
+            if isinstance(item, Work) and is_stale(item.meta, now, max_age_s, item.message.timestamp_ms)
             else item
             for item in batch.items
         ]

@@ -22,6 +22,7 @@ from common.codecs import ImageDecodeError, decode_image
 from common.messages import FrameHeaderError, parse_frame_meta
 from common.schemas import FrameMeta, SourceRef, utc_now
 from common.settings import WorkerSettings
+from worker.stream.clock_skew import SkewBook
 from worker.stream.control import Resolved
 from worker.stream.offsets import Checkpoint
 from worker.stream.telemetry import Counters, ServiceTelemetry
@@ -97,17 +98,34 @@ def decode_frame(meta: FrameMeta, value: bytes | None, *, max_bytes: int, max_pi
     return rgb
 
 
-def frame_age_s(meta: FrameMeta, now: datetime) -> float:
-    return (now - meta.captured_at).total_seconds()
+def frame_age_s(meta: FrameMeta, now: datetime, broker_ms: int | None = None) -> float:
+    """The frame's age: by the camera's `captured_at`, or by the broker's record time when that says
+    older. A camera clock running ahead cannot keep a backlog fresh, nor one running behind hide it."""
+    camera = (now - meta.captured_at).total_seconds()
+    if broker_ms is None or broker_ms < 0:  # -1: the record has no timestamp
+        return camera
+    return max(camera, now.timestamp() - broker_ms / 1000.0)
 
 
-def is_stale(meta: FrameMeta, now: datetime, max_age_s: float | None) -> bool:
-    """Older than the policy allows (a frame stamped in the future is never stale)."""
-    return max_age_s is not None and frame_age_s(meta, now) > max_age_s
+def clock_skew_s(meta: FrameMeta, broker_ms: int | None) -> float | None:
+    """Broker record time minus camera capture time: transit plus how far the camera's clock runs behind
+    the broker's (negative: ahead). None without a record time."""
+    if broker_ms is None or broker_ms < 0:
+        return None
+    return broker_ms / 1000.0 - meta.captured_at.timestamp()
 
 
-def stale_note(meta: FrameMeta, now: datetime, max_age_s: float) -> str:
-    return f"stale: frame is {frame_age_s(meta, now):.1f} s old, max_frame_age_s is {max_age_s:g}"
+def is_stale(meta: FrameMeta, now: datetime, max_age_s: float | None, broker_ms: int | None = None) -> bool:
+    """Older than the policy allows, by either clock (a frame stamped in the future is stale only when
+    the broker's clock says so)."""
+    return max_age_s is not None and frame_age_s(meta, now, broker_ms) > max_age_s
+
+
+def stale_note(meta: FrameMeta, now: datetime, max_age_s: float, broker_ms: int | None = None) -> str:
+    camera = (now - meta.captured_at).total_seconds()
+    age = frame_age_s(meta, now, broker_ms)
+    by = "by the camera's clock" if age == camera else f"by the broker's clock ({camera:.1f} s by the camera's)"
+    return f"stale: frame is {age:.1f} s old {by}, max_frame_age_s is {max_age_s:g}"
 
 
 # --------------------------------------------------------------------------- routing
@@ -166,6 +184,7 @@ class Intake:
         self.counters = counters
         # with worker.known_scopes_only: (camera id, object name) -> whether a control record applies
         self.known_scope: Callable[[str, str], bool] | None = None
+        self.skew: SkewBook | None = SkewBook()  # per camera, for the status
 
     def take(self, partition: TopicPartition, message: Consumed) -> Item:
         self.checkpoint.consumed(partition, message.offset)
@@ -182,7 +201,8 @@ class Intake:
                 meta = parse_meta(message.headers)
                 span.set_attribute("linewatch.frame_id", meta.frame_id)
                 self._check_scope(meta)
-                if is_stale(meta, utc_now(), ws.max_frame_age_s):  # a stale frame is not even decoded
+                self._clock_skew(meta, message.timestamp_ms)
+                if is_stale(meta, utc_now(), ws.max_frame_age_s, message.timestamp_ms):  # not even decoded
                     return Skipped(message, partition, meta, span)
                 image = decode_frame(meta, message.value, max_bytes=ws.max_frame_bytes, max_pixels=ws.max_frame_pixels)
         except Rejected as exc:
@@ -199,6 +219,13 @@ class Intake:
             "messaging.kafka.partition": message.partition,
             "messaging.kafka.offset": message.offset,
         }
+
+    def _clock_skew(self, meta: FrameMeta, broker_ms: int | None) -> None:
+        skew = clock_skew_s(meta, broker_ms)
+        if skew is not None:
+            self.telemetry.metrics.clock_skew.record(skew)
+            if self.skew is not None:
+                self.skew.observe(meta.camera_id, skew)
 
     def _check_scope(self, meta: FrameMeta) -> None:
         """With `worker.known_scopes_only`, a frame no control record applies to is refused before

@@ -66,7 +66,8 @@ class Records:
         return self._result_record(work.message, work.partition, result, work.span)
 
     def skipped(self, skipped: Skipped) -> Outgoing:
-        note = stale_note(skipped.meta, utc_now(), self.settings.worker.max_frame_age_s or 0.0)
+        max_age_s = self.settings.worker.max_frame_age_s or 0.0
+        note = stale_note(skipped.meta, utc_now(), max_age_s, skipped.message.timestamp_ms)
         result = skipped_result(
             skipped.meta,
             note,

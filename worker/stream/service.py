@@ -307,6 +307,7 @@ class WorkerService:
             counters=counters,
             control_caught_up=self.control.caught_up,
             control_scopes=self.control.scopes,
+            clock_skew=self.intake.skew.snapshot() if self.intake is not None and self.intake.skew else {},
         )
 
     def inference_stuck(self) -> bool:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 
@@ -24,6 +24,7 @@ class ServiceStatus:
     counters: dict[str, int]
     control_caught_up: bool = False  # the control topic was read to the end offsets seen at start
     control_scopes: int = 0  # scopes with a control record in force
+    clock_skew: dict[str, dict[str, float]] = field(default_factory=dict)  # camera -> broker minus camera clock
 
     def as_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "assigned_partitions": [f"{t}:{p}" for t, p in self.assigned_partitions]}
