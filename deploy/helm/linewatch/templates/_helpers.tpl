@@ -52,7 +52,13 @@ app.kubernetes.io/component: {{ .component }}
       name: {{ include "linewatch.redisSecret" .root }}
       key: redis-password
 - name: LINEWATCH_REDIS__URL
-  value: {{ printf "redis://:$(REDIS_PASSWORD)@%s-redis:6379/0" (include "linewatch.fullname" .root) | quote }}
+  value: {{ printf "redis://linewatch:$(REDIS_PASSWORD)@%s-redis:6379/0" (include "linewatch.fullname" .root) | quote }}
+- name: LINEWATCH_REDIS__SIGNING_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "linewatch.redisSecret" .root }}
+      key: signing-key
+      optional: true
 {{- end }}
 {{- end -}}
 
