@@ -210,8 +210,8 @@ class ModelSettings(_Section):
         description="instance: one tile per instance (the paper's way); shared: small instances that fit together in one tile_size window share one tile, each still seen at its own tile's scale (fewer CLIP and CLIPSeg passes)",
     )
     precision: Literal["auto", "fp32", "bf16", "fp16", "int8"] = Field(
-        "fp32",
-        description="fp32; auto: bf16 on CUDA devices that support it, on CPUs with AMX-BF16, and on CPUs with AVX512-BF16 where a bf16 matmul timed at start-up runs at least 1.5x fp32 (0.57x on one such CPU, 4.5x on another), else fp32; bf16; fp16 (CUDA only). CLIP, CLIPSeg and SAM run on copies of their weights converted to it, IS-Net too when models.isnet_runtime puts it on torch; int8 (CPU only, never chosen by auto): dynamic int8 Linear layers in CLIP's image tower, CLIPSeg's vision trunk and SAM's image encoder and mask decoder (2-3.6x faster than fp32 on a VNNI CPU; scores move more than in bf16, so check them on the line's frames with `bench` first), IS-Net as models.isnet_precision says",
+        "auto",
+        description="auto (the default): bf16 on CUDA devices that support it, on CPUs with AMX-BF16, and on CPUs with AVX512-BF16 where a bf16 matmul timed at start-up runs at least 1.5x fp32 (0.57x on one such CPU, 4.5x on another), else fp32; fp32 (the reference, scores as the paper computes them); bf16; fp16 (CUDA only). CLIP, CLIPSeg and SAM run on copies of their weights converted to it, IS-Net too when models.isnet_runtime puts it on torch; int8 (CPU only, never chosen by auto): dynamic int8 Linear layers in CLIP's image tower, CLIPSeg's vision trunk and SAM's image encoder and mask decoder (2-3.6x faster than fp32 on a VNNI CPU; scores move more than in bf16, so check them on the line's frames with `bench` first), IS-Net as models.isnet_precision says",
     )
     sam_image_size: int = Field(
         1024,
