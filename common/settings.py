@@ -74,6 +74,18 @@ class KafkaSettings(_Section):
         ge=1,
         description="consumer rebalance timeout; the worker polls while it infers, so slow inference does not count against it",
     )
+    processing_guarantee: Literal["at-least-once", "exactly-once"] = Field(
+        "at-least-once",
+        description="at-least-once: a crash may publish a frame's result twice; exactly-once: results, dead letters and consumed offsets commit in one Kafka transaction (readers use read_committed)",
+    )
+    transactional_id_prefix: str = Field(
+        "linewatch", description="exactly-once: transactional.id = prefix + worker id (keep worker ids stable)"
+    )
+    transaction_timeout_ms: int = Field(
+        60_000,
+        ge=1000,
+        description="exactly-once: the broker aborts a transaction left open this long (a dead worker's); at most the broker's transaction.max.timeout.ms",
+    )
     assignor: Literal["range", "roundrobin", "sticky", "cooperative-sticky"] = Field(
         "range",
         description="partition assignor of the workers' group: range, roundrobin and sticky rebalance eagerly (every member stops), cooperative-sticky moves only the partitions that change owner; every member of a group must use the same protocol",
@@ -248,6 +260,9 @@ class WorkerSettings(_Section):
     max_frame_bytes: int = Field(20_000_000, description="frames larger than this are dead-lettered before decoding")
     max_frame_pixels: int = Field(
         40_000_000, description="frames with more pixels (by header) are dead-lettered before decoding"
+    )
+    max_header_bytes: int = Field(
+        65_536, ge=1024, description="frames whose headers together are larger are dead-lettered (headers trimmed)"
     )
     known_scopes_only: bool = Field(
         False,
