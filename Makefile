@@ -31,10 +31,11 @@ system-deps:
 models: $(STAMP)
 	$(PY) scripts/fetch_isnet.py
 
-# Lint and format check (ruff, configured in pyproject.toml); the whole tree, .gitignore'd paths excluded.
+# Lint, format and type check (ruff and mypy, configured in pyproject.toml); .gitignore'd paths excluded.
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 # The documentation site (mkdocs.yml, docs/): strict, so a broken link or a page missing from the nav fails.
 docs: install

@@ -40,7 +40,7 @@ ROLES: dict[str, str] = {
     "operator": "the operator's commands (control, references, calibrate, feedback): writes control, feedback, audit",
 }
 
-ResourceType = Literal["topic", "group", "cluster"]
+ResourceType = Literal["topic", "group", "cluster", "transactional_id"]
 PatternType = Literal["literal", "prefixed"]
 
 READ = ("Read", "Describe")
@@ -72,6 +72,12 @@ def role_grants(settings: LinewatchSettings, *, with_create: bool = True) -> dic
     def group(name: str, pattern: PatternType = "literal") -> Grant:
         return Grant("group", name, ("Read",), pattern)
 
+    # exactly-once: the transactional ids the workers (prefix-<worker id>) and the alarm service use
+    transactions = (
+        (Grant("transactional_id", f"{k.transactional_id_prefix}-", WRITE, "prefixed"),)
+        if k.processing_guarantee == "exactly-once"
+        else ()
+    )
     return {
         "producer": (topic(k.frames_topic, *WRITE, "DescribeConfigs"),),
         "worker": (
@@ -82,6 +88,7 @@ def role_grants(settings: LinewatchSettings, *, with_create: bool = True) -> dic
             topic(k.control_topic, *READ),
             topic(k.learned_topic, *READ, "Write"),
             topic(k.audit_topic, *WRITE),
+            *transactions,
         ),
         "alarms": (
             topic(k.results_topic, *READ),
@@ -89,6 +96,7 @@ def role_grants(settings: LinewatchSettings, *, with_create: bool = True) -> dic
             group(alarms.webhook_group_id),
             topic(k.alarms_topic, *READ, "Write"),
             topic(alarms.dlq_topic, *WRITE),
+            *transactions,
         ),
         "dashboard": (
             topic(k.results_topic, *READ),
@@ -121,7 +129,8 @@ def kafka_acls_args(grants: dict[str, tuple[Grant, ...]], users: dict[str, str])
             argv = ["--add", "--allow-principal", f"User:{users[role]}"]
             for operation in grant.operations:
                 argv += ["--operation", operation]
-            argv += ["--cluster"] if grant.resource == "cluster" else [f"--{grant.resource}", grant.name]
+            flag = "--" + grant.resource.replace("_", "-")  # --topic, --group, --transactional-id
+            argv += ["--cluster"] if grant.resource == "cluster" else [flag, grant.name]
             if grant.pattern != "literal":
                 argv += ["--resource-pattern-type", grant.pattern]
             calls.append(argv)
@@ -157,7 +166,9 @@ def strimzi_acls(grants: tuple[Grant, ...]) -> list[dict[str, Any]]:
     """`spec.authorization.acls` of a Strimzi `KafkaUser` (kafka.strimzi.io/v1) for one role."""
     acls = []
     for grant in grants:
-        resource: dict[str, Any] = {"type": grant.resource}
+        resource: dict[str, Any] = {
+            "type": "transactionalId" if grant.resource == "transactional_id" else grant.resource
+        }
         if grant.resource != "cluster":
             resource |= {"name": grant.name, "patternType": STRIMZI_PATTERNS[grant.pattern]}
         acls.append({"resource": resource, "operations": list(grant.operations), "host": "*"})
@@ -184,7 +195,12 @@ def acl_bindings(grants: dict[str, tuple[Grant, ...]], users: dict[str, str]) ->
     """kafka-python `ACL` objects for `KafkaAdminClient.create_acls` (one per grant and operation)."""
     from kafka.admin import ACL, ACLOperation, ACLPermissionType, ACLResourcePatternType, ResourcePattern, ResourceType
 
-    kinds = {"topic": ResourceType.TOPIC, "group": ResourceType.GROUP, "cluster": ResourceType.CLUSTER}
+    kinds = {
+        "topic": ResourceType.TOPIC,
+        "group": ResourceType.GROUP,
+        "cluster": ResourceType.CLUSTER,
+        "transactional_id": ResourceType.TRANSACTIONAL_ID,
+    }
     patterns = {"literal": ACLResourcePatternType.LITERAL, "prefixed": ACLResourcePatternType.PREFIXED}
     operations = {
         "Read": ACLOperation.READ,

@@ -160,6 +160,7 @@ def control_consumer(settings: KafkaSettings, timeout_s: float = 30.0) -> tuple[
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
+        isolation_level="read_committed",  # never a record of an aborted transaction
         max_partition_fetch_bytes=settings.max_message_bytes,
     )
     try:

@@ -107,12 +107,17 @@ def build_producer(settings: KafkaSettings, **overrides: Any) -> KafkaProducer:
 
 
 def build_consumer(settings: KafkaSettings, *topics: str, **overrides: Any) -> KafkaConsumer:
-    """A group consumer with manual commits (offsets are committed after results are acked)."""
+    """A group consumer with manual commits (offsets are committed after results are acked).
+
+    It reads committed records only (`read_committed`: records of an aborted or open transaction
+    are never seen; harmless for records written without one), and its committed-offset fetch
+    waits for a transaction that is still committing offsets (KIP-447)."""
     apply_rejoin_fix()
     options = connection_options(settings) | {
         "group_id": settings.group_id,
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
+        "isolation_level": "read_committed",
         "max_partition_fetch_bytes": settings.max_message_bytes,
         "session_timeout_ms": settings.session_timeout_ms,
         # a missed heartbeat or two is no eviction; a short one makes every member rejoin a rebalance soon

@@ -124,7 +124,28 @@ def dead_letter_record(
     if estimate_record_size(key, value, with_error) <= max_bytes:
         return key, value, with_error
     size = len(value or b"")
-    trimmed = error.model_copy(
+    omitted = error.model_copy(
         update={"message": f"{error.message} [original value of {size} bytes omitted: too large]"}
     )
-    return key, None, original + [(ERROR_HEADER, trimmed.model_dump_json().encode("utf-8"))]
+    without_value = original + [(ERROR_HEADER, omitted.model_dump_json().encode("utf-8"))]
+    if estimate_record_size(key, None, without_value) <= max_bytes:
+        return key, None, without_value
+    return trimmed_dead_letter(key, original, error, max_bytes, value_bytes=size)
+
+
+def trimmed_dead_letter(
+    key: bytes | None, headers: Sequence[tuple[str, bytes]], error: DeadLetterError, max_bytes: int, value_bytes: int
+) -> tuple[bytes | None, bytes | None, Headers]:
+    """The smallest dead letter: `lw-frame` (when it fits) and `lw-error`, no value, no other header.
+
+    What a frame whose headers alone exceed the record limit becomes: it is still dead-lettered,
+    with the reason, instead of being refused by the broker forever.
+    """
+    dropped = sum(1 for k, _ in headers if k != FRAME_HEADER)
+    note = f" [original value of {value_bytes} bytes and {dropped} headers omitted: too large]"
+    error = error.model_copy(update={"message": error.message + note})
+    error_header = (ERROR_HEADER, error.model_dump_json().encode("utf-8"))
+    frame = [(k, v) for k, v in headers if k == FRAME_HEADER][:1]
+    if frame and estimate_record_size(key, None, [*frame, error_header]) <= max_bytes:
+        return key, None, [*frame, error_header]
+    return None, None, [error_header]

@@ -74,6 +74,18 @@ class KafkaSettings(_Section):
         ge=1,
         description="consumer rebalance timeout; the worker polls while it infers, so slow inference does not count against it",
     )
+    processing_guarantee: Literal["at-least-once", "exactly-once"] = Field(
+        "at-least-once",
+        description="at-least-once: a crash may publish a frame's result twice; exactly-once: results, dead letters and consumed offsets commit in one Kafka transaction (readers use read_committed)",
+    )
+    transactional_id_prefix: str = Field(
+        "linewatch", description="exactly-once: transactional.id = prefix + worker id (keep worker ids stable)"
+    )
+    transaction_timeout_ms: int = Field(
+        60_000,
+        ge=1000,
+        description="exactly-once: the broker aborts a transaction left open this long (a dead worker's); at most the broker's transaction.max.timeout.ms",
+    )
     assignor: Literal["range", "roundrobin", "sticky", "cooperative-sticky"] = Field(
         "range",
         description="partition assignor of the workers' group: range, roundrobin and sticky rebalance eagerly (every member stops), cooperative-sticky moves only the partitions that change owner; every member of a group must use the same protocol",
@@ -198,8 +210,8 @@ class ModelSettings(_Section):
         description="instance: one tile per instance (the paper's way); shared: small instances that fit together in one tile_size window share one tile, each still seen at its own tile's scale (fewer CLIP and CLIPSeg passes)",
     )
     precision: Literal["auto", "fp32", "bf16", "fp16", "int8"] = Field(
-        "fp32",
-        description="fp32; auto: bf16 on CUDA devices that support it, on CPUs with AMX-BF16, and on CPUs with AVX512-BF16 where a bf16 matmul timed at start-up runs at least 1.5x fp32 (0.57x on one such CPU, 4.5x on another), else fp32; bf16; fp16 (CUDA only). CLIP, CLIPSeg and SAM run on copies of their weights converted to it, IS-Net too when models.isnet_runtime puts it on torch; int8 (CPU only, never chosen by auto): dynamic int8 Linear layers in CLIP's image tower, CLIPSeg's vision trunk and SAM's image encoder and mask decoder (2-3.6x faster than fp32 on a VNNI CPU; scores move more than in bf16, so check them on the line's frames with `bench` first), IS-Net as models.isnet_precision says",
+        "auto",
+        description="auto (the default): bf16 on CUDA devices that support it, on CPUs with AMX-BF16, and on CPUs with AVX512-BF16 where a bf16 matmul timed at start-up runs at least 1.5x fp32 (0.57x on one such CPU, 4.5x on another), else fp32; fp32 (the reference, scores as the paper computes them); bf16; fp16 (CUDA only). CLIP, CLIPSeg and SAM run on copies of their weights converted to it, IS-Net too when models.isnet_runtime puts it on torch; int8 (CPU only, never chosen by auto): dynamic int8 Linear layers in CLIP's image tower, CLIPSeg's vision trunk and SAM's image encoder and mask decoder (2-3.6x faster than fp32 on a VNNI CPU; scores move more than in bf16, so check them on the line's frames with `bench` first), IS-Net as models.isnet_precision says",
     )
     sam_image_size: int = Field(
         1024,
@@ -248,6 +260,9 @@ class WorkerSettings(_Section):
     max_frame_bytes: int = Field(20_000_000, description="frames larger than this are dead-lettered before decoding")
     max_frame_pixels: int = Field(
         40_000_000, description="frames with more pixels (by header) are dead-lettered before decoding"
+    )
+    max_header_bytes: int = Field(
+        65_536, ge=1024, description="frames whose headers together are larger are dead-lettered (headers trimmed)"
     )
     known_scopes_only: bool = Field(
         False,

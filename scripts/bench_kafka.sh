@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `make bench-kafka`: the Inspector in-process vs. behind a real Kafka broker and Redis.
+# `make bench-kafka`: the Inspector in-process vs. behind a real Kafka broker and Redis, then
+# exactly-once against at-least-once side by side (batch 1 and 8; BENCH_GUARANTEES=0 skips it).
 # Starts a local broker + redis-server (state in .state/bench), runs
 # `linewatch-worker bench --through-kafka` (its own topics and groups), stops the servers.
 set -euo pipefail
@@ -17,3 +18,8 @@ echo "bench: kafka $LINEWATCH_KAFKA__BOOTSTRAP_SERVERS, redis $LINEWATCH_REDIS__
 
 "$PY" -m worker.cli --log-level "${LOG_LEVEL:-WARNING}" bench --through-kafka --profile tiny \
     --foreground none --frames "${BENCH_FRAMES:-64}" --batch "${BENCH_BATCH:-8}" "$@"
+
+if [ "${BENCH_GUARANTEES:-1}" != 0 ]; then
+    "$PY" -m worker.cli --log-level "${LOG_LEVEL:-WARNING}" bench --through-kafka --profile tiny \
+        --foreground none --frames "${BENCH_FRAMES:-64}" --guarantees "${BENCH_GUARANTEE_BATCHES:-1,8}" "$@"
+fi

@@ -25,7 +25,7 @@ import onnxruntime as ort  # noqa: E402
 from onnx import numpy_helper  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.support.synthetic import make_synthetic_scene  # noqa: E402
+from producer.sources.scene import make_synthetic_scene  # noqa: E402
 from worker.inspection.models.isnet import INPUT_SIZE, IsNetSalientModel, default_isnet_path  # noqa: E402
 from worker.inspection.models.isnet_torch import only_the_salient_map  # noqa: E402
 

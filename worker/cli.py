@@ -9,6 +9,7 @@ import uuid
 from pathlib import Path
 
 from common.codecs import ImageDecodeError
+from common.progress import add_quiet_flag
 from common.schemas import FrameMeta, utc_now
 from common.settings import PROFILE_NAMES, LinewatchSettings
 
@@ -44,6 +45,7 @@ def add_inspect_parser(subparsers) -> None:
         metavar="IMAGE",
         help="good frames: a reference bank is built from them in memory and fused (models.few_shot_weight)",
     )
+    add_quiet_flag(parser)
 
 
 def _thresholds_from_file(path: Path, object_name: str, limits):
@@ -70,12 +72,13 @@ def _thresholds_from_file(path: Path, object_name: str, limits):
 def run_inspect(args, settings: LinewatchSettings) -> int:
     from tqdm import tqdm
 
+    from common.progress import progress_bar
     from worker.calibration.record import RecordFileError
     from worker.calibration.scoring import decode_file
     from worker.inspection.inspector import build_inspector
     from worker.inspection.models.integrity import WeightsMismatch
     from worker.inspection.models.weights import ModelWeightsMissing
-    from worker.inspection.overlays import overlay_heatmap
+    from worker.inspection.overlays import heat_level, overlay_heatmap
     from worker.inspection.types import Frame
     from worker.stream.results import build_result, static_thresholds
 
@@ -134,12 +137,11 @@ def run_inspect(args, settings: LinewatchSettings) -> int:
                 from PIL import Image
 
                 mask = inspection.anomaly_map >= thresholds.pixel
-                Image.fromarray(overlay_heatmap(frame.image, inspection.anomaly_map, mask)).save(
-                    args.out / f"{path.stem}_heatmap.png"
-                )
+                drawn = overlay_heatmap(frame.image, inspection.anomaly_map, mask, level=heat_level(thresholds.pixel))
+                Image.fromarray(drawn).save(args.out / f"{path.stem}_heatmap.png")
         pending.clear()
 
-    for path in tqdm(args.images, disable=len(args.images) <= 3, file=sys.stderr, unit="img"):
+    for path in progress_bar(args.images, quiet=args.quiet or len(args.images) <= 3, unit="img"):
         try:
             image, content_type = decode_file(path, limits)
         except (OSError, ImageDecodeError) as exc:

@@ -71,6 +71,7 @@ class Infra:
     broker: KafkaBroker
     redis: RedisServer
     log_dir: Path  # worker and producer logs
+    guarantee: str = "at-least-once"  # kafka.processing_guarantee of every scenario's workers
 
 
 @contextmanager
@@ -104,6 +105,7 @@ def scenario_settings(
             partitions=PARTITIONS,
             session_timeout_ms=SESSION_TIMEOUT_MS,
             max_poll_interval_ms=max_poll_interval_ms,
+            processing_guarantee=infra.guarantee,
         ),
         redis=RedisSettings(url=SecretStr(infra.redis.url), key_prefix=f"chaos-{tag}", retry_after_s=1.0),
         models=ModelSettings(profile="tiny", foreground="none"),
@@ -214,10 +216,12 @@ class WorkerProcess(_Child):
         *,
         name: str | None = None,
         delay_s: float = 0.0,
+        commit_delay_s: float = 0.0,
     ):
         super().__init__(name or worker_id, log_dir)
         self.worker_id = worker_id
         self.delay_s = delay_s
+        self.commit_delay_s = commit_delay_s  # exactly-once: each transaction waits this long before it commits
         self.health_port = _proc.free_ports(1)[0]
         self.settings = settings.model_copy(
             update={
@@ -228,8 +232,9 @@ class WorkerProcess(_Child):
 
     def start(self) -> WorkerProcess:
         self.started_at = time.monotonic()
-        if self.delay_s:
+        if self.delay_s or self.commit_delay_s:
             argv = [sys.executable, "-m", "infra.chaos.slow_worker", "--delay-s", str(self.delay_s)]
+            argv += ["--commit-delay-s", str(self.commit_delay_s)]
         else:
             argv = [sys.executable, "-m", "worker.cli", "serve"]
         self._spawn(argv, self.settings)

@@ -43,6 +43,7 @@ class ChaosRow:
     recovery_s: float | None  # see RECOVERY[scenario]
     peak_rss_mb: float  # highest VmHWM among the scenario's worker processes
     observations: dict[str, Any]
+    guarantee: str = "at-least-once"  # kafka.processing_guarantee the scenario ran under
 
 
 RECOVERY = {

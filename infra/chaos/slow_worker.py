@@ -44,9 +44,29 @@ class DelayedInspector:
         return inspections
 
 
+def delay_commits(delay_s: float) -> None:
+    """Every transaction of this process waits `delay_s` before it commits: its records are on the
+    broker, not yet visible to `read_committed` readers (what a worker killed mid-transaction leaves)."""
+    from kafka import KafkaProducer
+
+    commit = KafkaProducer.commit_transaction
+
+    def delayed_commit(self: KafkaProducer) -> None:
+        time.sleep(delay_s)
+        commit(self)
+
+    KafkaProducer.commit_transaction = delayed_commit  # type: ignore[method-assign]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m infra.chaos.slow_worker", description=__doc__.split("\n\n")[0])
     parser.add_argument("--delay-s", type=float, required=True, help="seconds of sleep after every batch")
+    parser.add_argument(
+        "--commit-delay-s",
+        type=float,
+        default=0.0,
+        help="exactly-once: seconds of sleep before each transaction commits (a window to kill the worker in)",
+    )
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -58,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     from worker.inspection.redis_cache import build_embedding_cache
     from worker.stream.service import InferenceStuck, run_service
 
+    if args.commit_delay_s > 0:
+        delay_commits(args.commit_delay_s)
     settings = LinewatchSettings()
     cache = build_embedding_cache(settings.redis)
     inspector = DelayedInspector(build_inspector(settings.models, cache=cache), args.delay_s)

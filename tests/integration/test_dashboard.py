@@ -15,10 +15,13 @@ import time
 import uuid
 from pathlib import Path
 
+import cv2
 import httpx
+import numpy as np
 import pytest
 from pydantic import SecretStr
 
+from common.codecs import decode_image, rle_to_mask
 from common.control import FeedbackRecord
 from common.kafka import build_consumer, build_producer, ensure_topics
 from common.schemas import InspectionResult
@@ -33,7 +36,9 @@ from common.settings import (
 from producer.publisher import FramePublisher
 from producer.sources import SyntheticSource
 from worker.alarms.events import AlarmEvent, MaskRef
+from worker.dashboard.images import heatmap_array
 from worker.dashboard.server import dashboard_in_thread
+from worker.inspection.overlays import heat_level
 from worker.stream.service import WorkerService
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
@@ -57,7 +62,11 @@ def make_settings(kafka_broker) -> LinewatchSettings:
             feedback_topic=f"dash.feedback.{tag}", group_id=f"dash-workers-{tag}", partitions=2,
         ),
         models=ModelSettings(profile="tiny", foreground="none"),
-        worker=WorkerSettings(worker_id="dash-worker", batch_max_frames=4, commit_interval_ms=200, heatmap_side=32),
+        # The tiny random model's maps average 0.22-0.37 at the heatmap's 32 px. With the pixel threshold at
+        # 0.64 the overlay's heat level (half of it) leaves most of a frame its own colours, some spots heated.
+        worker=WorkerSettings(
+            worker_id="dash-worker", batch_max_frames=4, commit_interval_ms=200, heatmap_side=32, pixel_threshold=0.64
+        ),
         telemetry=TelemetrySettings(enabled=False),
         dashboard=DashboardSettings(
             users=SecretStr("olga:op-secret:operator"), state_topic=f"dash.state.{tag}", group_id=f"dash-{tag}",
@@ -119,14 +128,48 @@ def wait(predicate, timeout_s: float, what: str, poll_s: float = 0.05):
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
-def publish_round(publisher: FramePublisher, source_iter, cameras=CAMERAS) -> list[str]:
+def publish_round(publisher: FramePublisher, source_iter, cameras=CAMERAS, kept: dict | None = None) -> list[str]:
     ids = []
     for camera in cameras:
         frame = next(source_iter)
         meta, future = publisher.publish_array(frame.rgb, camera_id=camera, line_id="line-1", object_name="washer")
         future.get(timeout=10)
         ids.append(meta.frame_id)
+        if kept is not None:
+            kept[meta.frame_id] = frame.rgb
     return ids
+
+
+def low_score_pixels(result: InspectionResult, shape: tuple[int, int], level: float) -> np.ndarray:
+    """Pixels well below the overlay's heat level and away from the outline (JPEG blurs edges a little)."""
+    heat = cv2.resize(heatmap_array(result), (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
+    near_heat = cv2.dilate((heat > level).astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
+    mask = rle_to_mask(result.mask) if result.mask is not None else np.zeros(shape, bool)
+    near_outline = cv2.dilate(mask.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
+    return ~near_heat & ~near_outline
+
+
+def assert_overlays_keep_the_frame_where_scores_are_low(base, cookies, frames, watcher, level) -> None:
+    """The served overlay of each frame: its own colours where the map is low (JPEG's error only), heat elsewhere."""
+    low_pixels = tinted = 0
+    for frame_id, rgb in frames.items():
+        result = watcher.seen[frame_id][1]
+        partition, offset = watcher.where[frame_id]
+        url = f"{base}/api/frames/{result.camera_id}/{frame_id}/overlay.jpg?partition={partition}&offset={offset}"
+        reply = httpx.get(url, cookies=cookies)
+        assert reply.headers["content-type"] == "image/jpeg", reply.text[:200]
+        served = decode_image(reply.content).astype(int)
+        low = low_score_pixels(result, rgb.shape[:2], level)
+        if low.any():
+            assert np.abs(served[low] - rgb[low]).mean() < 4, frame_id  # no blue wash over low scores
+            low_pixels += int(low.sum())
+        heat = cv2.resize(heatmap_array(result), (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_LINEAR)
+        hot = cv2.erode((heat > level + 0.01).astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+        if hot.sum() > 50:
+            assert np.abs(served[hot] - rgb[hot]).mean() > 8, frame_id  # heat where the map passes the level
+            tinted += 1
+    assert low_pixels > 0.3 * sum(rgb.shape[0] * rgb.shape[1] for rgb in frames.values())
+    print(f"overlays: {low_pixels} low-score pixels kept the frame's colours; {tinted} frames with heat")
 
 
 def publish_alarm(settings: LinewatchSettings, result: InspectionResult, partition: int, offset: int) -> None:
@@ -190,7 +233,8 @@ def test_an_operator_watches_the_line_and_flags_a_false_alarm(kafka_broker, tmp_
             driver.find_element(By.ID, "submit").click()
             wait(lambda: driver.current_url.rstrip("/") == base, 10, "the grid after login")
 
-            first = publish_round(publisher, source)
+            frames: dict = {}
+            first = publish_round(publisher, source, kept=frames)
             wait(lambda: all(f in watcher.seen for f in first), 240, "results of the first frames")
             tiles = wait(lambda: [driver.find_elements(By.ID, f"tile-{c}") for c in CAMERAS]
                          if all(driver.find_elements(By.ID, f"tile-{c}") for c in CAMERAS) else None,
@@ -208,7 +252,7 @@ def test_an_operator_watches_the_line_and_flags_a_false_alarm(kafka_broker, tmp_
             assert delay < 2.0
 
             # a few more rounds, so that the trends and rates have something to show
-            more = [f for _ in range(4) for f in publish_round(publisher, source)]
+            more = [f for _ in range(4) for f in publish_round(publisher, source, kept=frames)]
             wait(lambda: all(f in watcher.seen for f in more), 240, "results of the later rounds")
 
             # an alarm on the frame above, for the alarm list (and the screenshot)
@@ -230,6 +274,9 @@ def test_an_operator_watches_the_line_and_flags_a_false_alarm(kafka_broker, tmp_
                                                "return i.complete && i.naturalWidth > 0"), 15, "the overlay")  # fmt: skip
             assert "Timings" in driver.find_element(By.ID, "details").text
             screenshot(driver, shots / "dashboard-frame.png")
+            cookies = {cookie["name"]: cookie["value"] for cookie in driver.get_cookies()}
+            level = heat_level(settings.worker.pixel_threshold)
+            assert_overlays_keep_the_frame_where_scores_are_low(base, cookies, frames, watcher, level)
             driver.find_element(By.ID, "fb-false_alarm").click()
             wait(lambda: driver.find_element(By.ID, "feedback-status").get_attribute("data-saved") == "false_alarm",
                  10, "the saved confirmation")  # fmt: skip

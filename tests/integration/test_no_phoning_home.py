@@ -128,19 +128,28 @@ def test_serve_with_the_default_profile_connects_only_to_its_broker_and_redis(
         os.kill(worker, signal.SIGTERM)
         assert proc.wait(timeout=120) == 0, log_path.read_text()[-3000:]
     finally:
-        if proc.poll() is None:
+        if proc.poll() is None:  # a tracee outlives a killed strace: end the worker first
+            for child in _children(proc.pid):
+                os.kill(child, signal.SIGKILL)
             proc.kill()
             proc.wait(10)
     assert_stayed_home(trace, home)
     assert "127.0.0.1" in trace.read_text(), "the trace does not show the broker: strace saw no connect"
 
 
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
 def _traced_child(strace_pid: int) -> int:
     """The worker's pid: strace's first child (SIGTERM goes to it, strace follows it out)."""
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        children = Path(f"/proc/{strace_pid}/task/{strace_pid}/children").read_text().split()
+        children = _children(strace_pid)
         if children:
-            return int(children[0])
+            return children[0]
         time.sleep(0.1)
     raise AssertionError("strace started no child")

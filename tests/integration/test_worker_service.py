@@ -249,7 +249,7 @@ def test_two_workers_split_the_partitions_and_a_graceful_leave_loses_nothing(kaf
 
             ensure_topics(settings.kafka, [settings.kafka.frames_topic])
             wait_until(split, 90, "both workers to own partitions")
-            dropped_before = second.status().counters.get("dropped_on_revoke", 0)
+            dropped_before = second.status().counters.get("dropped_on_resync", 0)
             early = [good_frame(i) for i in range(8)]
             late = [good_frame(100 + i) for i in range(8)]
             sent = publish_frames(settings, early)
@@ -264,7 +264,7 @@ def test_two_workers_split_the_partitions_and_a_graceful_leave_loses_nothing(kaf
             )
             stop_first()  # graceful: finishes its frames, commits, leaves the group
             wait_until(
-                lambda: second.status().counters.get("dropped_on_revoke", 0) > dropped_before,
+                lambda: second.status().counters.get("dropped_on_resync", 0) > dropped_before,
                 60,
                 "worker-b to drop its unpublished frames on the revocation",
             )
@@ -328,11 +328,11 @@ class TimedInspector(WrappedInspector):
 
 
 def test_the_next_batch_is_scored_while_the_results_of_the_last_are_built(kafka_broker, redis_server, monkeypatch):
-    import worker.stream.publishing
+    import worker.stream.outputs
     from worker.inspection.inspector import build_inspector
 
     build_s, built = 0.3, []
-    real_build = worker.stream.publishing.build_result
+    real_build = worker.stream.outputs.build_result
 
     def slow_build(*args, **kwargs):  # result encoding made slow enough to see the overlap
         time.sleep(build_s)
@@ -340,7 +340,7 @@ def test_the_next_batch_is_scored_while_the_results_of_the_last_are_built(kafka_
         built.append(time.monotonic())
         return result
 
-    monkeypatch.setattr(worker.stream.publishing, "build_result", slow_build)  # where the publish thread calls it
+    monkeypatch.setattr(worker.stream.outputs, "build_result", slow_build)  # where the publish thread calls it
     settings = make_settings(kafka_broker, None, batch_max_frames=2, batch_max_wait_ms=1000)
     frames = [good_frame(i) for i in range(6)]
     publish(settings, [(m.camera_id.encode(), data, frame_headers(m)) for m, data in frames], partition=0)

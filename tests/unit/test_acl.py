@@ -114,3 +114,26 @@ def test_compose_runs_every_service_as_its_role_with_the_authorizer_on():
     assert {f"KAFKA_{role.upper()}_PASSWORD" for role in ROLES} <= set(init["environment"])
     example = (REPO / "docker" / ".env.example").read_text()
     assert all(f"\nKAFKA_{role.upper()}_PASSWORD=" in example for role in ROLES)
+
+
+def test_exactly_once_grants_the_transactional_ids_of_workers_and_the_alarm_service():
+    assert not any(g.resource == "transactional_id" for gs in role_grants(LinewatchSettings()).values() for g in gs)
+    settings = LinewatchSettings(kafka=KafkaSettings(processing_guarantee="exactly-once", transactional_id_prefix="l3"))
+    grants = role_grants(settings)
+    holders = {role for role, gs in grants.items() for g in gs if g.resource == "transactional_id"}
+    assert holders == {"worker", "alarms"}
+    (worker_ids,) = [g for g in grants["worker"] if g.resource == "transactional_id"]
+    assert (worker_ids.name, worker_ids.pattern, worker_ids.operations) == ("l3-", "prefixed", ("Write", "Describe"))
+    line = next(
+        line for line in kafka_acls_commands({"worker": grants["worker"]}, USERS) if "--transactional-id" in line
+    )
+    assert "--transactional-id l3- " in line and "--resource-pattern-type prefixed" in line
+    strimzi = [a for a in strimzi_acls(grants["alarms"]) if a["resource"]["type"] == "transactionalId"]
+    assert strimzi == [
+        {
+            "resource": {"type": "transactionalId", "name": "l3-", "patternType": "prefix"},
+            "operations": ["Write", "Describe"],
+            "host": "*",
+        }
+    ]
+    assert any(b.resource_pattern.resource_name == "l3-" for b in acl_bindings(grants, USERS))

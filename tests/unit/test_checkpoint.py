@@ -1,4 +1,4 @@
-"""Checkpoint's rebalance bookkeeping (no consumer attached: nothing is sent anywhere)."""
+"""Checkpoint: per partition, where the work not done begins, done-through and committed offsets."""
 
 from __future__ import annotations
 
@@ -10,26 +10,65 @@ from worker.stream.offsets import Checkpoint
 P0, P1 = TopicPartition("frames", 0), TopicPartition("frames", 1)
 
 
-def test_a_revocation_keeps_what_is_done_drops_the_rest_and_rewinds_a_returning_partition():
-    checkpoint = Checkpoint()
+class RecordingConsumer:
+    def __init__(self) -> None:
+        self.commits: list[dict] = []
+        self.seeks: list[tuple] = []
+
+    def commit(self, offsets, **_options) -> None:
+        self.commits.append({tp: meta.offset for tp, meta in offsets.items()})
+
+    def commit_async(self, offsets) -> None:
+        self.commit(offsets)
+
+    def seek(self, partition, offset) -> None:
+        self.seeks.append((partition, offset))
+
+
+def checkpoint_with_consumer() -> tuple[Checkpoint, RecordingConsumer]:
+    checkpoint, consumer = Checkpoint(), RecordingConsumer()
+    checkpoint.consumer = consumer
+    return checkpoint, consumer
+
+
+def test_done_through_is_committed_once_and_a_rewind_reads_from_the_first_message_not_done():
+    checkpoint, consumer = checkpoint_with_consumer()
     checkpoint.assign({P0, P1})
-    generation = checkpoint.consumed(P0, 10)
-    for offset in (11, 12):
+    for offset in (10, 11, 12):
         checkpoint.consumed(P0, offset)
     checkpoint.consumed(P1, 5)
-    checkpoint.done(P0, 10)
-    checkpoint.done(P0, 12)  # 11 is still open: 12 cannot be committed yet
-    assert checkpoint.current(P0, generation)
+    checkpoint.done_through({P0: 11})  # 10 is done; 11 and 12 are still in the pipeline
+    assert checkpoint.commit() == {P0: 11} and consumer.commits == [{P0: 11}]
+    assert checkpoint.commit() == {}  # nothing new: no repeated commit
+    assert checkpoint.rewind() == {P0: 11, P1: 5}
+    assert set(consumer.seeks) == {(P0, 11), (P1, 5)}
 
-    offsets, dropped = checkpoint.revoke({P0}, commit=True)
 
-    assert offsets == {P0: 11} and dropped == 2  # 11 and 12 go to the next owner
-    assert checkpoint.committed_offsets() == {}  # no consumer attached: no commit was sent
-    assert not checkpoint.current(P0, generation)  # work polled before the revocation is stale
-    assert checkpoint.current(P1, 0) and checkpoint.assigned() == {P1}
-    assert checkpoint.tracker.open_count(P0) == 0 and checkpoint.tracker.open_count(P1) == 1
-    assert checkpoint.assign({P0}) == {P0: 11}  # it came back: read again from the first dropped one
-    assert checkpoint.assign({P0}) == {}  # once
+def test_transaction_commits_move_the_resume_point_and_never_back():
+    checkpoint, consumer = checkpoint_with_consumer()
+    checkpoint.assign({P0})
+    checkpoint.consumed(P0, 0)
+    checkpoint.committed({P0: 4})  # a transaction committed results and offsets through 3
+    checkpoint.committed({P0: 2})  # a late, older report changes nothing
+    assert checkpoint.committed_offsets() == {P0: 4}
+    assert checkpoint.commit() == {}  # exactly-once: nothing left for the consumer to commit
+    assert checkpoint.rewind() == {P0: 4}
+
+
+def test_a_revocation_commits_what_is_done_and_a_partition_coming_straight_back_resumes_there():
+    checkpoint, consumer = checkpoint_with_consumer()
+    checkpoint.assign({P0, P1})
+    generation = checkpoint.generation
+    checkpoint.consumed(P0, 10)
+    checkpoint.done_through({P0: 12})
+    checkpoint.consumed(P1, 5)
+    assert checkpoint.revoke({P0, P1}, commit=True) == {P0: 12}
+    assert consumer.commits == [{P0: 12}] and checkpoint.generation > generation  # older work is stale
+    assert checkpoint.assigned() == set()
+    assert checkpoint.assign({P1}) == {P1: 5}  # came back: read again from its first message not done
+    assert checkpoint.assign({P0}) == {}  # once, on the assignment right after the revocation
+    checkpoint.done_through({P0: 99})  # a late report for a partition that was away meanwhile
+    assert checkpoint.commit([P0]) == {P0: 99}
 
 
 def test_a_lost_partition_commits_nothing_and_a_join_means_the_broker_answered():
@@ -40,8 +79,8 @@ def test_a_lost_partition_commits_nothing_and_a_join_means_the_broker_answered()
     assert reachability.reachable
     checkpoint.consumed(P0, 0)
     checkpoint.done(P0, 0)
-    assert checkpoint.revoke({P0}, commit=False) == ({}, 1)
+    assert checkpoint.revoke({P0}, commit=False) == {}
     assert checkpoint.committed_offsets() == {}
     assert checkpoint.commit() == {}  # nothing assigned, nothing to commit: no consumer needed
-    reachability.error()
-    assert not reachability.reachable
+    checkpoint.done_through({P0: 1})  # not assigned: ignored
+    assert checkpoint.commit([P0]) == {}

@@ -18,7 +18,7 @@ from common.schemas import FrameMeta, utc_now
 from common.settings import WorkerSettings
 from worker.stream.control import ControlState
 from worker.stream.drift import OVERFLOW, DriftWatch
-from worker.stream.intake import Consumed, Intake
+from worker.stream.intake import Consumed, DeadLetter, Intake
 from worker.stream.offsets import Checkpoint
 from worker.stream.telemetry import Counters, ServiceTelemetry
 
@@ -56,15 +56,23 @@ def frame_message(camera_id: str, object_name: str, offset: int = 0) -> Consumed
     return Consumed("frames", 0, offset, camera_id.encode(), buffer.getvalue(), frame_headers(meta))
 
 
+class LetterCollectingIntake(Intake):
+    """Intake whose dead letters are collected as (stage, error type, text); other items pass as they are."""
+
+    def __init__(self, settings: WorkerSettings, letters: list) -> None:
+        super().__init__(settings, Checkpoint(), ServiceTelemetry(), Counters())
+        self.letters = letters
+
+    def take(self, partition, message):
+        item = super().take(partition, message)
+        if isinstance(item, DeadLetter):
+            self.letters.append((item.stage, item.error_type, item.text))
+            return None
+        return item
+
+
 def intake(settings: WorkerSettings, state: ControlState, letters: list) -> Intake:
-    taken = Intake(
-        settings,
-        Checkpoint(),
-        ServiceTelemetry(),
-        Counters(),
-        dead_letter=lambda partition, message, stage, kind, text, span: letters.append((stage, kind, text)),
-        skip=lambda *args: None,
-    )
+    taken = LetterCollectingIntake(settings, letters)
     taken.known_scope = state.knows
     return taken
 

@@ -231,7 +231,9 @@ def test_the_overlay_keeps_the_frame_size_and_colours_the_hot_area():
     drawn = decode_image(render_overlay(encode_image(frame, "image/png"), hot))
     assert drawn.shape == frame.shape
     cold_side, hot_side = drawn[5:15, 5:30].astype(int), drawn[5:15, 45:55].astype(int)
-    assert hot_side[..., 0].mean() > cold_side[..., 0].mean() + 40  # red where the score is 1
+    # JET's dark red where the score is 1: green and blue drop, red stays (the frame is mid grey)
+    assert hot_side[..., 1:].mean() < cold_side[..., 1:].mean() - 40 and hot_side[..., 0].mean() > 110
+    assert np.abs(cold_side - 128).max() < 8  # grey where the score is 0: the frame's own colour, no blue wash
     assert drawn[20, 55:65].min() > 200  # the white outline of the mask
     plain = decode_image(render_overlay(encode_image(frame, "image/png"), result()))  # no heatmap, no mask
     assert np.abs(plain.astype(int) - 128).max() < 8

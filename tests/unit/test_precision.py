@@ -169,3 +169,26 @@ def test_int8_quantises_the_towers_keeps_the_decoders_float_and_switches_back_ex
     bundle.clip.precision = bundle.clipseg.precision = "fp32"
     assert torch.equal(bundle.clip.encode_images(images), exact)
     assert torch.equal(bundle.clipseg.segment(tiles, prompts), fp32.clipseg.segment(tiles, prompts))
+
+
+def test_precision_defaults_to_auto_so_bench_without_a_flag_runs_bf16_on_an_amx_cpu(monkeypatch, capsys):
+    """`bench --foreground isnet` with no --precision: the setting's default, auto, picks bf16 on AMX-BF16.
+
+    The bench's models are built through the real command line; only the timed run is left out (bf16
+    kernels need a CPU that has them, and this one may not)."""
+    import json
+
+    from worker import cli
+    from worker.bench import inprocess
+    from worker.inspection.models import precision
+
+    def build_only(settings, *_args):
+        return {"precision": load_models(settings).precision, "setting": settings.precision}
+
+    assert ModelSettings().precision == "auto"
+    monkeypatch.delenv("LINEWATCH_MODELS__PRECISION", raising=False)
+    monkeypatch.setattr(inprocess, "run_bench", build_only)
+    for flags, expected in (({"avx2", "amx_tile", "amx_bf16"}, "bf16"), ({"avx2"}, "fp32")):
+        monkeypatch.setattr(precision, "cpu_flags", lambda flags=flags: frozenset(flags))
+        assert cli.main(["bench", "--profile", "tiny", "--foreground", "isnet", "--device", "cpu"]) == 0
+        assert json.loads(capsys.readouterr().out) == {"precision": expected, "setting": "auto"}

@@ -1,4 +1,12 @@
-"""results topic -> rule engine -> alarms topic, committing results offsets only after the alarms are acked."""
+"""results topic -> rule engine -> alarms topic, committing results offsets only after the alarms are acked.
+
+Under `kafka.processing_guarantee: exactly-once` one poll's alarms and its results offsets commit
+in one Kafka transaction (`transactional_id` = prefix + `-alarms-` + worker id): a crash between
+publishing and committing leaves nothing visible to `read_committed` readers, and the restart
+evaluates those results again. A transaction that fails is aborted and the loop stops with
+`AlarmPublishError` (the rule engine already saw the results; a restart reads them again with
+fresh state), as an unacknowledged publish does under at-least-once.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +18,7 @@ from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import CommitFailedError, KafkaError
+from kafka.structs import OffsetAndMetadata
 from pydantic import ValidationError
 
 from common.kafka import BrokerReachability, build_consumer, build_producer
@@ -52,11 +61,25 @@ class AlarmEvaluator:
             auto_offset_reset=settings.alarms.auto_offset_reset,
             client_id=f"{kafka.client_id}-alarms",
         )
-        self.producer = producer or build_producer(kafka, client_id=f"{kafka.client_id}-alarms")
+        self.exactly_once = kafka.processing_guarantee == "exactly-once"
+        self.producer = producer or self._build_producer()
         self.checkpoint = Checkpoint(reachability=reachability, name="alarm evaluator")
         self.checkpoint.subscribe(self.consumer, [kafka.results_topic], on_revoked=self._revoked)
 
-    def _revoked(self, partitions: set, _committed: dict, _dropped: int) -> None:  # rebalance listener
+    def _build_producer(self) -> KafkaProducer:
+        kafka = self.settings.kafka
+        if not self.exactly_once:
+            return build_producer(kafka, client_id=f"{kafka.client_id}-alarms")
+        producer = build_producer(
+            kafka,
+            client_id=f"{kafka.client_id}-alarms",
+            transactional_id=f"{kafka.transactional_id_prefix}-alarms-{self.settings.worker.worker_id}",
+            transaction_timeout_ms=kafka.transaction_timeout_ms,
+        )
+        producer.init_transactions()  # fences an earlier process with the same id
+        return producer
+
+    def _revoked(self, partitions: set) -> None:  # rebalance listener
         dropped = self.engine.forget_partitions({(tp.topic, tp.partition) for tp in partitions})
         log.info("alarm evaluator: %d partitions revoked, %d streams forgotten", len(partitions), dropped)
 
@@ -72,6 +95,11 @@ class AlarmEvaluator:
                 consumed.append((partition, record.offset))
                 alarms.extend(self._evaluate(record))
         alarms.extend(self.engine.tick())
+        if self.exactly_once:
+            if alarms or consumed:
+                self._transaction(alarms, consumed)
+            self.heartbeats.beat("evaluator", time.time())
+            return alarms
         if alarms:
             self.publish(alarms)  # AlarmPublishError: nothing of this cycle is done, nothing committed
         for partition, offset in consumed:
@@ -108,7 +136,29 @@ class AlarmEvaluator:
         self.metrics.results.add(1, {"outcome": outcome})
         return alarms
 
-    def publish(self, alarms: list[AlarmEvent]) -> None:
+    def _transaction(self, alarms: list[AlarmEvent], consumed: list[tuple[Any, int]]) -> None:
+        """The alarms and the offsets after `consumed`, committed together (or AlarmPublishError)."""
+        offsets: dict[Any, int] = {}
+        for partition, offset in consumed:
+            offsets[partition] = max(offset + 1, offsets.get(partition, 0))
+        self.producer.begin_transaction()
+        try:
+            self.publish(alarms, announce=False)
+            if offsets:
+                metadata = {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in offsets.items()}
+                self.producer.send_offsets_to_transaction(metadata, self.consumer.group_metadata())
+            self.producer.commit_transaction()
+        except (KafkaError, AlarmPublishError) as exc:
+            try:
+                self.producer.abort_transaction()
+            except KafkaError as abort_exc:  # the broker aborts it after transaction_timeout_ms
+                log.warning("alarm evaluator: abort failed: %s", abort_exc)
+            self.checkpoint.reachability.error()
+            raise AlarmPublishError(f"transaction of {len(alarms)} alarm events aborted: {exc!r}") from exc
+        self.checkpoint.committed(offsets)
+        self._announce(alarms)
+
+    def publish(self, alarms: list[AlarmEvent], announce: bool = True) -> None:
         topic = self.settings.kafka.alarms_topic
         futures = []
         try:
@@ -128,6 +178,10 @@ class AlarmEvaluator:
             self.checkpoint.reachability.error()
             raise AlarmPublishError(f"could not publish {len(alarms)} alarm events to {topic}: {exc!r}") from exc
         self.checkpoint.reachability.ok()
+        if announce:
+            self._announce(alarms)
+
+    def _announce(self, alarms: list[AlarmEvent]) -> None:
         for alarm in alarms:
             self.metrics.raised.add(1, {"kind": alarm.kind, "rule": alarm.rule})
             log.warning("ALARM %s %s [%s] %s", alarm.kind, alarm.rule, alarm.alarm_id, alarm.message)

@@ -58,6 +58,13 @@ def add_bench_parser(subparsers) -> None:
         help="measure end to end through Kafka and Redis (needs LINEWATCH_KAFKA__BOOTSTRAP_SERVERS)",
     )
     parser.add_argument(
+        "--guarantees",
+        default=None,
+        metavar="BATCHES",
+        help="--through-kafka: exactly-once vs at-least-once side by side at these comma-separated batch sizes "
+        "(frames/s, paced latency p50/p99 and what exactly-once costs)",
+    )
+    parser.add_argument(
         "--few-shot",
         action="store_true",
         help="cost of reference banks (K = --shots) and of the rolling pool (M = --pool): ms per frame and memory",
@@ -109,6 +116,17 @@ def run_bench_command(args, settings) -> int:
             args.rounds,
             args.width,
             args.height,
+        )
+    elif args.through_kafka and args.guarantees:
+        from worker.bench.guarantees import run_guarantee_bench
+
+        report = run_guarantee_bench(
+            settings.model_copy(update={"models": model_settings}),
+            frames=args.frames,
+            batches=[int(b) for b in args.guarantees.split(",")],
+            width=args.width,
+            height=args.height,
+            rounds=args.rounds,
         )
     elif args.through_kafka:
         from worker.bench.kafka_path import run_kafka_bench

@@ -19,6 +19,7 @@ from pathlib import Path
 from common.argtypes import positive_int
 from common.calibration import TooFewFrames, conformal_rank, frames_needed
 from common.control import scope_key
+from common.progress import add_quiet_flag, bars_wanted
 from common.settings import PROFILE_NAMES, LinewatchSettings
 
 
@@ -60,7 +61,7 @@ def add_calibrate_parser(subparsers) -> None:
     parser.add_argument("--publish", action="store_true", help="send the record to the control topic (version + 1)")
     parser.add_argument("--by", default=None, help="who calibrates (default: the login name)")
     parser.add_argument("--batch", type=positive_int, default=4, help="frames per Inspector call")
-    parser.add_argument("--no-progress", action="store_true")
+    add_quiet_flag(parser, "--no-progress")
 
 
 def _check_arguments(args) -> str | None:
@@ -116,7 +117,7 @@ def _calibrate(args, settings: LinewatchSettings, scope: str) -> int:
     inspector = _build_inspector(args, settings)
     if inspector is None:
         return 2
-    scores = score_normal_frames(inspector, gathered.frames, batch=args.batch, progress=not args.no_progress)
+    scores = score_normal_frames(inspector, gathered.frames, batch=args.batch, progress=bars_wanted(args.quiet))
     by = args.by or _default_user()
     table = read_control_topic(settings.kafka)[0] if args.publish else None
     version = table.next_version(scope) if table is not None else (args.version or 1)

@@ -32,6 +32,7 @@ def open_reader(settings: KafkaSettings) -> KafkaConsumer:
         **connection_options(settings),
         group_id=None,
         enable_auto_commit=False,
+        isolation_level="read_committed",  # never a record of an aborted transaction
         max_partition_fetch_bytes=settings.max_message_bytes,
     )
 

@@ -7,6 +7,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from functools import partial
 
 from kafka.errors import KafkaError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -21,6 +22,7 @@ from worker.dashboard.alarm_state import AlarmAck, Silence
 from worker.dashboard.images import placeholder_svg, render_overlay
 from worker.dashboard.kafka_io import RecordExpired
 from worker.dashboard.web import Backend, backend, requires
+from worker.inspection.overlays import heat_level
 
 KEEPALIVE_S = 15.0
 OVERLAY_CACHE = 128
@@ -158,7 +160,8 @@ async def overlay(request: Request) -> Response:
         if not meta_ok or not record.value:
             svg = placeholder_svg("frame not found", "the offset holds another frame")
             return Response(svg, media_type="image/svg+xml", headers=headers)
-        b.overlays[key] = await run_in_threadpool(render_overlay, record.value, result)
+        level = heat_level(b.settings.worker.pixel_threshold)
+        b.overlays[key] = await run_in_threadpool(partial(render_overlay, level=level), record.value, result)
         while len(b.overlays) > OVERLAY_CACHE:
             b.overlays.pop(next(iter(b.overlays)))
     return Response(b.overlays[key], media_type="image/jpeg", headers=headers)

@@ -86,7 +86,9 @@ def _partitions(consumer: KafkaConsumer, topic: str, stop: threading.Event) -> l
 def run_alarms_feed(settings: LinewatchSettings, state: LiveState, stop: threading.Event) -> None:
     alarms_topic, state_topic = settings.kafka.alarms_topic, settings.dashboard.state_topic
     ensure_topics(settings.kafka, [alarms_topic])
-    consumer = KafkaConsumer(**connection_options(settings.kafka), group_id=None, enable_auto_commit=False)
+    consumer = KafkaConsumer(
+        **connection_options(settings.kafka), group_id=None, enable_auto_commit=False, isolation_level="read_committed"
+    )
     try:
         alarm_parts = _partitions(consumer, alarms_topic, stop)
         state_parts = _partitions(consumer, state_topic, stop)

@@ -22,18 +22,16 @@ def heatmap_array(result: InspectionResult) -> np.ndarray | None:
     return np.asarray(grey, dtype=np.float32) / 255.0
 
 
-def render_overlay(frame: bytes, result: InspectionResult, *, max_bytes: int = 50_000_000) -> bytes:
-    """JPEG of the frame, the heatmap blended on it (JET, absolute scale) and the defect mask outlined."""
+def render_overlay(
+    frame: bytes, result: InspectionResult, *, level: float | None = None, max_bytes: int = 50_000_000
+) -> bytes:
+    """JPEG of the frame with heat where the map passes `level` (overlays.heat_level) and the defect
+    mask outlined; elsewhere the frame's own colours."""
     image = decode_image(frame, max_bytes=max_bytes)
-    heat = heatmap_array(result)
     mask = rle_to_mask(result.mask) if result.mask is not None else None
     if mask is not None and mask.shape != image.shape[:2]:
         mask = None  # a mask of another resolution would be drawn in the wrong place
-    if heat is None:
-        heat = np.zeros(image.shape[:2], dtype=np.float32)
-        drawn = overlay_heatmap(image, heat, mask, alpha=0.0)
-    else:
-        drawn = overlay_heatmap(image, heat, mask)
+    drawn = overlay_heatmap(image, heatmap_array(result), mask, level=level)
     return encode_image(drawn, "image/jpeg", quality=80)
 
 

@@ -84,6 +84,7 @@ class TopicReader:
             **options,
             group_id=None,
             enable_auto_commit=False,
+            isolation_level="read_committed",  # never a record of an aborted transaction
             max_partition_fetch_bytes=settings.kafka.max_message_bytes,
             fetch_max_bytes=settings.kafka.max_message_bytes,
             max_poll_records=1,

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from common.argtypes import positive_int
+from common.progress import add_quiet_flag, progress_bar
 from common.settings import PROFILE_NAMES
 from worker.eval.datasets import DATASET_KINDS, DatasetLayoutError, open_dataset, select_categories
 from worker.eval.fewshot import context_for, evaluate_modes, mode_label
@@ -91,7 +92,7 @@ def _configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument(
         "--bins", type=positive_int, default=DEFAULT_BINS, help="score bins of the streaming pixel metrics"
     )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_quiet_flag(parser, "--no-progress")
     parser.add_argument(
         "--shots", type=_non_negative_int, default=0, help="few-shot: K references from each category's train/good"
     )
@@ -134,10 +135,8 @@ def default_inspector_factory(model_settings: Any) -> InspectorLike:
     return build_inspector(model_settings)
 
 
-def _progress_bar(total: int, enabled: bool) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="img", desc="eval", disable=not enabled, dynamic_ncols=True)
+def _progress_bar(total: int, quiet: bool) -> Any:
+    return progress_bar(total=total, unit="img", desc="eval", quiet=quiet)
 
 
 def run_eval(args: argparse.Namespace, inspector_factory: InspectorFactory | None = None) -> int:
@@ -173,7 +172,7 @@ def run_eval(args: argparse.Namespace, inspector_factory: InspectorFactory | Non
     skipped = SkippedFiles()
     seeds = [int(s) for s in str(args.seeds).split(",") if s.strip()] if args.shots else [0]
     mode, per_seed = mode_label(args.shots, args.pool, seeds), {}
-    progress = _progress_bar(sum(totals.values()) * len(seeds), enabled=not args.no_progress)
+    progress = _progress_bar(sum(totals.values()) * len(seeds), quiet=args.quiet)
 
     def evaluate(category: str, few_shot):
         progress.set_postfix_str(category)

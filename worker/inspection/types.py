@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 if TYPE_CHECKING:
     from common.schemas import Versions
+    from worker.inspection.fewshot.context import FewShotContext
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,7 @@ class Frame:
     extra_normal_states: tuple[str, ...] = ()
     extra_anomalous_states: tuple[str, ...] = ()
     # few-shot: the reference bank and/or rolling pool of the frame's scope (a FewShotContext; None: zero-shot only)
-    few_shot: Any = field(default=None, compare=False)
+    few_shot: FewShotContext | None = field(default=None, compare=False)
 
     @property
     def prompt_key(self) -> tuple[str, tuple[str, ...], tuple[str, ...]]:

@@ -1,8 +1,9 @@
 """Micro-batching and backpressure of the poll loop, and the hand-over between the threads.
 
-`MicroBatcher` and `backpressure` are pure (clock passed in); `InFlight` counts the frames
-handed on whose results are not sent yet, and pauses the consumer on them; `hand_over` puts
-on a bounded queue for as long as the thread that takes from it runs.
+`MicroBatcher` and `backpressure` are pure (clock passed in); `Batch` is the unit of delivery
+(its items in offset order, stamped with the generation they were polled in); `InFlight`
+counts the messages handed on whose outputs are not acknowledged yet, and pauses the consumer
+on them; `hand_over` puts on a bounded queue for as long as the thread that takes from it runs.
 """
 
 from __future__ import annotations
@@ -11,7 +12,10 @@ import logging
 import queue
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
+
+from worker.stream.intake import Item
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +43,7 @@ class MicroBatcher(Generic[T]):
         """A batch should be handed over: it is full, or its first item waited long enough."""
         if not self._items:
             return False
-        return len(self._items) >= self.max_items or now - self._opened_at >= self.max_wait_s
+        return len(self._items) >= self.max_items or now - (self._opened_at or now) >= self.max_wait_s
 
     def take(self) -> list[T]:
         """The next batch (at most `max_items`); the rest stays, its clock restarted."""
@@ -47,16 +51,30 @@ class MicroBatcher(Generic[T]):
         self._opened_at = self._opened_at if self._items else None
         return batch
 
+    def take_all(self) -> list[T]:
+        """Every item waiting (a shutdown's last batch, or work a rebalance drops)."""
+        items, self._items, self._opened_at = self._items, [], None
+        return items
+
     def time_left(self, now: float) -> float | None:
         """Seconds until the open batch is due (0 when due now); None when empty."""
         if not self._items:
             return None
         if len(self._items) >= self.max_items:
             return 0.0
-        return max(0.0, self.max_wait_s - (now - self._opened_at))
+        return max(0.0, self.max_wait_s - (now - (self._opened_at or now)))
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Consumed messages in offset order: frames to score, and the dead letters and skipped results
+    between them. `generation`: the consumer's when they were polled; work of an older one is dropped."""
+
+    generation: int
+    items: list[Item]
 
 
 BackpressureAction = Literal["pause", "resume"] | None
@@ -76,8 +94,9 @@ def backpressure(waiting: int, limit: int, paused: bool) -> BackpressureAction:
 
 
 class InFlight:
-    """Frames handed to the inference thread whose results are not sent yet, and whether the
-    consumer is paused on them. The poll thread adds and applies; the publish thread finishes."""
+    """Messages handed to the inference thread whose outputs are not acknowledged yet (sent and
+    waiting, or refused and waiting to be sent again), and whether the consumer is paused on
+    them. The poll thread adds and applies; the publish thread finishes."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit

@@ -15,7 +15,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from kafka.errors import KafkaError
 
@@ -32,6 +32,9 @@ from common.metrics import Metrics
 from common.settings import KafkaSettings, WorkerSettings
 from worker.stream.telemetry import Counters
 
+if TYPE_CHECKING:
+    from worker.inspection.fewshot.context import FewShotContext
+
 log = logging.getLogger(__name__)
 
 POLL_MS = 100
@@ -47,7 +50,9 @@ class Resolved:
     scope: str | None
     record: ControlRecord | None
     thresholds: ThresholdsInForce
-    few_shot: Any = None  # the FewShotContext of the frame's scope (reference bank, pool), set by the Judge
+    few_shot: FewShotContext | None = (
+        None  # the FewShotContext of the frame's scope (reference bank, pool), set by the Judge
+    )
 
     @property
     def learning(self) -> bool:

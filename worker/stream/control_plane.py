@@ -1,23 +1,25 @@
 """The worker's side of the control topic, as the service wires it: the records in force
 (`ControlState`), the follower thread, the `Judge` that the inference and publish threads ask,
-and the sending of records this worker calibrated (learning mode) to the learned-records topic
-through the service's Outbox.
+and the sending of records this worker calibrated (learning mode) to the learned-records topic, on a
+producer of their own (idempotent, acks=all; outside any transaction of the results: a record is keyed
+by its scope, so sending it twice is harmless).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+
+from kafka import KafkaProducer
 
 from common.audit import audit_record, encode_audit
 from common.control import ControlRecord
 from common.control_topic import encode_control
+from common.kafka import build_producer
 from common.metrics import Metrics
 from common.settings import LinewatchSettings
 from worker.stream.control import ControlFollower, ControlState
 from worker.stream.judging import Judge
-from worker.stream.publishing import Outbox, Outgoing
 from worker.stream.references import ReferenceBanks
 from worker.stream.telemetry import Counters
 
@@ -25,11 +27,9 @@ log = logging.getLogger(__name__)
 
 
 class ControlPlane:
-    def __init__(
-        self, settings: LinewatchSettings, counters: Counters, metrics: Metrics, *, outbox: Callable[[], Outbox | None]
-    ) -> None:
+    def __init__(self, settings: LinewatchSettings, counters: Counters, metrics: Metrics) -> None:
         self.settings = settings
-        self._outbox = outbox  # the service's, once it has one
+        self._producer: KafkaProducer | None = None  # built at the first calibrated record
         self.state = ControlState(settings.worker, counters, metrics)
         self.judge = Judge(
             self.state, self._send, worker_id=settings.worker.worker_id, counters=counters, metrics=metrics
@@ -67,10 +67,13 @@ class ControlPlane:
     def stop(self) -> None:
         if self.follower is not None:
             self.follower.stop()
+        if self._producer is not None:
+            self._producer.close(timeout=5.0)
 
     def _send(self, scope: str, record: ControlRecord) -> None:
         """A calibrated record to the learned-records topic (workers may not write the control topic
-        itself), and its audit record, through the Outbox: retried until the broker acknowledges them."""
+        itself), and its audit record, on the plane's own producer (it retries them until the broker
+        acknowledges them)."""
         ks = self.settings.kafka
         calibration = record.calibration
         reason = f"learning mode: {calibration.n} frames at target false-alarm rate {calibration.target_fpr:g}"
@@ -80,10 +83,8 @@ class ControlPlane:
         self._publish(ks.audit_topic, scope, encode_audit(audit), f"the audit record of {scope} v{record.version}")
 
     def _publish(self, topic: str, scope: str, value: bytes, what: str) -> None:
-        outbox = self._outbox()
-        if outbox is None:
-            log.error("no outbox to publish %s on", what)
-            return
-        outbox.send(
-            Outgoing(topic, scope.encode("utf-8"), value, [], lambda: log.info("published %s to %s", what, topic))
-        )
+        if self._producer is None:
+            self._producer = build_producer(self.settings.kafka)
+        future = self._producer.send(topic, key=scope.encode("utf-8"), value=value)
+        future.add_callback(lambda _metadata: log.info("published %s to %s", what, topic))
+        future.add_errback(lambda exc: log.error("could not publish %s to %s: %s", what, topic, exc))

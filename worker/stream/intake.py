@@ -3,7 +3,7 @@
 - `parse_meta` / `decode_frame`: untrusted record -> (FrameMeta, RGB array), or
   `Rejected` with the stage and reason that go into the dead letter (pure functions).
 - `is_stale`: the stale-frame policy.
-- `Intake`: the poll thread's routing of one record (tracked in the `Checkpoint` first).
+- `Intake`: one record -> `Work`, `DeadLetter` or `Skipped` (an `Item`), in the order polled.
 """
 
 from __future__ import annotations
@@ -15,12 +15,15 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
+from kafka import TopicPartition
+from opentelemetry.trace import Span
 
 from common.codecs import ImageDecodeError, decode_image
 from common.messages import FrameHeaderError, parse_frame_meta
 from common.schemas import FrameMeta, SourceRef, utc_now
 from common.settings import WorkerSettings
 from worker.stream.clock_skew import SkewBook
+from worker.stream.control import Resolved
 from worker.stream.offsets import Checkpoint
 from worker.stream.telemetry import Counters, ServiceTelemetry
 
@@ -133,76 +136,89 @@ class Work:
     """A decoded frame on its way through inference and publishing."""
 
     message: Consumed
-    partition: Any  # kafka.TopicPartition
-    generation: int  # of its partition when polled (Checkpoint.current)
+    partition: TopicPartition
     meta: FrameMeta
     image: np.ndarray
-    span: Any  # opentelemetry Span of the frame
-    control: Any = None  # worker.stream.control.Resolved: the control record the frame is judged by
+    span: Span  # the frame's trace span
+    control: Resolved | None = None  # the control record the frame is judged by (set by the inference thread)
 
 
-DeadLetter = Callable[[Any, Consumed, str, str, str, Any], None]  # (partition, message, stage, type, text, span)
-Skip = Callable[[Any, Consumed, FrameMeta, Any], None]  # (partition, message, meta, span)
+@dataclass(frozen=True)
+class DeadLetter:
+    """A message that goes to the dead-letter topic, with the stage and reason."""
+
+    message: Consumed
+    partition: TopicPartition
+    stage: str
+    error_type: str
+    text: str
+    span: Span
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A frame answered with a `skipped` result (too old to inspect)."""
+
+    message: Consumed
+    partition: TopicPartition
+    meta: FrameMeta
+    span: Span
+
+
+Item = Work | DeadLetter | Skipped  # what one consumed message becomes; items keep their offset order
+
+
+def header_bytes(headers: Headers) -> int:
+    return sum(len(key.encode("utf-8")) + len(value) for key, value in headers)
 
 
 class Intake:
-    """record -> `Work` for the batcher; a bad record is dead-lettered, a stale one skipped, at once."""
+    """record -> `Work` for the inference thread, or the dead letter / skipped result it ends as."""
 
     def __init__(
-        self,
-        settings: WorkerSettings,
-        checkpoint: Checkpoint,
-        telemetry: ServiceTelemetry,
-        counters: Counters,
-        *,
-        dead_letter: DeadLetter,
-        skip: Skip,
+        self, settings: WorkerSettings, checkpoint: Checkpoint, telemetry: ServiceTelemetry, counters: Counters
     ):
         self.settings = settings
         self.checkpoint = checkpoint
         self.telemetry = telemetry
         self.counters = counters
-        self._dead_letter = dead_letter
-        self._skip = skip
         # with worker.known_scopes_only: (camera id, object name) -> whether a control record applies
         self.known_scope: Callable[[str, str], bool] | None = None
         self.skew: SkewBook | None = SkewBook()  # per camera, for the status
 
-    def take(self, partition: Any, message: Consumed) -> Work | None:
-        generation = self.checkpoint.consumed(partition, message.offset)
+    def take(self, partition: TopicPartition, message: Consumed) -> Item:
+        self.checkpoint.consumed(partition, message.offset)
         self.counters.add("consumed")
-        span = self.telemetry.start_frame(
-            message.headers,
-            {
-                "messaging.destination.name": message.topic,
-                "messaging.kafka.partition": message.partition,
-                "messaging.kafka.offset": message.offset,
-            },
-        )
         ws = self.settings
+        oversize = header_bytes(message.headers)
+        if oversize > ws.max_header_bytes:  # its dead letter keeps only lw-frame and lw-error
+            span = self.telemetry.start_frame([], self._attributes(message))
+            text = f"headers are {oversize} bytes, max_header_bytes is {ws.max_header_bytes}"
+            return DeadLetter(message, partition, "header", "HeadersTooLarge", text, span)
+        span = self.telemetry.start_frame(message.headers, self._attributes(message))
         try:
             with self.telemetry.stage(span, "decode"):
                 meta = parse_meta(message.headers)
                 span.set_attribute("linewatch.frame_id", meta.frame_id)
                 self._check_scope(meta)
                 self._clock_skew(meta, message.timestamp_ms)
-                stale = is_stale(meta, utc_now(), ws.max_frame_age_s, message.timestamp_ms)  # not even decoded
-                image = (
-                    None
-                    if stale
-                    else decode_frame(meta, message.value, max_bytes=ws.max_frame_bytes, max_pixels=ws.max_frame_pixels)
-                )
+                if is_stale(meta, utc_now(), ws.max_frame_age_s, message.timestamp_ms):  # not even decoded
+                    return Skipped(message, partition, meta, span)
+                image = decode_frame(meta, message.value, max_bytes=ws.max_frame_bytes, max_pixels=ws.max_frame_pixels)
         except Rejected as exc:
-            self._dead_letter(partition, message, exc.stage, exc.error_type, exc.message, span)
-            return None
+            return DeadLetter(message, partition, exc.stage, exc.error_type, exc.message, span)
         except Exception as exc:  # never let one message stop the worker
             log.exception("unexpected error on %s:%s@%s", message.topic, message.partition, message.offset)
-            self._dead_letter(partition, message, "decode", type(exc).__name__, str(exc), span)
-            return None
-        if stale:
-            self._skip(partition, message, meta, span)
-            return None
-        return Work(message, partition, generation, meta, image, span)
+            return DeadLetter(message, partition, "decode", type(exc).__name__, str(exc), span)
+        return Work(message, partition, meta, image, span)
+
+    @staticmethod
+    def _attributes(message: Consumed) -> dict[str, object]:
+        return {
+            "messaging.destination.name": message.topic,
+            "messaging.kafka.partition": message.partition,
+            "messaging.kafka.offset": message.offset,
+        }
 
     def _clock_skew(self, meta: FrameMeta, broker_ms: int | None) -> None:
         skew = clock_skew_s(meta.captured_at, broker_ms)

@@ -1,27 +1,29 @@
-"""Offset bookkeeping for at-least-once delivery.
+"""Where each partition stands: polled, done, committed -- the consumer group's side of delivery.
 
-A consumed message is *open* until its result (or dead letter) is acknowledged
-by the broker, then *done*. Per partition the worker may commit the offset after
-the longest run of done messages at the head of what it consumed -- never past
-an open one, whatever order the acknowledgements arrive in. Offsets are compared
-in consumption order, not arithmetically, so gaps (compaction, transaction
-markers) do not stall a partition.
+Every linewatch loop finishes its messages in offset order (the stream worker's batches go
+through one FIFO inference thread and one FIFO publish thread; the alarm loops work one
+record or one poll at a time), so a partition's progress is one number: "done through
+offset N". `Checkpoint` keeps that number per partition and commits it:
 
-Thread-safe: the poll thread adds and commits, producer callbacks mark done, the
-rebalance listener forgets partitions.
+- `consumed` a message when it is polled (the first one not done is where to resume);
+- `done` it once its output is on the broker (at-least-once: the poll thread then `commit`s);
+- `committed` offsets that a Kafka transaction already committed (exactly-once);
+- `rewind`: seek back to where the work not done begins, after work was dropped (a
+  rebalance, an aborted transaction).
 
-`Checkpoint` puts an `OffsetTracker` together with a consumer: explicit commits of what
-is done, and one rebalance listener (`RebalanceListener`, callbacks) for every service.
+One `RebalanceListener` serves every service. Its callbacks run inside `consumer.poll` on the
+consumer's event loop: they only update this bookkeeping and send the revoked partitions'
+done offsets with `commit_async` (a blocking call there would stall the heartbeats).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections import deque
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
+from kafka import TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
@@ -30,98 +32,20 @@ from common.kafka import BrokerReachability
 
 log = logging.getLogger(__name__)
 
-Partition = Hashable  # kafka.TopicPartition in the service; anything hashable in tests
-
-
-class OffsetTracker:
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        # partition -> uncommitted offsets in consumption order, and which of them are done
-        self._open: dict[Partition, deque[int]] = {}
-        self._done: dict[Partition, set[int]] = {}
-
-    def add(self, partition: Partition, offset: int) -> None:
-        """A message was consumed; it stays open until `done`.
-
-        An offset at or before the last one means consumption was rewound (a seek):
-        what was tracked from that offset on is forgotten, since it comes again.
-        """
-        with self._lock:
-            queue = self._open.setdefault(partition, deque())
-            done = self._done.setdefault(partition, set())
-            while queue and queue[-1] >= offset:
-                done.discard(queue.pop())
-            queue.append(offset)
-
-    def done(self, partition: Partition, offset: int) -> None:
-        """The message's output is on the broker. Unknown (forgotten) offsets are ignored."""
-        with self._lock:
-            queue = self._open.get(partition)
-            if not queue or offset < queue[0]:
-                return
-            self._done.setdefault(partition, set()).add(offset)
-
-    def committable(self, partitions: Iterable[Partition] | None = None) -> dict[Partition, int]:
-        """Per partition, the offset to commit (last contiguous done + 1), where one advanced.
-
-        Does not change state: call `committed` once the commit succeeded.
-        """
-        with self._lock:
-            chosen = self._open.keys() if partitions is None else [p for p in partitions if p in self._open]
-            result: dict[Partition, int] = {}
-            for partition in chosen:
-                queue, done = self._open[partition], self._done.get(partition, ())
-                last = None
-                for offset in queue:
-                    if offset not in done:
-                        break
-                    last = offset
-                if last is not None:
-                    result[partition] = last + 1
-            return result
-
-    def first_open(self, partition: Partition) -> int | None:
-        """The first consumed offset whose output is not acknowledged (None: all are)."""
-        with self._lock:
-            done = self._done.get(partition, ())
-            return next((o for o in self._open.get(partition, ()) if o not in done), None)
-
-    def committed(self, offsets: dict[Partition, int]) -> None:
-        """Drop the bookkeeping below each committed offset."""
-        with self._lock:
-            for partition, next_offset in offsets.items():
-                queue = self._open.get(partition)
-                if queue is None:
-                    continue
-                done = self._done.get(partition, set())
-                while queue and queue[0] < next_offset:
-                    done.discard(queue.popleft())
-
-    def forget(self, partitions: Iterable[Partition]) -> None:
-        """The partitions were revoked: their open messages belong to the next owner now."""
-        with self._lock:
-            for partition in partitions:
-                self._open.pop(partition, None)
-                self._done.pop(partition, None)
-
-    def open_count(self, partition: Partition | None = None) -> int:
-        """Messages consumed and not yet committed (all partitions, or one)."""
-        with self._lock:
-            queues = self._open.values() if partition is None else [self._open.get(partition, ())]
-            return sum(len(q) for q in queues)
-
-
-# --------------------------------------------------------------------------- checkpoint
-
-RevokedHook = Callable[[set, dict, int], None]  # (partitions, offsets committed, messages dropped)
-AssignedHook = Callable[[set, dict], None]  # (partitions, offsets rewound to)
+Offsets = dict[TopicPartition, int]  # partition -> the next offset to read (what Kafka commits)
+RevokedHook = Callable[[set[TopicPartition]], None]
+AssignedHook = Callable[[set[TopicPartition]], None]
 
 
 class RebalanceListener(ConsumerRebalanceListener):
-    """kafka-python's listener as three callbacks: revoked (commit allowed), lost (evicted: a
-    commit would fail) and assigned."""
+    """kafka-python's listener as two callbacks: revoked (`commit`: False when the member was
+    evicted, a commit would fail) and assigned."""
 
-    def __init__(self, on_revoked: Callable[[set, bool], None], on_assigned: Callable[[set], None]):
+    def __init__(
+        self,
+        on_revoked: Callable[[set[TopicPartition], bool], None],
+        on_assigned: Callable[[set[TopicPartition]], None],
+    ):
         self._on_revoked = on_revoked
         self._on_assigned = on_assigned
 
@@ -136,16 +60,10 @@ class RebalanceListener(ConsumerRebalanceListener):
 
 
 class Checkpoint:
-    """The consumer group's side of at-least-once: track what was consumed, commit what is done.
+    """Per partition: where the work not done yet begins (`resume`), done-through, committed.
 
-    Shared by the stream worker and the alarm services. `consumed` a message when it is
-    polled, `done` it when its output is acknowledged, `commit` from the polling thread.
-    On revocation it commits what is done (non-blocking: the listener may run on the
-    consumer's IO thread), drops the rest uncommitted and remembers where it began, so a
-    partition that comes straight back to this member is sought back there
-    (kafka-python >= 3 keeps its fetch position): dropped work is done again, never skipped.
-    Each revocation bumps the partition's generation, so work polled before it can be told
-    apart (`current`). All state is behind one lock of its own.
+    Thread-safe (one lock): the poll thread and the rebalance listener write, status reads.
+    Each revocation or assignment bumps `generation`, so work polled before it can be told apart.
     """
 
     def __init__(
@@ -155,16 +73,17 @@ class Checkpoint:
         commit_timeout_ms: int | None = None,
         name: str = "consumer",
     ) -> None:
-        self.tracker = OffsetTracker()
         self.reachability = reachability or BrokerReachability()
         self.consumer: Any = None  # set by `subscribe`
         self._commit_timeout_ms = commit_timeout_ms
         self._name = name
         self._lock = threading.Lock()
-        self._assigned: set[Any] = set()
-        self._generation: dict[Any, int] = {}
-        self._committed: dict[Any, int] = {}
-        self._rewind: dict[Any, int] = {}
+        self._assigned: set[TopicPartition] = set()
+        self._resume: Offsets = {}  # the first offset whose work is not done (polled partitions)
+        self._done: Offsets = {}  # done through (next offset), not committed yet
+        self._committed: Offsets = {}
+        self._returning: Offsets = {}  # revoked: where to resume if assigned straight back
+        self.generation = 0
 
     def subscribe(
         self,
@@ -177,43 +96,61 @@ class Checkpoint:
         """Subscribe `consumer` with a listener that keeps this checkpoint (then the hooks) up to date."""
         self.consumer = consumer
 
-        def revoked(partitions: set, commit: bool) -> None:
-            offsets, dropped = self.revoke(partitions, commit)
+        def revoked(partitions: set[TopicPartition], commit: bool) -> None:
+            self.revoke(partitions, commit)
             if on_revoked is not None:
-                on_revoked(partitions, offsets, dropped)
+                on_revoked(partitions)
 
-        def assigned(partitions: set) -> None:
-            rewound = self.assign(partitions)
+        def assigned(partitions: set[TopicPartition]) -> None:
+            self.assign(partitions)
             if on_assigned is not None:
-                on_assigned(partitions, rewound)
+                on_assigned(partitions)
 
         consumer.subscribe(topics, listener=RebalanceListener(revoked, assigned))
 
-    # ------------------------------------------------------------------ polling thread
+    # ------------------------------------------------------------------ the polling thread
 
-    def consumed(self, partition: Any, offset: int) -> int:
-        """Track a polled message (open until `done`); returns its partition's generation."""
-        self.tracker.add(partition, offset)
+    def consumed(self, partition: TopicPartition, offset: int) -> None:
         with self._lock:
-            return self._generation.get(partition, 0)
+            self._resume.setdefault(partition, offset)
 
-    def done(self, partition: Any, offset: int) -> None:
-        self.tracker.done(partition, offset)
+    def done(self, partition: TopicPartition, offset: int) -> None:
+        """The message at `offset` and every one polled before it on its partition are done."""
+        self.done_through({partition: offset + 1})
 
-    def current(self, partition: Any, generation: int) -> bool:
-        """The partition was not revoked since a message of `generation` was polled."""
+    def done_through(self, offsets: Offsets) -> None:
         with self._lock:
-            return self._generation.get(partition, 0) == generation
+            for tp, next_offset in offsets.items():
+                if tp in self._assigned and next_offset > self._done.get(tp, -1):
+                    self._done[tp] = next_offset
+                    self._resume[tp] = max(next_offset, self._resume.get(tp, next_offset))
 
-    def commit(self, partitions: Iterable[Any] | None = None) -> dict[Any, int]:
+    def committed(self, offsets: Offsets) -> None:
+        """These offsets are on the broker (a transaction committed them, or `commit` did)."""
+        with self._lock:
+            for tp, next_offset in offsets.items():
+                self._committed[tp] = max(next_offset, self._committed.get(tp, -1))
+                if self._done.get(tp, next_offset) <= next_offset:
+                    self._done.pop(tp, None)
+                for positions in (self._resume, self._returning):
+                    if tp in positions:
+                        positions[tp] = max(positions[tp], next_offset)
+
+    def bump(self) -> int:
+        """Start a new generation: work polled so far is dropped (and read again)."""
+        with self._lock:
+            self.generation += 1
+            return self.generation
+
+    def commit(self, partitions: Iterable[TopicPartition] | None = None) -> Offsets:
         """Commit (blocking) what is done on the assigned partitions (or these); returns the offsets.
 
-        A KafkaError (e.g. a rebalance in progress: the listener commits instead) is raised
-        after marking the broker unreachable; nothing is forgotten, so the next call retries.
+        A KafkaError (e.g. a rebalance in progress) is raised after marking the broker
+        unreachable; nothing is forgotten, so the next call retries.
         """
         with self._lock:
-            chosen = set(self._assigned) if partitions is None else set(partitions)
-        offsets = self.tracker.committable(chosen)
+            chosen = self._assigned if partitions is None else set(partitions) & self._assigned
+            offsets = {tp: self._done[tp] for tp in chosen if tp in self._done}
         if not offsets:
             return {}
         options = {} if self._commit_timeout_ms is None else {"timeout_ms": self._commit_timeout_ms}
@@ -223,51 +160,60 @@ class Checkpoint:
             self.reachability.error()
             raise
         self.reachability.ok()
-        self._committed_now(offsets)
+        self.committed(offsets)
         return offsets
 
-    def seek_back(self, partition: Any, offset: int) -> None:
+    def rewind(self) -> Offsets:
+        """Seek every assigned partition that was polled back to where its work not done begins."""
+        with self._lock:
+            points = {tp: offset for tp, offset in self._resume.items() if tp in self._assigned}
+        for tp, offset in points.items():
+            self.seek_back(tp, offset)
+        if points:
+            log.info("%s: reading again from %s", self._name, names(points))
+        return points
+
+    def seek_back(self, partition: TopicPartition, offset: int) -> None:
         """Read the partition again from `offset` (stopped before its work was done)."""
         self.consumer.seek(partition, offset)
 
     # ------------------------------------------------------------------ rebalance (listener)
 
-    def revoke(self, partitions: set, commit: bool) -> tuple[dict[Any, int], int]:
-        """Commit what is done (when `commit`), drop the rest; returns (offsets, messages dropped)."""
+    def revoke(self, partitions: set[TopicPartition], commit: bool) -> Offsets:
+        """Send the done offsets (when `commit`), drop the rest; returns the offsets sent."""
         with self._lock:
+            self.generation += 1
+            offsets = {tp: self._done[tp] for tp in partitions if tp in self._done} if commit else {}
             for tp in partitions:
-                self._generation[tp] = self._generation.get(tp, 0) + 1
+                if tp in self._resume:
+                    self._returning[tp] = self._resume.pop(tp)
+                self._done.pop(tp, None)
             self._assigned -= partitions
-        offsets = self.tracker.committable(partitions) if commit else {}
-        if offsets:
-            self.tracker.committed(offsets)
-        dropped = sum(self.tracker.open_count(tp) for tp in partitions)
-        rewind = {tp: first for tp in partitions if (first := self.tracker.first_open(tp)) is not None}
-        self.tracker.forget(partitions)
-        with self._lock:
-            self._rewind.update(rewind)
         if offsets and self.consumer is not None:
             try:  # goes out before the re-join
                 self.consumer.commit_async({tp: OffsetAndMetadata(off, "", -1) for tp, off in offsets.items()})
+                with self._lock:
+                    self._committed.update(offsets)
             except Exception as exc:
                 log.warning("%s: commit on revocation failed (the next owner re-processes more): %s", self._name, exc)
-            with self._lock:
-                self._committed.update(offsets)
         log.info(
-            "%s: partitions %s: %s; committing %s; %d uncommitted messages dropped (re-processed by the next owner)",
+            "%s: partitions %s: %s; committing %s",
             self._name,
             "revoked" if commit else "lost",
             names(partitions),
             names(offsets),
-            dropped,
         )
-        return offsets, dropped
+        return offsets
 
-    def assign(self, partitions: set) -> dict[Any, int]:
-        """Seek returning partitions back to their first dropped message; returns those offsets."""
+    def assign(self, partitions: set[TopicPartition]) -> Offsets:
+        """Seek partitions that come straight back to where their dropped work began; returns those offsets.
+
+        (kafka-python keeps the fetch position of a partition that comes back.)"""
         with self._lock:
-            rewind = {tp: self._rewind.pop(tp) for tp in partitions if tp in self._rewind}
-            self._rewind.clear()
+            self.generation += 1
+            rewind = {tp: self._returning[tp] for tp in partitions if tp in self._returning}
+            self._returning.clear()
+            self._resume = {tp: offset for tp, offset in self._resume.items() if tp in self._assigned} | rewind
             self._assigned |= partitions
         self.reachability.ok()  # the group coordinator answered
         for tp, offset in rewind.items() if self.consumer is not None else ():
@@ -285,18 +231,13 @@ class Checkpoint:
 
     # ------------------------------------------------------------------ any thread
 
-    def assigned(self) -> set[Any]:
+    def assigned(self) -> set[TopicPartition]:
         with self._lock:
             return set(self._assigned)
 
-    def committed_offsets(self) -> dict[Any, int]:
+    def committed_offsets(self) -> Offsets:
         with self._lock:
             return dict(self._committed)
-
-    def _committed_now(self, offsets: dict[Any, int]) -> None:
-        self.tracker.committed(offsets)
-        with self._lock:
-            self._committed.update(offsets)
 
 
 def names(partitions: Any) -> str:

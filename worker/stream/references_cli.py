@@ -20,6 +20,7 @@ from pathlib import Path
 from common.audit import publish_change
 from common.control import ControlRecord, ReferenceSet, parse_scope, scope_key
 from common.control_topic import read_control_topic
+from common.progress import add_quiet_flag, progress_bar
 from common.schemas import utc_now
 from common.settings import PROFILE_NAMES, LinewatchSettings
 
@@ -36,6 +37,7 @@ def add_references_parser(subparsers) -> None:
     add.add_argument("--profile", choices=PROFILE_NAMES, default=None)
     add.add_argument("--foreground", choices=["sam+isnet", "isnet", "none"], default=None)
     add.add_argument("--by", default=None, help="who adds them (default: the login name)")
+    add_quiet_flag(add)
     commands.add_parser("list", help="every scope with a bank in force, one JSON line each")
     for name, text in (("show", "the bank in force for one scope"), ("delete", "announce the scope without a bank")):
         command = commands.add_parser(name, help=text)
@@ -124,7 +126,8 @@ def _add(args, settings: LinewatchSettings, store) -> int:
     base = None
     if not args.replace and current is not None and current.references is not None:
         base = store.get_bank(fingerprint, scope, current.references.version)
-    bank = bank_from_images(inspector, [f.image for f in gathered.frames], args.object, base)
+    with progress_bar(total=len(gathered.frames), desc="references", unit="frame", quiet=args.quiet) as bar:
+        bank = bank_from_images(inspector, [f.image for f in gathered.frames], args.object, base, progress=bar)
     version = str(table.next_version(scope))
     store.put_bank(fingerprint, scope, version, bank)  # in Redis before any worker hears of it
     references = ReferenceSet(version=version, frames=bank.frames, patches=bank.patches, model_fingerprint=fingerprint)

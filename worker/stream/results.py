@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -72,6 +72,7 @@ def build_result(
     thresholds = thresholds or static_thresholds(worker_settings)
     raw_score = float(np.clip(inspection.score, 0.0, 1.0))
     mask = inspection.anomaly_map >= thresholds.pixel
+    verdict: Literal["ok", "anomalous", "calibrating"]
     if calibrating:
         verdict = "calibrating"
     else:

@@ -2,76 +2,70 @@
 
 A frame passes these modules in order: `intake` (record -> Work, dead letter or skipped),
 `batching` (micro-batches, backpressure), `inference` (inference thread, watchdog),
-`results` (result message within the size limit), `publishing` (publish thread, Outbox),
-`offsets` (Checkpoint: what is done is committed), `status` and `telemetry`.
+`outputs` and `results` (the record each message ends as), `publishing` (publish thread,
+checkpoints), `delivery` (the processing guarantee), `offsets` (what is done, committed),
+`status` and `telemetry`.
 
-Threads and their jobs:
+The micro-batch is the unit of delivery. Three threads, each handing on in order:
 
-- **poll thread** (`WorkerService.run`): polls the frames topic, parses and
-  decodes each message, dead-letters bad ones, answers stale ones with a
-  `skipped` result, groups good frames into micro-batches and hands them to the
-  inference thread through a bounded queue. It pauses its partitions while
-  `queue_max_frames` frames wait (polling goes on, so the group membership
-  does too) and commits offsets.
-- **inference thread**: runs the Inspector on each batch (one frame at a time
-  after a batch fails, so a bad frame dead-letters alone) and hands the
-  inspections on.
-- **publish thread**: builds each result (RLE mask, regions, heatmap PNG, JSON)
-  and sends it, so the device already scores the next batch meanwhile. At most
-  `PUBLISH_QUEUE_BATCHES` scored batches wait for it; their frames still count
-  as waiting for the backpressure until their results are sent.
-- producer callbacks mark a message done once its result or dead letter is
-  acknowledged by the broker (acks=all, idempotent producer).
+- **poll thread** (`WorkerService.run`): polls the frames topic, turns each record into an
+  item (a frame to score, a dead letter, a `skipped` result), groups the items into
+  micro-batches and hands them to the inference thread through a bounded queue. It pauses
+  its partitions while `queue_max_frames` messages are unacknowledged (polling goes on, so
+  the group membership does too), and it commits: the publish thread tells it "done through
+  offset N" per partition, or "read again" after an aborted transaction.
+- **inference thread**: runs the Inspector on each batch (one frame at a time after a batch
+  fails, so a bad frame dead-letters alone) and hands one output per message on, in order.
+- **publish thread**: builds and sends each message's record (results, skipped results and
+  dead letters alike) while the device scores the next batch, and closes a checkpoint when
+  `commit_interval_ms` passed or no scored batch waits.
 
-Delivery is at least once: per partition the worker commits the offset after
-the last message whose output is acknowledged, with nothing unacknowledged
-before it (`Checkpoint`, `OffsetTracker`). On partition revocation it commits what is
-acknowledged and **drops the rest uncommitted**: frames of revoked partitions
-still queued are not inspected, results still in flight may be published, and
-the next owner processes those messages again -- duplicates, never gaps
-(results carry `frame_id` for de-duplication). When the next owner is this same
-worker, the partition is sought back to its first dropped message. On SIGTERM/SIGINT it stops
-polling, finishes the frames it already polled (up to `shutdown_timeout_s`),
-waits for their acknowledgements, commits and leaves the group. A batch that
-stays in the Inspector longer than `inference_timeout_s` (a wedged device) makes
-the worker unready and stops it the same way, with `InferenceStuck`: it leaves the
-group, so the others take over its partitions and score its frames again.
+Delivery (`kafka.processing_guarantee`):
+
+- at-least-once (default): a checkpoint's records are all acknowledged (acks=all, idempotent
+  producer) before its offsets are committed. A worker that dies in between leaves its
+  successor to publish those results again: duplicates (same `frame_id`), never gaps.
+- exactly-once: a checkpoint is one Kafka transaction holding its records and the consumed
+  offsets, fenced by the consumer's group generation; a failure, a rebalance or a shutdown
+  that times out aborts it and the messages are read again from the committed offsets.
+  Readers with `isolation_level=read_committed` see each result once.
+
+A rebalance (or an aborted transaction) starts a new *generation*: work polled before it is
+dropped by every thread, what the publish thread had open is settled (at-least-once) or
+aborted (exactly-once), and the partitions still assigned are read again from where their
+work not done begins. On SIGTERM/SIGINT the worker stops polling, finishes the messages it
+already polled (up to `shutdown_timeout_s`), closes its last checkpoint and leaves the group.
+A batch that stays in the Inspector longer than `inference_timeout_s` (a wedged device)
+makes the worker unready and stops it the same way, with `InferenceStuck`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import queue
 import threading
 import time
-from typing import Any
 
+from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
-from common.audit import AUDIT_TOPIC_CONFIG
-from common.control_topic import control_topics
-from common.kafka import (
-    COMPACTED,
-    FRAMES_TOPIC_CONFIG,
-    BrokerReachability,
-    build_consumer,
-    build_producer,
-    close_and_leave,
-    connection_hint,
-    ensure_topics,
-    static_membership,
-)
-from common.settings import KafkaSettings, LinewatchSettings
+from common.kafka import BrokerReachability, build_consumer, close_and_leave, static_membership
+from common.settings import LinewatchSettings
 from common.signals import StopOnSignals
 from common.telemetry import Telemetry
 from worker.inspection.embedding_cache import EmbeddingCache
 from worker.inspection.types import InspectorProtocol
-from worker.stream.batching import STOP, InFlight, MicroBatcher, hand_over
+from worker.stream.batching import STOP, Batch, InFlight, MicroBatcher, hand_over
 from worker.stream.control_plane import ControlPlane
+from worker.stream.delivery import AtLeastOnce, Delivery, ExactlyOnce, transaction_timeout_problem
 from worker.stream.inference import Inference, InferenceStuck
-from worker.stream.intake import Consumed, Intake, Work
+from worker.stream.intake import Consumed, Intake, Item
 from worker.stream.offsets import Checkpoint
-from worker.stream.publishing import Outbox, Publisher
+from worker.stream.publishing import Done, Publisher
+from worker.stream.stages import StageContext
+from worker.stream.startup import CONNECT_TIMEOUT_MS, build_service_inspector, partition_lag, wait_for_topics
 from worker.stream.status import MonitoredCache, ServiceStatus, readiness_checks
 from worker.stream.telemetry import Counters, ServiceTelemetry
 from worker.stream.warmup import warm_up
@@ -83,7 +77,7 @@ log = logging.getLogger(__name__)
 IDLE_POLL_S = 0.1
 LAG_INTERVAL_S = 5.0
 COMMIT_TIMEOUT_MS = 10_000  # a commit to an unreachable broker must not hold the loop (or shutdown) long
-CONNECT_TIMEOUT_MS = 10_000  # one start-up attempt; a stop request waits for at most this
+SETTLE_TIMEOUT_S = 60.0  # a rebalance waits this long for the publish thread to close what it had open
 
 
 class WorkerService:
@@ -101,26 +95,25 @@ class WorkerService:
         self.worker_id = settings.worker.worker_id
         self.inspector = inspector
         self.cache = cache
-        self.telemetry = ServiceTelemetry(telemetry)
         self.counters = Counters()
         self.broker = BrokerReachability()
-        self.checkpoint = Checkpoint(
-            reachability=self.broker, commit_timeout_ms=COMMIT_TIMEOUT_MS, name=f"worker {self.worker_id}"
-        )
-        self.tracker = self.checkpoint.tracker
+        name = f"worker {self.worker_id}"
+        self.checkpoint = Checkpoint(reachability=self.broker, commit_timeout_ms=COMMIT_TIMEOUT_MS, name=name)
         ws = settings.worker
-        self.batcher: MicroBatcher[Work] = MicroBatcher(ws.batch_max_frames, ws.batch_max_wait_ms / 1000.0)
-        self.in_flight = InFlight(ws.queue_max_frames)
-        self._abandon = threading.Event()  # shutdown gave up on the helper threads
-        self._running, self._last_commit = False, 0.0
-        self._lag_lock = threading.Lock()
-        self._lag: dict[Any, int] = {}
-        self.consumer: Any = None
-        self.outbox: Outbox | None = None
+        self.batcher: MicroBatcher[Item] = MicroBatcher(ws.batch_max_frames, ws.batch_max_wait_ms / 1000.0)
+        self.telemetry = service_telemetry = ServiceTelemetry(telemetry)
+        self.control = ControlPlane(settings, self.counters, service_telemetry.metrics)
+        in_flight = InFlight(ws.queue_max_frames)
+        self.context = StageContext(settings, self.checkpoint, in_flight, service_telemetry, self.counters)
+        self._generation = 0  # of the batches this thread hands on
+        self._running = False
+        self._last_commit = 0.0
+        self._lag: dict[TopicPartition, int] = {}  # replaced whole, never changed in place
+        self.consumer: KafkaConsumer | None = None
+        self.delivery: Delivery | None = None
         self.publisher: Publisher | None = None
         self.inference: Inference | None = None
         self.intake: Intake | None = None
-        self.control = ControlPlane(settings, self.counters, self.telemetry.metrics, outbox=lambda: self.outbox)
 
     # ================================================================== the loop
 
@@ -134,42 +127,55 @@ class WorkerService:
                 self._watch()  # helper threads alive, no batch stuck in the Inspector
                 try:
                     self._consume()  # poll -> intake -> micro-batch -> inference thread -> publish thread
+                    self._checkpoint()  # the publish thread's reports: commit what is done, or read again
                 except KafkaError as exc:  # the client recovers by itself; keep serving
                     self.broker.error()
-                    log.warning("poll failed (%s: %s); retrying", type(exc).__name__, exc)
+                    log.warning("poll or commit failed (%s: %s); retrying", type(exc).__name__, exc)
                     stop_event.wait(1.0)
-                self.outbox.retry_failed()  # flush: what the broker refused goes out again
-                self._commit()  # then commit what the broker acknowledged
                 if time.monotonic() - last_lag >= LAG_INTERVAL_S:
                     self._report_lag_and_cache()
                     last_lag = time.monotonic()
         finally:
             self.shutdown()
 
-    def _watch(self) -> None:
-        if not (self.inference.thread.is_alive() and self.publisher.thread.is_alive()):
-            raise RuntimeError("inference or publish thread died")
-        self.inference.check()
-
     def _consume(self) -> None:
-        if self.in_flight.apply(self.consumer) == "pause":
+        assert self.consumer is not None and self.intake is not None
+        if self.context.in_flight.apply(self.consumer) == "pause":
             self.counters.add("pauses")
         wait = self.batcher.time_left(time.monotonic())
         records = self.consumer.poll(timeout_ms=int(1000 * (IDLE_POLL_S if wait is None else min(wait, IDLE_POLL_S))))
+        if self.checkpoint.generation != self._generation:  # a rebalance ran inside poll
+            for partition, batch in records.items():  # dropped with the rest: read again
+                self.checkpoint.consumed(partition, batch[0].offset)
+            self._resync()
+            return
         for partition, batch in records.items():
             for record in batch:
-                work = self.intake.take(partition, Consumed.from_record(record))
-                if work is not None:
-                    self.batcher.add(work, time.monotonic())
+                self.batcher.add(self.intake.take(partition, Consumed.from_record(record)), time.monotonic())
         if self.batcher.ready(time.monotonic()):
             self._dispatch(self.batcher.take())
 
-    def _dispatch(self, batch: list[Work], timeout_s: float | None = None) -> None:
-        if batch:
-            self.in_flight.add(len(batch))
-            self.inference.submit(batch, timeout_s)
+    def _dispatch(self, items: list[Item], timeout_s: float | None = None) -> None:
+        if items and self.inference is not None:
+            self.context.in_flight.add(len(items))
+            if not self.inference.submit(Batch(self._generation, items), timeout_s):
+                self.context.in_flight.finished(len(items))
 
-    def _commit(self, force: bool = False) -> None:
+    def _checkpoint(self, force: bool = False) -> None:
+        """Apply the publish thread's reports; at-least-once: commit what is done."""
+        assert self.publisher is not None
+        while True:
+            try:
+                report = self.publisher.reports.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(report, Done):
+                (self.checkpoint.committed if report.committed else self.checkpoint.done_through)(report.offsets)
+            elif report.generation == self._generation:  # an aborted transaction: read its messages again
+                self.checkpoint.bump()
+                self._resync()
+        if self.delivery is None or self.delivery.transactional:
+            return
         if not force and time.monotonic() - self._last_commit < self.settings.worker.commit_interval_ms / 1000.0:
             return
         self._last_commit = time.monotonic()
@@ -180,6 +186,28 @@ class WorkerService:
             self.counters.add("commit_errors")
             log.warning("offset commit failed (will retry): %s", exc)
 
+    def _resync(self) -> None:
+        """A new generation (rebalance, aborted transaction): drop the polled work, read it again
+        from where the publish thread's last checkpoint left it (it settles what it held open first)."""
+        assert self.publisher is not None
+        self._generation = self.checkpoint.generation
+        dropped = len(self.batcher.take_all())
+        self.counters.add("resyncs")
+        deadline = time.monotonic() + SETTLE_TIMEOUT_S
+        while self.publisher.settled < self._generation and self.publisher.thread.is_alive():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the publish thread did not settle within {SETTLE_TIMEOUT_S:.0f} s")
+            time.sleep(0.01)
+        self.counters.add("dropped_on_resync", dropped + self.context.in_flight.waiting)  # still in the pipeline
+        self._checkpoint(force=True)
+        self.checkpoint.rewind()
+
+    def _watch(self) -> None:
+        assert self.inference is not None and self.publisher is not None
+        if not (self.inference.thread.is_alive() and self.publisher.thread.is_alive()):
+            raise RuntimeError("inference or publish thread died")
+        self.inference.check()
+
     # ================================================================== lifecycle
 
     def start(self, stop_event: threading.Event | None = None) -> bool:
@@ -188,61 +216,49 @@ class WorkerService:
         Returns False when `stop_event` was set before the broker answered.
         """
         ks, ws = self.settings.kafka, self.settings.worker
+        eos = ks.processing_guarantee == "exactly-once"  # exactly-once
+        if eos and (problem := transaction_timeout_problem(self.settings)):
+            raise ValueError(problem)
         if self.inspector is None:
-            self.inspector = self._build_inspector()
+            self.cache, self.inspector = build_service_inspector(self.settings, self.cache, self.telemetry)
             warm_up(self.inspector, ws.warm_up_passes)  # before subscribing: no partition waits on a cold model
+        inspector = self.inspector
         stop_event = stop_event or threading.Event()
-        while True:
-            try:
-                ensure_worker_topics(ks)
-                break
-            except Exception as exc:  # broker not up yet: wait for it rather than crash-loop
-                self.broker.error()
-                log.warning(
-                    "cannot reach Kafka at %s (%s: %s); %s; retrying in 5 s",
-                    ks.bootstrap_servers,
-                    type(exc).__name__,
-                    exc,
-                    connection_hint(ks),
-                )
-                if stop_event.wait(5.0):
-                    return False
-        self.broker.ok()
-        if not self.control.start(stop_event, self.inspector):  # read to its end first
+        if not wait_for_topics(ks, stop_event, self.broker):
             return False
-        self.outbox = Outbox(build_producer(ks), on_broker_ok=self.broker.ok, on_broker_error=self.broker.error)
-        parts = {"checkpoint": self.checkpoint, "telemetry": self.telemetry, "counters": self.counters}
-        judge = self.control.judge
-        self.publisher = Publisher(
-            self.settings,
-            self.outbox,
-            lambda: self.inspector.versions,
-            in_flight=self.in_flight,
-            abandon=self._abandon,
-            judge=judge,
-            **parts,
+        if not self.control.start(stop_event, inspector):  # read to its end first
+            return False
+        self.context = context = dataclasses.replace(self.context, judge=self.control.judge)
+        gave_up = context.abandon.is_set
+        self.delivery = (
+            ExactlyOnce(self.settings, self.broker) if eos else AtLeastOnce(self.settings, self.broker, gave_up)
         )
-        self.inference = Inference(ws, self.inspector, self.publisher, abandon=self._abandon, judge=judge, **parts)
-        self.intake = Intake(ws, dead_letter=self.publisher.send_dead_letter, skip=self.publisher.send_skipped, **parts)
+        self.consumer = consumer = build_consumer(ks, max_poll_records=ws.batch_max_frames, **static_membership(ks))
+        self.publisher = Publisher(context, self.delivery, lambda: inspector.versions, consumer.group_metadata)
+        self.inference = Inference(context, inspector, self.publisher)
+        self.intake = Intake(ws, self.checkpoint, self.telemetry, self.counters)
+        self.checkpoint.subscribe(consumer, [ks.frames_topic], on_revoked=self._revoked)
         self.intake.known_scope = self.control.state.knows  # worker.known_scopes_only
-        self.consumer = build_consumer(ks, max_poll_records=ws.batch_max_frames, **static_membership(ks))
-        self.checkpoint.subscribe(self.consumer, [ks.frames_topic], on_revoked=self._revoked)
         self.publisher.thread.start()
         self.inference.thread.start()
         self._running = True
-        log.info("worker %s consuming %s as group %s", self.worker_id, ks.frames_topic, ks.group_id)
+        guarantee = ks.processing_guarantee
+        log.info("worker %s consuming %s as group %s (%s)", self.worker_id, ks.frames_topic, ks.group_id, guarantee)
         return True
 
     def shutdown(self) -> None:
         """Finish what was polled, publish, commit, leave the group. Safe to call twice."""
         self._running = False
         deadline = time.monotonic() + self.settings.worker.shutdown_timeout_s
-        left = lambda: max(0.0, deadline - time.monotonic())  # noqa: E731
+
+        def left() -> float:
+            return max(0.0, deadline - time.monotonic())
+
         helpers = [
             stage.thread for stage in (self.inference, self.publisher) if stage is not None and stage.thread.is_alive()
         ]
         if self.inference is not None and self.inference.thread.is_alive():
-            self._dispatch(self.batcher.take(), timeout_s=left())
+            self._dispatch(self.batcher.take_all(), timeout_s=left())
             hand_over(self.inference.queue, STOP, self.inference.thread, timeout_s=left())
         elif self.publisher is not None and self.publisher.thread.is_alive():  # no inference thread to pass STOP on
             hand_over(self.publisher.queue, STOP, self.publisher.thread, timeout_s=left())
@@ -253,32 +269,29 @@ class WorkerService:
                 "shutdown: inference or publishing still busy after %.0f s; leaving queued frames uncommitted",
                 self.settings.worker.shutdown_timeout_s,
             )
-            self._abandon.set()
+            self.context.abandon.set()
             for helper in helpers:
                 helper.join(10.0)
-        if self.outbox is not None:
-            self.outbox.retry_failed(force=True)
-            self.outbox.flush(max(1.0, left()))
         if self.consumer is not None:
-            self._commit(force=True)
+            if self.publisher is not None:
+                self._checkpoint(force=True)
             close_and_leave(self.consumer)
             self.consumer = None
             log.info("worker %s left the group: %s", self.worker_id, self.status().counters)
-        if self.outbox is not None:
-            self.outbox.close()
-            self.counters.add("publish_errors", self.outbox.errors)
-            self.outbox = None
+        if self.delivery is not None:
+            self.delivery.close()  # exactly-once: aborts a transaction left open
+            self.counters.add("publish_errors", self.delivery.errors)
+            self.delivery = None
         self.control.stop()
 
     # ================================================================== status
 
     def status(self) -> ServiceStatus:
         counters = self.counters.snapshot()
-        outbox = self.outbox
-        if outbox is not None and outbox.errors:
-            counters["publish_errors"] = outbox.errors
-        with self._lag_lock:
-            lag = {f"{tp.topic}:{tp.partition}": n for tp, n in self._lag.items()}
+        delivery = self.delivery
+        if delivery is not None and delivery.errors:
+            counters["publish_errors"] = delivery.errors
+        lag = {f"{tp.topic}:{tp.partition}": n for tp, n in self._lag.items()}
         return ServiceStatus(
             worker_id=self.worker_id,
             running=self._running,
@@ -286,9 +299,9 @@ class WorkerService:
             broker_reachable=self.broker.reachable,
             cache_degraded=isinstance(self.cache, MonitoredCache) and self.cache.degraded,
             assigned_partitions=tuple(sorted((tp.topic, tp.partition) for tp in self.checkpoint.assigned())),
-            paused=self.in_flight.paused,
-            waiting_frames=self.in_flight.waiting + len(self.batcher),
-            uncommitted_messages=self.tracker.open_count(),
+            paused=self.context.in_flight.paused,
+            waiting_frames=self.context.in_flight.waiting + len(self.batcher),
+            uncommitted_messages=self.context.in_flight.waiting,
             inference_busy_s=round(self.inference.busy_s() if self.inference else 0.0, 3),
             lag=lag,
             counters=counters,
@@ -302,35 +315,14 @@ class WorkerService:
 
     # ================================================================== helpers
 
-    def _build_inspector(self) -> InspectorProtocol:
-        from worker.inspection.inspector import build_inspector  # heavy (torch): only when serving
-        from worker.inspection.redis_cache import build_embedding_cache
-
-        if self.cache is None:
-            self.cache = build_embedding_cache(self.settings.redis, metrics=self.telemetry.metrics)
-        return build_inspector(self.settings.models, cache=self.cache)
-
-    def _revoked(self, partitions: set, _committed: dict, dropped: int) -> None:  # rebalance listener
-        with self._lag_lock:
-            for tp in partitions:
-                self._lag.pop(tp, None)
+    def _revoked(self, _partitions: set[TopicPartition]) -> None:  # rebalance listener
+        self._lag = {}
         self.counters.add("rebalances")
-        self.counters.add("dropped_on_revoke", dropped)
 
     def _report_lag_and_cache(self) -> None:
-        committed = self.checkpoint.committed_offsets()
-        lag = {}
-        for tp in self.checkpoint.assigned():
-            try:
-                end = self.consumer.highwater(tp)
-            except Exception:  # partition moved between the snapshot and the call
-                continue
-            if end is None or tp not in committed:
-                continue
-            lag[tp] = max(0, end - committed[tp])
-            self.telemetry.metrics.lag(tp.topic, tp.partition, lag[tp])
-        with self._lag_lock:
-            self._lag = lag
+        self._lag = lag = partition_lag(self.consumer, self.checkpoint)
+        for tp, behind in lag.items():
+            self.telemetry.metrics.lag(tp.topic, tp.partition, behind)
         self.telemetry.metrics.few_shot_held(self.control.references.memory())
         # Ping the shared cache: the in-process LRUs answer most lookups, so an outage or a recovery
         # would otherwise show in the status only at the next prompt never seen before.
@@ -339,14 +331,6 @@ class WorkerService:
 
 
 # ====================================================================== entry point
-
-
-def ensure_worker_topics(ks: KafkaSettings) -> None:
-    """The topics a worker reads and writes, created when missing (control topics compacted, audit kept)."""
-    configs = dict.fromkeys(control_topics(ks), COMPACTED) | {ks.audit_topic: AUDIT_TOPIC_CONFIG}
-    configs[ks.frames_topic] = FRAMES_TOPIC_CONFIG  # record time = the broker's clock
-    topics = [ks.results_topic, ks.dlq_topic, *configs]
-    ensure_topics(ks, topics, configs, bootstrap_timeout_ms=CONNECT_TIMEOUT_MS)
 
 
 def run_service(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from common.progress import add_quiet_flag, bars_wanted, progress_bar
 from common.settings import PROFILE_NAMES, LinewatchSettings, ModelSettings
 
 
@@ -33,6 +34,7 @@ def add_models_parser(subparsers) -> None:
         action="store_true",
         help="refuse files with neither a pin nor a lock entry (default: fetch them and lock what was fetched)",
     )
+    add_quiet_flag(pull)
     check = commands.add_parser(
         "check", help="for each model: file found, real or random, fingerprint, what is missing"
     )
@@ -50,6 +52,7 @@ def add_models_parser(subparsers) -> None:
         "--synthetic", type=int, metavar="N", help="N synthetic belt frames instead (to try it out, not for a line)"
     )
     quantize.add_argument("--limit", type=int, default=32, help="at most this many frames from --images (default 32)")
+    add_quiet_flag(quantize)
 
 
 def run_models(args, settings: LinewatchSettings) -> int:
@@ -67,6 +70,10 @@ def run_pull(args, settings: ModelSettings) -> int:
     from worker.inspection.models.integrity import pins_file
 
     pins = args.pins or pins_file(settings)
+    if not bars_wanted(args.quiet):  # huggingface_hub draws its own bars
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
     catalog = load_catalog(pins)
     dest = args.dest or settings.models_dir
     locks = lock.load_lock(dest)
@@ -78,7 +85,10 @@ def run_pull(args, settings: ModelSettings) -> int:
             if source.kind == "hub":
                 revision, fetched = fetch_hub(source, dest, require_pins=args.require_pins)
             else:
-                revision, fetched = None, fetch_url(source, settings.sam_base_url, dest, require_pins=args.require_pins)
+                revision, fetched = (
+                    None,
+                    fetch_url(source, settings.sam_base_url, dest, require_pins=args.require_pins, quiet=args.quiet),
+                )
         except (DigestMismatch, UnpinnedFile) as exc:
             print(f"error: {exc}", file=sys.stderr)
             failures += 1
@@ -227,7 +237,8 @@ def run_quantize_isnet(args, settings: ModelSettings) -> int:
     float_path = settings.isnet_path or default_isnet_path(settings.models_dir)
     try:
         frames = _calibration_frames(args)
-        written = quantize_isnet(float_path, frames)
+        with progress_bar(total=len(frames), desc="calibrating", unit="frame", quiet=args.quiet) as bar:
+            written = quantize_isnet(float_path, frames, progress=bar)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -239,7 +250,8 @@ def run_quantize_isnet(args, settings: ModelSettings) -> int:
     ):
         model.predict(frames[:1])  # the first pass sets up the session: not part of the time
         start = time.perf_counter()
-        masks[name] = [salient >= 0.5 for salient in model.predict(frames)]
+        with progress_bar(frames, desc=f"comparing ({name})", unit="frame", quiet=args.quiet) as each:
+            masks[name] = [model.predict([frame])[0] >= 0.5 for frame in each]
         ms[name] = 1000 * (time.perf_counter() - start) / len(frames)
     ious = [mask_iou(a, b) for a, b in zip(masks["int8"], masks["float"])]
     print(

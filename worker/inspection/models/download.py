@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import requests
-from tqdm import tqdm
 
+from common.progress import progress_bar
 from worker.inspection.models.catalog import ModelSource
 from worker.inspection.models.offline import downloads_allowed
 
@@ -100,7 +100,7 @@ def fetch_hub(source: ModelSource, models_dir: Path, require_pins: bool = False)
     return revision, fetched
 
 
-def _http_resume(url: str, part: Path, label: str) -> None:
+def _http_resume(url: str, part: Path, label: str, quiet: bool = False) -> None:
     """Fill `part` with the body at `url`, continuing from its current size (Range request)."""
     for attempt in range(HTTP_ATTEMPTS):
         have = part.stat().st_size if part.exists() else 0
@@ -114,13 +114,13 @@ def _http_resume(url: str, part: Path, label: str) -> None:
                 total = int(response.headers.get("Content-Length", 0)) + (have if resumed else 0)
                 with (
                     part.open("ab" if resumed else "wb") as out,
-                    tqdm(
+                    progress_bar(
                         total=total or None,
                         initial=have if resumed else 0,
                         unit="B",
                         unit_scale=True,
                         desc=label,
-                        file=sys.stderr,
+                        quiet=quiet,
                     ) as bar,
                 ):
                     for block in response.iter_content(CHUNK):
@@ -140,7 +140,9 @@ def _http_resume(url: str, part: Path, label: str) -> None:
             )
 
 
-def fetch_url(source: ModelSource, base_url: str, models_dir: Path, require_pins: bool = False) -> list[Fetched]:
+def fetch_url(
+    source: ModelSource, base_url: str, models_dir: Path, require_pins: bool = False, quiet: bool = False
+) -> list[Fetched]:
     """Plain-HTTP files (SAM): `<name>.part`, resumed; checked; renamed to the published name."""
     folder = models_dir / source.dest
     folder.mkdir(parents=True, exist_ok=True)
@@ -153,7 +155,7 @@ def fetch_url(source: ModelSource, base_url: str, models_dir: Path, require_pins
             fetched.append(Fetched(source.key, final, digest, final.stat().st_size))
             continue
         part = folder / f"{name}.part"
-        _http_resume(base_url.rstrip("/") + "/" + name, part, name)
+        _http_resume(base_url.rstrip("/") + "/" + name, part, name, quiet)
         digest = verify(part, expected, name)
         prefix = md5_prefix_in_name(name)
         if expected is None and prefix is not None:  # no sha256 pin yet: the name's md5 prefix still guards

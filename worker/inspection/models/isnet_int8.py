@@ -17,6 +17,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -32,11 +33,12 @@ def int8_path(float_path: str | Path) -> Path:
     return float_path.with_name(f"{float_path.stem}.int8.onnx")
 
 
-def quantize_isnet(float_path: str | Path, frames: Sequence[np.ndarray]) -> Path:
+def quantize_isnet(float_path: str | Path, frames: Sequence[np.ndarray], progress: Any = None) -> Path:
     """Write the int8 graph of the IS-Net file at ``float_path``, calibrated on ``frames``.
 
     frames: HxWx3 uint8 RGB images like the line's own (good frames are fine; a handful to a few
-    dozen). Returns the path written, `int8_path(float_path)`.
+    dozen). progress: an object with update(n) (a tqdm bar), advanced once per calibration frame.
+    Returns the path written, `int8_path(float_path)`.
     """
     import onnx
     from onnxruntime.quantization import (
@@ -59,7 +61,10 @@ def quantize_isnet(float_path: str | Path, frames: Sequence[np.ndarray]) -> Path
             self._batches: Iterator = ({input_name: IsNetSalientModel.preprocess(frame)[None]} for frame in frames)
 
         def get_next(self):
-            return next(self._batches, None)
+            batch = next(self._batches, None)
+            if batch is not None and progress is not None:
+                progress.update(1)
+            return batch
 
     with tempfile.TemporaryDirectory() as work:
         fp32_file = Path(work) / "isnet_fp32.onnx"

@@ -1,0 +1,57 @@
+"""What every stage of the stream worker shares: one typed context instead of loose keyword parts."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from kafka import TopicPartition
+
+from common.settings import LinewatchSettings
+from worker.inspection.types import Inspection
+from worker.stream.batching import InFlight
+from worker.stream.intake import Consumed, DeadLetter, Skipped, Work
+from worker.stream.judging import Judge
+from worker.stream.offsets import Checkpoint
+from worker.stream.telemetry import Counters, ServiceTelemetry
+
+
+@dataclass(frozen=True)
+class StageContext:
+    settings: LinewatchSettings
+    checkpoint: Checkpoint  # its `generation` tells which polled work still counts
+    in_flight: InFlight
+    telemetry: ServiceTelemetry
+    counters: Counters
+    judge: Judge | None = None  # the control records in force (None: the static thresholds)
+    abandon: threading.Event = field(default_factory=threading.Event)  # shutdown gave up: send nothing more
+
+    def current(self, generation: int) -> bool:
+        """Work polled in `generation` still counts (no rebalance or rewind since)."""
+        return generation == self.checkpoint.generation
+
+
+@dataclass(frozen=True)
+class Inspected:
+    work: Work
+    inspection: Inspection
+
+    @property
+    def message(self) -> Consumed:
+        return self.work.message
+
+    @property
+    def partition(self) -> TopicPartition:
+        return self.work.partition
+
+
+Output = Inspected | DeadLetter | Skipped  # what the publish thread sends for one consumed message
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A batch after the inference thread: one output per message, in offset order."""
+
+    generation: int
+    size: int  # messages of the batch (counted in flight)
+    outputs: list[Output]
