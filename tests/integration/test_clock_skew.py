@@ -20,7 +20,8 @@ from tests.integration.test_worker_service import (
     running,
     wait_until,
 )
-from worker.stream.service import WorkerService, ensure_worker_topics
+from worker.stream.service import WorkerService
+from worker.stream.startup import ensure_worker_topics
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
