@@ -3,6 +3,7 @@
 import pytest
 
 from common.settings import ModelSettings
+from tests.support.hardware import needs_cpu_bf16
 from worker.bench.inprocess import run_bench
 from worker.bench.units import reference_check, tile_units, with_tile_units
 
@@ -21,7 +22,7 @@ def test_a_reference_pass_that_changed_during_the_run_is_flagged():
 
 
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("precision", ["bf16", "int8"])
+@pytest.mark.parametrize("precision", [pytest.param("bf16", marks=needs_cpu_bf16), "int8"])
 def test_bench_reports_tile_units_decoder_points_and_the_cost_of_the_precision(precision):
     settings = ModelSettings(profile="tiny", foreground="sam+isnet", precision=precision)
     report = run_bench(settings, frames=2, batch=2, naive_frames=0, width=320, height=240)

@@ -5,6 +5,7 @@ import copy
 import pytest
 import torch
 
+from tests.support.hardware import needs_cpu_bf16
 from worker.inspection.models.clipseg import build_clipseg_random
 from worker.inspection.models.clipseg_decoder import FusedReLUMLP, decode_pairs, running_decoder
 from worker.inspection.models.onednn import FUSED_POINTWISE
@@ -47,7 +48,7 @@ def test_decode_pairs_matches_the_decoder_on_repeated_states(decoder, pairs_per_
 
 
 @pytest.mark.skipif(not FUSED_POINTWISE, reason="this torch build has no oneDNN pointwise kernels")
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, pytest.param(torch.bfloat16, marks=needs_cpu_bf16)])
 def test_running_decoder_fuses_the_relu_mlps_and_keeps_the_logits(decoder, dtype):
     decoder = copy.deepcopy(decoder).to(dtype)  # the module's fixture stays fp32
     running = running_decoder(decoder, torch.device("cpu"))

@@ -3,12 +3,13 @@
 import pytest
 import torch
 
+from tests.support.hardware import needs_cpu_bf16
 from worker.inspection.models.onednn import FUSED_POINTWISE, LinearReLU
 
 pytestmark = pytest.mark.skipif(not FUSED_POINTWISE, reason="this torch build has no oneDNN pointwise kernels")
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, pytest.param(torch.bfloat16, marks=needs_cpu_bf16)])
 @pytest.mark.parametrize("shape", [(7, 24), (3, 11, 24)])
 def test_linear_relu_equals_linear_then_relu(dtype, shape):
     torch.manual_seed(0)

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from common.settings import ModelSettings
+from tests.support.hardware import needs_cpu_bf16
 from worker.inspection.models.precision import bf16_matmul_speedup, choose_precision, cpu_flags, needs_bf16_timing
 from worker.inspection.models.registry import load_models
 
@@ -45,6 +46,11 @@ def test_explicit_settings_are_kept_and_fp16_on_cpu_is_refused():
     with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
         choose_precision("fp16", "cpu", {"amx_bf16"})
     assert choose_precision("int8", "cpu", {"avx512_vnni"}) == "int8"
+    # a CPU without oneDNN's bf16 kernels: auto stays fp32 and bf16 is refused before the first frame fails
+    assert choose_precision("auto", "cpu", {"amx_bf16"}, cpu_bf16_kernels=False) == "fp32"
+    with pytest.raises(ValueError, match="bf16 needs a CPU with bf16 kernels"):
+        choose_precision("bf16", "cpu", set(), cpu_bf16_kernels=False)
+    assert choose_precision("bf16", "cuda", set(), True, cpu_bf16_kernels=False) == "bf16"  # a CPU fact only
     with pytest.raises(ValueError, match="int8 runs on the CPU only"):
         choose_precision("int8", "cuda", set(), True)
 
@@ -63,6 +69,7 @@ def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
     assert cpu_flags(tmp_path / "missing") == frozenset()
 
 
+@needs_cpu_bf16
 def test_bundle_models_run_in_the_chosen_precision():
     bundle = load_models(ModelSettings(profile="tiny", foreground="none", precision="bf16"))
     assert bundle.precision == bundle.clip.precision == bundle.clipseg.precision == "bf16"
@@ -100,7 +107,7 @@ def test_isnet_runs_on_the_workers_gpu_or_on_the_cpu():
     assert providers_for("cuda", 0, ["CPUExecutionProvider"]) == ["CPUExecutionProvider"]  # CPU build installed
 
 
-@pytest.mark.parametrize("precision", ["bf16", "int8"])
+@pytest.mark.parametrize("precision", [pytest.param("bf16", marks=needs_cpu_bf16), "int8"])
 def test_the_few_shot_pass_runs_in_the_same_precision_as_the_tile_embedding(precision):
     clip = load_models(ModelSettings(profile="tiny", foreground="none", precision=precision)).clip
     images = torch.rand(2, 3, clip.normalisation.size, clip.normalisation.size)
@@ -109,6 +116,7 @@ def test_the_few_shot_pass_runs_in_the_same_precision_as_the_tile_embedding(prec
     assert patches.shape[:2] == (2, 1) and patches.dtype == torch.float32
 
 
+@needs_cpu_bf16
 def test_sam_runs_a_converted_copy_and_switches_back_to_its_fp32_weights():
     from tests.support.synthetic import make_synthetic_scene
 
@@ -190,5 +198,6 @@ def test_precision_defaults_to_auto_so_bench_without_a_flag_runs_bf16_on_an_amx_
     monkeypatch.setattr(inprocess, "run_bench", build_only)
     for flags, expected in (({"avx2", "amx_tile", "amx_bf16"}, "bf16"), ({"avx2"}, "fp32")):
         monkeypatch.setattr(precision, "cpu_flags", lambda flags=flags: frozenset(flags))
+        monkeypatch.setattr(precision, "cpu_has_bf16_kernels", lambda: True)  # what an AMX CPU answers
         assert cli.main(["bench", "--profile", "tiny", "--foreground", "isnet", "--device", "cpu"]) == 0
         assert json.loads(capsys.readouterr().out) == {"precision": expected, "setting": "auto"}

@@ -71,7 +71,10 @@ def test_salient_grid_loses_only_masks_prompted_outside_the_region(n_objects, sc
     assert sam.last_points == len(points_inside(sam.generator.full_grids[0], region)) < full_points / 2
     assert expected, "the test must compare kept masks, not two empty lists"
     assert len(salient_only) == len(expected)
-    assert all(np.array_equal(a, b) for a, b in zip(sorted_masks(salient_only), sorted_masks(expected)))
+    # The salient path decodes other batches of prompts, and some CPUs' GEMM kernels round a
+    # prompt's logits by batch: a pixel sitting on the 0.0 logit may flip (seen: 1 px of 117,660).
+    for a, b in zip(sorted_masks(salient_only), sorted_masks(expected)):
+        assert np.count_nonzero(a != b) <= max(2, b.sum() // 10_000)
 
 
 NO_NMS = SamGeneratorOptions(points_per_side=12, pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=1.0)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from common.settings import ModelSettings
-from worker.inspection.models.precision import converted_copy
+from worker.inspection.models.precision import converted_copy, cpu_has_bf16_kernels
 from worker.inspection.models.registry import load_models
 
 
@@ -78,14 +78,16 @@ def run_precision_probe(settings: ModelSettings, batch: int, repeats: int) -> di
 
 
 def probe_isnet(path, device: torch.device, repeats: int) -> dict:
-    """ms per 1024 px image: onnxruntime (as configured), torch fp32, torch bf16 (channels-last)."""
+    """ms per 1024 px image: onnxruntime (as configured), torch fp32, torch bf16 (channels-last;
+    left out on a CPU without bf16 kernels)."""
     from worker.inspection.models.isnet import load_isnet
     from worker.inspection.models.isnet_torch import torch_isnet_session
 
     image = np.random.default_rng(0).random((1, 3, 1024, 1024), dtype=np.float32)
     onnx_model = load_isnet(path)
     out = {"onnxruntime_ms_per_image": round(_ms(lambda: onnx_model.predict_raw(image), repeats), 1)}
-    for precision in ("fp32", "bf16"):
+    has_bf16 = device.type != "cpu" or cpu_has_bf16_kernels()
+    for precision in ("fp32", "bf16") if has_bf16 else ("fp32",):
         session = torch_isnet_session(path, device, precision)
         feeds = {session.get_inputs()[0].name: image}
         ms = _ms(lambda session=session, feeds=feeds: session.run(["output"], feeds), repeats)

@@ -47,15 +47,26 @@ def choose_precision(
     cpu_flags: Iterable[str] = (),
     cuda_bf16: bool = False,
     cpu_bf16_speedup: float | None = None,
+    cpu_bf16_kernels: bool = True,
 ) -> Precision:
     """The precision to run: the setting itself, or for `auto` bf16 where the hardware has it.
 
     cpu_bf16_speedup: fp32 over bf16 matmul time on this CPU, where it was timed (AVX512-BF16
     without AMX); None where it was not.
+    cpu_bf16_kernels: whether oneDNN has bf16 kernels on this CPU (see `cpu_has_bf16_kernels`).
 
     fp16 on a CPU is refused: CPUs have no fast fp16 matmul and autocast would crawl. int8 off a
-    CPU is refused: its kernels (fbgemm) are the CPU's.
+    CPU is refused: its kernels (fbgemm) are the CPU's. bf16 on a CPU without oneDNN's bf16
+    kernels is refused: its fused convolutions and linears would fail on the first frame.
     """
+    if device_type == "cpu" and not cpu_bf16_kernels:
+        if setting == "bf16":
+            raise ValueError(
+                "models.precision=bf16 needs a CPU with bf16 kernels (AVX512-BW/VL/DQ or AVX-NE-CONVERT); "
+                "this one has none: use auto or fp32"
+            )
+        if setting == "auto":
+            return "fp32"
     if setting == "auto":
         if device_type == "cuda":
             return "bf16" if cuda_bf16 else "fp32"
@@ -80,6 +91,16 @@ def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
     except OSError:
         pass
     return frozenset()
+
+
+@functools.cache
+def cpu_has_bf16_kernels() -> bool:
+    """Whether oneDNN computes bf16 on this CPU: AVX512-BW/VL/DQ or AVX-NE-CONVERT (an AVX2-only
+    CPU has none, and a bf16 convolution or fused linear raises there)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch build without oneDNN
+        return False
 
 
 def needs_bf16_timing(setting: PrecisionSetting, device_type: str, flags: Iterable[str]) -> bool:
@@ -122,7 +143,9 @@ def resolve_precision(setting: PrecisionSetting, device: torch.device) -> Precis
     """choose_precision with the host's answers."""
     cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
     flags = cpu_flags() if device.type == "cpu" else frozenset()
-    return choose_precision(setting, device.type, flags, cuda_bf16, timed_bf16_speedup(setting, device.type, flags))
+    kernels = device.type != "cpu" or cpu_has_bf16_kernels()
+    speedup = timed_bf16_speedup(setting, device.type, flags) if kernels else None
+    return choose_precision(setting, device.type, flags, cuda_bf16, speedup, kernels)
 
 
 def converted_copy(module: torch.nn.Module, precision: Precision) -> torch.nn.Module | None:
