@@ -227,13 +227,13 @@ def test_a_client_without_valid_credentials_is_refused_and_writes_nothing(secure
 
 
 def test_a_worker_with_a_wrong_password_says_why_and_retries_until_stopped(secure_kafka, caplog):
-    caplog.set_level(logging.WARNING, logger="worker.stream.service")
+    caplog.set_level(logging.WARNING, logger="worker.stream.startup")
     kafka = secure_kafka.settings(SASL_LISTENER, password=WRONG_PASSWORD)
     service = WorkerService(worker_settings(kafka, redis_url=None))
 
     def attempts() -> list[logging.LogRecord]:
         return [
-            r for r in caplog.records if r.name == "worker.stream.service" and "cannot reach Kafka" in r.getMessage()
+            r for r in caplog.records if r.name == "worker.stream.startup" and "cannot reach Kafka" in r.getMessage()
         ]
 
     with running(service, join_timeout_s=CONNECT_TIMEOUT_MS / 1000 + 20) as stop:
@@ -302,6 +302,7 @@ def test_a_refused_redis_login_degrades_with_one_clear_warning(redis_server_fact
         password=SecretStr(password) if password else None,
         key_prefix=f"sec-{uuid.uuid4().hex[:8]}",
         retry_after_s=0.1,
+        signing_key=SecretStr("a signing key for this test"),  # signed: the login is the one thing wrong
     )
     cache = build_embedding_cache(settings)
     assert isinstance(cache, RedisEmbeddingCache) and cache.degraded
