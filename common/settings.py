@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from common.settings_base import Section as _Section
+from common.settings_base import env_then_yaml
 from common.settings_dashboard import DashboardSettings
 
 
@@ -361,13 +362,7 @@ class LinewatchSettings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        config_file = os.environ.get("LINEWATCH_CONFIG")
-        if config_file:
-            if not Path(config_file).is_file():
-                raise FileNotFoundError(f"LINEWATCH_CONFIG points to {config_file}, which does not exist")
-            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
-        return tuple(sources)
+        return env_then_yaml(settings_cls, init_settings, env_settings, "LINEWATCH_CONFIG")
 
     def redacted(self) -> dict[str, Any]:
         """The settings as plain data with every secret masked, for the start-up log."""

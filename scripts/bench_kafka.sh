@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make bench-kafka`: the Inspector in-process vs. behind a real Kafka broker and Redis, then
-# exactly-once against at-least-once side by side (batch 1 and 8; BENCH_GUARANTEES=0 skips it).
+# exactly-once against at-least-once side by side (batch 1 and 8, 5 interleaved rounds each;
+# BENCH_GUARANTEES=0 skips it).
 # Starts a local broker + redis-server (state in .state/bench), runs
 # `linewatch-worker bench --through-kafka` (its own topics and groups), stops the servers.
 set -euo pipefail
@@ -21,5 +22,6 @@ echo "bench: kafka $LINEWATCH_KAFKA__BOOTSTRAP_SERVERS, redis $LINEWATCH_REDIS__
 
 if [ "${BENCH_GUARANTEES:-1}" != 0 ]; then
     "$PY" -m worker.cli --log-level "${LOG_LEVEL:-WARNING}" bench --through-kafka --profile tiny \
-        --foreground none --frames "${BENCH_FRAMES:-64}" --guarantees "${BENCH_GUARANTEE_BATCHES:-1,8}" "$@"
+        --foreground none --frames "${BENCH_FRAMES:-64}" --guarantees "${BENCH_GUARANTEE_BATCHES:-1,8}" \
+        --rounds "${BENCH_GUARANTEE_ROUNDS:-5}" "$@"
 fi

@@ -6,6 +6,7 @@ import pytest
 from pydantic import SecretStr
 
 from common.settings import KafkaSettings, LinewatchSettings, ModelSettings, RedisSettings, TelemetrySettings
+from worker.bench.guarantees import run_guarantee_bench
 from worker.bench.kafka_path import run_kafka_bench
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
@@ -51,3 +52,25 @@ def test_the_kafka_bench_gets_every_result_back_and_splits_the_cost(kafka_broker
     assert counters["results_ok"] + counters.get("results_anomalous", 0) == 16
     assert report["worker_stopped_cleanly"]
     assert report["embedding_cache"] == "RedisEmbeddingCache"
+
+
+def test_the_guarantee_bench_interleaves_both_guarantees_on_one_broker(kafka_broker, redis_server):
+    settings = LinewatchSettings(
+        kafka=KafkaSettings(bootstrap_servers=kafka_broker.bootstrap),
+        redis=RedisSettings(url=SecretStr(redis_server.url), key_prefix="test-bench-guarantees"),
+        models=ModelSettings(profile="tiny", foreground="none"),
+        telemetry=TelemetrySettings(enabled=False),
+    )
+    report = run_guarantee_bench(settings, frames=8, batches=[4], width=64, height=64, rounds=1)
+
+    at_least_once, exactly_once = report["rows"]
+    assert (at_least_once["guarantee"], exactly_once["guarantee"]) == ("at-least-once", "exactly-once")
+    assert "the first one unmeasured" in report["method"]
+    for row in report["rows"]:  # one measured backlog round and one paced run each, every result back
+        assert row["batch"] == 4 and row["complete"] and len(row["frames_per_s_rounds"]) == 1
+        assert row["frames_per_s"] > 0 and 0 < row["paced_latency_ms_p50"] <= row["paced_latency_ms_p99"]
+        # 8 backlog frames in 2 batches of 4, then 8 paced frames of 1: at most 10 checkpoints, each timed
+        assert 0.8 <= row["frames_per_checkpoint"] <= 16 and row["checkpoint_ms_mean"] >= 0
+    fast, slow = at_least_once["frames_per_s"], exactly_once["frames_per_s"]
+    assert exactly_once["throughput_cost_pct"] == pytest.approx(100 * (fast - slow) / fast, abs=0.05)
+    assert exactly_once["throughput_cost_pct_pairs"] == [exactly_once["throughput_cost_pct"]]

@@ -65,6 +65,14 @@ def add_bench_parser(subparsers) -> None:
         "(frames/s, paced latency p50/p99 and what exactly-once costs)",
     )
     parser.add_argument(
+        "--emulate-frame-ms",
+        type=float,
+        default=None,
+        metavar="MS",
+        help="--guarantees: no models; an inspector that waits MS per frame of a batch (a GPU's pace, the CPU "
+        "left to the Kafka path)",
+    )
+    parser.add_argument(
         "--few-shot",
         action="store_true",
         help="cost of reference banks (K = --shots) and of the rolling pool (M = --pool): ms per frame and memory",
@@ -75,7 +83,8 @@ def add_bench_parser(subparsers) -> None:
         "--rounds",
         type=int,
         default=3,
-        help="--through-kafka: Kafka runs, each between two in-process runs (median reported)",
+        help="--through-kafka: Kafka runs, each between two in-process runs (median reported); with --guarantees: "
+        "runs of each guarantee, interleaved",
     )
 
 
@@ -127,6 +136,7 @@ def run_bench_command(args, settings) -> int:
             width=args.width,
             height=args.height,
             rounds=args.rounds,
+            emulate_frame_ms=args.emulate_frame_ms,
         )
     elif args.through_kafka:
         from worker.bench.kafka_path import run_kafka_bench

@@ -50,7 +50,7 @@ import platform
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -63,20 +63,14 @@ from common.messages import frame_headers
 from common.schemas import InspectionResult
 from common.settings import LinewatchSettings
 from worker.bench.inprocess import percentile, run_batches, synthetic_frames, warm_up
+from worker.bench.kafka_report import fill_and_drain, kafka_report, latency_stats, ms_between
+from worker.bench.machine import cpu_model
 from worker.inspection.measure import StageClock
 from worker.inspection.types import Frame
 
 RESULT_TIMEOUT_S = 300.0
 ASSIGN_TIMEOUT_S = 60.0
 OBJECT_NAME = "metal washer"
-
-
-def _ms(later: datetime, earlier: datetime) -> float:
-    return (later - earlier).total_seconds() * 1000.0
-
-
-def _stats(values: list[float]) -> dict[str, float | None]:
-    return {"p50": percentile(values, 50), "p99": percentile(values, 99), "max": percentile(values, 100)}
 
 
 class _ResultCollector:
@@ -223,7 +217,7 @@ def _drain_backlog(
     cpu_by_thread = _cpu_ms_per_frame(cpu_before, _cpu_by_thread_s(), frames)
     got = [collector.results[i] for i in sent_ids if i in collector.results]
     drain_s = clock.ms["drain"] / 1000.0
-    report = _kafka_report(got, frames, drain_s) | _fill_and_drain(got, assigned_at, settings.worker.batch_max_frames)
+    report = kafka_report(got, frames, drain_s) | fill_and_drain(got, assigned_at, settings.worker.batch_max_frames)
     report |= {
         "group_join_s": round(clock.ms["group_join"] / 1000.0, 3),
         "publish_s": round(publish_s, 3),
@@ -234,17 +228,29 @@ def _drain_backlog(
 
 
 def run_kafka_bench(
-    settings: LinewatchSettings, frames: int, batch: int, width: int, height: int, rounds: int = 3
+    settings: LinewatchSettings,
+    frames: int,
+    batch: int,
+    width: int,
+    height: int,
+    rounds: int = 3,
+    round_guarantees: Sequence[str] = (),
+    emulate_batch_ms: float | None = None,
 ) -> dict:
     """`rounds` backlog runs through Kafka, each between two in-process runs of the same frames.
 
     Each round's overhead is its Kafka ms/frame minus the mean of the in-process runs on either
     side of it; the headline is the median over rounds, which a busy neighbour moves least.
+    `round_guarantees` (one `kafka.processing_guarantee` per round, `rounds` is then its length)
+    runs each round's worker under its own guarantee and gives every round a paced run.
+    `emulate_batch_ms` replaces the models with an inspector that only waits that long per batch
+    (a stand-in for a GPU: the frames/s are then the Kafka path's, on a CPU left to it).
     """
     from producer.publisher import FramePublisher
     from worker.inspection.inspector import build_inspector
     from worker.inspection.redis_cache import build_embedding_cache
 
+    rounds = len(round_guarantees) or rounds
     frames, batch, rounds = max(1, frames), max(1, batch), max(1, rounds)
     load_at_start = os.getloadavg()[0]
     run_id = uuid.uuid4().hex[:10]
@@ -273,7 +279,12 @@ def run_kafka_bench(
     rgbs = [frame.image for frame in in_frames]
 
     cache = build_embedding_cache(settings.redis)
-    inspector = build_inspector(settings.models, cache=cache)
+    if emulate_batch_ms is None:
+        inspector = build_inspector(settings.models, cache=cache)
+    else:
+        from worker.bench.scale.worker import FixedTimeInspector
+
+        inspector = FixedTimeInspector(emulate_batch_ms / 1000.0)
     warm_ms = warm_up(inspector, in_frames)  # prompt embeddings: computed once, cached (Redis + LRU)
     inspector.inspect(in_frames[:batch])  # warm the batch shape too
 
@@ -287,13 +298,19 @@ def run_kafka_bench(
         for round_index in range(rounds):
             # Each round a new worker of the same group starts after its backlog is published,
             # from the offsets the previous one committed: it drains exactly this round's frames.
-            backlog, worker = _drain_backlog(settings, inspector, cache, publisher, collector, rgbs)
+            guarantee = round_guarantees[round_index] if round_guarantees else settings.kafka.processing_guarantee
+            round_settings = settings.model_copy(
+                update={"kafka": settings.kafka.model_copy(update={"processing_guarantee": guarantee})}
+            )
+            backlog, worker = _drain_backlog(round_settings, inspector, cache, publisher, collector, rgbs)
+            backlog["guarantee"] = guarantee
             try:
-                if round_index == rounds - 1:  # the last worker also serves the paced run
-                    paced = _paced(publisher, collector, rgbs[: min(frames, 16)])
+                if round_guarantees or round_index == rounds - 1:  # the last worker serves the paced run
+                    paced = backlog["paced"] = _paced(publisher, collector, rgbs[: min(frames, 16)])
             finally:
                 stopped_cleanly &= worker.stop(settings.worker.shutdown_timeout_s + 30.0)
             status = worker.service.status()
+            backlog["worker_counters"] = status.counters
             in_process.append(run_batches(inspector, in_frames, batch))
             around = (in_process[-2]["ms_per_frame"] + in_process[-1]["ms_per_frame"]) / 2.0
             backlog["in_process_ms_per_frame_around"] = round(around, 2)
@@ -314,9 +331,12 @@ def run_kafka_bench(
     steady = [b["steady_overhead_ms_per_frame"] for b in backlogs if "steady_overhead_ms_per_frame" in b]
     return {
         "profile": getattr(models, "profile", settings.models.profile),
+        "inspector": type(inspector).__name__
+        + ("" if emulate_batch_ms is None else f" ({emulate_batch_ms:g} ms/batch)"),
         "foreground": settings.models.foreground,
         "device": str(device) if device is not None else platform.machine(),
         "torch_threads": torch.get_num_threads(),
+        "cpu": cpu_model(),
         "cpu_cores": os.cpu_count(),
         "load_average_1m": {"start": round(load_at_start, 2), "end": round(os.getloadavg()[0], 2)},
         "frame_size": [width, height],
@@ -353,42 +373,7 @@ def _paced(publisher: Any, collector: _ResultCollector, rgbs: list[Any]) -> dict
     return {
         "frames": len(paced_ids),
         "results": len(got),
-        "latency_ms_captured_to_arrival": _stats([_ms(a, r.captured_at) for r, a in got]),
-        "latency_ms_captured_to_processed": _stats([_ms(r.processed_at, r.captured_at) for r, a in got]),
-    }
-
-
-def _fill_and_drain(got: list[tuple[InspectionResult, datetime]], assigned_at: datetime, batch: int) -> dict[str, Any]:
-    """The backlog run split into its fixed costs and its steady rate.
-
-    fill: assignment -> first result built (offset lookup, first fetch and decode, first batch
-    inferred); drain: last result built -> received here (send, acks, this consumer's fetch);
-    steady: the rate between the first and the last result, over the frames after the first batch.
-    """
-    if len(got) <= batch:
-        return {}
-    processed = sorted(result.processed_at for result, _ in got)
-    last_arrival = max(arrival for _, arrival in got)
-    return {
-        "fill_ms": round(_ms(processed[0], assigned_at), 1),
-        "drain_ms": round(_ms(last_arrival, processed[-1]), 1),
-        "steady_ms_per_frame": round(_ms(processed[-1], processed[0]) / (len(got) - batch), 2),
-    }
-
-
-def _kafka_report(got: list[tuple[InspectionResult, datetime]], frames: int, wall_s: float) -> dict[str, Any]:
-    verdicts: dict[str, int] = {}
-    for result, _ in got:
-        verdicts[result.verdict] = verdicts.get(result.verdict, 0) + 1
-    ms_per_frame = wall_s * 1000.0 / max(1, len(got))
-    return {
-        "frames": frames,
-        "results": len(got),
-        "complete": len(got) == frames,
-        "verdicts": verdicts,
-        "wall_s": round(wall_s, 3),
-        "ms_per_frame": round(ms_per_frame, 2),
-        "frames_per_s": round(len(got) / wall_s, 2) if wall_s > 0 else None,
-        "latency_ms_captured_to_arrival": _stats([_ms(a, r.captured_at) for r, a in got]),
-        "latency_ms_captured_to_processed": _stats([_ms(r.processed_at, r.captured_at) for r, a in got]),
+        "latency_ms_captured_to_arrival": latency_stats([ms_between(a, r.captured_at) for r, a in got]),
+        "latency_ms_captured_to_processed": latency_stats([ms_between(r.processed_at, r.captured_at) for r, a in got]),
+        "arrival_latencies_ms": [round(ms_between(a, r.captured_at), 2) for r, a in got],
     }

@@ -7,18 +7,16 @@ Read from the environment, or from the YAML file named by `LINEWATCH_SINKS_CONFI
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from common.settings_base import Section as _Section
+from common.settings_base import env_then_yaml
 
 SecurityMode = Literal["None", "Sign", "SignAndEncrypt"]
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
 
 class SinkCommonSettings(_Section):
@@ -134,10 +132,4 @@ class SinkSettings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        config_file = os.environ.get("LINEWATCH_SINKS_CONFIG")
-        if config_file:
-            if not Path(config_file).is_file():
-                raise FileNotFoundError(f"LINEWATCH_SINKS_CONFIG points to {config_file}, which does not exist")
-            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
-        return tuple(sources)
+        return env_then_yaml(settings_cls, init_settings, env_settings, "LINEWATCH_SINKS_CONFIG")

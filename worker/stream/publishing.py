@@ -154,14 +154,18 @@ class Publisher:
             return
         transactional = self.delivery.transactional
         current = self.context.current(pending.generation)
+        started = time.perf_counter()
         if transactional and (pending.broken or not current):
             self.delivery.abort()  # a rebalance or rewind came in between: it would be fenced anyway
             ok = False
         else:
             group = self._group_metadata() if transactional else None
             ok = self.delivery.settle(pending.records, pending.offsets, group)
+        settle_s = time.perf_counter() - started  # what the guarantee costs this thread per checkpoint
+        self.context.telemetry.metrics.stage("checkpoint", settle_s)
         if ok:
             self.context.counters.add("checkpoints")
+            self.context.counters.add("checkpoint_ms", round(1000 * settle_s))
             self.reports.put(Done(pending.generation, dict(pending.offsets), transactional))
         elif transactional:
             self.context.counters.add("aborted_transactions")

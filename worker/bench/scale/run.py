@@ -21,7 +21,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import sys
 import time
 import uuid
@@ -30,6 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from common.settings import KafkaSettings
+from worker.bench.machine import cpu_model
 from worker.bench.scale.rig import Cameras, Collector, Fleet, Topics
 from worker.bench.scale.stats import drain_rate, latency_ms, pause
 
@@ -191,17 +191,6 @@ def scale_up(bench: Bench) -> dict:
             "duplicates": len(arrived) - len(unique),
             "kept_partitions_max_stall_s": round(worst, 2),
         }
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:
