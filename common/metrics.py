@@ -23,7 +23,7 @@ class Metrics:
     - `frames_processed`: `outcome` = ok | anomalous | skipped | dead_letter
     - `frames_produced`: `outcome` = sent | refused | failed
     - `camera_frames_missed`: `camera` = camera id (frames the camera's counter skipped)
-    - `stage_duration`: `stage` = decode | foreground | tiling | score | pixel_map | encode | publish ...
+    - `stage_duration`: `stage` = decode | foreground | tiling | score | pixel_map | encode | publish | checkpoint ...
     - `dead_letters`: `stage`, `error_type`
     - `cache_hits` / `cache_misses`: `kind` = text | image ..., `layer` = lru | redis
     - `consumer_lag`: `topic`, `partition`

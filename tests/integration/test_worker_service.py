@@ -520,6 +520,8 @@ def test_frames_continue_the_producers_trace_and_metrics_are_recorded(kafka_brok
         "linewatch_cache_misses",
     ):
         assert metric in text, metric
+    # what the guarantee costs the publish thread, per checkpoint
+    assert 'stage="checkpoint"' in text
     telemetry.shutdown()
 
 

@@ -23,7 +23,14 @@ from common.settings import DashboardSettings, LinewatchSettings
 from tests.unit.test_dashboard_app import ExpiredReader, Recorder
 from worker.dashboard import app as dashboard_app
 from worker.dashboard.app import build_app
-from worker.dashboard.auth import check_password, hash_password, parse_credentials, warn_about_plain_text
+from worker.dashboard.auth import (
+    Principal,
+    check_password,
+    check_token,
+    hash_password,
+    parse_credentials,
+    warn_about_plain_text,
+)
 from worker.dashboard.cli import main as dashboard_main
 from worker.dashboard.server import server_for
 from worker.dashboard.sessions import LoginThrottle
@@ -74,6 +81,28 @@ def test_hash_password_prints_a_hash_that_logs_in(monkeypatch, capsys):
     assert check_password(creds, "ana", "s3cret pass") is not None and check_password(creds, "ana", "s3cret") is None
     monkeypatch.setattr("sys.stdin", io.StringIO("\n"))
     assert dashboard_main(["--hash-password"]) == 2
+
+
+def test_tokens_may_be_stored_as_digests_and_plain_ones_are_warned_about(monkeypatch, capsys, caplog):
+    token = "k" * 8 + "-kiosk-token-of-line-1"
+    monkeypatch.setattr("sys.stdin", io.StringIO(token + "\n"))
+    assert dashboard_main(["--hash-token"]) == 0
+    digest = capsys.readouterr().out.strip()
+    assert digest == "sha256-" + hashlib.sha256(token.encode()).hexdigest() and token not in digest
+    b = make_backend(tokens=SecretStr(f"{digest}:kiosk:viewer,plain-token-of-ops:ops:operator"))
+    assert b.credentials.plain_text_tokens == ["ops"]
+    assert check_token(b.credentials, token) == Principal("kiosk", "viewer")
+    assert check_token(b.credentials, digest) is None  # the digest itself is not a token
+    assert check_token(b.credentials, "plain-token-of-ops") == Principal("ops", "operator")
+    client = TestClient(build_app(b), base_url="http://dash.test")
+    assert client.get("/api/me", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    assert client.get("/api/me", headers={"Authorization": f"Bearer {digest}"}).status_code == 401
+    with caplog.at_level(logging.WARNING):
+        warn_about_plain_text(b.credentials)
+    assert "DEPRECATED" in caplog.text and "ops" in caplog.text and "plain-token-of-ops" not in caplog.text
+    assert "kiosk" not in caplog.text
+    monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))  # a short token is refused, not hashed
+    assert dashboard_main(["--hash-token"]) == 2
 
 
 def test_a_user_is_locked_out_after_repeated_failures_even_with_the_right_password():

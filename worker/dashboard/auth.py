@@ -1,12 +1,15 @@
 """Who may look and who may write: users and tokens from the settings, roles, CSRF tokens.
 
 Functions over the settings' secret strings; the web app (app.py) applies them. Passwords are
-argon2id hashes (`linewatch-dashboard --hash-password` prints one); a plain-text password is still
-accepted, with a warning at start, so that an upgrade locks nobody out.
+argon2id hashes (`linewatch-dashboard --hash-password` prints one); tokens are SHA-256 digests
+(`--hash-token`: a token is long and random, so a fast hash is enough, and it is checked on every API
+request). A password or token still in plain text is accepted, with a warning at start, so that an
+upgrade locks nobody out.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 import secrets
@@ -20,6 +23,7 @@ from pydantic import SecretStr
 log = logging.getLogger(__name__)
 HASHER = PasswordHasher()  # argon2id with the library's defaults (RFC 9106's second recommendation)
 ARGON2_PREFIX = "$argon2"
+TOKEN_HASH_PREFIX = "sha256-"  # not `sha256:`: a token entry's first field holds no ':'
 # compared with when the user is unknown, so the time taken does not tell which names exist
 _NOBODY_HASH = HASHER.hash(secrets.token_urlsafe(16))
 
@@ -52,6 +56,11 @@ class Credentials:
     def plain_text_users(self) -> list[str]:
         """Users whose password is stored as plain text (not an argon2 hash)."""
         return sorted(name for name, (stored, _) in self.users.items() if not stored.startswith(ARGON2_PREFIX))
+
+    @property
+    def plain_text_tokens(self) -> list[str]:
+        """The holders of tokens stored as plain text (not a SHA-256 digest)."""
+        return sorted({who.name for token, who in self.tokens.items() if not token.startswith(TOKEN_HASH_PREFIX)})
 
 
 def _joined(text: str) -> list[str]:
@@ -103,6 +112,13 @@ def hash_password(password: str) -> str:
     return HASHER.hash(password)
 
 
+def hash_token(token: str) -> str:
+    """The digest to put in `dashboard.tokens` instead of the token."""
+    if len(token) < 16:
+        raise ValueError("a token shorter than 16 characters can be guessed: use a long random one")
+    return TOKEN_HASH_PREFIX + hashlib.sha256(token.encode()).hexdigest()
+
+
 def _password_matches(stored: str, password: str) -> bool:
     if not stored.startswith(ARGON2_PREFIX):  # plain text (deprecated: warned about at start)
         return hmac.compare_digest(stored.encode(), password.encode())
@@ -134,18 +150,25 @@ def still_valid(credentials: Credentials, who: Principal) -> bool:
 
 
 def warn_about_plain_text(credentials: Credentials) -> None:
-    names = credentials.plain_text_users
-    if names:
-        log.warning(
-            "DEPRECATED: the dashboard passwords of %s are stored as plain text; replace each with the hash "
-            "`linewatch-dashboard --hash-password` prints (plain text will stop being accepted)",
-            ", ".join(names),
-        )
+    for names, what, option in (
+        (credentials.plain_text_users, "passwords", "--hash-password"),
+        (credentials.plain_text_tokens, "tokens", "--hash-token"),
+    ):
+        if names:
+            log.warning(
+                "DEPRECATED: the dashboard %s of %s are stored as plain text; replace each with what "
+                "`linewatch-dashboard %s` prints (plain text will stop being accepted)",
+                what,
+                ", ".join(names),
+                option,
+            )
 
 
 def check_token(credentials: Credentials, token: str) -> Principal | None:
+    digest = TOKEN_HASH_PREFIX + hashlib.sha256(token.encode()).hexdigest()
     for known, principal in credentials.tokens.items():
-        if hmac.compare_digest(known.encode(), token.encode()):
+        given = digest if known.startswith(TOKEN_HASH_PREFIX) else token
+        if hmac.compare_digest(known.encode(), given.encode()):
             return principal
     return None
 

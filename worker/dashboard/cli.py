@@ -15,21 +15,34 @@ def add_dashboard_parser(subparsers) -> None:
 
 
 def _add_hash_password(parser) -> None:
-    parser.add_argument(
+    hashing = parser.add_mutually_exclusive_group()
+    hashing.add_argument(
         "--hash-password",
         action="store_true",
         help="read a password (prompted, or one line on stdin) and print its argon2 hash for dashboard.users",
     )
+    hashing.add_argument(
+        "--hash-token",
+        action="store_true",
+        help="read a token (prompted, or one line on stdin) and print its SHA-256 digest for dashboard.tokens",
+    )
 
 
-def print_password_hash() -> int:
+def print_hash(args) -> int | None:
+    """`--hash-password` / `--hash-token`: print what goes in the settings (None: neither was asked for)."""
     import getpass
 
-    from worker.dashboard.auth import hash_password
+    from worker.dashboard.auth import hash_password, hash_token
 
-    password = getpass.getpass("password: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\r\n")
+    if getattr(args, "hash_password", False):
+        what, hasher = "password", hash_password
+    elif getattr(args, "hash_token", False):
+        what, hasher = "token", hash_token
+    else:
+        return None
+    secret = getpass.getpass(f"{what}: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\r\n")
     try:
-        print(hash_password(password))
+        print(hasher(secret))
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -37,8 +50,8 @@ def print_password_hash() -> int:
 
 
 def run_dashboard(args, settings: LinewatchSettings) -> int:
-    if getattr(args, "hash_password", False):
-        return print_password_hash()
+    if (hashed := print_hash(args)) is not None:
+        return hashed
     dash = settings.dashboard
     try:
         from worker.dashboard.auth import parse_credentials
@@ -69,8 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     import logging
 
     args = build_parser().parse_args(argv)
-    if args.hash_password:  # needs no settings
-        return print_password_hash()
+    if (hashed := print_hash(args)) is not None:  # needs no settings
+        return hashed
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = LinewatchSettings()
