@@ -12,13 +12,17 @@ from worker.bench.kafka_path import run_kafka_bench
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
 
 
-def test_the_kafka_bench_gets_every_result_back_and_splits_the_cost(kafka_broker, redis_server):
-    settings = LinewatchSettings(
+def bench_settings(kafka_broker, redis_server, key_prefix: str) -> LinewatchSettings:
+    return LinewatchSettings(
         kafka=KafkaSettings(bootstrap_servers=kafka_broker.bootstrap),
-        redis=RedisSettings(url=SecretStr(redis_server.url), key_prefix="test-bench"),
+        redis=RedisSettings(url=SecretStr(redis_server.url), key_prefix=key_prefix),
         models=ModelSettings(profile="tiny", foreground="none"),
         telemetry=TelemetrySettings(enabled=False),
     )
+
+
+def test_the_kafka_bench_gets_every_result_back_and_splits_the_cost(kafka_broker, redis_server):
+    settings = bench_settings(kafka_broker, redis_server, "test-bench")
     report = run_kafka_bench(settings, frames=8, batch=4, width=64, height=64, rounds=2)
 
     rounds = report["kafka_backlog_rounds"]
@@ -55,12 +59,7 @@ def test_the_kafka_bench_gets_every_result_back_and_splits_the_cost(kafka_broker
 
 
 def test_the_guarantee_bench_interleaves_both_guarantees_on_one_broker(kafka_broker, redis_server):
-    settings = LinewatchSettings(
-        kafka=KafkaSettings(bootstrap_servers=kafka_broker.bootstrap),
-        redis=RedisSettings(url=SecretStr(redis_server.url), key_prefix="test-bench-guarantees"),
-        models=ModelSettings(profile="tiny", foreground="none"),
-        telemetry=TelemetrySettings(enabled=False),
-    )
+    settings = bench_settings(kafka_broker, redis_server, "test-bench-guarantees")
     report = run_guarantee_bench(settings, frames=8, batches=[4], width=64, height=64, rounds=1)
 
     at_least_once, exactly_once = report["rows"]
