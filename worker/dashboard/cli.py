@@ -11,10 +11,10 @@ def add_dashboard_parser(subparsers) -> None:
     parser = subparsers.add_parser("dashboard", help="serve the operator dashboard (live results, alarms, feedback)")
     parser.add_argument("--port", type=int, default=None, help="HTTP port (default: dashboard.port, 8090)")
     parser.add_argument("--host", default=None, help="listen address (default: dashboard.host)")
-    _add_hash_password(parser)
+    _add_hashing(parser)
 
 
-def _add_hash_password(parser) -> None:
+def _add_hashing(parser) -> None:
     hashing = parser.add_mutually_exclusive_group()
     hashing.add_argument(
         "--hash-password",
@@ -73,7 +73,7 @@ def build_parser():
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--port", type=int, default=None, help="HTTP port (default: dashboard.port, 8090)")
     parser.add_argument("--host", default=None, help="listen address (default: dashboard.host)")
-    _add_hash_password(parser)
+    _add_hashing(parser)
     return parser
 
 
