@@ -112,11 +112,15 @@ def hash_password(password: str) -> str:
     return HASHER.hash(password)
 
 
+def _token_digest(token: str) -> str:
+    return TOKEN_HASH_PREFIX + hashlib.sha256(token.encode()).hexdigest()
+
+
 def hash_token(token: str) -> str:
     """The digest to put in `dashboard.tokens` instead of the token."""
     if len(token) < 16:
         raise ValueError("a token shorter than 16 characters can be guessed: use a long random one")
-    return TOKEN_HASH_PREFIX + hashlib.sha256(token.encode()).hexdigest()
+    return _token_digest(token)
 
 
 def _password_matches(stored: str, password: str) -> bool:
@@ -165,7 +169,7 @@ def warn_about_plain_text(credentials: Credentials) -> None:
 
 
 def check_token(credentials: Credentials, token: str) -> Principal | None:
-    digest = TOKEN_HASH_PREFIX + hashlib.sha256(token.encode()).hexdigest()
+    digest = _token_digest(token)
     for known, principal in credentials.tokens.items():
         given = digest if known.startswith(TOKEN_HASH_PREFIX) else token
         if hmac.compare_digest(known.encode(), given.encode()):
