@@ -8,12 +8,17 @@
   for tests that restart, kill or reconfigure them (chaos, SASL); stopped after the test.
 * ``topic_names`` (function scope): ``topic_names("frames")`` gives a topic name unique
   to this test and call.
+* ``--auto-precision=fp32|bf16`` (or ``LINEWATCH_TEST_AUTO_PRECISION``): what
+  ``models.precision=auto`` resolves to in this process, whatever the CPU says, so that
+  both answers are tested on any machine (bf16 only where the CPU has bf16 kernels).
+  Tests that rely on one precision pin it; subprocess workers follow the hardware.
 
 Tests using any of these are marked ``integration`` automatically.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -21,6 +26,7 @@ import pytest
 from infra.kafka_broker import KafkaBroker, KafkaBrokerError, ensure_kafka_jars
 from infra.line_devices import FakeGigECamera, LineDeviceError, MosquittoBroker
 from infra.redis_server import INSTALL_HINT, RedisServer, RedisServerError, find_redis_server
+from tests.support.extras import ensure_camera_extra
 from tests.support.topics import TopicNames
 
 _INFRA_FIXTURES = {
@@ -37,6 +43,32 @@ _INFRA_FIXTURES = {
 _session: dict[str, object] = {}
 # Kept after teardown, for the terminal summary.
 _started: dict[str, object] = {}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--auto-precision",
+        choices=("hardware", "fp32", "bf16"),
+        default=os.environ.get("LINEWATCH_TEST_AUTO_PRECISION", "hardware"),
+        help="what models.precision=auto resolves to in-process (default: what this CPU is fast at)",
+    )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _forced_auto_precision(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Make `auto` answer as a CPU with (bf16: AMX) or without (fp32: no bf16 flags) fast bf16 would."""
+    forced = request.config.getoption("--auto-precision")
+    if forced == "hardware":
+        yield
+        return
+    from worker.inspection.models import precision
+
+    if forced == "bf16" and not precision.cpu_has_bf16_kernels():
+        pytest.exit("--auto-precision=bf16 needs a CPU with oneDNN bf16 kernels (AVX512-BW/VL/DQ)", returncode=4)
+    flags = frozenset({"amx_bf16"}) if forced == "bf16" else frozenset()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(precision, "cpu_flags", lambda *_: flags)
+        yield
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -135,6 +167,7 @@ def redis_server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[C
 @pytest.fixture
 def fake_camera_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., FakeGigECamera]]:
     """``fake_camera_factory(**FakeGigECamera kwargs)`` -> the GigE Vision simulator on 127.0.0.1, stopped after the test."""
+    ensure_camera_extra()  # PyGObject, built here the first time rather than before every run
     cameras: list[FakeGigECamera] = []
 
     def make(**kwargs) -> FakeGigECamera:

@@ -16,6 +16,8 @@ from worker.inspection.inspector import Inspector, build_inspector
 from worker.inspection.types import Frame
 from worker.stream.results import build_result
 
+pytestmark = pytest.mark.models  # run again with models.precision=auto forced (make test-precisions)
+
 
 @pytest.fixture(scope="module")
 def inspector():

@@ -9,6 +9,8 @@ from common.settings import ModelSettings
 from worker.inspection.inspector import build_inspector
 from worker.inspection.types import Frame
 
+pytestmark = pytest.mark.models  # run again with models.precision=auto forced (make test-precisions)
+
 
 @pytest.fixture(scope="module")
 def inspector():

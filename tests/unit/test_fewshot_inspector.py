@@ -11,6 +11,8 @@ from worker.inspection.fewshot.pool import RollingPool
 from worker.inspection.inspector import build_inspector
 from worker.inspection.types import Frame
 
+pytestmark = pytest.mark.models  # run again with models.precision=auto forced (make test-precisions)
+
 SIDE = 352  # one tile covering the frame; tiny CLIP sees it as a 4 x 4 grid of 88-px patches
 CELL = SIDE // 4
 

@@ -4,14 +4,18 @@ import pytest
 import torch
 
 from common.settings import ModelSettings
+from tests.support.hardware import needs_cpu_bf16
 from worker.inspection.models.clipseg import build_clipseg_random
 from worker.inspection.models.registry import load_models, tiny_clipseg_config
 from worker.inspection.models.weights import ModelWeightsMissing, load_state_dict
 
+pytestmark = pytest.mark.models  # run again with models.precision=auto forced (make test-precisions)
+
 
 @pytest.fixture(scope="module")
 def tiny():
-    return load_models(ModelSettings(profile="tiny", foreground="none"))
+    # fp32 pinned: these tests compare against the fp32 weights (`auto` may pick bf16 on this CPU)
+    return load_models(ModelSettings(profile="tiny", foreground="none", precision="fp32"))
 
 
 def test_clip_embeddings_are_unit_vectors(tiny):
@@ -36,6 +40,27 @@ def test_clipseg_shared_vision_pass_equals_full_model_per_prompt(tiny):
     slow = tiny.clipseg.segment_naive(images, prompts)
     assert fast.shape == slow.shape == (2, 5, 352, 352)
     assert torch.allclose(fast, slow, atol=1e-4)  # batching changes float summation order only
+
+
+@needs_cpu_bf16
+def test_clipseg_shared_vision_pass_in_bf16_runs_a_converted_trunk_and_keeps_the_maps(tiny):
+    bf16 = load_models(ModelSettings(profile="tiny", foreground="none", precision="bf16"))
+    assert bf16.precision == "bf16"
+    trunk = bf16.clipseg._segment_modules[0]
+    assert trunk.encoder.layers[0].mlp.fc1.weight.dtype == torch.bfloat16  # a converted copy ...
+    assert (
+        bf16.clipseg.model.clip.vision_model.encoder.layers[0].mlp.fc1.weight.dtype == torch.float32
+    )  # ... beside fp32
+    images = torch.rand(2, 3, 352, 352)
+    prompts = ["a crack", "a scratch", "a dent"]
+    fast = bf16.clipseg.segment(images, bf16.clipseg.encode_texts(prompts))
+    slow = bf16.clipseg.segment_naive(images, prompts)  # autocast over the fp32 weights
+    exact = tiny.clipseg.segment(images, tiny.clipseg.encode_texts(prompts))
+    assert fast.shape == slow.shape == exact.shape == (2, 3, 352, 352)
+    # bf16 keeps 8 bits of mantissa: on average the probabilities move by a few thousandths (0.002 on
+    # an AMX Xeon; pixels on the 0.5 edge of a random model's sharp logits move more), and they do move
+    assert (fast - exact).abs().mean() < 0.01 and (slow - exact).abs().mean() < 0.01
+    assert (fast - slow).abs().mean() < 0.01 and not torch.equal(fast, exact)
 
 
 def test_fingerprint_is_stable_and_weight_sensitive(tiny):

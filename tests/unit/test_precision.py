@@ -9,6 +9,8 @@ from tests.support.hardware import needs_cpu_bf16
 from worker.inspection.models.precision import bf16_matmul_speedup, choose_precision, cpu_flags, needs_bf16_timing
 from worker.inspection.models.registry import load_models
 
+pytestmark = pytest.mark.models  # run again with models.precision=auto forced (make test-precisions)
+
 
 @pytest.mark.parametrize(
     ("device", "flags", "cuda_bf16", "speedup", "expected"),
@@ -26,6 +28,16 @@ from worker.inspection.models.registry import load_models
 )
 def test_auto_picks_bf16_only_where_the_hardware_has_it(device, flags, cuda_bf16, speedup, expected):
     assert choose_precision("auto", device, flags, cuda_bf16, speedup) == expected
+
+
+def test_auto_resolves_as_this_run_asks(request):
+    """`--auto-precision` (tests/conftest.py) makes `auto` answer fp32 or bf16 on any CPU, so that
+    `make test` can run the model tests under both answers whatever CPU it is on."""
+    forced = request.config.getoption("--auto-precision")
+    if forced == "hardware":
+        pytest.skip("this run leaves models.precision=auto to the CPU (make test runs the other answer too)")
+    bundle = load_models(ModelSettings(profile="tiny", foreground="none", device="cpu"))
+    assert bundle.precision == forced
 
 
 def test_bf16_is_timed_only_on_a_cpu_whose_flags_do_not_tell():

@@ -13,6 +13,8 @@ from worker.inspection.models.sam import SamGeneratorOptions, build_tiny_sam
 from worker.inspection.models.sam_input import encoder_side, resample_pos_embed, set_input_side
 from worker.inspection.models.sam_salient import SalientPrompting
 
+pytestmark = pytest.mark.models  # run again with models.precision=auto forced (make test-precisions)
+
 OPTIONS = SamGeneratorOptions(points_per_side=8, pred_iou_thresh=0.0, stability_score_thresh=0.0)
 CPU = torch.device("cpu")
 
