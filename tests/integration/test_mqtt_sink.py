@@ -40,7 +40,7 @@ def _verdicts(subscriber) -> Counter:
     return Counter(p["part_id"] for t, p, retained in subscriber.snapshot() if t.endswith("/verdict") and not retained)
 
 
-def test_sink_stopped_for_a_minute_delivers_every_missed_result_once(kafka_broker, topic_names, mosquitto_broker):
+def test_sink_stopped_while_the_line_goes_on_delivers_every_missed_result_once(kafka_broker, topic_names, mosquitto_broker):
     settings = _settings(kafka_broker, topic_names)
     mqtt_settings = MqttSinkSettings(host=mosquitto_broker.host, port=mosquitto_broker.port, topic_prefix="lw")
     subscriber = Subscriber(mosquitto_broker.host, mosquitto_broker.port, "lw/#")
@@ -50,11 +50,10 @@ def test_sink_stopped_for_a_minute_delivers_every_missed_result_once(kafka_broke
         wait_until(lambda: len(_verdicts(subscriber)) == 3, 60, "the first three verdicts")
         sink.stop()
 
-        # down for a minute while the line goes on
+        # down while the line goes on: what it missed waits in Kafka, however long the outage
         missed = [make_result(n, verdict="anomalous" if n == 7 else "ok") for n in range(3, 9)]
         for result in missed:
             publish_results(settings.kafka, [result])
-            time.sleep(10)
         sink = _loop(settings, mqtt_settings)
         wait_until(lambda: len(_verdicts(subscriber)) == 9, 60, "the missed verdicts")
         time.sleep(2)  # anything delivered twice would arrive now
