@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 CAMERA_STAMP := $(VENV)/.camera-installed
 PYTEST_ARGS ?=
 
-.PHONY: all install camera system-deps k8s-tools chart-check models models-pull lint docs docs-serve reference-docs test test-unit demo bench bench-kafka bench-scale bench-dashboard dashboard-screenshots chaos clean
+.PHONY: all install camera system-deps k8s-tools chart-check models models-pull lint docs docs-serve reference-docs test test-unit test-precisions demo bench bench-kafka bench-scale bench-dashboard dashboard-screenshots chaos clean
 
 all: test
 
@@ -23,7 +23,7 @@ $(CAMERA_STAMP): $(STAMP) | system-deps
 
 camera: system-deps $(CAMERA_STAMP)
 
-install: $(STAMP) camera
+install: $(STAMP)
 
 system-deps:
 	bash scripts/install_system_deps.sh
@@ -49,9 +49,21 @@ reference-docs: install
 	$(PY) scripts/gen_reference_docs.py
 
 # The whole suite: lint, then unit tests plus integration tests against a real Kafka broker and a
-# real Redis, both started by the test session itself.
-test: install system-deps k8s-tools models lint docs
-	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
+# real Redis, both started by the test session itself (one of each per pytest-xdist process; each
+# file's tests stay in one process), in random order, with branch coverage and its floor
+# (pyproject.toml). helm, kubeconform and PyGObject are built by the tests that need them.
+# Then the in-process model tests again with models.precision=auto forced to each answer.
+PYTEST_WORKERS ?= 2
+test: install system-deps models lint docs
+	$(PY) -m pytest -q -ra -n $(PYTEST_WORKERS) --dist loadfile --cov --cov-report=term:skip-covered $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory test-precisions
+
+# The tests marked `models` with models.precision=auto answering fp32, then bf16 where this CPU has bf16 kernels.
+test-precisions: $(STAMP)
+	$(PY) -m pytest -q -ra -n $(PYTEST_WORKERS) --dist loadfile -m models --auto-precision=fp32 $(PYTEST_ARGS)
+	@if $(PY) -c 'import sys; from worker.inspection.models.precision import cpu_has_bf16_kernels as k; sys.exit(not k())'; then \
+	  $(PY) -m pytest -q -ra -n $(PYTEST_WORKERS) --dist loadfile -m models --auto-precision=bf16 $(PYTEST_ARGS); \
+	else echo "test-precisions: this CPU has no bf16 kernels (AVX512-BW/VL/DQ): auto=bf16 not tested here"; fi
 
 test-unit: $(STAMP)
 	$(PY) -m pytest -q -ra tests/unit $(PYTEST_ARGS)

@@ -61,3 +61,16 @@ def test_synthetic_scene_contract() -> None:
     assert [o.defect for o in a.objects] == [None, "stain", "scratch"]
     clean = make_synthetic_scene(seed=3, size=(240, 320), n_objects=3)
     assert not clean.defect_mask.any()
+
+
+@pytest.mark.parametrize(("omp", "asked", "expected"), [("1", None, 1), ("3", None, 3), ("1", 2, 2)])
+def test_onnxruntime_takes_the_thread_budget_torch_takes(monkeypatch, omp, asked, expected) -> None:
+    """OMP_NUM_THREADS (a CPU-limited pod's budget) bounds onnxruntime's pool as it bounds torch's,
+    unless the caller asks for a number."""
+    from worker.inspection.models.isnet import default_isnet_path
+
+    if not default_isnet_path().is_file():
+        pytest.fail(f"{default_isnet_path()} is missing; run `make models`")
+    monkeypatch.setenv("OMP_NUM_THREADS", omp)
+    model = load_isnet(default_isnet_path(), providers=["CPUExecutionProvider"], intra_op_num_threads=asked)
+    assert model.session.get_session_options().intra_op_num_threads == expected

@@ -18,6 +18,7 @@ The ``@imgly/background-removal`` JS runtime that ships this ONNX feeds
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -221,7 +222,9 @@ def load_isnet(
     """Open the IS-Net ONNX file at ``path``.
 
     Uses ``CUDAExecutionProvider`` when onnxruntime offers it, else CPU, unless
-    ``providers`` is given. ``torch_runtime`` = (device, precision) runs the graph on torch
+    ``providers`` is given. ``intra_op_num_threads`` defaults to ``OMP_NUM_THREADS`` where it is
+    set, the budget torch reads too (a CPU-limited pod sets it), else to onnxruntime's own choice
+    (the physical cores). ``torch_runtime`` = (device, precision) runs the graph on torch
     instead (isnet_torch.py); the fingerprint is the file's either way.
 
     Raises:
@@ -241,7 +244,9 @@ def load_isnet(
 
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if intra_op_num_threads is not None:
+    if intra_op_num_threads is None and os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        intra_op_num_threads = int(os.environ["OMP_NUM_THREADS"])
+    if intra_op_num_threads:
         opts.intra_op_num_threads = intra_op_num_threads
     providers = list(providers) if providers else _default_providers()
     session = ort.InferenceSession(
