@@ -40,7 +40,9 @@ def _verdicts(subscriber) -> Counter:
     return Counter(p["part_id"] for t, p, retained in subscriber.snapshot() if t.endswith("/verdict") and not retained)
 
 
-def test_sink_stopped_while_the_line_goes_on_delivers_every_missed_result_once(kafka_broker, topic_names, mosquitto_broker):
+def test_sink_stopped_while_the_line_goes_on_delivers_every_missed_result_once(
+    kafka_broker, topic_names, mosquitto_broker
+):
     settings = _settings(kafka_broker, topic_names)
     mqtt_settings = MqttSinkSettings(host=mosquitto_broker.host, port=mosquitto_broker.port, topic_prefix="lw")
     subscriber = Subscriber(mosquitto_broker.host, mosquitto_broker.port, "lw/#")
