@@ -20,8 +20,8 @@ from pydantic import SecretStr
 
 from common.acl import ROLES, default_user
 from common.audit import publish_change, read_audit
-from common.control import ControlRecord, FeedbackRecord, Learning
-from common.control_topic import ensure_control_topic, publish_control, read_control_topic
+from common.control import Calibration, ControlRecord, FeedbackRecord, Learning
+from common.control_topic import encode_control, ensure_control_topic, publish_control, read_control_topic
 from common.kafka import build_consumer, build_producer, ensure_topics
 from common.settings import LinewatchSettings
 from infra.kafka_broker import SASL_LISTENER, SCRAM_MECHANISM, KafkaBroker, scram_listeners
@@ -201,3 +201,32 @@ def test_each_reader_uses_its_own_consumer_groups_only(acl_broker):
     assert joined(acl_broker.as_role("dashboard"), k.results_topic, f"{dash.group_id}-replica-2")  # a prefix grant
     assert not joined(acl_broker.as_role("dashboard"), k.results_topic, alarms.group_id)
     assert not joined(acl_broker.as_role("alarms"), k.frames_topic, k.group_id)  # nor frames, as a worker
+
+
+def test_a_worker_account_cannot_replay_a_closed_learning_session(acl_broker):
+    """The attack with the worker's own credentials: tombstone the honest learned record on the learned
+    topic, then write another calibration of the same session that switches the scope's verdicts off."""
+    operator, worker, k = acl_broker.as_role("operator"), acl_broker.as_role("worker"), acl_broker.admin.kafka
+    scope = "object:bolt"
+    learning = ControlRecord(version=1, learning=Learning(frames=10, target_fpr=0.1), updated_by="ana")
+    publish_change(operator.kafka, scope, None, learning, "set", by="ana", reason="new product")
+    honest = learning.model_copy(
+        update=dict(
+            version=2,
+            image_threshold=0.42,
+            calibration=Calibration(n=10, target_fpr=0.1, by="worker:w1"),
+            updated_by="worker:w1",
+        )
+    )
+    send(worker, k.learned_topic, encode_control(honest), scope.encode())
+    producer = build_producer(worker.kafka, max_block_ms=10_000)
+    try:
+        producer.send(k.learned_topic, key=scope.encode(), value=None).get(timeout=15)  # the tombstone
+    finally:
+        producer.close(timeout=5)
+    for threshold in (1.0, 0.99):
+        forged = honest.model_copy(update={"image_threshold": threshold, "updated_by": "worker:evil"})
+        send(worker, k.learned_topic, encode_control(forged), scope.encode())
+    table, refused = read_control_topic(k)
+    assert table.records[scope] == honest
+    assert sorted(r.reason for r in refused if scope in r.message) == ["out_of_bounds", "replayed"]
