@@ -48,7 +48,10 @@ def server_for(app, settings: LinewatchSettings, host: str, port: int) -> uvicor
         if dash.tls_certfile is not None and dash.tls_keyfile is not None
         else {}
     )
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=3, **tls)
+    # proxy headers are the app's to judge (dashboard.trusted_proxies), not uvicorn's
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=3, proxy_headers=False, **tls
+    )
     return uvicorn.Server(config)
 
 
