@@ -42,6 +42,8 @@ REFUSAL_REASONS = (
     "replayed",
     "not_an_answer",
 )
+# Compacted, but every version is kept for 30 days at least: what `control rollback` may restore.
+CONTROL_TOPIC_CONFIG = COMPACTED | {"min.compaction.lag.ms": str(30 * 86_400_000)}
 MAX_HELD_LEARNED = 16  # learned records per scope waiting for the learning record they answer
 
 
@@ -114,8 +116,10 @@ class ControlTable:
     tombstone changes nothing (`ignored`), so no worker account can send a scope back to learning.
     A learned record read before the learning record it answers waits for it (`held`, a few per scope)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, keep_history: bool = False) -> None:
         self.records: dict[str, ControlRecord] = {}  # in force: the written record, or the learned one answering it
+        # with keep_history: every record that was in force, by scope and version (what a rollback may restore)
+        self.history: dict[str, dict[int, ControlRecord]] | None = {} if keep_history else None
         self._written: dict[str, ControlRecord] = {}  # the control topic's record per scope
         self._learned: dict[str, ControlRecord] = {}  # per scope, the learned record that closed the last session
         self._pending: dict[str, list[ControlRecord]] = {}  # learned records read before their learning record
@@ -193,10 +197,11 @@ class ControlTable:
         written, learned = self._written.get(scope), self._learned.get(scope)
         if written is None:
             self.records.pop(scope, None)
-        elif learned is not None and answers_learning(written, learned):
-            self.records[scope] = learned
         else:
-            self.records[scope] = written
+            in_force = learned if learned is not None and answers_learning(written, learned) else written
+            self.records[scope] = in_force
+            if self.history is not None:
+                self.history.setdefault(scope, {})[in_force.version] = in_force
 
     def next_version(self, scope: str) -> int:
         """The version a new record of `scope` gets: above every version the scope had in the retained
@@ -212,9 +217,9 @@ def control_topics(settings: KafkaSettings) -> list[str]:
 
 
 def ensure_control_topic(settings: KafkaSettings, **admin_overrides: Any) -> None:
-    """Create the control and learned topics compacted when they are missing."""
+    """Create the control and learned topics (CONTROL_TOPIC_CONFIG) when they are missing."""
     topics = control_topics(settings)
-    ensure_topics(settings, topics, {topic: COMPACTED for topic in topics}, **admin_overrides)
+    ensure_topics(settings, topics, dict.fromkeys(topics, CONTROL_TOPIC_CONFIG), **admin_overrides)
 
 
 def control_consumer(settings: KafkaSettings, timeout_s: float = 30.0) -> tuple[KafkaConsumer, dict[Any, int]]:
@@ -266,11 +271,14 @@ def poll_control(consumer: KafkaConsumer, timeout_ms: int) -> Iterator[ControlMe
             yield ControlMessage(record.topic, record.partition, record.offset, record.key, record.value)
 
 
-def read_control_topic(settings: KafkaSettings, timeout_s: float = 30.0) -> tuple[ControlTable, list[RefusedRecord]]:
-    """The control and learned topics read to their ends, with the worker's rules; and what was refused."""
+def read_control_topic(
+    settings: KafkaSettings, timeout_s: float = 30.0, *, history: bool = False
+) -> tuple[ControlTable, list[RefusedRecord]]:
+    """The control and learned topics read to their ends, with the worker's rules; and what was refused.
+    `history`: the table keeps every record that was in force in the retained logs (`ControlTable.history`)."""
     ensure_control_topic(settings)
     consumer, end = control_consumer(settings, timeout_s)
-    table, refused = ControlTable(), []
+    table, refused = ControlTable(keep_history=history), []
     try:
         deadline = time.monotonic() + timeout_s
         while not caught_up(consumer, end):

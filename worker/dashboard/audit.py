@@ -16,12 +16,15 @@ MAX_SHOWN = 500  # newest first
 
 
 def read_trail(settings, scope: str | None) -> list[dict]:
-    """The audit records (of `scope`), newest first, as JSON-ready dicts (read from the topic each time:
-    it holds a few hundred bytes per change)."""
-    from common.audit import read_audit
+    """The audit records (of `scope`), newest first in the broker's order, as JSON-ready dicts with the
+    broker's time as `logged_at` (read from the topic each time: it holds a few hundred bytes per change)."""
+    from common.audit import read_audit_entries
 
-    records, _ = read_audit(settings.kafka, scope, timeout_s=10.0)
-    return [json.loads(r.model_dump_json(exclude_none=True)) for r in reversed(records[-MAX_SHOWN:])]
+    entries, _ = read_audit_entries(settings.kafka, scope, timeout_s=10.0)
+    return [
+        json.loads(e.record.model_dump_json(exclude_none=True)) | {"logged_at": e.logged_at.isoformat()}
+        for e in reversed(entries[-MAX_SHOWN:])
+    ]
 
 
 @requires("viewer")

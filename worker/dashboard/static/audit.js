@@ -17,7 +17,7 @@ function row(audit) {
   const details = LW.el("details", {}, LW.el("summary", {}, summary(audit.before) + " \u2192 " + summary(audit.after)),
     LW.el("pre", {}, JSON.stringify({before: audit.before || null, after: audit.after || null}, null, 1)));
   return LW.el("tr", {},
-    LW.el("td", {}, audit.at.replace("T", " ").slice(0, 19)), LW.el("td", {}, audit.scope),
+    LW.el("td", {}, (audit.logged_at || audit.at).replace("T", " ").slice(0, 19)), LW.el("td", {}, audit.scope),
     LW.el("td", {}, audit.version === undefined ? "deleted" : "v" + audit.version), LW.el("td", {}, audit.action),
     LW.el("td", {}, audit.by), LW.el("td", {}, audit.principal || "-"), LW.el("td", {}, (audit.changed || []).join(", ")),
     LW.el("td", {}, audit.reason || ""), LW.el("td", {}, details));
