@@ -45,6 +45,7 @@ REFUSAL_REASONS = (
 # Compacted, but every version is kept for 30 days at least: what `control rollback` may restore.
 CONTROL_TOPIC_CONFIG = COMPACTED | {"min.compaction.lag.ms": str(30 * 86_400_000)}
 MAX_HELD_LEARNED = 16  # learned records per scope waiting for the learning record they answer
+MAX_HELD_LEARNED_IN_ALL = 4096  # and over all scopes (scopes are keys any writer of the learned topic picks)
 
 
 class RefusedRecord(ValueError):
@@ -123,6 +124,7 @@ class ControlTable:
         self._written: dict[str, ControlRecord] = {}  # the control topic's record per scope
         self._learned: dict[str, ControlRecord] = {}  # per scope, the learned record that closed the last session
         self._pending: dict[str, list[ControlRecord]] = {}  # learned records read before their learning record
+        self._held = 0  # records in _pending, all scopes
         self._closed: dict[str, int] = {}  # per scope, the highest learning version closed; never forgotten
         self._highest: dict[str, int] = {}  # per scope, the highest version seen on either topic, tombstones or not
 
@@ -165,17 +167,19 @@ class ControlTable:
                 "not_an_answer", f"{scope}: learned v{record.version} is no calibration of v{written.version}"
             )
         pending = self._pending.setdefault(scope, [])
-        if len(pending) >= MAX_HELD_LEARNED:
-            raise RefusedRecord("not_an_answer", f"{scope}: {len(pending)} learned records already wait")
+        if len(pending) >= MAX_HELD_LEARNED or self._held >= MAX_HELD_LEARNED_IN_ALL:
+            raise RefusedRecord("not_an_answer", f"{scope}: too many learned records wait for their learning record")
         pending.append(record)
+        self._held += 1
         self._note(scope, record.version)
         return "held"
 
     def _take_pending(self, scope: str, written: ControlRecord) -> None:
         """The first held learned record that answers `written` closes its session; those for later
         versions wait on, the rest go."""
-        waiting = []
-        for candidate in self._pending.pop(scope, []):
+        waiting, held = [], self._pending.pop(scope, [])
+        self._held -= len(held)
+        for candidate in held:
             session = candidate.version - 1
             if session > written.version:
                 waiting.append(candidate)
@@ -183,6 +187,7 @@ class ControlTable:
                 self._close(scope, candidate)
         if waiting:
             self._pending[scope] = waiting
+            self._held += len(waiting)
 
     def _close(self, scope: str, learned: ControlRecord) -> None:
         self._learned[scope] = learned

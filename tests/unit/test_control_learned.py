@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from opentelemetry.metrics import NoOpMeter
 
+from common import control_topic
 from common.control import (
     MAX_LEARNED_THRESHOLD,
     Calibration,
@@ -199,3 +200,15 @@ def test_a_worker_caps_a_saturated_calibration_at_the_learned_bound():
     record = calibrated_record(learned, "w1")
     assert record.image_threshold == record.pixel_threshold == MAX_LEARNED_THRESHOLD
     assert answers_learning(LEARNING, record)
+
+
+def test_held_learned_records_are_bounded_over_all_scopes(monkeypatch):
+    monkeypatch.setattr(control_topic, "MAX_HELD_LEARNED_IN_ALL", 3)
+    table = ControlTable()
+    for name in ("a", "b", "c"):
+        assert table.apply(f"object:{name}", calibrated(), learned=True) == "held"
+    with pytest.raises(RefusedRecord):
+        table.apply("object:d", calibrated(), learned=True)
+    table.apply("object:a", LEARNING)  # its held record answers: one place free again
+    assert table.records["object:a"].version == 4
+    assert table.apply("object:d", calibrated(), learned=True) == "held"
