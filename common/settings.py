@@ -108,6 +108,10 @@ class RedisSettings(_Section):
     signing_key: SecretStr | None = Field(
         None, description="HMAC-SHA256 key signing every array kept in Redis; unsigned values are refused (secret)"
     )
+    allow_unsigned: bool = Field(
+        True,
+        description="false: a worker or `references` command with Redis but no signing_key refuses to start (compose sets false; true only on a laptop)",
+    )
     embedding_ttl_s: int = Field(7 * 86400, ge=0, description="prompt embeddings expire after this long (0: never)")
     max_embedding_bytes: int = Field(
         65_536, ge=1024, description="a cached prompt embedding larger than this is refused"
