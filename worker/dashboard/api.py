@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from common.codecs import ImageDecodeError
 from common.control import FeedbackLabel, FeedbackRecord
 from common.messages import parse_frame_meta
 from common.schemas import InspectionResult, utc_now
@@ -160,8 +161,17 @@ async def overlay(request: Request) -> Response:
         if not meta_ok or not record.value:
             svg = placeholder_svg("frame not found", "the offset holds another frame")
             return Response(svg, media_type="image/svg+xml", headers=headers)
-        level = heat_level(b.settings.worker.pixel_threshold)
-        b.overlays[key] = await run_in_threadpool(partial(render_overlay, level=level), record.value, result)
+        ws = b.settings.worker
+        draw = partial(
+            render_overlay,
+            level=heat_level(ws.pixel_threshold),
+            max_bytes=ws.max_frame_bytes,
+            max_pixels=ws.max_frame_pixels,
+        )
+        try:
+            b.overlays[key] = await run_in_threadpool(draw, record.value, result)
+        except ImageDecodeError as exc:  # over the frame limits (checked before decoding) or not an image
+            return Response(placeholder_svg("frame not shown", exc.reason), media_type="image/svg+xml", headers=headers)
         while len(b.overlays) > OVERLAY_CACHE:
             b.overlays.pop(next(iter(b.overlays)))
     return Response(b.overlays[key], media_type="image/jpeg", headers=headers)
