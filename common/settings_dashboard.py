@@ -63,6 +63,7 @@ class DashboardSettings(Section):
     max_body_bytes: int = Field(65_536, ge=1024, description="largest request body accepted (413 above)")
     history_s: float = Field(300.0, gt=0.0, description="seconds of score history kept per camera for the trend")
     results_per_camera: int = Field(40, ge=1, description="latest full results kept per camera for the frame page")
+    max_cameras: int = Field(1000, ge=1, description="cameras kept on the page; past it the least recently seen goes")
     alarms_lookback_s: float = Field(86_400.0, ge=0.0, description="alarms raised this long before start are shown")
     frame_cache_entries: int = Field(256, ge=1, description="frames (and overlays) fetched from Kafka kept in memory")
     frame_cache_ttl_s: float = Field(60.0, gt=0.0, description="how long a fetched frame stays cached")

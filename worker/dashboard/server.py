@@ -32,7 +32,9 @@ def build_backend(settings: LinewatchSettings, stopping: threading.Event) -> Bac
     return Backend(
         settings=settings,
         credentials=credentials,
-        state=LiveState(history_s=dash.history_s, results_per_camera=dash.results_per_camera),
+        state=LiveState(
+            history_s=dash.history_s, results_per_camera=dash.results_per_camera, max_cameras=dash.max_cameras
+        ),
         writer=Writer(settings),
         reader=TopicReader(settings, entries=dash.frame_cache_entries, ttl_s=dash.frame_cache_ttl_s),
         stopping=stopping,
