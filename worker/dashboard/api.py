@@ -22,7 +22,7 @@ from common.schemas import InspectionResult, utc_now
 from worker.dashboard.alarm_state import AlarmAck, Silence
 from worker.dashboard.images import placeholder_svg, render_overlay
 from worker.dashboard.kafka_io import RecordExpired
-from worker.dashboard.web import Backend, backend, requires
+from worker.dashboard.web import Backend, backend, principal, requires
 from worker.inspection.overlays import heat_level
 
 KEEPALIVE_S = 15.0
@@ -92,7 +92,8 @@ async def snapshot(request: Request) -> Response:
 
 @requires("viewer")
 async def events(request: Request) -> Response:
-    """Server-sent events: the whole state first, then what changed, every `push_interval_ms`."""
+    """Server-sent events: the whole state first, then what changed, every `push_interval_ms`; an `ended`
+    event closes the stream as soon as its login no longer holds (logout, revocation, expiry)."""
     b = backend(request)
     interval = b.settings.dashboard.push_interval_ms / 1000
     if b.event_streams >= b.settings.dashboard.max_event_streams:
@@ -105,6 +106,9 @@ async def events(request: Request) -> Response:
         version, last_sent, first = 0, time.monotonic(), True
         try:
             while not (b.stopping is not None and b.stopping.is_set()):
+                if principal(request)[0] is None:  # logged out, revoked, expired, or the user or token is gone
+                    yield "event: ended\ndata: {}\n\n"
+                    return
                 if first or b.state.version != version:
                     payload = b.state.changes_since(version)
                     version, first, last_sent = payload["version"], False, time.monotonic()
