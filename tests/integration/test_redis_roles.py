@@ -4,6 +4,7 @@ reaches banks only; nobody else has a user; a worker without a signing key does 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shlex
@@ -156,3 +157,42 @@ def test_unsigned_values_only_with_the_loud_opt_out(server, caplog):
     assert "UNSIGNED REDIS VALUES" in caplog.text
     assert compose_worker_env(REDIS_ALLOW_UNSIGNED="true")["LINEWATCH_REDIS__ALLOW_UNSIGNED"] == "true"
     assert compose_worker_env()["LINEWATCH_REDIS__ALLOW_UNSIGNED"] == "false"
+
+
+def test_references_add_list_delete_work_as_the_references_user_and_the_worker_user_reads_the_bank(
+    kafka_broker, server, tmp_path, capsys
+):
+    from tests.integration.test_references import SCOPE, A, add_references, fewshot_settings
+    from worker.cli import build_parser
+    from worker.stream.references_cli import run_references
+
+    base = fewshot_settings(kafka_broker, f"redis://{server.host}:{server.port}/0")
+    references = base.model_copy(update={"redis": role_settings(server, "linewatch-references", "references-pw")})
+    add_references(references, tmp_path, A)
+    capsys.readouterr()
+    assert run_references(build_parser().parse_args(["references", "list"]), references) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert listed["scope"] == SCOPE and listed["in_redis"]
+    worker_store = open_store(role_settings(server, "linewatch-worker", "worker-pw"))
+    assert worker_store is not None
+    assert [b.scope for b in worker_store.list_banks()] == [SCOPE]  # what the workers load from
+    assert run_references(build_parser().parse_args(["references", "delete", "--scope", SCOPE]), references) == 0
+    assert json.loads(capsys.readouterr().out)["deleted_banks"] == 1 and worker_store.list_banks() == []
+
+
+def test_a_worker_serves_as_the_worker_user_and_its_embeddings_are_signed(kafka_broker, server):
+    from tests.integration.test_worker_service import good_frame, make_settings, publish_frames, read_results, running
+    from worker.stream.service import WorkerService
+
+    settings = make_settings(kafka_broker, None)
+    worker_user = role_settings(server, "linewatch-worker", "worker-pw", allow_unsigned=False)
+    settings = settings.model_copy(update={"redis": worker_user})
+    service = WorkerService(settings)
+    with running(service) as stop:
+        sent = publish_frames(settings, [good_frame(i) for i in range(4)])
+        assert {r.frame_id for r in read_results(settings, sent)} == sent
+        stop()
+    assert not service.cache.degraded and service.cache.stats().redis_errors == 0
+    client = redis.Redis(host=server.host, port=server.port, username="linewatch-worker", password="worker-pw")
+    stored = list(client.scan_iter(match="linewatch:emb:*"))
+    assert stored and all(b"sig" in client.hgetall(key) for key in stored[:5])
