@@ -3,6 +3,7 @@ dimensions a small compressed frame claims."""
 
 from __future__ import annotations
 
+import base64
 import json
 import struct
 import subprocess
@@ -81,17 +82,21 @@ class OneFrame:
         return self.record
 
 
-def overlay_of(png: bytes, outlined=None):
+def overlay_client(png: bytes, **result_fields):
     settings = LinewatchSettings(
         dashboard=DashboardSettings(users=SecretStr("vic:view-pass:viewer")),
         worker=WorkerSettings(max_frame_pixels=40_000_000),
     )
     state = LiveState()
-    state.add_result(result().model_copy(update={"mask": outlined}))
+    state.add_result(result().model_copy(update=result_fields))
     b = Backend(settings, parse_credentials(settings.dashboard.users, None), state, Recorder(), OneFrame(png))
     client = TestClient(build_app(b), base_url="http://dash.test")
     login(client, "vic", "view-pass")
-    return client.get("/api/frames/cam-1/f-1/overlay.jpg")
+    return b, client
+
+
+def overlay_of(png: bytes, outlined=None):
+    return overlay_client(png, mask=outlined)[1].get("/api/frames/cam-1/f-1/overlay.jpg")
 
 
 def test_the_overlay_endpoint_draws_a_huge_frame_at_display_size_with_its_mask_scaled():
@@ -107,4 +112,13 @@ def test_the_overlay_endpoint_draws_a_huge_frame_at_display_size_with_its_mask_s
 def test_a_frame_over_the_frame_limits_is_refused_before_decoding():
     picture = overlay_of(huge_png(9000, 9000))  # 81 M pixels by its header, 40 M allowed
     assert picture.headers["content-type"].startswith("image/svg+xml")
+    assert b"frame not shown" in picture.content and b"too_many_pixels" in picture.content
+
+
+def test_a_heatmap_claiming_huge_dimensions_is_refused_before_decoding():
+    from common.schemas import Heatmap
+
+    huge = Heatmap(width=9000, height=9000, png_base64=base64.b64encode(huge_png(9000, 9000)).decode())
+    b, client = overlay_client(huge_png(64, 64), heatmap=huge)
+    picture = client.get("/api/frames/cam-1/f-1/overlay.jpg")
     assert b"frame not shown" in picture.content and b"too_many_pixels" in picture.content

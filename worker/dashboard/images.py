@@ -16,13 +16,18 @@ from worker.inspection.overlays import overlay_heatmap
 
 # Overlays are drawn at most this many pixels a side: the detail view's size, whatever the camera's.
 OVERLAY_MAX_SIDE = 1280
+# Workers send heatmaps of `worker.heatmap_side` (128) a side; a larger one is not drawn.
+HEATMAP_MAX_SIDE = 1024
 
 
 def heatmap_array(result: InspectionResult) -> np.ndarray | None:
-    """The result's grey heatmap PNG as floats in [0, 1], or None when it has none."""
+    """The result's grey heatmap PNG as floats in [0, 1], or None when it has none. A heatmap of more than
+    HEATMAP_MAX_SIDE squared pixels by its header is refused (ImageDecodeError) before it is decoded."""
     if result.heatmap is None:
         return None
-    grey = Image.open(io.BytesIO(base64.b64decode(result.heatmap.png_base64))).convert("L")
+    data = base64.b64decode(result.heatmap.png_base64)
+    image_size(data, "image/png", max_bytes=len(data), max_pixels=HEATMAP_MAX_SIDE**2)
+    grey = Image.open(io.BytesIO(data)).convert("L")
     return np.asarray(grey, dtype=np.float32) / 255.0
 
 
