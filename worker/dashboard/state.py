@@ -100,10 +100,7 @@ class LiveState:
     def add_result(self, result: InspectionResult, partition: int | None = None) -> bool:
         """False for a redelivered result (same camera and frame id): delivery is at least once."""
         with self._lock:
-            camera = self._cameras.get(result.camera_id)
-            if camera is None:
-                camera = CameraView(result.camera_id)
-                self._cameras.put(result.camera_id, camera)
+            camera = self._cameras.setdefault(result.camera_id, lambda: CameraView(result.camera_id))
             if result.frame_id in camera.results:
                 return False
             camera.results[result.frame_id] = result
