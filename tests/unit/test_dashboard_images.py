@@ -8,6 +8,7 @@ import json
 import struct
 import subprocess
 import sys
+import threading
 import zlib
 from pathlib import Path
 
@@ -122,3 +123,37 @@ def test_a_heatmap_claiming_huge_dimensions_is_refused_before_decoding():
     b, client = overlay_client(huge_png(64, 64), heatmap=huge)
     picture = client.get("/api/frames/cam-1/f-1/overlay.jpg")
     assert b"frame not shown" in picture.content and b"too_many_pixels" in picture.content
+
+
+class ManyFrames:
+    """Frame `g-<offset>` at every offset: a 4000x4000 PNG each."""
+
+    def __init__(self) -> None:
+        self.png = huge_png(4000, 4000)
+
+    def read(self, topic, partition, offset):
+        meta = FrameMeta(frame_id=f"g-{offset}", camera_id="cam-1", line_id="line-1", object_name="screw",
+                         captured_at=utc_now(), content_type="image/png", width=4000, height=4000)  # fmt: skip
+        return FetchedRecord(key=b"cam-1", value=self.png, headers=list(frame_headers(meta)))
+
+
+def test_grids_asking_for_many_huge_frames_at_once_get_them_drawn_two_at_a_time():
+    b, client = overlay_client(huge_png(64, 64))
+    b.reader = ManyFrames()
+    for n in range(12):
+        source = result().source.model_copy(update={"offset": n})
+        b.state.add_result(result(frame=f"g-{n}").model_copy(update={"source": source}))
+    start, statuses = threading.Barrier(12), []
+
+    def fetch(n: int) -> None:
+        start.wait()
+        response = client.get(f"/api/frames/cam-1/g-{n}/overlay.jpg")
+        statuses.append(response.headers["content-type"] if response.status_code == 200 else response.text[-200:])
+
+    threads = [threading.Thread(target=fetch, args=(n,)) for n in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert statuses == ["image/jpeg"] * 12  # all drawn, in turn
+    assert b.renders.peak == 2 and b.renders.admitted == 0  # never more than two decoded frames at once

@@ -20,6 +20,7 @@ from common.control import FeedbackLabel, FeedbackRecord
 from common.messages import parse_frame_meta
 from common.schemas import InspectionResult, utc_now
 from worker.dashboard.alarm_state import AlarmAck, Silence
+from worker.dashboard.clients import PoolFull
 from worker.dashboard.images import placeholder_svg, render_overlay
 from worker.dashboard.kafka_io import RecordExpired
 from worker.dashboard.web import Backend, backend, principal, requires
@@ -173,7 +174,11 @@ async def overlay(request: Request) -> Response:
             max_pixels=ws.max_frame_pixels,
         )
         try:
-            b.overlays[key] = await run_in_threadpool(draw, record.value, result)
+            b.overlays[key] = await b.renders.run(draw, record.value, result)
+        except PoolFull:
+            busy = {"Cache-Control": "no-store", "Retry-After": "1"}
+            svg = placeholder_svg("busy", "too many frames drawn at once")
+            return Response(svg, status_code=503, media_type="image/svg+xml", headers=busy)
         except ImageDecodeError as exc:  # over the frame limits (checked before decoding) or not an image
             return Response(placeholder_svg("frame not shown", exc.reason), media_type="image/svg+xml", headers=headers)
         while len(b.overlays) > OVERLAY_CACHE:

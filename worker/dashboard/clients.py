@@ -98,7 +98,8 @@ class PoolFull(RuntimeError):
 
 
 class CheckPool:
-    """Runs password checks in threads, `size` at once, `waiting` more queued; the rest refused."""
+    """Runs blocking checks (passwords, overlay drawing) in threads, `size` at once, `waiting` more queued;
+    the rest refused (PoolFull)."""
 
     def __init__(self, size: int, waiting: int) -> None:
         self.size, self.waiting = size, waiting

@@ -37,6 +37,10 @@ class RecordReader(Protocol):
     def read(self, topic: str, partition: int, offset: int) -> FetchedRecord: ...
 
 
+# Overlays drawn at once, and waiting: each holds one decoded frame (up to worker.max_frame_pixels x 3 bytes).
+OVERLAY_RENDERS, OVERLAY_RENDERS_QUEUED = 2, 32
+
+
 @dataclass
 class Backend:
     """Everything a request handler may touch."""
@@ -52,6 +56,7 @@ class Backend:
     sessions: SessionStore = field(init=False)
     throttle: LoginThrottle = field(init=False)
     checks: CheckPool = field(init=False)  # password checks: a bounded pool
+    renders: CheckPool = field(init=False)  # overlays drawn at once (each holds a decoded frame)
     proxies: tuple = field(init=False)  # networks of the trusted reverse proxies
     devices: KnownDevices | None = None  # set by build_app (signed with the session key)
     event_streams: int = 0  # live-update connections open now (one event loop: no lock needed)
@@ -60,6 +65,7 @@ class Backend:
         dash = self.settings.dashboard
         self.sessions = SessionStore(dash.session_max_age_s, dash.max_sessions)
         self.checks = CheckPool(dash.login_checks, dash.login_checks_queued)
+        self.renders = CheckPool(OVERLAY_RENDERS, OVERLAY_RENDERS_QUEUED)
         self.proxies = proxy_networks(dash.trusted_proxies.split(","))
         self.throttle = LoginThrottle(
             max_per_user=dash.login_max_failures_per_user,
