@@ -4,7 +4,9 @@ The control topic is compacted: it keeps only the latest record per scope. Every
 project's tools make (`control set|delete|rollback`, `references add|delete`, `calibrate
 --publish`, and a worker closing a learning session) is also appended here, by the one process
 that makes it, at the moment it makes it: the audit topic is never compacted and kept without
-a time limit, so it holds every version a scope ever had (`control history`, `control rollback`).
+a time limit, so it holds every version a scope ever had (`control history`). Readers order it as the
+broker logged it (`read_audit_entries`), never by a record's own `at`; `control rollback` takes versions
+from the control topics, not from here (a record here says what its writer chose).
 
 Who: `by` is the person (the writer's `--by` or login name) or `worker:<id>`; `principal` is the
 SASL user the writing process logged in as (`User:<name>`). The broker checked that login and
@@ -18,7 +20,8 @@ from __future__ import annotations
 import json
 import socket
 import time
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
 from typing import Literal
 
 from kafka import KafkaConsumer, TopicPartition
@@ -31,8 +34,14 @@ from common.schemas import utc_now
 from common.settings import KafkaSettings
 
 AUDIT_SCHEMA_VERSION = 1
-# Never compacted, never expired by age or size: a topic of a few hundred bytes per change.
-AUDIT_TOPIC_CONFIG = {"cleanup.policy": "delete", "retention.ms": "-1", "retention.bytes": "-1"}
+# Never compacted, never expired by age or size: a topic of a few hundred bytes per change. The broker
+# stamps each record with its own clock (LogAppendTime): readers order by it, never by a record's `at`.
+AUDIT_TOPIC_CONFIG = {
+    "cleanup.policy": "delete",
+    "retention.ms": "-1",
+    "retention.bytes": "-1",
+    "message.timestamp.type": "LogAppendTime",
+}
 
 AuditAction = Literal["set", "delete", "rollback", "references", "calibrate", "learned"]
 
@@ -156,17 +165,52 @@ def publish_change(
     return record
 
 
+@dataclass(frozen=True)
+class AuditEntry:
+    """An audit record with where and when the broker logged it (what a writer cannot choose)."""
+
+    record: AuditRecord
+    partition: int
+    offset: int
+    logged_ms: int  # the broker's timestamp (LogAppendTime on a topic linewatch created), kept non-decreasing
+
+    @property
+    def logged_at(self) -> datetime:
+        return datetime.fromtimestamp(self.logged_ms / 1000, tz=timezone.utc)
+
+
+def broker_order(entries: list[AuditEntry]) -> list[AuditEntry]:
+    """Oldest first as the broker logged them: offset order within a partition, partitions merged by the
+    broker's timestamp (made non-decreasing along each partition, so no timestamp reorders a partition)."""
+    ordered: list[AuditEntry] = []
+    for partition in sorted({e.partition for e in entries}):
+        floor = 0
+        for entry in sorted((e for e in entries if e.partition == partition), key=lambda e: e.offset):
+            floor = max(floor, entry.logged_ms)
+            ordered.append(replace(entry, logged_ms=floor))
+    return sorted(ordered, key=lambda e: (e.logged_ms, e.partition, e.offset))
+
+
 def read_audit(
     settings: KafkaSettings, scope: str | None = None, timeout_s: float = 30.0
 ) -> tuple[list[AuditRecord], list[str]]:
-    """Every audit record (of `scope`, when given), oldest first; and the unreadable ones, described."""
+    """Every audit record (of `scope`, when given), oldest first in the broker's order; and the unreadable ones."""
+    entries, invalid = read_audit_entries(settings, scope, timeout_s)
+    return [entry.record for entry in entries], invalid
+
+
+def read_audit_entries(
+    settings: KafkaSettings, scope: str | None = None, timeout_s: float = 30.0
+) -> tuple[list[AuditEntry], list[str]]:
+    """`read_audit` with each record's partition, offset and broker time. The records' own `at` orders nothing:
+    a writer chooses it."""
     if scope is not None:
         parse_scope(scope)
     ensure_audit_topic(settings)
     consumer = KafkaConsumer(
         **connection_options(settings), group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
     )
-    records: list[AuditRecord] = []
+    entries: list[AuditEntry] = []
     invalid: list[str] = []
     try:
         deadline = time.monotonic() + timeout_s
@@ -186,10 +230,11 @@ def read_audit(
                     if scope is not None and message.key != scope.encode("utf-8"):
                         continue
                     try:
-                        records.append(AuditRecord.model_validate(json.loads(message.value)))
+                        record = AuditRecord.model_validate(json.loads(message.value))
                     except (ValueError, TypeError, ValidationError) as exc:
                         invalid.append(f"{message.partition}@{message.offset}: {str(exc)[:200]}")
+                        continue
+                    entries.append(AuditEntry(record, message.partition, message.offset, int(message.timestamp)))
     finally:
         consumer.close()
-    records.sort(key=lambda r: r.at)
-    return records, invalid
+    return broker_order(entries), invalid

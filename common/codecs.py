@@ -51,12 +51,34 @@ def decode_image(
     *,
     max_bytes: int = 50_000_000,
     max_pixels: int = 40_000_000,
+    max_side: int | None = None,
 ) -> np.ndarray:
     """Decode JPEG/PNG bytes into an RGB array of shape (H, W, 3), dtype uint8.
 
     `content_type`, when given, must be what the bytes are. Raises ImageDecodeError
     (and nothing else) for empty, oversized, mislabelled, truncated or undecodable input.
+    `max_side`: scaled down (aspect kept) to at most this many pixels a side, before the RGB
+    conversion; a JPEG is decoded at a reduced scale already (its draft mode).
     """
+    image, actual = _checked_header(data, content_type, max_bytes, max_pixels)
+    try:
+        if max_side is not None and actual == "image/jpeg":
+            image.draft("RGB", (max_side, max_side))  # decodes at 1/2, 1/4 or 1/8 scale where that is enough
+        image.load()
+        if max_side is not None and max(image.size) > max_side:
+            image.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)  # in place, in the image's own mode
+        return np.asarray(image.convert("RGB"))
+    except Exception as exc:  # PIL raises many types (OSError, SyntaxError, ValueError...)
+        raise ImageDecodeError("undecodable", f"cannot decode {_FORMATS[actual]} image: {_describe(exc)}") from exc
+
+
+def image_size(data: bytes, content_type: str | None = None, *, max_bytes: int, max_pixels: int) -> tuple[int, int]:
+    """(width, height) by the header, with the checks of `decode_image` and nothing decoded."""
+    image, _ = _checked_header(data, content_type, max_bytes, max_pixels)
+    return image.size
+
+
+def _checked_header(data: bytes, content_type: str | None, max_bytes: int, max_pixels: int) -> tuple[Image.Image, str]:
     if not data:
         raise ImageDecodeError("empty", "frame payload is empty")
     if len(data) > max_bytes:
@@ -74,11 +96,7 @@ def decode_image(
         raise ImageDecodeError(
             "too_many_pixels", f"image header claims {width}x{height} = {width * height} pixels, limit is {max_pixels}"
         )
-    try:
-        image.load()
-        return np.asarray(image.convert("RGB"))
-    except Exception as exc:  # PIL raises many types (OSError, SyntaxError, ValueError...)
-        raise ImageDecodeError("undecodable", f"cannot decode {_FORMATS[actual]} image: {_describe(exc)}") from exc
+    return image, actual
 
 
 def _parse_header(data: bytes, content_type: str) -> Image.Image:

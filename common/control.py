@@ -170,16 +170,41 @@ def in_learning(record: ControlRecord | None) -> bool:
     return record is not None and record.learning is not None and record.image_threshold is None
 
 
+def frames_to_learn(learning: Learning) -> int:
+    """How many frames a learning session collects: `frames`, at least what the conformal bound needs."""
+    return max(learning.frames, frames_needed(learning.target_fpr))
+
+
 # What a worker's calibrated record may change of the learning record it answers.
 LEARNED_FIELDS = frozenset({"version", "image_threshold", "pixel_threshold", "calibration", "updated_at", "updated_by"})
+# The highest threshold a learned record may set: a worker account cannot switch a scope's verdicts
+# off by learning a threshold no score reaches. Only an operator writes a higher one.
+MAX_LEARNED_THRESHOLD = 0.99
+
+
+def learned_out_of_bounds(learned: ControlRecord) -> str | None:
+    """What is wrong with a learned record on its own (None: nothing): thresholds and calibration
+    set, thresholds at most MAX_LEARNED_THRESHOLD."""
+    if learned.image_threshold is None or learned.calibration is None:
+        return "a learned record sets image_threshold and calibration"
+    for name in ("image_threshold", "pixel_threshold"):
+        value = getattr(learned, name)
+        if value is not None and value > MAX_LEARNED_THRESHOLD:
+            return f"learned {name} {value:g} is above {MAX_LEARNED_THRESHOLD:g} (only an operator sets one that high)"
+    return None
 
 
 def answers_learning(learning: ControlRecord, learned: ControlRecord) -> bool:
     """Whether `learned` (from the learned-records topic) is a calibration of `learning`: its next
-    version, with thresholds and calibration set, and every other field as it was."""
+    version, within bounds, calibrated at the session's `target_fpr` from at least as many frames
+    as the session collects, and every other field as it was."""
     if not in_learning(learning) or learned.version != learning.version + 1:
         return False
-    if learned.image_threshold is None or learned.calibration is None:
+    if learned_out_of_bounds(learned) is not None:
+        return False
+    assert learning.learning is not None and learned.calibration is not None
+    calibration = learned.calibration
+    if calibration.target_fpr != learning.learning.target_fpr or calibration.n < frames_to_learn(learning.learning):
         return False
     return learning.model_dump(exclude=LEARNED_FIELDS) == learned.model_dump(exclude=LEARNED_FIELDS)
 

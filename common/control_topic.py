@@ -12,6 +12,8 @@ learning session an operator opened, and change nothing else.
   `RefusedRecord` with a short reason (`not_a_scope`, `not_json`, `invalid_record`, `out_of_bounds`).
 - `ControlTable`: the records in force by scope, and the ordering rule: a record is applied only
   when its version is higher than the one in force (`not_newer` otherwise); a tombstone deletes.
+  A learned record closes one learning session once (`replayed` after), answers it or is refused
+  (`not_an_answer`, `out_of_bounds`); a learned tombstone is ignored.
 - `control_consumer` / `read_control_topic`: every partition of both topics assigned (no group), from the start.
 - `publish_control`: one record (or tombstone) sent and acknowledged (acks=all).
 """
@@ -27,11 +29,23 @@ from typing import Any
 from kafka import KafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
-from common.control import ControlRecord, answers_learning, parse_scope
+from common.control import ControlRecord, answers_learning, learned_out_of_bounds, parse_scope
 from common.kafka import COMPACTED, build_producer, connection_options, ensure_topics
 from common.settings import KafkaSettings
 
-REFUSAL_REASONS = ("not_a_scope", "not_json", "invalid_record", "out_of_bounds", "not_newer")
+REFUSAL_REASONS = (
+    "not_a_scope",
+    "not_json",
+    "invalid_record",
+    "out_of_bounds",
+    "not_newer",
+    "replayed",
+    "not_an_answer",
+)
+# Compacted, but every version is kept for 30 days at least: what `control rollback` may restore.
+CONTROL_TOPIC_CONFIG = COMPACTED | {"min.compaction.lag.ms": str(30 * 86_400_000)}
+MAX_HELD_LEARNED = 16  # learned records per scope waiting for the learning record they answer
+MAX_HELD_LEARNED_IN_ALL = 4096  # and over all scopes (scopes are keys any writer of the learned topic picks)
 
 
 class RefusedRecord(ValueError):
@@ -96,42 +110,103 @@ def encode_control(record: ControlRecord) -> bytes:
 
 
 class ControlTable:
-    """The records in force by scope (not thread-safe: the worker's ControlState locks around it)."""
+    """The records in force by scope (not thread-safe: the worker's ControlState locks around it).
 
-    def __init__(self) -> None:
+    Learned records: at most one per learning session (the learning record's version), remembered
+    for good, so a replayed or second calibration of a session is refused (`replayed`); a learned
+    tombstone changes nothing (`ignored`), so no worker account can send a scope back to learning.
+    A learned record read before the learning record it answers waits for it (`held`, a few per scope)."""
+
+    def __init__(self, *, keep_history: bool = False) -> None:
         self.records: dict[str, ControlRecord] = {}  # in force: the written record, or the learned one answering it
+        # with keep_history: every record that was in force, by scope and version (what a rollback may restore)
+        self.history: dict[str, dict[int, ControlRecord]] | None = {} if keep_history else None
         self._written: dict[str, ControlRecord] = {}  # the control topic's record per scope
-        self._learned: dict[str, ControlRecord] = {}  # the learned topic's newest record per scope
+        self._learned: dict[str, ControlRecord] = {}  # per scope, the learned record that closed the last session
+        self._pending: dict[str, list[ControlRecord]] = {}  # learned records read before their learning record
+        self._held = 0  # records in _pending, all scopes
+        self._closed: dict[str, int] = {}  # per scope, the highest learning version closed; never forgotten
         self._highest: dict[str, int] = {}  # per scope, the highest version seen on either topic, tombstones or not
 
     def apply(self, scope: str, record: ControlRecord | None, *, learned: bool = False) -> str:
-        """Apply one decoded message: "applied", "deleted", or for a learned record that does not
-        answer the learning record in force (yet: the topics are read side by side) "held";
-        raises RefusedRecord("not_newer")."""
-        held = self._learned if learned else self._written
+        """Apply one decoded message: "applied", "deleted", "ignored" (a learned tombstone) or "held"
+        (a learned record whose learning record is not read yet); raises RefusedRecord."""
+        if learned:
+            return self._apply_learned(scope, record)
         if record is None:
-            held.pop(scope, None)
+            self._written.pop(scope, None)
             self._settle(scope)
             return "deleted"
-        previous = [held.get(scope)] + ([] if learned else [self.records.get(scope)])
+        previous = (self._written.get(scope), self.records.get(scope))
         current = max((r.version for r in previous if r is not None), default=0)
         if record.version <= current:
             raise RefusedRecord(
                 "not_newer", f"{scope}: version {record.version} is not higher than v{current} in force"
             )
-        held[scope] = record
-        self._highest[scope] = max(self._highest.get(scope, 0), record.version)
+        self._written[scope] = record
+        self._note(scope, record.version)
+        self._take_pending(scope, record)
         self._settle(scope)
-        return "applied" if self.records.get(scope) is record else "held"
+        return "applied"
+
+    def _apply_learned(self, scope: str, record: ControlRecord | None) -> str:
+        if record is None:
+            return "ignored"
+        wrong = learned_out_of_bounds(record)
+        if wrong is not None:
+            raise RefusedRecord("out_of_bounds", f"{scope}: learned v{record.version}: {wrong}")
+        session = record.version - 1
+        if session <= self._closed.get(scope, 0):
+            raise RefusedRecord("replayed", f"{scope}: the learning session v{session} already has its learned record")
+        written = self._written.get(scope)
+        if written is not None and written.version >= session:
+            if written.version == session and answers_learning(written, record):
+                self._close(scope, record)
+                return "applied"
+            raise RefusedRecord(
+                "not_an_answer", f"{scope}: learned v{record.version} is no calibration of v{written.version}"
+            )
+        pending = self._pending.setdefault(scope, [])
+        if len(pending) >= MAX_HELD_LEARNED or self._held >= MAX_HELD_LEARNED_IN_ALL:
+            raise RefusedRecord("not_an_answer", f"{scope}: too many learned records wait for their learning record")
+        pending.append(record)
+        self._held += 1
+        self._note(scope, record.version)
+        return "held"
+
+    def _take_pending(self, scope: str, written: ControlRecord) -> None:
+        """The first held learned record that answers `written` closes its session; those for later
+        versions wait on, the rest go."""
+        waiting, held = [], self._pending.pop(scope, [])
+        self._held -= len(held)
+        for candidate in held:
+            session = candidate.version - 1
+            if session > written.version:
+                waiting.append(candidate)
+            elif session == written.version > self._closed.get(scope, 0) and answers_learning(written, candidate):
+                self._close(scope, candidate)
+        if waiting:
+            self._pending[scope] = waiting
+            self._held += len(waiting)
+
+    def _close(self, scope: str, learned: ControlRecord) -> None:
+        self._learned[scope] = learned
+        self._closed[scope] = learned.version - 1
+        self._note(scope, learned.version)
+        self._settle(scope)
+
+    def _note(self, scope: str, version: int) -> None:
+        self._highest[scope] = max(self._highest.get(scope, 0), version)
 
     def _settle(self, scope: str) -> None:
         written, learned = self._written.get(scope), self._learned.get(scope)
         if written is None:
             self.records.pop(scope, None)
-        elif learned is not None and answers_learning(written, learned):
-            self.records[scope] = learned
         else:
-            self.records[scope] = written
+            in_force = learned if learned is not None and answers_learning(written, learned) else written
+            self.records[scope] = in_force
+            if self.history is not None:
+                self.history.setdefault(scope, {})[in_force.version] = in_force
 
     def next_version(self, scope: str) -> int:
         """The version a new record of `scope` gets: above every version the scope had in the retained
@@ -147,9 +222,9 @@ def control_topics(settings: KafkaSettings) -> list[str]:
 
 
 def ensure_control_topic(settings: KafkaSettings, **admin_overrides: Any) -> None:
-    """Create the control and learned topics compacted when they are missing."""
+    """Create the control and learned topics (CONTROL_TOPIC_CONFIG) when they are missing."""
     topics = control_topics(settings)
-    ensure_topics(settings, topics, {topic: COMPACTED for topic in topics}, **admin_overrides)
+    ensure_topics(settings, topics, dict.fromkeys(topics, CONTROL_TOPIC_CONFIG), **admin_overrides)
 
 
 def control_consumer(settings: KafkaSettings, timeout_s: float = 30.0) -> tuple[KafkaConsumer, dict[Any, int]]:
@@ -201,11 +276,14 @@ def poll_control(consumer: KafkaConsumer, timeout_ms: int) -> Iterator[ControlMe
             yield ControlMessage(record.topic, record.partition, record.offset, record.key, record.value)
 
 
-def read_control_topic(settings: KafkaSettings, timeout_s: float = 30.0) -> tuple[ControlTable, list[RefusedRecord]]:
-    """The control and learned topics read to their ends, with the worker's rules; and what was refused."""
+def read_control_topic(
+    settings: KafkaSettings, timeout_s: float = 30.0, *, history: bool = False
+) -> tuple[ControlTable, list[RefusedRecord]]:
+    """The control and learned topics read to their ends, with the worker's rules; and what was refused.
+    `history`: the table keeps every record that was in force in the retained logs (`ControlTable.history`)."""
     ensure_control_topic(settings)
     consumer, end = control_consumer(settings, timeout_s)
-    table, refused = ControlTable(), []
+    table, refused = ControlTable(keep_history=history), []
     try:
         deadline = time.monotonic() + timeout_s
         while not caught_up(consumer, end):

@@ -108,6 +108,10 @@ class RedisSettings(_Section):
     signing_key: SecretStr | None = Field(
         None, description="HMAC-SHA256 key signing every array kept in Redis; unsigned values are refused (secret)"
     )
+    allow_unsigned: bool = Field(
+        True,
+        description="false: a worker or `references` command with Redis but no signing_key refuses to start (compose sets false; true only on a laptop)",
+    )
     embedding_ttl_s: int = Field(7 * 86400, ge=0, description="prompt embeddings expire after this long (0: never)")
     max_embedding_bytes: int = Field(
         65_536, ge=1024, description="a cached prompt embedding larger than this is refused"
@@ -306,6 +310,9 @@ class AlarmSettings(_Section):
         "latest", description="where a brand-new alarms group starts on the results topic (no replay of history)"
     )
     dedup_entries: int = Field(100_000, ge=1, description="frame ids remembered to drop redelivered results")
+    max_streams: int = Field(
+        10_000, ge=1, description="per-camera streams kept per rule kind; the least recently seen go"
+    )
     tick_interval_s: float = Field(0.5, gt=0.0, description="how often silence rules are evaluated")
     health_port: int | None = Field(None, description="port of /healthz /readyz /metrics; None disables")
     commit_interval_ms: int = Field(1000, ge=0, description="how often acknowledged offsets are committed")

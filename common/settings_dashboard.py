@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 from pathlib import Path
@@ -49,10 +50,20 @@ class DashboardSettings(Section):
     )
     login_window_s: float = Field(900.0, gt=0.0, description="failed logins are counted over this sliding window")
     login_lockout_s: float = Field(900.0, gt=0.0, description="how long a locked user name or address waits")
+    login_checks: int = Field(2, ge=1, description="password checks run at once (argon2id holds 64 MiB each)")
+    login_checks_queued: int = Field(
+        8, ge=0, description="login attempts waiting for a password check; past it an attempt gets 503"
+    )
+    trusted_proxies: str = Field(
+        "",
+        description="comma-separated addresses or networks (10.0.0.0/8) of reverse proxies whose X-Forwarded-For "
+        "names the client; empty: the peer is the client",
+    )
     max_event_streams: int = Field(64, ge=1, description="live-update (SSE) connections served at once")
     max_body_bytes: int = Field(65_536, ge=1024, description="largest request body accepted (413 above)")
     history_s: float = Field(300.0, gt=0.0, description="seconds of score history kept per camera for the trend")
     results_per_camera: int = Field(40, ge=1, description="latest full results kept per camera for the frame page")
+    max_cameras: int = Field(1000, ge=1, description="cameras kept on the page; past it the least recently seen goes")
     alarms_lookback_s: float = Field(86_400.0, ge=0.0, description="alarms raised this long before start are shown")
     frame_cache_entries: int = Field(256, ge=1, description="frames (and overlays) fetched from Kafka kept in memory")
     frame_cache_ttl_s: float = Field(60.0, gt=0.0, description="how long a fetched frame stays cached")
@@ -63,6 +74,14 @@ class DashboardSettings(Section):
     def _blank_is_none(cls, value: Any) -> Any:
         # compose passes `${DASHBOARD_SESSION_SECRET:-}` through as an empty string: that is "unset", not a key
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        for entry in value.split(","):
+            if entry.strip():
+                ipaddress.ip_network(entry.strip(), strict=False)  # ValueError names the bad entry
+        return value
 
     @model_validator(mode="after")
     def _tls_pair(self) -> DashboardSettings:

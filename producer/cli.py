@@ -21,6 +21,7 @@ from typing import Any
 from common.argtypes import positive_int
 from common.codecs import encode_image
 from common.kafka import kafka_failure
+from common.redis_acl import warn_if_given_redis_secrets
 from common.schemas import utc_now
 from common.settings import LinewatchSettings
 from common.signals import StopOnSignals
@@ -249,6 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # pydantic ValidationError, missing LINEWATCH_CONFIG file
         print(f"linewatch-producer: invalid settings: {exc}", file=sys.stderr)
         return 2
+    warn_if_given_redis_secrets(settings.redis, "the producer")
     telemetry = None
     if settings.telemetry.enabled:
         try:

@@ -238,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         from worker.inspection.models.integrity import WeightsMismatch
         from worker.inspection.models.weights import ModelWeightsMissing
+        from worker.inspection.value_signing import UnsignedRedisRefused
         from worker.stream.service import InferenceStuck, run_service
 
         try:
@@ -245,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         except InferenceStuck as exc:  # the group already has its partitions back: let the supervisor restart us
             print(f"linewatch-worker: {exc}; exiting so that the process is restarted", file=sys.stderr)
             return 3
-        except (ModelWeightsMissing, WeightsMismatch) as exc:  # restarting would not help: say what to fix
+        except (ModelWeightsMissing, WeightsMismatch, UnsignedRedisRefused) as exc:  # restarting would not help
             print(f"linewatch-worker: cannot start: {exc}", file=sys.stderr)
             return 2
         return 0

@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 import pytest
 from kafka import TopicPartition
@@ -19,9 +20,9 @@ from kafka.errors import GroupAuthorizationFailedError, KafkaError, TopicAuthori
 from pydantic import SecretStr
 
 from common.acl import ROLES, default_user
-from common.audit import publish_change, read_audit
-from common.control import ControlRecord, FeedbackRecord, Learning
-from common.control_topic import ensure_control_topic, publish_control, read_control_topic
+from common.audit import audit_record, encode_audit, publish_change, read_audit
+from common.control import Calibration, ControlRecord, FeedbackRecord, Learning
+from common.control_topic import encode_control, ensure_control_topic, publish_control, read_control_topic
 from common.kafka import build_consumer, build_producer, ensure_topics
 from common.settings import LinewatchSettings
 from infra.kafka_broker import SASL_LISTENER, SCRAM_MECHANISM, KafkaBroker, scram_listeners
@@ -40,6 +41,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600
 
 AUTHORIZER = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
 SCOPE = "object:screw"
+PROBE = "object:probe"  # a scope no test writes (the tests run in any order)
 
 
 def password(role: str) -> str:
@@ -123,11 +125,11 @@ def test_a_producer_writes_frames_and_cannot_write_control(acl_broker):
     producer, k = acl_broker.as_role("producer"), acl_broker.admin.kafka
     before = end_offset(acl_broker.admin, k.control_topic)
     publish_frames(producer, [good_frame(1)])
-    assert refused(lambda: publish_control(producer.kafka, SCOPE, a_record(), timeout_s=15))
+    assert refused(lambda: publish_control(producer.kafka, PROBE, a_record(), timeout_s=15))
     for topic in (k.control_topic, k.learned_topic):
-        assert refused(lambda t=topic: send(producer, t, a_record().model_dump_json().encode(), SCOPE.encode()))
+        assert refused(lambda t=topic: send(producer, t, a_record().model_dump_json().encode(), PROBE.encode()))
     assert end_offset(acl_broker.admin, k.control_topic) == before
-    assert SCOPE not in read_control_topic(k)[0].records
+    assert PROBE not in read_control_topic(k)[0].records
 
 
 def test_the_dashboard_writes_feedback_but_not_control(acl_broker):
@@ -142,10 +144,10 @@ def test_the_dashboard_writes_feedback_but_not_control(acl_broker):
     finally:
         writer.close()
     assert end_offset(acl_broker.admin, k.feedback_topic) == before + 1
-    assert refused(lambda: publish_control(dashboard.kafka, SCOPE, a_record(), timeout_s=15))
-    assert refused(lambda: send(dashboard, k.control_topic, a_record().model_dump_json().encode(), SCOPE.encode()))
+    assert refused(lambda: publish_control(dashboard.kafka, PROBE, a_record(), timeout_s=15))
+    assert refused(lambda: send(dashboard, k.control_topic, a_record().model_dump_json().encode(), PROBE.encode()))
     assert refused(lambda: send(dashboard, k.audit_topic, b"{}"))  # nor forge the audit trail
-    assert SCOPE not in read_control_topic(k)[0].records
+    assert PROBE not in read_control_topic(k)[0].records
 
 
 def test_only_the_operator_writes_control_and_a_worker_only_answers_its_learning_record(acl_broker):
@@ -201,3 +203,59 @@ def test_each_reader_uses_its_own_consumer_groups_only(acl_broker):
     assert joined(acl_broker.as_role("dashboard"), k.results_topic, f"{dash.group_id}-replica-2")  # a prefix grant
     assert not joined(acl_broker.as_role("dashboard"), k.results_topic, alarms.group_id)
     assert not joined(acl_broker.as_role("alarms"), k.frames_topic, k.group_id)  # nor frames, as a worker
+
+
+def test_a_worker_account_cannot_replay_a_closed_learning_session(acl_broker):
+    """The attack with the worker's own credentials: tombstone the honest learned record on the learned
+    topic, then write another calibration of the same session that switches the scope's verdicts off."""
+    operator, worker, k = acl_broker.as_role("operator"), acl_broker.as_role("worker"), acl_broker.admin.kafka
+    scope = "object:bolt"
+    learning = ControlRecord(version=1, learning=Learning(frames=10, target_fpr=0.1), updated_by="ana")
+    publish_change(operator.kafka, scope, None, learning, "set", by="ana", reason="new product")
+    honest = learning.model_copy(
+        update=dict(
+            version=2,
+            image_threshold=0.42,
+            calibration=Calibration(n=10, target_fpr=0.1, by="worker:w1"),
+            updated_by="worker:w1",
+        )
+    )
+    send(worker, k.learned_topic, encode_control(honest), scope.encode())
+    producer = build_producer(worker.kafka, max_block_ms=10_000)
+    try:
+        producer.send(k.learned_topic, key=scope.encode(), value=None).get(timeout=15)  # the tombstone
+    finally:
+        producer.close(timeout=5)
+    for threshold in (1.0, 0.99):
+        forged = honest.model_copy(update={"image_threshold": threshold, "updated_by": "worker:evil"})
+        send(worker, k.learned_topic, encode_control(forged), scope.encode())
+    table, refused = read_control_topic(k)
+    assert table.records[scope] == honest
+    assert sorted(r.reason for r in refused if scope in r.message) == ["out_of_bounds", "replayed"]
+
+
+def test_a_forged_audit_record_is_neither_first_in_the_trail_nor_restored_by_a_rollback(acl_broker, capsys):
+    """The attack with the worker's credentials: append audit records that claim an operator wrote a v2
+    with thresholds of 1.0 back in 2020, and a v7 that never was, then let the operator roll back to them."""
+    from worker.stream.control_cli import run_control
+
+    operator, worker, k = acl_broker.as_role("operator"), acl_broker.as_role("worker"), acl_broker.admin.kafka
+    scope = "object:gear"
+    v1, v2 = (ControlRecord(version=v, image_threshold=t, updated_by="ana") for v, t in ((1, 0.5), (2, 0.6)))
+    publish_change(operator.kafka, scope, None, v1, "set", by="ana", reason="first batch")
+    publish_change(operator.kafka, scope, v1, v2, "set", by="ana", reason="second batch")
+    dated = datetime(2020, 1, 1, tzinfo=timezone.utc)
+    for version in (2, 7):
+        forged = audit_record(operator.kafka, scope, "set", v1, a_record(version=version), by="ana")
+        send(worker, k.audit_topic, encode_audit(forged.model_copy(update={"at": dated})), scope.encode())
+    trail, _ = read_audit(k, scope)
+    assert [(a.version, a.after.image_threshold) for a in trail] == [(1, 0.5), (2, 0.6), (2, 1.0), (7, 1.0)]
+
+    def rollback(version: int) -> int:
+        args = build_parser().parse_args(["control", "rollback", scope, "--to", str(version), "--by", "bo"])
+        return run_control(args, operator)
+
+    assert rollback(7) == 2 and "no version 7" in capsys.readouterr().err
+    assert rollback(2) == 0
+    restored = read_control_topic(k)[0].records[scope]
+    assert restored.version == 3 and restored.image_threshold == 0.6  # the control topic's v2, not the forgery

@@ -96,20 +96,24 @@ def test_every_change_is_audited_once_history_shows_it_and_rollback_restores_a_v
     assert len(read_audit(k, SCOPE)[0]) == 5  # a refused command writes nothing
 
 
-def test_the_audit_topic_is_never_compacted_and_kept_forever(cli):
-    cli("control", "set", "--scope", "object:bolt", "--image-threshold", "0.5", "--by", "ana")
-    admin = build_admin(cli.settings.kafka)
+def topic_config(settings, topic: str) -> dict[str, str]:
+    admin = build_admin(settings.kafka)
     try:
-        resource = ConfigResource(ConfigResourceType.TOPIC, cli.settings.kafka.audit_topic)
-        described = admin.describe_configs([resource])
+        described = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
         (configs,) = next(iter(described.values())).values()  # {type: {name: {key: data}}}
     finally:
         admin.close()
+    return {key: data.get("value") if isinstance(data, dict) else data for key, data in configs.items()}
 
-    def value(key: str) -> str:
-        return configs[key].get("value") if isinstance(configs[key], dict) else configs[key]
 
-    assert (value("cleanup.policy"), value("retention.ms"), value("retention.bytes")) == ("delete", "-1", "-1")
+def test_the_audit_topic_is_never_compacted_and_kept_forever(cli):
+    cli("control", "set", "--scope", "object:bolt", "--image-threshold", "0.5", "--by", "ana")
+    audit = topic_config(cli.settings, cli.settings.kafka.audit_topic)
+    assert (audit["cleanup.policy"], audit["retention.ms"], audit["retention.bytes"]) == ("delete", "-1", "-1")
+    assert audit["message.timestamp.type"] == "LogAppendTime"  # readers order by the broker's clock
+    for topic in (cli.settings.kafka.control_topic, cli.settings.kafka.learned_topic):  # rollback's window
+        control = topic_config(cli.settings, topic)
+        assert (control["cleanup.policy"], control["min.compaction.lag.ms"]) == ("compact", str(30 * 86_400_000))
 
 
 def test_history_flags_a_record_in_force_written_without_the_commands(cli):

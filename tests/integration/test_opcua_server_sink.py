@@ -146,3 +146,34 @@ def test_system_state_follows_the_line(kafka_broker, topic_names):
         producer.close()
         loop.stop()
         watcher.join(timeout=10)
+
+
+def test_camera_ids_past_max_cameras_delete_the_least_recently_seen_folder(caplog):
+    from common.schemas import utc_now
+    from worker.sinks.verdict import line_verdict
+
+    endpoint = _endpoint()
+    sink = OpcUaServerSink(OpcUaServerSettings(endpoint=endpoint, security_mode="None", anonymous=True, max_cameras=5))
+
+    def send(camera: str, n: int) -> None:
+        result = make_result(n, camera=camera)
+        sink.deliver_result(line_verdict(result, now=utc_now()), result)
+
+    async def scenario() -> None:
+        async with ResultReader(endpoint) as reader:
+            folder = reader.client.get_node(ua.NodeId("linewatch/Cameras", reader.ns))
+            names = {(await child.read_browse_name()).Name for child in await folder.get_children()}
+            assert names == {"cam-1", "fake-56", "fake-57", "fake-58", "fake-59"}
+            assert (await reader.read("cam-1", "ResultCount"))["ResultCount"] == 60  # kept: it keeps sending
+            with pytest.raises(ua.UaStatusCodeError):
+                await reader.client.get_node(ua.NodeId("linewatch/fake-0/ResultCount", reader.ns)).read_value()
+
+    try:
+        for n in range(60):  # a producer inventing a camera id per frame, between frames of the real camera
+            send("cam-1", n)
+            send(f"fake-{n}", n)
+        assert len(sink.result_count) == 5 and sink._cameras.evicted == 56
+        assert "OPC UA cameras: more than 5 kept" in caplog.text
+        asyncio.run(scenario())
+    finally:
+        sink.close()

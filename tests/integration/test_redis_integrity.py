@@ -1,18 +1,14 @@
 """Values read from a real redis-server are checked before use: signature (HMAC-SHA256 over key name,
-dtype, shape, bytes), size, dtype and shape against the model; embeddings expire; compose's ACL user."""
+dtype, shape, bytes), size, dtype and shape against the model; embeddings expire."""
 
 from __future__ import annotations
 
 import logging
-import re
-import shlex
 import uuid
-from pathlib import Path
 
 import numpy as np
 import pytest
 import redis
-import yaml
 from pydantic import SecretStr
 
 from common.control import ControlRecord, ReferenceSet
@@ -25,7 +21,6 @@ from worker.stream.references import ReferenceBanks
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
 KEY = SecretStr("a-long-random-signing-key")
 WIDTH = 8
 
@@ -148,30 +143,6 @@ def test_pool_frames_that_do_not_check_out_are_left_out(redis_server):
     latest, frames = store.pool_read("fp", "camera:c/object:nut", 4, 0, shape, refused)
     assert latest == 3 and [seq for seq, _ in frames] == [1, 3]
     assert [r.reason for r in refused] == ["bad_signature"]
-
-
-def compose_redis_user_args(password: str) -> list[str]:
-    """The `--user` arguments of compose's redis service, as redis-server gets them."""
-    command = yaml.safe_load((REPO / "docker" / "compose.yaml").read_text())["services"]["redis"]["command"][-1]
-    words = shlex.split(command.split("exec ", 1)[1].replace("$$REDIS_PASSWORD", password))
-    start = words.index("--user", words.index("--user") + 1)  # the linewatch user (the first is `default off`)
-    return words[start:]
-
-
-def test_the_compose_acl_user_reaches_only_linewatch_keys(redis_server_factory):
-    server = redis_server_factory(password="admin-pw", extra_args=compose_redis_user_args("worker-pw"))
-    url = f"redis://{server.host}:{server.port}/0"
-    settings = RedisSettings(url=SecretStr(url), username="linewatch", password=SecretStr("worker-pw"), signing_key=KEY)
-    cache = cache_for(settings)
-    cache.put_many({"fp:clip-text:a": vector(0)})
-    assert np.array_equal(cache_for(settings).get_many(["fp:clip-text:a"])[0], vector(0)) and not cache.degraded
-    client = redis.Redis.from_url(url, username="linewatch", password="worker-pw")
-    for forbidden in (lambda: client.set("other:key", 1), client.flushall, lambda: client.config_get("*")):
-        with pytest.raises(redis.exceptions.NoPermissionError):
-            forbidden()
-    assert re.search(
-        r"--maxmemory-policy volatile-", str(yaml.safe_load((REPO / "docker" / "compose.yaml").read_text()))
-    )
 
 
 def test_the_inspector_computes_a_refused_embedding_again_and_stores_it_signed(redis_server):

@@ -58,3 +58,16 @@ def test_the_audit_page_and_api_need_a_login_and_show_the_trail_newest_first(cli
     assert nut[1]["reason"] == "first batch" and nut[0]["changed"] == ["image_threshold"]
     refused = http.get("/api/audit", params={"scope": "object:nut/evil"})
     assert refused.status_code == 400 and asked == [None, "object:nut"]
+
+
+def test_the_trail_pages_back_so_appended_records_cannot_push_real_ones_out_of_reach(client, monkeypatch):
+    from worker.dashboard import audit as audit_page
+
+    monkeypatch.setattr(audit_page, "PAGE", 2)
+    http, _ = client
+    login(http, "vic", "view-pass")
+    first = http.get("/api/audit").json()
+    assert [r["version"] for r in first["records"]] == [1, 2] and first["total"] == 3
+    older = http.get("/api/audit", params={"skip": 2}).json()
+    assert [(r["scope"], r["version"]) for r in older["records"]] == [("object:nut", 1)]
+    assert http.get("/api/audit", params={"skip": "-1"}).status_code == 400

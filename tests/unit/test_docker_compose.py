@@ -464,3 +464,18 @@ def test_build_context_ignores_models_and_venv(dockerfile: str) -> None:
         if ins == "COPY" and not rest.startswith("--from"):
             for source in rest.split()[:-1]:
                 assert f"!{source.rstrip('/')}/" in ignore or f"!{source}" in ignore, f"{source} is ignored"
+
+
+def test_only_the_workers_and_the_references_service_get_redis_credentials_or_the_signing_key(
+    compose: dict[str, Any],
+) -> None:
+    dashboard = yaml.safe_load((COMPOSE.parent / "compose.dashboard.yaml").read_text())
+    services = compose["services"] | dashboard["services"]
+    secret = ("LINEWATCH_REDIS__PASSWORD", "LINEWATCH_REDIS__SIGNING_KEY", "LINEWATCH_REDIS__URL")
+    holders = {name for name, service in services.items() if set(secret) & set(environment(service))}
+    assert holders == {"worker", "references"}
+    for name in holders:
+        env = environment(services[name])
+        assert env["LINEWATCH_REDIS__USERNAME"] == f"linewatch-{name}"
+        assert interpolate(env["LINEWATCH_REDIS__ALLOW_UNSIGNED"]) == "false"  # a worker without a key stops
+    assert "REDIS" not in str(compose.get("x-linewatch-env"))

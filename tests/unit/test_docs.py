@@ -72,7 +72,7 @@ def test_the_cli_page_names_every_console_script_and_subcommand():
 
 
 def named_paths(text: str) -> list[str]:
-    """Repository paths in inline code spans and link targets, cut before any placeholder or glob."""
+    """Repository paths in inline code spans and link targets, cut before any placeholder, glob or `::test`."""
     found = []
     for span in re.findall(r"`([^`\n]+)`", text) + re.findall(r"\]\(([^)\s]+)\)", text):
         for token in span.split():
@@ -80,7 +80,7 @@ def named_paths(text: str) -> list[str]:
             if token in ROOT_FILES:
                 found.append(token)
             elif token.startswith(REPO_TOP) and "://" not in token:
-                found.append(re.split(r"[<*{…$\[]|\.\.\.", token)[0].split("#")[0])
+                found.append(re.split(r"[<*{…$\[]|\.\.\.|::", token)[0].split("#")[0])
     return found
 
 

@@ -57,6 +57,7 @@ def add_alarms_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run_alarms(args: argparse.Namespace) -> int:
     """Run the alarm service until SIGINT/SIGTERM. Exit codes: 0 stopped, 1 failed, 2 bad configuration."""
+    from common.redis_acl import warn_if_given_redis_secrets
     from common.settings import LinewatchSettings
     from worker.alarms.config import RulesFileError, load_rules
 
@@ -70,6 +71,7 @@ def run_alarms(args: argparse.Namespace) -> int:
     except Exception as exc:  # noqa: BLE001 - pydantic ValidationError, missing LINEWATCH_CONFIG ...
         print(f"invalid settings: {exc}", file=sys.stderr)
         return 2
+    warn_if_given_redis_secrets(settings.redis, "the alarm service")
     if args.health_port is not None:
         settings = settings.model_copy(
             update={"alarms": settings.alarms.model_copy(update={"health_port": args.health_port})}

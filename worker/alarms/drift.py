@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from common.bounded import BoundedMap
 from common.schemas import InspectionResult
 from worker.alarms.config import DriftRule
 from worker.alarms.events import AlarmEvent, MaskRef, alarm_id_for
@@ -56,9 +57,15 @@ class _DriftStream:
 class DriftTracker:
     """State of every drift rule's streams; `observe` returns the alarms a result raises."""
 
-    def __init__(self, rules: Iterable[DriftRule]) -> None:
+    def __init__(self, rules: Iterable[DriftRule], max_streams: int = 10_000) -> None:
         self.rules = list(rules)
-        self._streams: dict[tuple[str, str, str, str], _DriftStream] = {}
+        self._streams: BoundedMap[tuple[str, str, str, str], _DriftStream] = BoundedMap(
+            max_streams, "drift-rule streams"
+        )
+
+    @property
+    def forgotten(self) -> int:
+        return self._streams.evicted
 
     def observe(
         self, result: InspectionResult, ref: MaskRef | None, now: float, partition: Partition | None
@@ -77,9 +84,7 @@ class DriftTracker:
         self, rule: DriftRule, result: InspectionResult, ref: MaskRef | None, now: float, partition: Partition | None
     ) -> AlarmEvent | None:
         key = (rule.name, result.line_id, result.camera_id, result.object_name)
-        stream = self._streams.get(key)
-        if stream is None:
-            stream = self._streams[key] = _DriftStream(window=deque())
+        stream = self._streams.setdefault(key, lambda: _DriftStream(window=deque()))
         stream.partition = partition
         verdict = Observation(
             result.frame_id, result.score, result.verdict == "anomalous", result.captured_at, ref, part_id_of(result)
@@ -138,5 +143,5 @@ class DriftTracker:
         """Drop the streams last read from revoked partitions; returns how many."""
         dropped = [k for k, s in self._streams.items() if s.partition in gone]
         for k in dropped:
-            del self._streams[k]
+            self._streams.pop(k)
         return len(dropped)

@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+from common.bounded import BoundedMap
 from common.schemas import InspectionResult, SourceRef
 from worker.alarms.config import AnomalyRule, DriftRule, RulesFile, SilenceRule, SkippedRule
 from worker.alarms.drift import DriftTracker, Observation, part_id_of
@@ -110,24 +111,37 @@ class RuleEngine:
         *,
         clock: Clock = time.time,
         dedup_entries: int = 100_000,
+        max_streams: int = 10_000,
     ) -> None:
         rule_list = list(rules.rules if isinstance(rules, RulesFile) else rules)
         self.anomaly_rules = [r for r in rule_list if isinstance(r, AnomalyRule)]
         self.silence_rules = [r for r in rule_list if isinstance(r, SilenceRule)]
-        self._drift = DriftTracker(r for r in rule_list if isinstance(r, DriftRule))
-        self._skipped = SkippedTracker(r for r in rule_list if isinstance(r, SkippedRule))
+        self._drift = DriftTracker((r for r in rule_list if isinstance(r, DriftRule)), max_streams)
+        self._skipped = SkippedTracker((r for r in rule_list if isinstance(r, SkippedRule)), max_streams)
         self._clock = clock
         self._seen = SeenFrames(dedup_entries)
-        self._anomaly: dict[tuple[str, str, str, str], _AnomalyStream] = {}
-        self._silence: dict[tuple[str, str, str | None], _SilenceStream] = {}
+        # keyed by camera ids and object names that producers choose: the least recently seen go past the cap;
+        # the streams the rules expect are kept apart and never go
+        self._anomaly: BoundedMap[tuple[str, str, str, str], _AnomalyStream] = BoundedMap(
+            max_streams, "anomaly streams"
+        )
+        self._silence: BoundedMap[tuple[str, str, str | None], _SilenceStream] = BoundedMap(
+            max_streams, "silence streams"
+        )
+        self._expected: dict[tuple[str, str, str | None], _SilenceStream] = {}
         self.stats = EngineStats()
         self.started_at = clock()
         for rule in self.silence_rules:
             for stream in rule.expected:
                 camera = stream.camera if rule.per == "camera" else None
-                self._silence[(rule.name, stream.line, camera)] = _SilenceStream(
+                self._expected[(rule.name, stream.line, camera)] = _SilenceStream(
                     line_id=stream.line, camera_id=camera, last_seen_clock=self.started_at, expected=True
                 )
+
+    @property
+    def streams_forgotten(self) -> int:
+        """Streams dropped to stay within `max_streams` (the least recently seen), all rule kinds together."""
+        return self._anomaly.evicted + self._silence.evicted + self._drift.forgotten + self._skipped.forgotten
 
     # ------------------------------------------------------------------ results
 
@@ -175,9 +189,7 @@ class RuleEngine:
         partition: Partition | None,
     ) -> AlarmEvent | None:
         key = (rule.name, result.line_id, result.camera_id, result.object_name)
-        stream = self._anomaly.get(key)
-        if stream is None:
-            stream = self._anomaly[key] = _AnomalyStream(window=deque(maxlen=rule.debounce.of_last))
+        stream = self._anomaly.setdefault(key, lambda: _AnomalyStream(window=deque(maxlen=rule.debounce.of_last)))
         stream.partition = partition
         anomalous = result.score >= rule.threshold if rule.threshold is not None else result.verdict == "anomalous"
         stream.window.append(
@@ -225,9 +237,9 @@ class RuleEngine:
     ) -> None:
         camera = result.camera_id if rule.per == "camera" else None
         key = (rule.name, result.line_id, camera)
-        stream = self._silence.get(key)
-        if stream is None:
-            stream = self._silence[key] = _SilenceStream(line_id=result.line_id, camera_id=camera, last_seen_clock=now)
+        stream = self._expected.get(key) or self._silence.setdefault(
+            key, lambda: _SilenceStream(line_id=result.line_id, camera_id=camera, last_seen_clock=now)
+        )
         stream.last_seen_clock = now
         stream.alarmed = False  # the silent spell (if any) is over
         stream.partition = partition
@@ -246,7 +258,7 @@ class RuleEngine:
         now = self._clock()
         rules = {rule.name: rule for rule in self.silence_rules}
         alarms: list[AlarmEvent] = []
-        for (rule_name, _line, _camera), stream in self._silence.items():
+        for (rule_name, _line, _camera), stream in [*self._expected.items(), *self._silence.items()]:
             rule = rules[rule_name]
             silent = now - stream.last_seen_clock
             if stream.alarmed or silent < rule.silent_for_s:
@@ -296,7 +308,7 @@ class RuleEngine:
         anomaly = [k for k, s in self._anomaly.items() if s.partition in gone]
         silence = [k for k, s in self._silence.items() if s.partition in gone and not s.expected]
         for k in anomaly:
-            del self._anomaly[k]
+            self._anomaly.pop(k)
         for k2 in silence:
-            del self._silence[k2]
+            self._silence.pop(k2)
         return len(anomaly) + len(silence) + self._drift.forget_partitions(gone) + self._skipped.forget_partitions(gone)

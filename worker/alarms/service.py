@@ -74,7 +74,8 @@ class AlarmService:
             kafka = settings.kafka
             ensure_topics(kafka, [kafka.results_topic, kafka.alarms_topic, settings.alarms.dlq_topic])
             self.broker.ok()
-        self.engine = RuleEngine(rules, clock=clock, dedup_entries=settings.alarms.dedup_entries)
+        alarms = settings.alarms
+        self.engine = RuleEngine(rules, clock=clock, dedup_entries=alarms.dedup_entries, max_streams=alarms.max_streams)
         parts = {"metrics": self.metrics, "heartbeats": self.heartbeats, "reachability": self.broker}
         self.evaluator = AlarmEvaluator(settings, self.engine, **parts)
         self.deliverer = MesDeliverer(settings, self.webhook, **parts) if self.webhook else None

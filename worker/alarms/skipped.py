@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+from common.bounded import BoundedMap
 from common.schemas import InspectionResult
 from worker.alarms.config import SkippedRule
 from worker.alarms.events import AlarmEvent, alarm_id_for
@@ -33,9 +34,13 @@ class _Stream:
 
 
 class SkippedTracker:
-    def __init__(self, rules: Iterable[SkippedRule]) -> None:
+    def __init__(self, rules: Iterable[SkippedRule], max_streams: int = 10_000) -> None:
         self.rules = list(rules)
-        self._streams: dict[tuple[str, str, str], _Stream] = {}
+        self._streams: BoundedMap[tuple[str, str, str], _Stream] = BoundedMap(max_streams, "skipped-rule streams")
+
+    @property
+    def forgotten(self) -> int:
+        return self._streams.evicted
 
     def observe(self, result: InspectionResult, now: float, partition: Partition | None) -> list[AlarmEvent]:
         alarms = []
@@ -49,7 +54,7 @@ class SkippedTracker:
     def _observe(
         self, rule: SkippedRule, result: InspectionResult, now: float, partition: Partition | None
     ) -> AlarmEvent | None:
-        stream = self._streams.setdefault((rule.name, result.line_id, result.camera_id), _Stream())
+        stream = self._streams.setdefault((rule.name, result.line_id, result.camera_id), _Stream)
         stream.partition = partition
         skipped = result.verdict == "skipped"
         if len(stream.window) == rule.window:
@@ -91,5 +96,5 @@ class SkippedTracker:
     def forget_partitions(self, gone: set[Partition]) -> int:
         dropped = [k for k, s in self._streams.items() if s.partition in gone]
         for k in dropped:
-            del self._streams[k]
+            self._streams.pop(k)
         return len(dropped)

@@ -15,13 +15,15 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from common.codecs import ImageDecodeError
 from common.control import FeedbackLabel, FeedbackRecord
 from common.messages import parse_frame_meta
 from common.schemas import InspectionResult, utc_now
 from worker.dashboard.alarm_state import AlarmAck, Silence
+from worker.dashboard.clients import PoolFull
 from worker.dashboard.images import placeholder_svg, render_overlay
 from worker.dashboard.kafka_io import RecordExpired
-from worker.dashboard.web import Backend, backend, requires
+from worker.dashboard.web import Backend, backend, principal, requires
 from worker.inspection.overlays import heat_level
 
 KEEPALIVE_S = 15.0
@@ -91,7 +93,8 @@ async def snapshot(request: Request) -> Response:
 
 @requires("viewer")
 async def events(request: Request) -> Response:
-    """Server-sent events: the whole state first, then what changed, every `push_interval_ms`."""
+    """Server-sent events: the whole state first, then what changed, every `push_interval_ms`; an `ended`
+    event closes the stream as soon as its login no longer holds (logout, revocation, expiry)."""
     b = backend(request)
     interval = b.settings.dashboard.push_interval_ms / 1000
     if b.event_streams >= b.settings.dashboard.max_event_streams:
@@ -104,6 +107,9 @@ async def events(request: Request) -> Response:
         version, last_sent, first = 0, time.monotonic(), True
         try:
             while not (b.stopping is not None and b.stopping.is_set()):
+                if principal(request)[0] is None:  # logged out, revoked, expired, or the user or token is gone
+                    yield "event: ended\ndata: {}\n\n"
+                    return
                 if first or b.state.version != version:
                     payload = b.state.changes_since(version)
                     version, first, last_sent = payload["version"], False, time.monotonic()
@@ -160,8 +166,21 @@ async def overlay(request: Request) -> Response:
         if not meta_ok or not record.value:
             svg = placeholder_svg("frame not found", "the offset holds another frame")
             return Response(svg, media_type="image/svg+xml", headers=headers)
-        level = heat_level(b.settings.worker.pixel_threshold)
-        b.overlays[key] = await run_in_threadpool(partial(render_overlay, level=level), record.value, result)
+        ws = b.settings.worker
+        draw = partial(
+            render_overlay,
+            level=heat_level(ws.pixel_threshold),
+            max_bytes=ws.max_frame_bytes,
+            max_pixels=ws.max_frame_pixels,
+        )
+        try:
+            b.overlays[key] = await b.renders.run(draw, record.value, result)
+        except PoolFull:
+            busy = {"Cache-Control": "no-store", "Retry-After": "1"}
+            svg = placeholder_svg("busy", "too many frames drawn at once")
+            return Response(svg, status_code=503, media_type="image/svg+xml", headers=busy)
+        except ImageDecodeError as exc:  # over the frame limits (checked before decoding) or not an image
+            return Response(placeholder_svg("frame not shown", exc.reason), media_type="image/svg+xml", headers=headers)
         while len(b.overlays) > OVERLAY_CACHE:
             b.overlays.pop(next(iter(b.overlays)))
     return Response(b.overlays[key], media_type="image/jpeg", headers=headers)

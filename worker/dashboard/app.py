@@ -8,7 +8,6 @@ import secrets
 from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
@@ -17,8 +16,9 @@ from starlette.routing import Route
 
 from worker.dashboard import api, audit
 from worker.dashboard.auth import check_password, check_token, new_csrf_token
+from worker.dashboard.clients import KnownDevices, PoolFull
 from worker.dashboard.guard import EdgeGuard
-from worker.dashboard.web import STATIC, Backend, backend, page, requires, safe_next, session_csrf
+from worker.dashboard.web import STATIC, Backend, address, backend, page, requires, safe_next, session_csrf
 
 log = logging.getLogger("linewatch.dashboard")
 
@@ -39,10 +39,6 @@ async def login_page(request: Request, message: str = "", status: int = 200) -> 
     return response
 
 
-def client_address(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
-
-
 async def login(request: Request) -> Response:
     body = await request.body()
     if len(body) > MAX_LOGIN_BODY:
@@ -52,27 +48,37 @@ async def login(request: Request) -> Response:
     if not expected or not secrets.compare_digest(expected, form.get("csrf", "")):
         return await login_page(request, "Your login form expired: please try again.", 403)
     b = backend(request)
-    # a token login is throttled under its own name, so guessing tokens locks the address too
-    name, address = (form.get("user", "") if not form.get("token") else "(token)"), client_address(request)
-    wait = b.throttle.retry_after(name, address)
+    # counted before the check (sessions.LoginThrottle); a token login on its address only
+    name = None if form.get("token") else form.get("user", "")
+    where = address(request)
+    device = b.devices.device_of(request, name) if b.devices is not None and name is not None else None
+    wait = b.throttle.begin(name, where, device)
     if wait > 0:
         response = await login_page(request, "Too many failed logins: try again later.", 429)
         response.headers["Retry-After"] = str(int(wait) + 1)
         return response
-    if form.get("token"):
+    if name is None:
         who = check_token(b.credentials, form["token"])
-    else:  # argon2 takes tens of milliseconds: off the event loop
-        who = await run_in_threadpool(check_password, b.credentials, name, form.get("password", ""))
+    else:  # argon2 takes tens of milliseconds and 64 MiB: in the bounded pool, off the event loop
+        try:
+            who = await b.checks.run(check_password, b.credentials, name, form.get("password", ""))
+        except PoolFull:
+            b.throttle.take_back(name, where, device)  # never checked
+            response = await login_page(request, "The dashboard is busy: please try again in a moment.", 503)
+            response.headers["Retry-After"] = "1"
+            return response
     if who is None:
-        b.throttle.failed(name, address)
-        log.warning("failed dashboard login for %r from %s", name[:64], address)
+        log.warning("failed dashboard login for %r from %s", (name or "(token)")[:64], where)
         await asyncio.sleep(FAILED_LOGIN_DELAY_S)
         return await login_page(request, "Unknown user, wrong password or wrong token.", 401)
-    b.throttle.succeeded(name)
+    b.throttle.succeeded(name, where, device)
     b.sessions.revoke(request.session.get("sid"))
     request.session.clear()  # a fresh session: no fixation
     request.session["sid"] = b.sessions.create(who, new_csrf_token())
-    return RedirectResponse(safe_next(form.get("next")), status_code=303)
+    response = RedirectResponse(safe_next(form.get("next")), status_code=303)
+    if name is not None and b.devices is not None:
+        b.devices.remember(request, response, name)
+    return response
 
 
 async def logout(request: Request) -> Response:
@@ -135,5 +141,6 @@ def build_app(b: Backend) -> Starlette:
         ),
     ]
     app = Starlette(routes=routes, middleware=middleware)
+    b.devices = KnownDevices(secret, secure=settings.secure_cookie or settings.tls)
     app.state.backend = b
     return app

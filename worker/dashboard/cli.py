@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from common.redis_acl import warn_if_given_redis_secrets
 from common.settings import LinewatchSettings
 
 
@@ -52,6 +53,7 @@ def print_hash(args) -> int | None:
 def run_dashboard(args, settings: LinewatchSettings) -> int:
     if (hashed := print_hash(args)) is not None:
         return hashed
+    warn_if_given_redis_secrets(settings.redis, "the dashboard")
     dash = settings.dashboard
     try:
         from worker.dashboard.auth import parse_credentials

@@ -32,7 +32,9 @@ def build_backend(settings: LinewatchSettings, stopping: threading.Event) -> Bac
     return Backend(
         settings=settings,
         credentials=credentials,
-        state=LiveState(history_s=dash.history_s, results_per_camera=dash.results_per_camera),
+        state=LiveState(
+            history_s=dash.history_s, results_per_camera=dash.results_per_camera, max_cameras=dash.max_cameras
+        ),
         writer=Writer(settings),
         reader=TopicReader(settings, entries=dash.frame_cache_entries, ttl_s=dash.frame_cache_ttl_s),
         stopping=stopping,
@@ -48,7 +50,10 @@ def server_for(app, settings: LinewatchSettings, host: str, port: int) -> uvicor
         if dash.tls_certfile is not None and dash.tls_keyfile is not None
         else {}
     )
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=3, **tls)
+    # proxy headers are the app's to judge (dashboard.trusted_proxies), not uvicorn's
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=3, proxy_headers=False, **tls
+    )
     return uvicorn.Server(config)
 
 

@@ -4,8 +4,9 @@ The session cookie carries only a random session id (signed); who the session be
 here, so a logout ends it at once and a user removed from the settings (or given another role)
 is logged out on the next request. Several replicas behind one address need sticky sessions.
 
-The throttle counts failed logins per user name and per client address in a sliding window; past
-the limit that name or address is locked out for a while, and even a right password is refused.
+The throttle counts login attempts per user name (per known device) and per client address in a
+sliding window; past the limit that key is locked out for a while, and even a right password is refused
+from it.
 """
 
 from __future__ import annotations
@@ -73,7 +74,13 @@ class SessionStore:
 
 
 class LoginThrottle:
-    """Failed logins per key ("user:NAME", "addr:IP") in a sliding window; locked past the limit."""
+    """Login attempts per key in a sliding window, counted before the password is checked (so
+    attempts made at once cannot all pass); past a key's limit it is locked for a while.
+
+    Keys: "user:NAME" for a password login from an unknown browser, "device:ID:NAME" from a browser
+    NAME logged in from before (clients.KnownDevices), so guessing a name's password does not lock its
+    owner out of their usual device; "addr:IP" for every attempt. A token login counts on its address only.
+    A successful login takes its attempt back and clears the user's count."""
 
     def __init__(
         self,
@@ -85,39 +92,63 @@ class LoginThrottle:
         clock: Clock = time.monotonic,
         max_keys: int = 100_000,
     ) -> None:
-        self.limits = {"user": max_per_user, "addr": max_per_address}
+        self.limits = {"user": max_per_user, "device": max_per_user, "addr": max_per_address}
         self.window_s, self.lockout_s, self.clock, self.max_keys = window_s, lockout_s, clock, max_keys
-        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+        self._attempts: OrderedDict[str, deque[float]] = OrderedDict()
         self._locked_until: dict[str, float] = {}
         self._lock = threading.Lock()
 
     @staticmethod
-    def keys(user: str, address: str) -> tuple[str, str]:
-        return f"user:{user}", f"addr:{address}"
+    def keys(user: str | None, address: str, device: str | None = None) -> tuple[str, ...]:
+        if user is None:
+            return (f"addr:{address}",)
+        return (f"device:{device}:{user}" if device else f"user:{user}", f"addr:{address}")
 
-    def retry_after(self, user: str, address: str) -> float:
+    def retry_after(self, user: str | None, address: str, device: str | None = None) -> float:
         """Seconds until this user name and address may try again (0: now)."""
         now = self.clock()
         with self._lock:
-            waits = [self._locked_until.get(key, 0.0) - now for key in self.keys(user, address)]
-        return max(0.0, *waits)
+            return self._wait(self.keys(user, address, device), now)
 
-    def failed(self, user: str, address: str) -> None:
+    def _wait(self, keys: tuple[str, ...], now: float) -> float:
+        return max(0.0, *(self._locked_until.get(key, 0.0) - now for key in keys))
+
+    def begin(self, user: str | None, address: str, device: str | None = None) -> float:
+        """Count one attempt, unless a key is locked: then the seconds to wait (and nothing counted)."""
         now = self.clock()
+        keys = self.keys(user, address, device)
         with self._lock:
-            for key in self.keys(user, address):
-                times = self._failures.setdefault(key, deque())
-                self._failures.move_to_end(key)
+            wait = self._wait(keys, now)
+            if wait > 0:
+                return wait
+            for key in keys:
+                times = self._attempts.setdefault(key, deque())
+                self._attempts.move_to_end(key)
                 times.append(now)
                 while times and times[0] <= now - self.window_s:
                     times.popleft()
                 if len(times) >= self.limits[key.split(":", 1)[0]]:
-                    self._locked_until[key] = now + self.lockout_s
+                    self._locked_until[key] = now + self.lockout_s  # this attempt still goes ahead
                     times.clear()
-            while len(self._failures) > self.max_keys:  # bounded memory under a spray of names
-                old, _ = self._failures.popitem(last=False)
+            while len(self._attempts) > self.max_keys:  # bounded memory under a spray of names
+                old, _ = self._attempts.popitem(last=False)
                 self._locked_until.pop(old, None)
+        return 0.0
 
-    def succeeded(self, user: str) -> None:
+    def failed(self, user: str | None, address: str, device: str | None = None) -> None:
+        """An attempt that failed without `begin` (a bearer token on an API request)."""
+        self.begin(user, address, device)
+
+    def succeeded(self, user: str | None, address: str, device: str | None = None) -> None:
+        """A login: its attempt is taken back from the address, the user's (or device's) count cleared."""
+        self.take_back(user, address, device, clear_user=True)
+
+    def take_back(self, user: str | None, address: str, device: str | None = None, *, clear_user=False) -> None:
+        """Take a counted attempt back (one that was never checked, or `succeeded`)."""
         with self._lock:
-            self._failures.pop(f"user:{user}", None)
+            for key in self.keys(user, address, device):
+                times = self._attempts.get(key)
+                if times and clear_user and not key.startswith("addr:"):
+                    times.clear()
+                elif times:
+                    times.pop()

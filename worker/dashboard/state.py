@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from common.bounded import BoundedMap
 from common.schemas import InspectionResult, utc_now
 from worker.alarms.events import AlarmEvent
 from worker.dashboard.alarm_state import AlarmAck, Silence
@@ -78,13 +79,16 @@ class AlarmView:
 
 
 class LiveState:
-    def __init__(self, *, history_s: float = 300.0, results_per_camera: int = 40, clock=time.monotonic) -> None:
+    def __init__(
+        self, *, history_s: float = 300.0, results_per_camera: int = 40, max_cameras: int = 1000, clock=time.monotonic
+    ) -> None:
         self.history_s = history_s
         self.results_per_camera = results_per_camera
         self._clock = clock
         self._lock = threading.Lock()
         self._version = 0
-        self._cameras: dict[str, CameraView] = {}
+        # camera ids are the producer's to choose: the least recently seen camera goes past `max_cameras`
+        self._cameras: BoundedMap[str, CameraView] = BoundedMap(max_cameras, "dashboard cameras")
         self._alarms: OrderedDict[str, AlarmView] = OrderedDict()
         self._acks: dict[str, AlarmAck] = {}  # may arrive before (or without) their alarm
         self._silences: dict[str, Silence] = {}
@@ -96,7 +100,7 @@ class LiveState:
     def add_result(self, result: InspectionResult, partition: int | None = None) -> bool:
         """False for a redelivered result (same camera and frame id): delivery is at least once."""
         with self._lock:
-            camera = self._cameras.setdefault(result.camera_id, CameraView(result.camera_id))
+            camera = self._cameras.setdefault(result.camera_id, lambda: CameraView(result.camera_id))
             if result.frame_id in camera.results:
                 return False
             camera.results[result.frame_id] = result
@@ -148,9 +152,14 @@ class LiveState:
         with self._lock:
             return self._version
 
+    @property
+    def cameras_forgotten(self) -> int:
+        with self._lock:
+            return self._cameras.evicted
+
     def result(self, camera_id: str, frame_id: str) -> InspectionResult | None:
         with self._lock:
-            camera = self._cameras.get(camera_id)
+            camera = self._cameras.peek(camera_id)
             return camera.results.get(frame_id) if camera else None
 
     def changes_since(self, version: int, now: datetime | None = None) -> dict[str, Any]:
@@ -160,7 +169,7 @@ class LiveState:
         with self._lock:
             clock = self._clock()
             cameras = []
-            for camera in self._cameras.values():
+            for camera in sorted(self._cameras.values(), key=lambda c: c.camera_id):  # not in the order last seen
                 entry = self._camera_entry(camera, clock, since=version)
                 cameras.append(entry)
             payload: dict[str, Any] = {

@@ -17,6 +17,7 @@ from common.control import FeedbackRecord
 from common.settings import LinewatchSettings
 from worker.dashboard.alarm_state import AlarmAck, Silence
 from worker.dashboard.auth import Credentials, Principal, check_token, csrf_matches, still_valid
+from worker.dashboard.clients import CheckPool, KnownDevices, client_address, proxy_networks
 from worker.dashboard.kafka_io import FetchedRecord
 from worker.dashboard.sessions import LoginThrottle, SessionStore
 from worker.dashboard.state import LiveState
@@ -36,6 +37,10 @@ class RecordReader(Protocol):
     def read(self, topic: str, partition: int, offset: int) -> FetchedRecord: ...
 
 
+# Overlays drawn at once, and waiting: each holds one decoded frame (up to worker.max_frame_pixels x 3 bytes).
+OVERLAY_RENDERS, OVERLAY_RENDERS_QUEUED = 2, 32
+
+
 @dataclass
 class Backend:
     """Everything a request handler may touch."""
@@ -50,11 +55,18 @@ class Backend:
     audit: Any = None  # (scope or None) -> the audit page's records, newest first (worker/dashboard/audit.py)
     sessions: SessionStore = field(init=False)
     throttle: LoginThrottle = field(init=False)
+    checks: CheckPool = field(init=False)  # password checks: a bounded pool
+    renders: CheckPool = field(init=False)  # overlays drawn at once (each holds a decoded frame)
+    proxies: tuple = field(init=False)  # networks of the trusted reverse proxies
+    devices: KnownDevices | None = None  # set by build_app (signed with the session key)
     event_streams: int = 0  # live-update connections open now (one event loop: no lock needed)
 
     def __post_init__(self) -> None:
         dash = self.settings.dashboard
         self.sessions = SessionStore(dash.session_max_age_s, dash.max_sessions)
+        self.checks = CheckPool(dash.login_checks, dash.login_checks_queued)
+        self.renders = CheckPool(OVERLAY_RENDERS, OVERLAY_RENDERS_QUEUED)
+        self.proxies = proxy_networks(dash.trusted_proxies.split(","))
         self.throttle = LoginThrottle(
             max_per_user=dash.login_max_failures_per_user,
             max_per_address=dash.login_max_failures_per_address,
@@ -65,6 +77,11 @@ class Backend:
 
 def backend(request: Request) -> Backend:
     return request.app.state.backend
+
+
+def address(request: Request) -> str:
+    """The client's address (X-Forwarded-For only from a trusted proxy)."""
+    return client_address(request, backend(request).proxies)
 
 
 def principal(request: Request) -> tuple[Principal | None, bool]:
@@ -103,7 +120,14 @@ def requires(role: str, *, api: bool = True) -> Callable[[Handler], Handler]:
     def wrap(handler: Handler) -> Handler:
         @functools.wraps(handler)
         async def guarded(request: Request) -> Response:
+            b, bearer = backend(request), request.headers.get("authorization", "").lower().startswith("bearer ")
+            wait = b.throttle.retry_after(None, address(request)) if bearer else 0.0
+            if wait > 0:  # token guesses from this address: locked for now
+                headers = {"Retry-After": str(int(wait) + 1)}
+                return JSONResponse({"error": "too many failed logins"}, status_code=429, headers=headers)
             who, by_token = principal(request)
+            if who is None and by_token:
+                b.throttle.failed(None, address(request))
             if who is None:
                 if api:
                     return JSONResponse({"error": "login required"}, status_code=401)

@@ -339,11 +339,6 @@ def build_embedding_cache(
     on_refused = metrics.redis_value_refused if metrics is not None else None
     if settings.url is None:
         return LruEmbeddingCache(settings.lru_entries, on_lookup=on_lookup)
-    if settings.signing_key is None:
-        log.warning(
-            "Redis values are not signed: anyone who can write to Redis can change what the worker scores "
-            "with; set LINEWATCH_REDIS__SIGNING_KEY (the same on every worker and on `references add`)"
-        )
     cache = RedisEmbeddingCache(settings, on_lookup=on_lookup, on_refused=on_refused)
     cache.check()  # so `degraded` is meaningful from the first health probe
     return cache

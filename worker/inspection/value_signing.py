@@ -6,17 +6,42 @@ name, dtype, shape, bytes and metadata fields, and a value without a valid `sig`
 embedding is then computed again (and stored signed over the bad one), a bank or pool frame is not
 used. The key name is in the MAC, so a valid value copied under another key (a normal prompt's
 embedding under an anomalous prompt's key) is refused too. Without a key, values are not signed and
-only their dtype, shape and size are checked (the worker warns at start).
+only their dtype, shape and size are checked: `require_signing_key` refuses that unless
+`redis.allow_unsigned` is true, and logs an error at every start when it is.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 from collections.abc import Iterable, Mapping
+
+from common.settings import RedisSettings
+
+log = logging.getLogger(__name__)
 
 SIGNATURE_FIELD = "sig"
 SIGNED_FIELDS = ("dtype", "shape", "data")
+
+
+class UnsignedRedisRefused(RuntimeError):
+    """Redis is configured without a signing key, and `redis.allow_unsigned` is false."""
+
+
+def require_signing_key(settings: RedisSettings) -> None:
+    """Refuse Redis without a signing key unless `allow_unsigned`; then say so loudly, at every start."""
+    if settings.url is None or settings.signing_key is not None:
+        return
+    if not settings.allow_unsigned:
+        raise UnsignedRedisRefused(
+            "Redis values would not be signed: set LINEWATCH_REDIS__SIGNING_KEY (the same on every worker and on "
+            "`references`), or LINEWATCH_REDIS__ALLOW_UNSIGNED=true on a laptop only"
+        )
+    log.error(
+        "UNSIGNED REDIS VALUES: anyone who can write to Redis can change what the worker scores with; "
+        "set LINEWATCH_REDIS__SIGNING_KEY (the same on every worker and on `references`)"
+    )
 
 
 class RefusedValue(ValueError):

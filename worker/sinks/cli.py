@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Sequence
 
+from common.redis_acl import warn_if_given_redis_secrets
 from common.settings import LinewatchSettings
 from common.signals import StopOnSignals
 from worker.sinks.health import LineSignals, TopicGrowth, system_state
@@ -84,6 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as exc:
         print(f"linewatch-sinks: invalid settings: {exc}", file=sys.stderr)
         return 2
+    warn_if_given_redis_secrets(settings.redis, f"the {args.kind} sink")
     stop = threading.Event()
     watcher = None
     if args.kind == "opcua-server":

@@ -24,6 +24,7 @@ from asyncua import Server, ua
 from asyncua.crypto.permission_rules import User, UserRole
 from asyncua.server.user_managers import UserManager
 
+from common.bounded import BoundedMap
 from common.schemas import InspectionResult
 from worker.alarms.events import AlarmEvent
 from worker.sinks.aio import AsyncRunner
@@ -97,7 +98,8 @@ class OpcUaServerSink:
         self.settings = settings
         self.write_timeout_s = write_timeout_s
         self.runner = AsyncRunner("opcua-server")
-        self._cameras: dict[str, dict[str, Any]] = {}
+        # camera ids are the producer's to choose: past `max_cameras` the least recently seen camera's folder goes
+        self._cameras: BoundedMap[str, tuple[Any, dict[str, Any]]] = BoundedMap(settings.max_cameras, "OPC UA cameras")
         self.result_count: dict[str, int] = {}
         try:
             self.runner.run(self._start(), timeout=60)
@@ -137,9 +139,9 @@ class OpcUaServerSink:
 
     async def _camera(self, camera_id: str, first: LineVerdict) -> dict[str, Any]:
         """The camera's variables, added (holding `first`) when the camera is new."""
-        nodes = self._cameras.get(camera_id)
-        if nodes is not None:
-            return nodes
+        known = self._cameras.get(camera_id)
+        if known is not None:
+            return known[1]
         ns = self.ns
         folder = await self.cameras.add_object(ua.NodeId(f"linewatch/{camera_id}", ns), camera_id)
         nodes = {}
@@ -149,7 +151,9 @@ class OpcUaServerSink:
         nodes["ResultCount"] = await folder.add_variable(
             ua.NodeId(f"linewatch/{camera_id}/ResultCount", ns), "ResultCount", ua.Variant(0, _VT.UInt32)
         )
-        self._cameras[camera_id] = nodes
+        for gone, (gone_folder, _) in self._cameras.put(camera_id, (folder, nodes)):
+            self.result_count.pop(gone, None)
+            await self.server.delete_nodes([gone_folder], recursive=True)
         return nodes
 
     async def _publish(self, verdict: LineVerdict) -> None:

@@ -65,6 +65,7 @@ class OpcUaServerSettings(_Section):
         30.0, gt=0, description="frames arriving but no result for this long: state faulted (no worker answers)"
     )
     state_interval_s: float = Field(2.0, gt=0, description="how often the system state is evaluated")
+    max_cameras: int = Field(1000, ge=1, description="camera folders kept; past it the least recently seen is deleted")
 
     def check(self) -> None:
         """Refuse an insecure or unusable server before it starts (ValueError says what to set)."""

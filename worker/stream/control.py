@@ -85,8 +85,8 @@ class ControlState:
 
     def apply_message(self, key: bytes | None, value: bytes | None, *, learned: bool = False) -> str:
         """Apply one message of the control topic (or, `learned`, of the learned-records topic):
-        "applied", "deleted", "held" (a learned record not answering the record in force) or
-        "refused" (the old record stays)."""
+        "applied", "deleted", "held" (a learned record read before its learning record), "ignored"
+        (a learned tombstone) or "refused" (the old record stays)."""
         try:
             scope, record = decode_control(key, value)
             with self._lock:
@@ -100,7 +100,7 @@ class ControlState:
             return "refused"
         origin = "learned " if learned else ""
         log.info("%scontrol %s %s%s", origin, scope, outcome, f" (v{record.version})" if record is not None else "")
-        if self.on_applied is not None and outcome != "held":
+        if self.on_applied is not None and outcome in ("applied", "deleted"):
             self.on_applied(scope, in_force)
         self.counters.add(f"control_{outcome}")
         self.metrics.control_record(outcome)

@@ -5,9 +5,10 @@ counts only when its version is higher than the one before it), so they show wha
 have in force. `set` starts from the record in force (or `--from-file`), applies the options,
 and publishes it with the next version; `delete` writes a tombstone (the scope falls back to a
 less specific one, or to the static threshold). Each change is appended to the audit topic
-(common/audit.py) with its `--reason`; `history SCOPE` prints the scope's audit trail and
-`rollback SCOPE --to N` publishes version N again, as the next version. Bad scopes and values
-exit with code 2.
+(common/audit.py) with its `--reason`; `history SCOPE` prints the scope's audit trail in the
+broker's order and `rollback SCOPE --to N` publishes version N again, as the next version: only a
+version that was in force on the control topics, never one the audit trail alone names. Bad scopes
+and values exit with code 2.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from common.audit import AuditRecord, publish_change, read_audit
+from common.audit import publish_change, read_audit_entries
 from common.calibration import TooFewFrames, frames_needed
 from common.control import ControlRecord, parse_scope
 from common.control_topic import ControlTable, encode_control, read_control_topic
@@ -145,6 +146,8 @@ def _run(args, settings: LinewatchSettings) -> int:
         checked_scope(args.scope)
     if command == "history":
         return _history(args, settings)
+    if command == "rollback":
+        return _rollback(args, settings)
     table, refused = read_control_topic(ks, args.timeout)
     for exc in refused:
         print(f"warning: refused on the topic ({exc.reason}): {exc.message}", file=sys.stderr)
@@ -153,8 +156,6 @@ def _run(args, settings: LinewatchSettings) -> int:
         audit = publish_change(ks, args.scope, before, None, "delete", by=_who(args), reason=args.reason)
         print(json.dumps({"scope": args.scope, "deleted": True, "partition": audit.partition, "offset": audit.offset}))
         return 0
-    if command == "rollback":
-        return _rollback(args, settings, table)
     if command == "list":
         for scope in sorted(table.records):
             print(_line(scope, table.records[scope]))
@@ -178,20 +179,26 @@ def _who(args) -> str:
     return args.by or getpass.getuser()
 
 
-def restored_record(
-    history: list[AuditRecord], version: int, table: ControlTable, scope: str, by: str
-) -> ControlRecord:
-    """Version `version` of the scope's record (from its audit trail), as the scope's next version (pure)."""
-    found = next((r.after for r in history if r.after is not None and r.after.version == version), None)
+def restored_record(table: ControlTable, version: int, scope: str, by: str) -> ControlRecord:
+    """Version `version` of the scope's record, as the scope's next version (pure).
+
+    Only a record that was in force on the control topics (read with `history=True`) is restored: those
+    topics only the operator (control) and the table's rules (learned records) let in. The audit trail is not
+    a source: anyone allowed to append to it could have written a record for any version."""
+    kept = (table.history or {}).get(scope, {})
+    found = kept.get(version)
     if found is None:
-        known = sorted({r.after.version for r in history if r.after is not None})
-        raise UsageError(f"{scope} has no version {version} in the audit trail (versions on record: {known or 'none'})")
+        raise UsageError(
+            f"{scope} has no version {version} in the control topic's retained log (versions there: "
+            f"{sorted(kept) or 'none'}); to restore an older one, review it in `control history --json` "
+            "and publish it with `control set --from-file`"
+        )
     return found.model_copy(update={"version": table.next_version(scope), "updated_at": utc_now(), "updated_by": by})
 
 
-def _rollback(args, settings: LinewatchSettings, table: ControlTable) -> int:
-    history, _ = read_audit(settings.kafka, args.scope, args.timeout)
-    record = restored_record(history, args.to, table, args.scope, _who(args))
+def _rollback(args, settings: LinewatchSettings) -> int:
+    table, _ = read_control_topic(settings.kafka, args.timeout, history=True)
+    record = restored_record(table, args.to, args.scope, _who(args))
     reason = args.reason or f"rollback to v{args.to}"
     before = table.records.get(args.scope)
     publish_change(settings.kafka, args.scope, before, record, "rollback", by=record.updated_by, reason=reason)
@@ -200,10 +207,12 @@ def _rollback(args, settings: LinewatchSettings, table: ControlTable) -> int:
 
 
 def _history(args, settings: LinewatchSettings) -> int:
-    history, invalid = read_audit(settings.kafka, args.scope, args.timeout)
+    entries, invalid = read_audit_entries(settings.kafka, args.scope, args.timeout)
+    history = [entry.record for entry in entries]
     for problem in invalid:
         print(f"warning: unreadable audit record at {problem}", file=sys.stderr)
-    for audit in history:
+    for entry in entries:  # in the broker's order, with the broker's time
+        audit = entry.record
         if args.json:
             print(audit.model_dump_json(exclude_none=True))
             continue
@@ -211,7 +220,8 @@ def _history(args, settings: LinewatchSettings) -> int:
         who = audit.by + (f" as {audit.principal}" if audit.principal else "")
         what = ", ".join(audit.changed) or "-"
         reason = f"  ({audit.reason})" if audit.reason else ""
-        print(f"{audit.at.isoformat(timespec='seconds')}  {version:>8}  {audit.action:<10}  {who}  {what}{reason}")
+        logged = entry.logged_at.isoformat(timespec="seconds")
+        print(f"{logged}  {version:>8}  {audit.action:<10}  {who}  {what}{reason}")
     table, _ = read_control_topic(settings.kafka, args.timeout)
     in_force = table.records.get(args.scope)
     if in_force is not None and not any(a.version == in_force.version for a in history):

@@ -9,7 +9,7 @@ broker lets workers write that topic and not the control topic). Every worker ta
 record as the scope's record in force only when it answers the learning record in force (its next
 version, only thresholds and calibration changed). With several workers each learns from the
 frames of its partitions; the first calibrated record on the topic wins, the others carry the
-same version and are refused as not newer.
+same version and are refused as `replayed`.
 
 Scores and thresholds come from the functions `calibrate` uses
 (`common.calibration.normal_pixel_score`, `worker.calibration.record.calibration_record`), so both
@@ -21,15 +21,15 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-from common.calibration import frames_needed
-from common.control import ControlRecord
+from common.control import MAX_LEARNED_THRESHOLD, ControlRecord
+from common.control import frames_to_learn as learning_frames
 from worker.calibration.record import calibration_record
 
 
 def frames_to_learn(record: ControlRecord) -> int:
     """How many frames the scope collects: `learning.frames`, at least what the conformal bound needs."""
     assert record.learning is not None
-    return max(record.learning.frames, frames_needed(record.learning.target_fpr))
+    return learning_frames(record.learning)
 
 
 @dataclass
@@ -83,7 +83,8 @@ def calibrated_record(learned: Learned, worker_id: str) -> ControlRecord:
 
     Every other field stays as it was, `learning` included: a learned record is taken only as the
     answer to the learning record in force (`common.control.answers_learning`); its thresholds end
-    the learning."""
+    the learning. They are capped at MAX_LEARNED_THRESHOLD (a lower threshold: more alarms, never
+    fewer), the most a learned record may set."""
     record, learning = learned.record, learned.record.learning
     assert learning is not None
     calibrated = calibration_record(
@@ -94,4 +95,9 @@ def calibrated_record(learned: Learned, worker_id: str) -> ControlRecord:
         version=record.version + 1,
         base=record,
     )
-    return calibrated.model_copy(update={"learning": learning})
+    capped = {
+        name: min(value, MAX_LEARNED_THRESHOLD)
+        for name in ("image_threshold", "pixel_threshold")
+        if (value := getattr(calibrated, name)) is not None
+    }
+    return calibrated.model_copy(update={"learning": learning} | capped)

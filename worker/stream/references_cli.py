@@ -46,8 +46,13 @@ def add_references_parser(subparsers) -> None:
 
 def run_references(args, settings: LinewatchSettings) -> int:
     from worker.inspection.fewshot.store import open_store
+    from worker.inspection.value_signing import UnsignedRedisRefused
 
-    store = open_store(settings.redis)
+    try:
+        store = open_store(settings.redis)
+    except UnsignedRedisRefused as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if store is None:
         print("error: reference banks live in Redis: set LINEWATCH_REDIS__URL", file=sys.stderr)
         return 2

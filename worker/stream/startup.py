@@ -8,8 +8,8 @@ import threading
 from kafka import KafkaConsumer, TopicPartition
 
 from common.audit import AUDIT_TOPIC_CONFIG
-from common.control_topic import control_topics
-from common.kafka import COMPACTED, FRAMES_TOPIC_CONFIG, BrokerReachability, connection_hint, ensure_topics
+from common.control_topic import CONTROL_TOPIC_CONFIG, control_topics
+from common.kafka import FRAMES_TOPIC_CONFIG, BrokerReachability, connection_hint, ensure_topics
 from common.settings import KafkaSettings, LinewatchSettings
 from worker.inspection.embedding_cache import EmbeddingCache
 from worker.inspection.types import InspectorProtocol
@@ -49,7 +49,7 @@ def partition_lag(consumer: KafkaConsumer | None, checkpoint: Checkpoint) -> dic
 
 def ensure_worker_topics(ks: KafkaSettings) -> None:
     """The topics a worker reads and writes, created when missing (control topics compacted, audit kept)."""
-    configs = dict.fromkeys(control_topics(ks), COMPACTED) | {ks.audit_topic: AUDIT_TOPIC_CONFIG}
+    configs = dict.fromkeys(control_topics(ks), CONTROL_TOPIC_CONFIG) | {ks.audit_topic: AUDIT_TOPIC_CONFIG}
     configs[ks.frames_topic] = FRAMES_TOPIC_CONFIG  # record time = the broker's clock
     topics = [ks.results_topic, ks.dlq_topic, *configs]
     ensure_topics(ks, topics, configs, bootstrap_timeout_ms=CONNECT_TIMEOUT_MS)

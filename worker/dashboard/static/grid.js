@@ -105,4 +105,5 @@ function apply(payload) {
 const source = new EventSource("/api/events");
 source.onmessage = event => apply(JSON.parse(event.data));
 source.onerror = () => { document.getElementById("status").textContent = "reconnecting..."; };
+source.addEventListener("ended", () => { source.close(); location.href = "/login?next=/"; });  // logged out
 setInterval(() => tiles.forEach(drawTrend), 5000);

@@ -23,7 +23,7 @@ import redis
 from common.settings import RedisSettings
 from worker.inspection.fewshot.bank import PatchBank
 from worker.inspection.redis_cache import CorruptEntryError, build_redis_client, decode_array, encode_array
-from worker.inspection.value_signing import RefusedValue, ValueSigner, check_size
+from worker.inspection.value_signing import RefusedValue, ValueSigner, check_size, require_signing_key
 
 BANK_FIELDS = ("frames", "layers", "scope", "version", "fingerprint")  # signed with the array
 MB = 1 << 20
@@ -66,7 +66,9 @@ class StoredBank:
 
 
 def open_store(settings: RedisSettings) -> FewShotStore | None:
-    """A store on the configured Redis (None when Redis is disabled)."""
+    """A store on the configured Redis (None when Redis is disabled); without a signing key, see
+    `require_signing_key`."""
+    require_signing_key(settings)
     slow = settings.model_copy(update={"socket_timeout_s": max(settings.socket_timeout_s, STORE_TIMEOUT_S)})
     client = build_redis_client(slow)
     if client is None:
