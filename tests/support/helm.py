@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -35,10 +36,48 @@ def values_args(values: str | None, sets: tuple[str, ...] = ()) -> list[str]:
     return args
 
 
-def render(values: str | None, *sets: str) -> list[dict[str, Any]]:
-    """`helm template` of the chart with a values file (None: the defaults); the documents."""
-    out = run(tool("helm"), "template", "lw", CHART, "--namespace", "plant", *values_args(values, sets)).stdout
-    return [doc for doc in yaml.safe_load_all(out) if doc]
+RELEASE = NAMESPACE = "linewatch"  # as the Kubernetes guide installs it
+IMAGES = "image.registry=registry.example.com/linewatch"  # the chart refuses to render without a registry
+MODELS = "worker.models.existingClaim=linewatch-models"  # ... and, with the defaults, without model weights
+DOCS = REPO / "docs" / "deploy" / "kubernetes.md"
+
+
+def template(values: str | None, *sets: str, release: str = RELEASE, namespace: str = NAMESPACE):
+    """`helm template` as the docs install (release and namespace `linewatch`), not checked."""
+    return run(
+        tool("helm"), "template", release, CHART, "--namespace", namespace, *values_args(values, sets), check=False
+    )
+
+
+def render(values: str | None, *sets: str, release: str = RELEASE, namespace: str = NAMESPACE) -> list[dict[str, Any]]:
+    """The documents of `helm template` with a values file (None: the defaults), an image registry set."""
+    sets = (IMAGES, *((MODELS,) if values is None else ()), *sets)
+    result = template(values, *sets, release=release, namespace=namespace)
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def docs_installs() -> list[list[str]]:
+    """Every `helm install` command of the Kubernetes guide, continuation lines joined, split into words."""
+    text = DOCS.read_text().replace("\\\n", " ")
+    commands = []
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line.startswith("helm install "):
+            commands.append(shlex.split(line))
+    return commands
+
+
+def render_docs_install(words: list[str], *sets: str) -> tuple[str, list[dict[str, Any]]]:
+    """A guide's `helm install RELEASE CHART ...` as `helm template`: its namespace and documents."""
+    release, chart, *flags = words[2:]
+    assert (REPO / chart).resolve() == CHART, chart
+    flags = [f for f in flags if f != "--create-namespace"]
+    namespace = flags[flags.index("-n") + 1] if "-n" in flags else "default"
+    flags = [str(REPO / f) if f.startswith("deploy/") else f for f in flags]
+    sets_args = [a for s in sets for a in ("--set", s)]
+    out = run(tool("helm"), "template", release, CHART, *flags, *sets_args).stdout
+    return namespace, [doc for doc in yaml.safe_load_all(out) if doc]
 
 
 def is_crd_kind(doc: dict[str, Any]) -> bool:
