@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# helm and kubeconform for the offline chart checks, built once from the Go module proxy at pinned
-# versions into .state/tools/bin (a rebuild happens only when a pinned version changes).
+# helm, kubeconform and psa-check for the offline chart checks, built once from the Go module proxy at
+# pinned versions into .state/tools/bin (a rebuild happens only when a pinned version changes).
+# psa-check (scripts/psa-check) is this repository's own module: k8s.io/pod-security-admission at the
+# version its go.mod and go.sum pin, rebuilt when its sources change.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +22,18 @@ install_pinned() {  # name module@version
     echo "$2" >"$stamp"
 }
 
+build_local() {  # name folder
+    local stamp=$TOOLS/$1.version sum
+    sum=$(cat "$2"/go.mod "$2"/go.sum "$2"/*.go | sha256sum | cut -d' ' -f1)
+    if [[ -x $GOBIN/$1 && -f $stamp && $(cat "$stamp") == "$sum" ]]; then
+        return
+    fi
+    echo "building $1 ($2) with go build ..." >&2
+    (cd "$2" && go build -trimpath -o "$GOBIN/$1" .)
+    echo "$sum" >"$stamp"
+}
+
 command -v go >/dev/null || { echo "install_k8s_tools: needs Go (go install builds helm and kubeconform)" >&2; exit 1; }
 install_pinned helm "helm.sh/helm/v4/cmd/helm@$HELM_VERSION"
 install_pinned kubeconform "github.com/yannh/kubeconform/cmd/kubeconform@$KUBECONFORM_VERSION"
+build_local psa-check scripts/psa-check

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import subprocess
@@ -110,3 +111,13 @@ def one(docs: list[dict[str, Any]], kind: str, name_suffix: str = "") -> dict[st
     found = [doc for doc in by_kind(docs, kind) if doc["metadata"]["name"].endswith(name_suffix)]
     assert len(found) == 1, f"expected one {kind} *{name_suffix}, found {[d['metadata']['name'] for d in found]}"
     return found[0]
+
+
+def psa_check(docs: list[dict[str, Any]], tmp: Path, level: str = "restricted") -> list[dict[str, Any]]:
+    """Every pod template of `docs` through k8s.io/pod-security-admission (scripts/psa-check): one
+    {kind, name, allowed, forbidden} per template."""
+    manifest = tmp / "pods.yaml"
+    manifest.write_text(yaml.safe_dump_all(docs))
+    result = run(tool("psa-check"), "-level", level, manifest, check=False)
+    assert result.returncode in (0, 1), result.stderr
+    return [json.loads(line) for line in result.stdout.splitlines()]

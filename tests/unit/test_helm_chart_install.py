@@ -3,7 +3,8 @@
 Each `helm install` of docs/deploy/kubernetes.md is rendered as written, and the resources are
 checked against each other the way a cluster would use them: Secret names against the KafkaUsers
 Strimzi writes, the address KEDA dials from its own namespace, the rollout against GPUs and
-partitions, ACLs against the settings, Pod Security "restricted".
+partitions, ACLs against the settings, Pod Security "restricted" (by k8s.io/pod-security-admission,
+through scripts/psa-check).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from tests.support.helm import (
     by_kind,
     docs_installs,
     one,
+    psa_check,
     render,
     render_docs_install,
     template,
@@ -261,7 +263,14 @@ def test_every_pod_meets_pod_security_restricted(installed):
     assert one(docs, "ServiceAccount", "")["automountServiceAccountToken"] is False
 
 
-def test_the_restricted_check_catches_what_it_should():
+def test_pod_security_admission_admits_every_pod_at_restricted(installed, tmp_path):
+    _, docs = installed
+    verdicts = psa_check(docs, tmp_path)
+    assert {v["name"] for v in verdicts} == set(pods(docs))
+    assert [v for v in verdicts if not v["allowed"]] == []
+
+
+def test_the_restricted_checks_catch_what_they_should(tmp_path):
     pod = pods(render(None))["linewatch-worker"]
     for path, value in (
         (("securityContext", "seccompProfile"), {"type": "Unconfined"}),
@@ -275,3 +284,7 @@ def test_the_restricted_check_catches_what_it_should():
             target = target[key]
         target[path[-1]] = value
         assert restricted_violations(bad), path
+        deployment = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "bad"}}
+        deployment["spec"] = {"template": {"metadata": {}, "spec": bad}}
+        (verdict,) = psa_check([deployment], tmp_path)  # the admission library refuses it too
+        assert verdict["allowed"] is False, path
