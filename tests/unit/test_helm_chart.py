@@ -274,3 +274,58 @@ def test_kafka_users_get_least_privilege(chart):
 def test_crd_schemas_name_their_source():
     for path in (Path(CHART).parent / "schemas").rglob("*.json"):
         assert "scripts/crd_schemas.py" in json.loads(path.read_text())["$comment"], path
+
+
+def test_values_schema_refuses_what_the_chart_cannot_use():
+    for bad, message in (
+        ("worker.gpus=1", "additional properties 'gpus' not allowed"),  # a misspelt key
+        ("worker.image.digest=sha256:abc", "does not match pattern"),
+        ("worker.models.accessMode=ReadWriteMany2", "value must be one of"),
+        ("worker.strategy.type=Rolling", "value must be one of"),
+    ):
+        result = template(None, IMAGES, MODELS, bad)
+        assert result.returncode != 0 and "schema" in result.stderr and message in result.stderr, (bad, result.stderr)
+
+
+def test_platform_settings_reach_the_pods():
+    spread = "worker.topologySpreadConstraints[0]"
+    docs = render(
+        "values-gpu-fleet.yaml",
+        "worker.gpuResource=nvidia.com/mig-1g.10gb",
+        "worker.runtimeClassName=nvidia",
+        "worker.priorityClassName=linewatch-critical",
+        f"{spread}.maxSkew=1",
+        f"{spread}.topologyKey=topology.kubernetes.io/zone",
+        f"{spread}.whenUnsatisfiable=ScheduleAnyway",
+        f"{spread}.labelSelector.matchLabels.app\\.kubernetes\\.io/component=worker",
+        "dashboard.nodeSelector.pool=cpu",
+        "alarms.tolerations[0].key=dedicated",
+        "alarms.tolerations[0].operator=Exists",
+        "redis.priorityClassName=linewatch-state",
+    )
+    worker = one(docs, "Deployment", "-worker")["spec"]["template"]["spec"]
+    assert worker["containers"][0]["resources"]["limits"] == {"memory": "24Gi", "nvidia.com/mig-1g.10gb": 1}
+    assert (worker["runtimeClassName"], worker["priorityClassName"]) == ("nvidia", "linewatch-critical")
+    assert worker["topologySpreadConstraints"][0]["topologyKey"] == "topology.kubernetes.io/zone"
+    assert worker["nodeSelector"] == {"nvidia.com/gpu.present": "true"}  # the GPU values' own
+    assert one(docs, "Deployment", "-dashboard")["spec"]["template"]["spec"]["nodeSelector"] == {"pool": "cpu"}
+    alarms = one(docs, "Deployment", "-alarms")["spec"]["template"]["spec"]
+    assert alarms["tolerations"] == [{"key": "dedicated", "operator": "Exists"}]
+    assert one(docs, "Deployment", "-redis")["spec"]["template"]["spec"]["priorityClassName"] == "linewatch-state"
+    for deployment in by_kind(docs, "Deployment"):
+        kubernetes_validate.validate(deployment, KUBERNETES_VERSION, strict=True)
+
+
+def test_notes_tell_where_kafka_and_the_dashboard_are():
+    gpu = (
+        "-f",
+        str(CHART / "values-gpu-fleet.yaml"),
+        "--set",
+        IMAGES,
+        "--set",
+        "dashboard.ingress.host=lw.plant.example",
+    )
+    out = run(tool("helm"), "install", "linewatch", CHART, "-n", "linewatch", "--dry-run=client", *gpu).stdout
+    notes = out[out.index("NOTES:") :]
+    assert "linewatch-kafka-bootstrap.linewatch.svc:9093" in notes and "https://lw.plant.example/" in notes
+    assert "kubectl -n linewatch get scaledobject linewatch-worker" in notes
