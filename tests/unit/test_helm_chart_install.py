@@ -263,6 +263,32 @@ def test_every_pod_meets_pod_security_restricted(installed):
     assert one(docs, "ServiceAccount", "")["automountServiceAccountToken"] is False
 
 
+def matches(selector: dict, labels: dict) -> bool:
+    return selector["matchLabels"].items() <= labels.items()
+
+
+def test_only_workers_reach_redis_and_only_linewatch_reaches_kafka(installed):
+    namespace, docs = installed
+    labels = {
+        d["metadata"]["name"]: d["spec"]["template"]["metadata"]["labels"] for d in docs if d["kind"] in POD_KINDS
+    }
+    policy = one(docs, "NetworkPolicy", "-redis")["spec"]
+    assert matches(policy["podSelector"], labels["linewatch-redis"]) and policy["policyTypes"] == ["Ingress"]
+    (rule,) = policy["ingress"]
+    admitted = {name for name, pod in labels.items() for peer in rule["from"] if matches(peer["podSelector"], pod)}
+    assert admitted == {"linewatch-worker"}
+    for name, pod in pods(docs).items():  # and only the workers hold the Redis password
+        has_password = any(e["name"] == "REDIS_PASSWORD" for c in containers(pod) for e in c.get("env", []))
+        assert has_password == (name in {"linewatch-worker", "linewatch-redis"}), name
+    peers = one(docs, "Kafka", "")["spec"]["kafka"]["listeners"][0]["networkPolicyPeers"]
+    pod_peers = [p["podSelector"] for p in peers if "podSelector" in p]
+    assert all(any(matches(p, pod) for p in pod_peers) for pod in labels.values())  # every linewatch pod
+    assert {"matchLabels": {"linewatch.io/kafka-client": "true"}} in pod_peers  # cameras in the namespace
+    keda = [p["namespaceSelector"]["matchLabels"] for p in peers if "namespaceSelector" in p]
+    has_keda = bool(by_kind(docs, "ScaledObject"))
+    assert keda == ([{"kubernetes.io/metadata.name": "keda"}] if has_keda else [])
+
+
 def test_pod_security_admission_admits_every_pod_at_restricted(installed, tmp_path):
     _, docs = installed
     verdicts = psa_check(docs, tmp_path)

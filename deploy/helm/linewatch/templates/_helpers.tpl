@@ -44,7 +44,8 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 {{- end -}}
 
-{{/* Environment every linewatch process shares: the settings file, Kafka login, Redis URL. */}}
+{{/* Environment every linewatch process shares: the settings file, the Kafka login; the Redis URL and
+     signing key for the workers only (nothing else uses Redis, and its NetworkPolicy admits only them). */}}
 {{- define "linewatch.commonEnv" -}}
 - name: LINEWATCH_CONFIG
   value: /etc/linewatch/linewatch.yaml
@@ -55,7 +56,7 @@ app.kubernetes.io/component: {{ .component }}
     secretKeyRef:
       name: {{ .user }}
       key: password
-{{- if .root.Values.redis.enabled }}
+{{- if and .root.Values.redis.enabled .redis }}
 - name: REDIS_PASSWORD
   valueFrom:
     secretKeyRef:
