@@ -227,10 +227,17 @@ def test_secrets_do_not_rotate_when_the_render_cannot_read_the_cluster():
 def test_defaults_refuse_to_render_without_model_weights():
     err = refusal(IMAGES)
     assert "worker.models" in err and "existingClaim" in err
-    pulled = render(None, "worker.models.existingClaim=", "worker.models.pull=true")
-    pod = pods(pulled)["linewatch-worker"]
-    assert [c["name"] for c in pod["initContainers"]] == ["models-pull"]
-    assert {e["name"]: e["value"] for e in pod["initContainers"][0]["env"]}["HF_HUB_OFFLINE"] == "0"
+    mirror = "https://hf-mirror.plant.example"
+    sets = ("worker.models.pull=true", "worker.models.requirePins=true", f"worker.models.hubEndpoint={mirror}")
+    pod = pods(render(None, "worker.models.existingClaim=", *sets))["linewatch-worker"]
+    pull, check = pod["initContainers"]  # the weights are fetched, then checked, before the worker starts
+    assert pull["args"] == ["models", "pull", "--dest", "/models", "--require-pins"]
+    env = {e["name"]: e["value"] for e in pull["env"]}
+    assert (env["HF_HUB_OFFLINE"], env["HF_ENDPOINT"]) == ("0", mirror)  # online, through the mirror
+    assert check["args"] == ["models", "check", "--no-load"]
+    assert [m["readOnly"] for m in check["volumeMounts"] if m["name"] == "models"] == [True]
+    gpu = pods(render("values-gpu-fleet.yaml"))["linewatch-worker"]  # a claim filled elsewhere: checked only
+    assert [c["name"] for c in gpu["initContainers"]] == ["models-check"]
 
 
 def test_images_need_a_registry_and_pin_by_digest():
