@@ -172,6 +172,19 @@ def test_probes_use_the_port_the_worker_serves(chart):
     ]
 
 
+def test_cpu_threads_follow_the_request_and_logins_restart_the_dashboard():
+    docs = render("values-cpu-trial.yaml")
+    threads = env(container(docs, "-worker"))["OMP_NUM_THREADS"]["valueFrom"]["resourceFieldRef"]
+    assert threads == {"containerName": "worker", "resource": "requests.cpu", "divisor": "1"}
+    assert container(docs, "-worker")["resources"]["requests"]["cpu"]  # ceil(requests.cpu) threads, never 0
+
+    def users_checksum(*sets):
+        return one(render(None, *sets), "Deployment", "-dashboard")["spec"]["template"]["metadata"]["annotations"]
+
+    assert users_checksum() != users_checksum("dashboard.users=olga:pw:operator")
+    assert "checksum/users" not in users_checksum("dashboard.existingSecret=own")
+
+
 def test_gpu_limit_and_static_identity():
     gpu = container(render("values-gpu-fleet.yaml"), "-worker")
     assert gpu["resources"]["limits"]["nvidia.com/gpu"] == 1
@@ -282,6 +295,7 @@ def test_values_schema_refuses_what_the_chart_cannot_use():
         ("worker.image.digest=sha256:abc", "does not match pattern"),
         ("worker.models.accessMode=ReadWriteMany2", "value must be one of"),
         ("worker.strategy.type=Rolling", "value must be one of"),
+        ("worker.resources.requests.cpu=null", "missing property 'cpu'"),  # it sets the worker's threads
     ):
         result = template(None, IMAGES, MODELS, bad)
         assert result.returncode != 0 and "schema" in result.stderr and message in result.stderr, (bad, result.stderr)
