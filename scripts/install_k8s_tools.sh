@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# helm, kubeconform and psa-check for the offline chart checks, built once from the Go module proxy at
-# pinned versions into .state/tools/bin (a rebuild happens only when a pinned version changes).
+# helm, kubeconform, promtool and psa-check for the offline chart checks, built once from the Go
+# module proxy at pinned versions into .state/tools/bin (a rebuild happens only when a pinned version
+# changes; promtool takes about ten minutes the first time).
 # psa-check (scripts/psa-check) is this repository's own module: k8s.io/pod-security-admission at the
 # version its go.mod and go.sum pin, rebuilt when its sources change.
 set -euo pipefail
@@ -8,6 +9,7 @@ cd "$(dirname "$0")/.."
 
 HELM_VERSION=v4.3.2
 KUBECONFORM_VERSION=v0.8.0
+PROMTOOL_VERSION=v0.316.0   # the Go module's version of Prometheus 3.x
 TOOLS=${LINEWATCH_TOOLS_DIR:-$PWD/.state/tools}
 export GOBIN=$TOOLS/bin GOFLAGS=-buildvcs=false GOTOOLCHAIN=local
 mkdir -p "$GOBIN"
@@ -33,7 +35,8 @@ build_local() {  # name folder
     echo "$sum" >"$stamp"
 }
 
-command -v go >/dev/null || { echo "install_k8s_tools: needs Go (go install builds helm and kubeconform)" >&2; exit 1; }
+command -v go >/dev/null || { echo "install_k8s_tools: needs Go (go install builds helm, kubeconform and promtool)" >&2; exit 1; }
 install_pinned helm "helm.sh/helm/v4/cmd/helm@$HELM_VERSION"
 install_pinned kubeconform "github.com/yannh/kubeconform/cmd/kubeconform@$KUBECONFORM_VERSION"
+install_pinned promtool "github.com/prometheus/prometheus/cmd/promtool@$PROMTOOL_VERSION"
 build_local psa-check scripts/psa-check

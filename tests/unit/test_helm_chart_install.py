@@ -43,7 +43,9 @@ def installed(request) -> tuple[str, list[dict]]:
 
 
 def pods(docs: list[dict]) -> dict[str, dict]:
-    return {d["metadata"]["name"]: d["spec"]["template"]["spec"] for d in docs if d["kind"] in POD_KINDS}
+    """Every pod spec the chart makes: workloads' templates and the `helm test` pods."""
+    found = {d["metadata"]["name"]: d["spec"]["template"]["spec"] for d in docs if d["kind"] in POD_KINDS}
+    return found | {d["metadata"]["name"]: d["spec"] for d in docs if d["kind"] == "Pod"}
 
 
 def settings_of(docs: list[dict], tmp_path, monkeypatch) -> LinewatchSettings:
