@@ -65,6 +65,15 @@ def panel_queries(docs: list[dict]) -> list[str]:
     return [target["expr"] for panel in board["panels"] for target in panel["targets"]]
 
 
+def test_kafka_exports_its_metrics_and_lag_to_the_pod_monitor(docs):
+    kafka = one(docs, "Kafka", "")
+    assert kafka["spec"]["kafka"]["metricsConfig"] == {"type": "strimziMetricsReporter"}
+    assert kafka["spec"]["kafkaExporter"]["groupRegex"] == ".*"
+    monitor = one(docs, "PodMonitor", "-kafka")["spec"]
+    assert monitor["selector"]["matchLabels"] == {"strimzi.io/cluster": kafka["metadata"]["name"]}
+    assert monitor["podMetricsEndpoints"][0]["port"] == "tcp-prometheus"  # the port Strimzi gives both
+
+
 def test_alerts_and_panels_use_the_metrics_a_worker_exports(docs):
     text = exported_names()
     exported = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
@@ -97,7 +106,7 @@ def test_promtool_accepts_the_rules_and_panels_and_refuses_a_broken_one(docs, tm
 
 def test_monitoring_is_off_unless_asked():
     docs = render("values-gpu-fleet.yaml")
-    assert not {doc["kind"] for doc in docs} & {"ServiceMonitor", "PrometheusRule"}  # they need the operator's CRDs
+    assert not {doc["kind"] for doc in docs} & {"ServiceMonitor", "PodMonitor", "PrometheusRule"}  # operator CRDs
     assert not [doc for doc in docs if doc["metadata"]["name"].endswith("-grafana-dashboard")]
 
 
