@@ -238,6 +238,8 @@ def test_defaults_refuse_to_render_without_model_weights():
     assert (env["HF_HUB_OFFLINE"], env["HF_ENDPOINT"]) == ("0", mirror)  # online, through the mirror
     assert check["args"] == ["models", "check", "--no-load"]
     assert [m["readOnly"] for m in check["volumeMounts"] if m["name"] == "models"] == [True]
+    err = refusal("worker.models.pull=true", values="values-gpu-fleet.yaml")  # 2-8 workers on one claim
+    assert "their pulls would write the same files at once" in err
     gpu = pods(render("values-gpu-fleet.yaml"))["linewatch-worker"]  # a claim filled elsewhere: checked only
     assert [c["name"] for c in gpu["initContainers"]] == ["models-check"]
 
