@@ -343,3 +343,4 @@ def test_notes_tell_where_kafka_and_the_dashboard_are():
     notes = out[out.index("NOTES:") :]
     assert "linewatch-kafka-bootstrap.linewatch.svc:9093" in notes and "https://lw.plant.example/" in notes
     assert "kubectl -n linewatch get scaledobject linewatch-worker" in notes
+    assert "The chart made the Secrets linewatch-redis, linewatch-dashboard-auth, linewatch-alarms-webhook." in notes
