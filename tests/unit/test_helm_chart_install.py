@@ -104,6 +104,9 @@ def test_keda_dials_kafka_by_its_fully_qualified_name():
     assert trigger["bootstrapServers"] == address
     settings = yaml.safe_load(one(docs, "ConfigMap", "-settings")["data"]["linewatch.yaml"])
     assert settings["kafka"]["bootstrap_servers"] == address  # the pods dial the same listener
+    elsewhere = render("values-gpu-fleet.yaml", "kafka.clusterName=plant7-kafka", namespace="plant7")
+    trigger = one(elsewhere, "ScaledObject", "-worker")["spec"]["triggers"][0]["metadata"]
+    assert trigger["bootstrapServers"] == "plant7-kafka-kafka-bootstrap.plant7.svc:9093"
 
 
 def strategy(docs: list[dict]) -> dict:
