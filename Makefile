@@ -71,9 +71,10 @@ bench-scale: install system-deps
 	  $(PY) -m infra.servers start --state-dir $$S; set -a; . $$S/env; set +a; \
 	  $(PY) -m worker.bench.scale.run --json $$S/report.json'
 
-# helm, kubeconform and promtool (pinned, built once with `go install`) and psa-check
-# (scripts/psa-check: the Pod Security admission library at a pinned version), then the chart linted,
-# rendered and validated offline for every values file.
+# helm and kubeconform (pinned, built once with `go install`), rules-check (scripts/rules-check:
+# Prometheus's rule-file and PromQL parsers) and psa-check (scripts/psa-check: the Pod Security admission
+# library), both at pinned versions; then the chart linted, rendered and validated offline for every
+# values file.
 k8s-tools:
 	bash scripts/install_k8s_tools.sh
 

@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# helm, kubeconform, promtool and psa-check for the offline chart checks, built once from the Go
+# helm, kubeconform, rules-check and psa-check for the offline chart checks, built once from the Go
 # module proxy at pinned versions into .state/tools/bin (a rebuild happens only when a pinned version
-# changes; promtool takes about ten minutes the first time).
-# psa-check (scripts/psa-check) is this repository's own module: k8s.io/pod-security-admission at the
-# version its go.mod and go.sum pin, rebuilt when its sources change.
+# changes).
+# rules-check (scripts/rules-check) and psa-check (scripts/psa-check) are this repository's own modules:
+# Prometheus's rule-file and PromQL parsers (what `promtool check rules` runs, without promtool's TSDB
+# and service-discovery SDKs) and k8s.io/pod-security-admission, at the versions their go.mod and go.sum
+# pin, rebuilt when their sources change.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 HELM_VERSION=v4.3.2
 KUBECONFORM_VERSION=v0.8.0
-PROMTOOL_VERSION=v0.316.0   # the Go module's version of Prometheus 3.x
 TOOLS=${LINEWATCH_TOOLS_DIR:-$PWD/.state/tools}
 export GOBIN=$TOOLS/bin GOFLAGS=-buildvcs=false GOTOOLCHAIN=local
 mkdir -p "$GOBIN"
@@ -35,8 +36,8 @@ build_local() {  # name folder
     echo "$sum" >"$stamp"
 }
 
-command -v go >/dev/null || { echo "install_k8s_tools: needs Go (go install builds helm, kubeconform and promtool)" >&2; exit 1; }
+command -v go >/dev/null || { echo "install_k8s_tools: needs Go (every tool is built from source)" >&2; exit 1; }
 install_pinned helm "helm.sh/helm/v4/cmd/helm@$HELM_VERSION"
 install_pinned kubeconform "github.com/yannh/kubeconform/cmd/kubeconform@$KUBECONFORM_VERSION"
-install_pinned promtool "github.com/prometheus/prometheus/cmd/promtool@$PROMTOOL_VERSION"
+build_local rules-check scripts/rules-check
 build_local psa-check scripts/psa-check

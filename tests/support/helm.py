@@ -1,4 +1,5 @@
-"""helm and kubeconform for the chart tests: built once (scripts/install_k8s_tools.sh), then run."""
+"""helm, kubeconform, rules-check and psa-check for the chart tests: built once (scripts/install_k8s_tools.sh),
+then run."""
 
 from __future__ import annotations
 

@@ -1,11 +1,13 @@
 """The chart's monitoring: the workers' metrics Service, its ServiceMonitor and the fleet's alerts.
 
 The alert expressions are checked against what a worker really exports (the Prometheus text of
-common.telemetry) and by `promtool check rules` (built at a pinned version by make k8s-tools).
+common.telemetry) and by Prometheus's own rule-file and PromQL parsers (scripts/rules-check: what
+`promtool check rules` runs, built by scripts/install_k8s_tools.sh).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 
@@ -90,18 +92,35 @@ def test_alerts_and_panels_use_the_metrics_a_worker_exports(docs):
     assert {"LinewatchWorkerRestarting", "LinewatchLatencyHigh", "LinewatchWorkersDown"} <= names
 
 
-def test_promtool_accepts_the_rules_and_panels_and_refuses_a_broken_one(docs, tmp_path):
+def test_the_rules_and_panels_pass_prometheus_own_checks(docs, tmp_path):
+    """scripts/rules-check: `promtool check rules` (rulefmt's validation, the PromQL parser) on the alerts,
+    the PromQL parser on the dashboard's queries."""
     good = tmp_path / "rules.yaml"
-    panels = [{"record": f"linewatch:panel_{i}", "expr": q} for i, q in enumerate(panel_queries(docs))]
-    groups = one(docs, "PrometheusRule", "-worker")["spec"]["groups"] + [{"name": "panels", "rules": panels}]
-    good.write_text(yaml.safe_dump({"groups": groups}))
-    result = run(tool("promtool"), "check", "rules", good, check=False)
-    found = len(rules(docs)) + len(panels)
-    assert result.returncode == 0 and f"SUCCESS: {found} rules found" in result.stdout, result.stdout + result.stderr
-    broken = yaml.safe_load(good.read_text())
-    broken["groups"][0]["rules"][0]["expr"] = "sum(rate(linewatch_consumer_lag[5m])"
-    good.write_text(yaml.safe_dump(broken))
-    assert run(tool("promtool"), "check", "rules", good, check=False).returncode != 0
+    good.write_text(yaml.safe_dump({"groups": one(docs, "PrometheusRule", "-worker")["spec"]["groups"]}))
+    result = run(tool("rules-check"), good, check=False)
+    assert result.returncode == 0 and not result.stderr, result.stdout + result.stderr
+    assert f"SUCCESS: {len(rules(docs))} rules found" in result.stdout
+    queries = panel_queries(docs)
+    result = run(tool("rules-check"), "-expr", *queries, check=False)
+    assert result.returncode == 0 and f"SUCCESS: {len(queries)} expressions parsed" in result.stdout, result.stderr
+
+
+def test_rules_check_refuses_a_broken_expression_and_a_broken_rule_file(docs, tmp_path):
+    groups = copy.deepcopy(one(docs, "PrometheusRule", "-worker")["spec"]["groups"])
+    broken = tmp_path / "rules.yaml"
+    groups[0]["rules"][0]["expr"] = "sum(rate(linewatch_consumer_lag[5m])"
+    broken.write_text(yaml.safe_dump({"groups": groups}))
+    result = run(tool("rules-check"), broken, check=False)
+    assert result.returncode == 1 and "could not parse expression" in result.stderr, result.stdout + result.stderr
+    result = run(tool("rules-check"), "-expr", "sum(up)", groups[0]["rules"][0]["expr"], check=False)
+    assert result.returncode == 1 and "unclosed left parenthesis" in result.stderr, result.stdout + result.stderr
+    groups[0]["rules"][0] = {"record": "linewatch:lag", "expr": "sum(linewatch_consumer_lag)", "for": "5m"}
+    groups[0]["rules"][1]["annotations"]["summary"] = "{{ $labels.pod "
+    broken.write_text(yaml.safe_dump({"groups": groups + groups}))
+    result = run(tool("rules-check"), broken, check=False)
+    assert result.returncode == 1, result.stdout + result.stderr
+    for error in ("invalid field 'for' in recording rule", "template: __alert_", "is repeated in the same file"):
+        assert error in result.stderr, result.stderr
 
 
 def test_monitoring_is_off_unless_asked():

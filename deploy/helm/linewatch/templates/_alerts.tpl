@@ -1,5 +1,5 @@
 {{/* The fleet's alerts, on the workers' own metrics (and kube-state-metrics for restarts). The chart
-     tests check every linewatch_* name here against what a worker exports, and run promtool on them. */}}
+     tests check every linewatch_* name here against what a worker exports, and check them as promtool does. */}}
 {{- define "linewatch.alertRules" -}}
 {{- $r := .Values.metrics.prometheusRule -}}
 {{- $job := printf "%s-worker" (include "linewatch.fullname" .) -}}
