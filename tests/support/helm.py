@@ -22,7 +22,8 @@ CRD_GROUPS = ("keda.sh", "kafka.strimzi.io")
 
 def tool(name: str) -> Path:
     path = TOOLS / name
-    if not path.is_file():  # `make test` builds them first; a lone pytest run builds them here
+    if not path.is_file():  # `make test` builds them first; a lone pytest run builds them here, and
+        # pytest-xdist workers that all find one missing wait on the script's lock for a single build
         subprocess.run(["bash", str(REPO / "scripts" / "install_k8s_tools.sh")], check=True)
     return path
 
