@@ -83,13 +83,15 @@ bench-scale: install system-deps
 	  $(PY) -m infra.servers start --state-dir $$S; set -a; . $$S/env; set +a; \
 	  $(PY) -m worker.bench.scale.run --json $$S/report.json'
 
-# helm and kubeconform (pinned, built once with `go install`), then the chart linted, rendered and
-# validated offline for every values file.
+# helm and kubeconform (pinned, built once with `go install`), rules-check (scripts/rules-check:
+# Prometheus's rule-file and PromQL parsers) and psa-check (scripts/psa-check: the Pod Security admission
+# library), both at pinned versions; then the chart linted, rendered and validated offline for every
+# values file.
 k8s-tools:
 	bash scripts/install_k8s_tools.sh
 
 chart-check: install k8s-tools
-	$(PY) -m pytest -q tests/unit/test_helm_chart.py
+	$(PY) -m pytest -q tests/unit/test_helm_chart.py tests/unit/test_helm_chart_install.py tests/unit/test_helm_chart_metrics.py
 
 # The operator dashboard under 50 cameras x 5 results/s (synthetic results, no models): lag and page delay.
 bench-dashboard: install system-deps

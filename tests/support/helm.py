@@ -1,8 +1,11 @@
-"""helm and kubeconform for the chart tests: built once (scripts/install_k8s_tools.sh), then run."""
+"""helm, kubeconform, rules-check and psa-check for the chart tests: built once (scripts/install_k8s_tools.sh),
+then run."""
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -19,7 +22,8 @@ CRD_GROUPS = ("keda.sh", "kafka.strimzi.io")
 
 def tool(name: str) -> Path:
     path = TOOLS / name
-    if not path.is_file():  # `make test` builds them first; a lone pytest run builds them here
+    if not path.is_file():  # `make test` builds them first; a lone pytest run builds them here, and
+        # pytest-xdist workers that all find one missing wait on the script's lock for a single build
         subprocess.run(["bash", str(REPO / "scripts" / "install_k8s_tools.sh")], check=True)
     return path
 
@@ -35,10 +39,48 @@ def values_args(values: str | None, sets: tuple[str, ...] = ()) -> list[str]:
     return args
 
 
-def render(values: str | None, *sets: str) -> list[dict[str, Any]]:
-    """`helm template` of the chart with a values file (None: the defaults); the documents."""
-    out = run(tool("helm"), "template", "lw", CHART, "--namespace", "plant", *values_args(values, sets)).stdout
-    return [doc for doc in yaml.safe_load_all(out) if doc]
+RELEASE = NAMESPACE = "linewatch"  # as the Kubernetes guide installs it
+IMAGES = "image.registry=registry.example.com/linewatch"  # the chart refuses to render without a registry
+MODELS = "worker.models.existingClaim=linewatch-models"  # ... and, with the defaults, without model weights
+DOCS = REPO / "docs" / "deploy" / "kubernetes.md"
+
+
+def template(values: str | None, *sets: str, release: str = RELEASE, namespace: str = NAMESPACE):
+    """`helm template` as the docs install (release and namespace `linewatch`), not checked."""
+    return run(
+        tool("helm"), "template", release, CHART, "--namespace", namespace, *values_args(values, sets), check=False
+    )
+
+
+def render(values: str | None, *sets: str, release: str = RELEASE, namespace: str = NAMESPACE) -> list[dict[str, Any]]:
+    """The documents of `helm template` with a values file (None: the defaults), an image registry set."""
+    sets = (IMAGES, *((MODELS,) if values is None else ()), *sets)
+    result = template(values, *sets, release=release, namespace=namespace)
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def docs_installs() -> list[list[str]]:
+    """Every `helm install` command of the Kubernetes guide, continuation lines joined, split into words."""
+    text = DOCS.read_text().replace("\\\n", " ")
+    commands = []
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line.startswith("helm install "):
+            commands.append(shlex.split(line))
+    return commands
+
+
+def render_docs_install(words: list[str], *sets: str) -> tuple[str, list[dict[str, Any]]]:
+    """A guide's `helm install RELEASE CHART ...` as `helm template`: its namespace and documents."""
+    release, chart, *flags = words[2:]
+    assert (REPO / chart).resolve() == CHART, chart
+    flags = [f for f in flags if f != "--create-namespace"]
+    namespace = flags[flags.index("-n") + 1] if "-n" in flags else "default"
+    flags = [str(REPO / f) if f.startswith("deploy/") else f for f in flags]
+    sets_args = [a for s in sets for a in ("--set", s)]
+    out = run(tool("helm"), "template", release, CHART, *flags, *sets_args).stdout
+    return namespace, [doc for doc in yaml.safe_load_all(out) if doc]
 
 
 def is_crd_kind(doc: dict[str, Any]) -> bool:
@@ -71,3 +113,13 @@ def one(docs: list[dict[str, Any]], kind: str, name_suffix: str = "") -> dict[st
     found = [doc for doc in by_kind(docs, kind) if doc["metadata"]["name"].endswith(name_suffix)]
     assert len(found) == 1, f"expected one {kind} *{name_suffix}, found {[d['metadata']['name'] for d in found]}"
     return found[0]
+
+
+def psa_check(docs: list[dict[str, Any]], tmp: Path, level: str = "restricted") -> list[dict[str, Any]]:
+    """Every pod template of `docs` through k8s.io/pod-security-admission (scripts/psa-check): one
+    {kind, name, allowed, forbidden} per template."""
+    manifest = tmp / "pods.yaml"
+    manifest.write_text(yaml.safe_dump_all(docs))
+    result = run(tool("psa-check"), "-level", level, manifest, check=False)
+    assert result.returncode in (0, 1), result.stderr
+    return [json.loads(line) for line in result.stdout.splitlines()]

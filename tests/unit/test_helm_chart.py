@@ -20,19 +20,20 @@ from common.acl import ROLES, default_user
 from common.settings import LinewatchSettings
 from tests.support.helm import (
     CHART,
+    IMAGES,
     KUBERNETES_VERSION,
+    MODELS,
     by_kind,
     is_crd_kind,
     kubeconform,
     one,
     render,
     run,
+    template,
     tool,
     values_args,
 )
-from worker.acl_cli import run_acls
 from worker.alarms.config import parse_rules_text
-from worker.cli import build_parser
 
 VALUES = [None, "values-cpu-trial.yaml", "values-gpu-fleet.yaml"]
 IDS = ["defaults", "cpu-trial", "gpu-fleet"]
@@ -58,7 +59,8 @@ def env(c: dict) -> dict[str, dict]:
 
 @pytest.mark.parametrize("values", VALUES, ids=IDS)
 def test_helm_lint(values):
-    result = run(tool("helm"), "lint", "--strict", CHART, *values_args(values), check=False)
+    sets = (IMAGES, MODELS) if values is None else (IMAGES,)
+    result = run(tool("helm"), "lint", "--strict", CHART, *values_args(values, sets), check=False)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -147,16 +149,8 @@ def test_grace_period_outlasts_the_shutdown_budget(chart):
 
 
 def test_a_grace_period_below_the_budget_is_refused():
-    result = run(
-        tool("helm"),
-        "template",
-        "lw",
-        CHART,
-        "--set",
-        "worker.terminationGracePeriodSeconds=25",
-        "--set",
-        "settings.worker.shutdown_timeout_s=20",
-        check=False,
+    result = template(
+        None, IMAGES, MODELS, "worker.terminationGracePeriodSeconds=25", "settings.worker.shutdown_timeout_s=20"
     )
     assert result.returncode != 0 and "terminationGracePeriodSeconds" in result.stderr
 
@@ -176,6 +170,19 @@ def test_probes_use_the_port_the_worker_serves(chart):
     assert {p["name"]: p["containerPort"] for p in alarms["ports"]}["health"] == settings_file(docs)["alarms"][
         "health_port"
     ]
+
+
+def test_cpu_threads_follow_the_request_and_logins_restart_the_dashboard():
+    docs = render("values-cpu-trial.yaml")
+    threads = env(container(docs, "-worker"))["OMP_NUM_THREADS"]["valueFrom"]["resourceFieldRef"]
+    assert threads == {"containerName": "worker", "resource": "requests.cpu", "divisor": "1"}
+    assert container(docs, "-worker")["resources"]["requests"]["cpu"]  # ceil(requests.cpu) threads, never 0
+
+    def users_checksum(*sets):
+        return one(render(None, *sets), "Deployment", "-dashboard")["spec"]["template"]["metadata"]["annotations"]
+
+    assert users_checksum() != users_checksum("dashboard.users=olga:pw:operator")
+    assert "checksum/users" not in users_checksum("dashboard.existingSecret=own")
 
 
 def test_gpu_limit_and_static_identity():
@@ -199,7 +206,6 @@ def test_workers_spread_and_leave_one_at_a_time(chart):
     assert terms[0]["topologyKey"] == "kubernetes.io/hostname" and terms[0]["labelSelector"]["matchLabels"] == labels
     pdb = one(docs, "PodDisruptionBudget", "-worker")
     assert pdb["spec"]["selector"]["matchLabels"] == labels and pdb["spec"]["maxUnavailable"] == 1
-    assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
 
 
 def test_autoscaler_never_exceeds_the_partitions():
@@ -215,14 +221,7 @@ def test_autoscaler_never_exceeds_the_partitions():
     assert behavior["scaleDown"]["stabilizationWindowSeconds"] >= 300
     auth = one(docs, "TriggerAuthentication", "-worker-kafka")["spec"]
     assert {"name": "linewatch-worker", "key": "password", "parameter": "password"} in auth["secretTargetRef"]
-    too_many = run(
-        tool("helm"),
-        "template",
-        "lw",
-        CHART,
-        *values_args("values-gpu-fleet.yaml", ("autoscaling.keda.maxReplicaCount=17",)),
-        check=False,
-    )
+    too_many = template("values-gpu-fleet.yaml", IMAGES, "autoscaling.keda.maxReplicaCount=17")
     assert too_many.returncode != 0 and "must not exceed kafka.partitions" in too_many.stderr
 
 
@@ -238,15 +237,6 @@ def test_topics_cover_every_linewatch_topic(chart):
     for compacted in (settings.kafka.control_topic, settings.kafka.learned_topic, settings.dashboard.state_topic):
         assert topics[compacted]["config"]["cleanup.policy"] == "compact"
     assert int(topics[settings.kafka.frames_topic]["config"]["retention.ms"]) >= 3_600_000
-
-
-def test_kafka_users_file_is_the_role_tables_output(capsys):
-    args = build_parser().parse_args(["acls", "--format", "strimzi", "--no-create"])
-    assert run_acls(args, LinewatchSettings()) == 0
-    generated = capsys.readouterr().out
-    assert (CHART / "files" / "kafka-users.yaml").read_text() == generated, (
-        "regenerate: linewatch-worker acls --format strimzi --no-create > deploy/helm/linewatch/files/kafka-users.yaml"
-    )
 
 
 def test_kafka_users_get_least_privilege(chart):
@@ -297,3 +287,60 @@ def test_kafka_users_get_least_privilege(chart):
 def test_crd_schemas_name_their_source():
     for path in (Path(CHART).parent / "schemas").rglob("*.json"):
         assert "scripts/crd_schemas.py" in json.loads(path.read_text())["$comment"], path
+
+
+def test_values_schema_refuses_what_the_chart_cannot_use():
+    for bad, message in (
+        ("worker.gpus=1", "additional properties 'gpus' not allowed"),  # a misspelt key
+        ("worker.image.digest=sha256:abc", "does not match pattern"),
+        ("worker.models.accessMode=ReadWriteMany2", "value must be one of"),
+        ("worker.strategy.type=Rolling", "value must be one of"),
+        ("worker.resources.requests.cpu=null", "missing property 'cpu'"),  # it sets the worker's threads
+    ):
+        result = template(None, IMAGES, MODELS, bad)
+        assert result.returncode != 0 and "schema" in result.stderr and message in result.stderr, (bad, result.stderr)
+
+
+def test_platform_settings_reach_the_pods():
+    spread = "worker.topologySpreadConstraints[0]"
+    docs = render(
+        "values-gpu-fleet.yaml",
+        "worker.gpuResource=nvidia.com/mig-1g.10gb",
+        "worker.runtimeClassName=nvidia",
+        "worker.priorityClassName=linewatch-critical",
+        f"{spread}.maxSkew=1",
+        f"{spread}.topologyKey=topology.kubernetes.io/zone",
+        f"{spread}.whenUnsatisfiable=ScheduleAnyway",
+        f"{spread}.labelSelector.matchLabels.app\\.kubernetes\\.io/component=worker",
+        "dashboard.nodeSelector.pool=cpu",
+        "alarms.tolerations[0].key=dedicated",
+        "alarms.tolerations[0].operator=Exists",
+        "redis.priorityClassName=linewatch-state",
+    )
+    worker = one(docs, "Deployment", "-worker")["spec"]["template"]["spec"]
+    assert worker["containers"][0]["resources"]["limits"] == {"memory": "24Gi", "nvidia.com/mig-1g.10gb": 1}
+    assert (worker["runtimeClassName"], worker["priorityClassName"]) == ("nvidia", "linewatch-critical")
+    assert worker["topologySpreadConstraints"][0]["topologyKey"] == "topology.kubernetes.io/zone"
+    assert worker["nodeSelector"] == {"nvidia.com/gpu.present": "true"}  # the GPU values' own
+    assert one(docs, "Deployment", "-dashboard")["spec"]["template"]["spec"]["nodeSelector"] == {"pool": "cpu"}
+    alarms = one(docs, "Deployment", "-alarms")["spec"]["template"]["spec"]
+    assert alarms["tolerations"] == [{"key": "dedicated", "operator": "Exists"}]
+    assert one(docs, "Deployment", "-redis")["spec"]["template"]["spec"]["priorityClassName"] == "linewatch-state"
+    for deployment in by_kind(docs, "Deployment"):
+        kubernetes_validate.validate(deployment, KUBERNETES_VERSION, strict=True)
+
+
+def test_notes_tell_where_kafka_and_the_dashboard_are():
+    gpu = (
+        "-f",
+        str(CHART / "values-gpu-fleet.yaml"),
+        "--set",
+        IMAGES,
+        "--set",
+        "dashboard.ingress.host=lw.plant.example",
+    )
+    out = run(tool("helm"), "install", "linewatch", CHART, "-n", "linewatch", "--dry-run=client", *gpu).stdout
+    notes = out[out.index("NOTES:") :]
+    assert "linewatch-kafka-bootstrap.linewatch.svc:9093" in notes and "https://lw.plant.example/" in notes
+    assert "kubectl -n linewatch get scaledobject linewatch-worker" in notes
+    assert "The chart made the Secrets linewatch-redis, linewatch-dashboard-auth, linewatch-alarms-webhook." in notes

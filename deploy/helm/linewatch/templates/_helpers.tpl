@@ -21,20 +21,31 @@ app.kubernetes.io/instance: {{ .root.Release.Name }}
 app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
+{{/* A linewatch image: <registry>/<repository>@<digest>, or :<tag> without a digest. linewatch
+     publishes no images, so the registry you pushed docker/*.Dockerfile to is required. */}}
 {{- define "linewatch.image" -}}
-{{- printf "%s%s:%s" .root.Values.image.registry .repository .root.Values.image.tag -}}
+{{- $i := .root.Values.image -}}
+{{- $registry := required "image.registry is required: linewatch publishes no images; build docker/*.Dockerfile, push them to a registry of yours and name it here (e.g. registry.example.com/linewatch)" $i.registry | trimSuffix "/" -}}
+{{- $repository := .image.repository -}}
+{{- if .image.digest -}}
+{{- printf "%s/%s@%s" $registry $repository .image.digest -}}
+{{- else -}}
+{{- printf "%s/%s:%s" $registry $repository (default .root.Chart.AppVersion $i.tag) -}}
+{{- end -}}
 {{- end -}}
 
-{{/* Kafka's address: the Strimzi cluster's SCRAM listener, or one of your own. */}}
+{{/* Kafka's address: the Strimzi cluster's SCRAM listener, or one of your own. Fully qualified, so
+     that the KEDA operator, in a namespace of its own, reaches the same listener as the pods. */}}
 {{- define "linewatch.bootstrap" -}}
 {{- if .Values.kafka.strimzi.enabled -}}
-{{- printf "%s-kafka-bootstrap:9093" .Values.kafka.clusterName -}}
+{{- printf "%s-kafka-bootstrap.%s.svc:9093" .Values.kafka.clusterName .Release.Namespace -}}
 {{- else -}}
 {{- required "kafka.externalBootstrap is required when kafka.strimzi.enabled is false" .Values.kafka.externalBootstrap -}}
 {{- end -}}
 {{- end -}}
 
-{{/* Environment every linewatch process shares: the settings file, Kafka login, Redis URL. */}}
+{{/* Environment every linewatch process shares: the settings file, the Kafka login; the Redis URL and
+     signing key for the workers only (nothing else uses Redis, and its NetworkPolicy admits only them). */}}
 {{- define "linewatch.commonEnv" -}}
 - name: LINEWATCH_CONFIG
   value: /etc/linewatch/linewatch.yaml
@@ -45,7 +56,7 @@ app.kubernetes.io/component: {{ .component }}
     secretKeyRef:
       name: {{ .user }}
       key: password
-{{- if .root.Values.redis.enabled }}
+{{- if and .root.Values.redis.enabled .redis }}
 - name: REDIS_PASSWORD
   valueFrom:
     secretKeyRef:
@@ -78,6 +89,19 @@ app.kubernetes.io/component: {{ .component }}
   readOnly: true
 {{- end -}}
 
+{{/* A Secret the chart makes (secrets.generate): kept on uninstall, so that a reinstall reads its values
+     back instead of making new ones. Refused when secrets.generate is off: name a Secret of your own. */}}
+{{- define "linewatch.generatedSecretMeta" -}}
+{{- if not .root.Values.secrets.generate -}}
+{{- fail (printf "%s is required when secrets.generate is false (a render that cannot read the cluster, such as helm template or Argo CD, would make new random values each time)" .value) -}}
+{{- end -}}
+name: {{ .name }}
+labels:
+  {{- include "linewatch.labels" .root | nindent 2 }}
+annotations:
+  helm.sh/resource-policy: keep
+{{- end -}}
+
 {{/* A random secret value that survives upgrades: the one already in the cluster, else a new one. */}}
 {{- define "linewatch.keptSecret" -}}
 {{- $existing := lookup "v1" "Secret" .namespace .name -}}
@@ -108,12 +132,55 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end -}}
 
+{{/* Pod Security "restricted" for every pod: a non-root user, the runtime's seccomp profile, no
+     API token (no process talks to the API server), the image pull Secrets. */}}
+{{- define "linewatch.podSpec" -}}
+serviceAccountName: {{ include "linewatch.fullname" .root }}
+automountServiceAccountToken: false
+securityContext:
+  runAsNonRoot: true
+  runAsUser: {{ .uid }}
+  runAsGroup: {{ .uid }}
+  fsGroup: {{ .uid }}
+  seccompProfile:
+    type: RuntimeDefault
+{{- with .root.Values.image.pullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{/* Where a pod runs: the component's own nodeSelector, tolerations, priority class and spread. */}}
+{{- define "linewatch.scheduling" -}}
+{{- $s := pick . "priorityClassName" "nodeSelector" "tolerations" "topologySpreadConstraints" -}}
+{{- range $key, $value := $s }}{{ if not $value }}{{ $_ := unset $s $key }}{{ end }}{{ end -}}
+{{- if $s }}{{ toYaml $s }}{{ end -}}
+{{- end -}}
+
 {{- define "linewatch.securityContext" -}}
 runAsNonRoot: true
 allowPrivilegeEscalation: false
-readOnlyRootFilesystem: false
+readOnlyRootFilesystem: true
 capabilities:
   drop: [ALL]
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{/* The root filesystem is read-only: /tmp and the home folder (HOME, XDG_CACHE_HOME: torch and
+     Python caches) are emptyDirs, the only places a linewatch process writes besides a models pull. */}}
+{{- define "linewatch.scratchVolumes" -}}
+- name: tmp
+  emptyDir: {}
+- name: home
+  emptyDir: {}
+{{- end -}}
+
+{{- define "linewatch.scratchMounts" -}}
+- name: tmp
+  mountPath: /tmp
+- name: home
+  mountPath: /home/linewatch
 {{- end -}}
 
 {{/* linewatch's topic names (the settings' own defaults unless the values rename them). */}}
@@ -135,4 +202,59 @@ workerGroup: {{ $k.group_id | default "linewatch" }}
 alarmsGroup: {{ $a.group_id | default "linewatch-alarms" }}
 alarmsWebhookGroup: {{ $a.webhook_group_id | default "linewatch-alarms-mes" }}
 dashboardGroup: {{ $d.group_id | default "linewatch-dashboard" }}
+{{- end -}}
+
+{{/* One Strimzi ACL: (list type name operations [pattern]). */}}
+{{- define "linewatch.acl" -}}
+{{- $pattern := "literal" -}}
+{{- if gt (len .) 3 }}{{ $pattern = index . 3 }}{{ end -}}
+- {resource: {type: {{ index . 0 }}, name: {{ index . 1 | quote }}, patternType: {{ $pattern }}}, operations: {{ index . 2 | toJson }}, host: "*"}
+{{- end -}}
+
+{{/* Each role's ACLs, from the topic and group names in the settings: linewatch's role table
+     (common/acl.py, without Create grants: the chart makes every topic); the chart tests check
+     that the two agree for renamed topics and for exactly-once. */}}
+{{- define "linewatch.roleAcls" -}}
+{{- $t := fromYaml (include "linewatch.topicNames" .) -}}
+{{- $k := .Values.settings.kafka | default dict -}}
+{{- $read := list "Read" "Describe" -}}
+{{- $write := list "Write" "Describe" -}}
+{{- $rw := list "Read" "Describe" "Write" -}}
+{{- $tx := "" -}}
+{{- if eq ($k.processing_guarantee | default "at-least-once") "exactly-once" -}}
+{{- $tx = include "linewatch.acl" (list "transactionalId" (printf "%s-" ($k.transactional_id_prefix | default "linewatch")) $write "prefix") -}}
+{{- end -}}
+producer:
+{{ include "linewatch.acl" (list "topic" $t.frames (list "Write" "Describe" "DescribeConfigs")) }}
+worker:
+{{ include "linewatch.acl" (list "topic" $t.frames $read) }}
+{{ include "linewatch.acl" (list "group" $t.workerGroup (list "Read")) }}
+{{ include "linewatch.acl" (list "topic" $t.results $write) }}
+{{ include "linewatch.acl" (list "topic" $t.dlq $write) }}
+{{ include "linewatch.acl" (list "topic" $t.control $read) }}
+{{ include "linewatch.acl" (list "topic" $t.learned $rw) }}
+{{ include "linewatch.acl" (list "topic" $t.audit $write) }}
+{{ $tx }}
+alarms:
+{{ include "linewatch.acl" (list "topic" $t.results $read) }}
+{{ include "linewatch.acl" (list "group" $t.alarmsGroup (list "Read")) }}
+{{ include "linewatch.acl" (list "group" $t.alarmsWebhookGroup (list "Read")) }}
+{{ include "linewatch.acl" (list "topic" $t.alarms $rw) }}
+{{ include "linewatch.acl" (list "topic" $t.alarmsDlq $write) }}
+{{ $tx }}
+dashboard:
+{{ include "linewatch.acl" (list "topic" $t.results $read) }}
+{{ include "linewatch.acl" (list "group" $t.dashboardGroup (list "Read") "prefix") }}
+{{ include "linewatch.acl" (list "topic" $t.alarms $read) }}
+{{ include "linewatch.acl" (list "topic" $t.dashboardState $rw) }}
+{{ include "linewatch.acl" (list "topic" $t.frames $read) }}
+{{ include "linewatch.acl" (list "topic" $t.feedback $write) }}
+{{ include "linewatch.acl" (list "topic" $t.audit $read) }}
+operator:
+{{ include "linewatch.acl" (list "topic" $t.control $rw) }}
+{{ include "linewatch.acl" (list "topic" $t.learned $read) }}
+{{ include "linewatch.acl" (list "topic" $t.audit $rw) }}
+{{ include "linewatch.acl" (list "topic" $t.feedback $rw) }}
+{{ include "linewatch.acl" (list "topic" $t.frames $read) }}
+{{ include "linewatch.acl" (list "topic" $t.results $read) }}
 {{- end -}}
