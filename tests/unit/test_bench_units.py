@@ -7,8 +7,6 @@ from tests.support.hardware import needs_cpu_bf16
 from worker.bench.inprocess import run_bench
 from worker.bench.units import reference_check, tile_units, with_tile_units
 
-pytestmark = pytest.mark.models  # run again with models.precision=auto forced (make test-precisions)
-
 
 def test_tile_units_divide_by_the_reference_pass():
     report = with_tile_units({"ms_per_frame": 500.0, "stage_ms_per_frame": {"pixel_map": 250.0, "tiling": 1.0}}, 100.0)

@@ -17,6 +17,7 @@ from collections import Counter
 from datetime import datetime, timezone
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -26,6 +27,10 @@ from common.messages import dead_letter_error, dead_letter_record
 from common.schemas import ERROR_HEADER, FRAME_HEADER, DeadLetterError, FrameMeta, utc_now
 from tests.support.bad_inputs import jpeg_claiming, png_claiming
 from worker.stream.intake import Consumed, Rejected, decode_frame, is_stale, parse_meta
+
+# Not traced for coverage: 9,000 cases through the same few functions, which the example-based tests
+# already cover; tracing them doubled the file's time.
+pytestmark = pytest.mark.no_cover
 
 EXAMPLES = 1500  # per test; six tests
 FUZZ = settings(

@@ -13,8 +13,6 @@ from worker.inspection.models.isnet import default_isnet_path, load_isnet
 from worker.inspection.models.precision import cpu_has_bf16_kernels
 from worker.inspection.models.registry import isnet_on_torch
 
-pytestmark = pytest.mark.models  # run again with models.precision=auto forced (make test-precisions)
-
 ISNET = default_isnet_path()
 needs_isnet = pytest.mark.skipif(not ISNET.is_file(), reason="IS-Net model not fetched (make models)")
 

@@ -9,8 +9,6 @@ from worker.inspection.models.clipseg import build_clipseg_random
 from worker.inspection.models.registry import load_models, tiny_clipseg_config
 from worker.inspection.models.weights import ModelWeightsMissing, load_state_dict
 
-pytestmark = pytest.mark.models  # run again with models.precision=auto forced (make test-precisions)
-
 
 @pytest.fixture(scope="module")
 def tiny():
@@ -63,6 +61,7 @@ def test_clipseg_shared_vision_pass_in_bf16_runs_a_converted_trunk_and_keeps_the
     assert (fast - slow).abs().mean() < 0.01 and not torch.equal(fast, exact)
 
 
+@pytest.mark.models  # auto forced to fp32 and bf16 too (make test-precisions)
 def test_fingerprint_is_stable_and_weight_sensitive(tiny):
     again = load_models(ModelSettings(profile="tiny", foreground="none"))
     assert again.fingerprint == tiny.fingerprint and again.fingerprint.startswith("tiny-")
@@ -108,6 +107,7 @@ def test_checkpoints_load_without_pickle_execution(tmp_path):
         load_state_dict(evil)
 
 
+@pytest.mark.models  # auto forced to fp32 and bf16 too (make test-precisions)
 def test_demo_profile_sees_a_tile_in_8px_patches_with_no_positional_offsets(tiny):
     from common.settings import PROFILE_NAMES
     from worker.inspection.models.registry import PROFILES

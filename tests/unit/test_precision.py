@@ -9,8 +9,6 @@ from tests.support.hardware import needs_cpu_bf16
 from worker.inspection.models.precision import bf16_matmul_speedup, choose_precision, cpu_flags, needs_bf16_timing
 from worker.inspection.models.registry import load_models
 
-pytestmark = pytest.mark.models  # run again with models.precision=auto forced (make test-precisions)
-
 
 @pytest.mark.parametrize(
     ("device", "flags", "cuda_bf16", "speedup", "expected"),
@@ -30,6 +28,7 @@ def test_auto_picks_bf16_only_where_the_hardware_has_it(device, flags, cuda_bf16
     assert choose_precision("auto", device, flags, cuda_bf16, speedup) == expected
 
 
+@pytest.mark.models  # auto forced to fp32 and bf16 too (make test-precisions)
 def test_auto_resolves_as_this_run_asks(request):
     """`--auto-precision` (tests/conftest.py) makes `auto` answer fp32 or bf16 on any CPU, so that
     `make test` can run the model tests under both answers whatever CPU it is on."""
@@ -191,6 +190,7 @@ def test_int8_quantises_the_towers_keeps_the_decoders_float_and_switches_back_ex
     assert torch.equal(bundle.clipseg.segment(tiles, prompts), fp32.clipseg.segment(tiles, prompts))
 
 
+@pytest.mark.models  # auto forced to fp32 and bf16 too (make test-precisions)
 def test_precision_defaults_to_auto_so_bench_without_a_flag_runs_bf16_on_an_amx_cpu(monkeypatch, capsys):
     """`bench --foreground isnet` with no --precision: the setting's default, auto, picks bf16 on AMX-BF16.
 

@@ -13,8 +13,6 @@ from worker.inspection.models.sam import SamGeneratorOptions, build_tiny_sam
 from worker.inspection.models.sam_input import encoder_side, resample_pos_embed, set_input_side
 from worker.inspection.models.sam_salient import SalientPrompting
 
-pytestmark = pytest.mark.models  # run again with models.precision=auto forced (make test-precisions)
-
 OPTIONS = SamGeneratorOptions(points_per_side=8, pred_iou_thresh=0.0, stability_score_thresh=0.0)
 CPU = torch.device("cpu")
 
@@ -123,6 +121,7 @@ def test_the_bench_flag_is_validated_like_the_setting(capsys):
     assert "multiple of 64 from 128 to 1024" in capsys.readouterr().err
 
 
+@pytest.mark.models  # auto forced to fp32 and bf16 too (make test-precisions)
 def test_the_registry_runs_sam_at_the_configured_side():
     small = load_models(ModelSettings(profile="tiny", foreground="sam+isnet", sam_image_size=192))
     default = load_models(ModelSettings(profile="tiny", foreground="sam+isnet"))
