@@ -15,6 +15,8 @@ import pytest
 import yaml
 
 from common.acl import role_grants, strimzi_acls
+from common.audit import AUDIT_TOPIC_CONFIG
+from common.control_topic import CONTROL_TOPIC_CONFIG
 from common.kafka import FRAMES_TOPIC_CONFIG
 from common.settings import LinewatchSettings
 from tests.support.helm import (
@@ -152,6 +154,16 @@ def test_frames_topic_carries_the_brokers_append_time(installed):
     frames = one(docs, "KafkaTopic", "linewatch-frames")["spec"]
     assert frames["topicName"] == LinewatchSettings().kafka.frames_topic
     assert FRAMES_TOPIC_CONFIG.items() <= frames["config"].items()  # what the worker sets on a topic it makes
+
+
+def test_control_topics_keep_a_month_of_versions_and_audit_records_the_brokers_time(installed):
+    _, docs = installed
+    configs = {t["spec"]["topicName"]: t["spec"]["config"] for t in by_kind(docs, "KafkaTopic")}
+    kafka = LinewatchSettings().kafka
+    for name in (kafka.control_topic, kafka.learned_topic):  # rollback restores what compaction kept
+        assert CONTROL_TOPIC_CONFIG.items() <= {k: str(v) for k, v in configs[name].items()}.items(), name
+    audit = configs[kafka.audit_topic]
+    assert audit["message.timestamp.type"] == AUDIT_TOPIC_CONFIG["message.timestamp.type"] == "LogAppendTime"
 
 
 RENAMED = (
