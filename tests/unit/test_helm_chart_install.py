@@ -303,6 +303,7 @@ def test_only_workers_reach_redis_and_only_linewatch_reaches_kafka(installed):
     (rule,) = policy["ingress"]
     admitted = {name for name, pod in labels.items() for peer in rule["from"] if matches(peer["podSelector"], pod)}
     assert admitted == {"linewatch-worker"}
+    assert {"podSelector": {"matchLabels": {"linewatch.io/redis-client": "true"}}} in rule["from"]  # references
     peers = one(docs, "Kafka", "")["spec"]["kafka"]["listeners"][0]["networkPolicyPeers"]
     pod_peers = [p["podSelector"] for p in peers if "podSelector" in p]
     assert all(any(matches(p, pod) for p in pod_peers) for pod in labels.values())  # every linewatch pod
