@@ -10,13 +10,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import shutil
 import subprocess
 
 import pytest
 
 from common.redis_acl import REDIS_ROLES, acl_file, default_redis_user
 from common.settings import LinewatchSettings
-from tests.support.helm import by_kind, docs_installs, one, render, render_docs_install
+from tests.support.helm import CHART, IMAGES, by_kind, docs_installs, one, render, render_docs_install, run, tool
 from tests.support.pss import containers
 
 pytestmark = pytest.mark.timeout(900)  # the first run builds helm
@@ -118,6 +119,33 @@ def test_unsigned_values_only_when_asked():
         ref = worker["LINEWATCH_REDIS__SIGNING_KEY"]["valueFrom"]["secretKeyRef"]
         assert (ref["name"], ref.get("optional")) == ("own-redis", optional)
         assert by_kind(docs, "Secret") == []
+
+
+@pytest.mark.parametrize(
+    ("keys", "allow", "missing"),
+    [
+        (("worker-password", "references-password"), "false", "signing-key"),
+        (("worker-password", "references-password"), "true", None),
+        (("worker-password", "signing-key"), "true", "references-password"),
+    ],
+)
+def test_a_secret_of_your_own_without_the_signing_key_is_refused(keys, allow, missing, tmp_path):
+    """The check helm install and helm upgrade run on the Secret they read (helm template cannot read one)."""
+    chart = shutil.copytree(CHART, tmp_path / "linewatch")
+    found = "(dict " + " ".join(f'"{key}" "eA=="' for key in keys) + ")"
+    secret = f'(dict "metadata" (dict "name" "own-redis") "data" {found})'
+    (chart / "templates" / "found.yaml").write_text(
+        f'{{{{- include "linewatch.redisSecretKeys" (dict "root" . "secret" {secret}) }}}}\n'
+    )
+    sets = ("--set", IMAGES, "--set", f"redis.allowUnsigned={allow}")
+    result = run(
+        tool("helm"), "template", "linewatch", chart, "-f", chart / "values-cpu-trial.yaml", *sets, check=False
+    )
+    if missing is None:
+        assert result.returncode == 0, result.stderr
+    else:
+        assert f"redis.existingSecret own-redis has no key {missing}" in result.stderr
+        assert ("redis.allowUnsigned=true" in result.stderr) == (missing == "signing-key")
 
 
 def checksum(secret: dict) -> str:

@@ -52,19 +52,24 @@ references:
 {{- end -}}
 {{- end -}}
 
-{{/* A Secret of your own, where the render can read it: the two passwords, and the signing key unless
-     redis.allowUnsigned. (helm template cannot read it: a missing key then stops the pods that need it.) */}}
+{{/* A Secret of your own, where the render can read it (helm install, helm upgrade): the two passwords,
+     and the signing key unless redis.allowUnsigned. helm template cannot read it: a missing key then
+     stops the pods that need it. */}}
 {{- define "linewatch.redisSecretCheck" -}}
 {{- with .Values.redis.existingSecret -}}
-{{- $found := lookup "v1" "Secret" $.Release.Namespace . -}}
-{{- if $found -}}
+{{- with lookup "v1" "Secret" $.Release.Namespace . -}}
+{{- include "linewatch.redisSecretKeys" (dict "root" $ "secret" .) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "linewatch.redisSecretKeys" -}}
 {{- $wanted := list "worker-password" "references-password" -}}
-{{- if not $.Values.redis.allowUnsigned }}{{ $wanted = append $wanted "signing-key" }}{{ end -}}
-{{- range $wanted -}}
-{{- if not (hasKey ($found.data | default dict) .) -}}
-{{- fail (printf "redis.existingSecret %s has no key %s%s" $found.metadata.name . (ternary ": without it the workers refuse to start; add one (a random string), or set redis.allowUnsigned=true to run with unsigned Redis values" "" (eq . "signing-key"))) -}}
-{{- end -}}
-{{- end -}}
+{{- if not .root.Values.redis.allowUnsigned }}{{ $wanted = append $wanted "signing-key" }}{{ end -}}
+{{- range $key := $wanted -}}
+{{- if not (hasKey ($.secret.data | default dict) $key) -}}
+{{- $why := ternary ": without it the workers refuse to start; add one (a random string), or set redis.allowUnsigned=true to run with unsigned Redis values" "" (eq $key "signing-key") -}}
+{{- fail (printf "redis.existingSecret %s has no key %s%s" $.secret.metadata.name $key $why) -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
