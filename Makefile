@@ -92,7 +92,7 @@ k8s-tools:
 	bash scripts/install_k8s_tools.sh
 
 chart-check: install k8s-tools
-	$(PY) -m pytest -q tests/unit/test_helm_chart.py tests/unit/test_helm_chart_install.py tests/unit/test_helm_chart_metrics.py
+	$(PY) -m pytest -q tests/unit/test_helm_chart*.py
 
 # The operator dashboard under 50 cameras x 5 results/s (synthetic results, no models): lag and page delay.
 bench-dashboard: install system-deps

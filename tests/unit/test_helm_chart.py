@@ -136,9 +136,8 @@ def test_no_secret_in_a_config_map(chart):
                 setting = name.removeprefix("LINEWATCH_").lower().replace("__", ".", 1)
                 if setting in secret_fields and setting != "redis.url":
                     assert "secretKeyRef" in item.get("valueFrom", {}), name
-            if "LINEWATCH_REDIS__URL" in env(c):
-                assert "$(REDIS_PASSWORD)" in env(c)["LINEWATCH_REDIS__URL"]["value"]
-                assert "secretKeyRef" in env(c)["REDIS_PASSWORD"]["valueFrom"]
+            if "LINEWATCH_REDIS__URL" in env(c):  # no password in the URL: it comes from the Secret
+                assert "@" not in env(c)["LINEWATCH_REDIS__URL"]["value"]
 
 
 def test_grace_period_outlasts_the_shutdown_budget(chart):
@@ -182,7 +181,29 @@ def test_cpu_threads_follow_the_request_and_logins_restart_the_dashboard():
         return one(render(None, *sets), "Deployment", "-dashboard")["spec"]["template"]["metadata"]["annotations"]
 
     assert users_checksum() != users_checksum("dashboard.users=olga:pw:operator")
-    assert "checksum/users" not in users_checksum("dashboard.existingSecret=own")
+    assert "checksum/dashboard-secret" not in users_checksum("dashboard.existingSecret=own")
+
+
+def test_dashboard_and_alarm_limits_and_the_ingress_proxies(monkeypatch):
+    def values(docs, deployment):
+        return {name: item.get("value") for name, item in env(container(docs, deployment)).items()}
+
+    trial = render("values-cpu-trial.yaml")  # no ingress: the peer is the client; the settings' own limits
+    limits = {"LINEWATCH_DASHBOARD__TRUSTED_PROXIES", "LINEWATCH_DASHBOARD__MAX_CAMERAS"}
+    assert not limits & values(trial, "-dashboard").keys()
+    assert "LINEWATCH_ALARMS__MAX_STREAMS" not in values(trial, "-alarms")
+    fleet = render("values-gpu-fleet.yaml", "dashboard.maxCameras=200", "alarms.maxStreams=500")
+    for name, value in (values(fleet, "-dashboard") | values(fleet, "-alarms")).items():
+        if name.startswith(("LINEWATCH_DASHBOARD__", "LINEWATCH_ALARMS__")) and value is not None:
+            monkeypatch.setenv(name, value)
+    settings = LinewatchSettings()
+    assert (settings.dashboard.max_cameras, settings.alarms.max_streams) == (200, 500)
+    assert "10.0.0.0/8" in settings.dashboard.trusted_proxies.split(",")  # where the ingress controller's pods are
+    own = render("values-gpu-fleet.yaml", "dashboard.trustedProxies=10.42.0.0/16")
+    assert values(own, "-dashboard")["LINEWATCH_DASHBOARD__TRUSTED_PROXIES"] == "10.42.0.0/16"
+    assert "LINEWATCH_DASHBOARD__TRUSTED_PROXIES" not in values(
+        render("values-gpu-fleet.yaml", "dashboard.trustedProxies="), "-dashboard"
+    )
 
 
 def test_gpu_limit_and_static_identity():

@@ -15,6 +15,8 @@ import pytest
 import yaml
 
 from common.acl import role_grants, strimzi_acls
+from common.audit import AUDIT_TOPIC_CONFIG
+from common.control_topic import CONTROL_TOPIC_CONFIG
 from common.kafka import FRAMES_TOPIC_CONFIG
 from common.settings import LinewatchSettings
 from tests.support.helm import (
@@ -154,6 +156,16 @@ def test_frames_topic_carries_the_brokers_append_time(installed):
     assert FRAMES_TOPIC_CONFIG.items() <= frames["config"].items()  # what the worker sets on a topic it makes
 
 
+def test_control_topics_keep_a_month_of_versions_and_audit_records_the_brokers_time(installed):
+    _, docs = installed
+    configs = {t["spec"]["topicName"]: t["spec"]["config"] for t in by_kind(docs, "KafkaTopic")}
+    kafka = LinewatchSettings().kafka
+    for name in (kafka.control_topic, kafka.learned_topic):  # rollback restores what compaction kept
+        assert CONTROL_TOPIC_CONFIG.items() <= {k: str(v) for k, v in configs[name].items()}.items(), name
+    audit = configs[kafka.audit_topic]
+    assert audit["message.timestamp.type"] == AUDIT_TOPIC_CONFIG["message.timestamp.type"] == "LogAppendTime"
+
+
 RENAMED = (
     "settings.kafka.frames_topic=plant7.frames",
     "settings.kafka.results_topic=plant7.results",
@@ -291,9 +303,7 @@ def test_only_workers_reach_redis_and_only_linewatch_reaches_kafka(installed):
     (rule,) = policy["ingress"]
     admitted = {name for name, pod in labels.items() for peer in rule["from"] if matches(peer["podSelector"], pod)}
     assert admitted == {"linewatch-worker"}
-    for name, pod in pods(docs).items():  # and only the workers hold the Redis password
-        has_password = any(e["name"] == "REDIS_PASSWORD" for c in containers(pod) for e in c.get("env", []))
-        assert has_password == (name in {"linewatch-worker", "linewatch-redis"}), name
+    assert {"podSelector": {"matchLabels": {"linewatch.io/redis-client": "true"}}} in rule["from"]  # references
     peers = one(docs, "Kafka", "")["spec"]["kafka"]["listeners"][0]["networkPolicyPeers"]
     pod_peers = [p["podSelector"] for p in peers if "podSelector" in p]
     assert all(any(matches(p, pod) for p in pod_peers) for pod in labels.values())  # every linewatch pod

@@ -44,8 +44,8 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 {{- end -}}
 
-{{/* Environment every linewatch process shares: the settings file, the Kafka login; the Redis URL and
-     signing key for the workers only (nothing else uses Redis, and its NetworkPolicy admits only them). */}}
+{{/* Environment every linewatch process shares: the settings file, the Kafka login. Only the workers
+     get Redis (linewatch.redisEnv). */}}
 {{- define "linewatch.commonEnv" -}}
 - name: LINEWATCH_CONFIG
   value: /etc/linewatch/linewatch.yaml
@@ -56,25 +56,6 @@ app.kubernetes.io/component: {{ .component }}
     secretKeyRef:
       name: {{ .user }}
       key: password
-{{- if and .root.Values.redis.enabled .redis }}
-- name: REDIS_PASSWORD
-  valueFrom:
-    secretKeyRef:
-      name: {{ include "linewatch.redisSecret" .root }}
-      key: redis-password
-- name: LINEWATCH_REDIS__URL
-  value: {{ printf "redis://linewatch:$(REDIS_PASSWORD)@%s-redis:6379/0" (include "linewatch.fullname" .root) | quote }}
-- name: LINEWATCH_REDIS__SIGNING_KEY
-  valueFrom:
-    secretKeyRef:
-      name: {{ include "linewatch.redisSecret" .root }}
-      key: signing-key
-      optional: true
-{{- end }}
-{{- end -}}
-
-{{- define "linewatch.redisSecret" -}}
-{{- default (printf "%s-redis" (include "linewatch.fullname" .)) .Values.redis.existingSecret -}}
 {{- end -}}
 
 {{- define "linewatch.settingsVolume" -}}
@@ -87,29 +68,6 @@ app.kubernetes.io/component: {{ .component }}
 - name: settings
   mountPath: /etc/linewatch
   readOnly: true
-{{- end -}}
-
-{{/* A Secret the chart makes (secrets.generate): kept on uninstall, so that a reinstall reads its values
-     back instead of making new ones. Refused when secrets.generate is off: name a Secret of your own. */}}
-{{- define "linewatch.generatedSecretMeta" -}}
-{{- if not .root.Values.secrets.generate -}}
-{{- fail (printf "%s is required when secrets.generate is false (a render that cannot read the cluster, such as helm template or Argo CD, would make new random values each time)" .value) -}}
-{{- end -}}
-name: {{ .name }}
-labels:
-  {{- include "linewatch.labels" .root | nindent 2 }}
-annotations:
-  helm.sh/resource-policy: keep
-{{- end -}}
-
-{{/* A random secret value that survives upgrades: the one already in the cluster, else a new one. */}}
-{{- define "linewatch.keptSecret" -}}
-{{- $existing := lookup "v1" "Secret" .namespace .name -}}
-{{- if and $existing (index $existing.data .key) -}}
-{{- index $existing.data .key -}}
-{{- else -}}
-{{- randAlphaNum 32 | b64enc -}}
-{{- end -}}
 {{- end -}}
 
 {{/* The Strimzi cluster CA, for TLS to the brokers. */}}
