@@ -122,10 +122,11 @@ class InFlight:
         with self._lock:
             return self._paused
 
-    def apply(self, consumer: Any) -> BackpressureAction:
-        """Pause or resume the consumer's partitions as `backpressure` says; returns the change."""
+    def apply(self, consumer: Any, held: int = 0) -> BackpressureAction:
+        """Pause or resume the consumer's partitions as `backpressure` says, counting also the `held`
+        messages polled and not handed on yet; returns the change."""
         with self._lock:
-            waiting = self._waiting
+            waiting = self._waiting + held
             action = backpressure(waiting, self.limit, self._paused)
             if action is not None:
                 self._paused = action == "pause"

@@ -46,8 +46,12 @@ class Inference:
         self.thread = threading.Thread(target=self._loop, name="lw-inference", daemon=True)
         self._started: float | None = None  # monotonic time the batch now in the Inspector went in (atomic swap)
 
+    def has_room(self) -> bool:
+        """A batch can be handed over now (the poll thread is the only one that puts)."""
+        return not self.queue.full()
+
     def submit(self, batch: Batch, timeout_s: float | None = None) -> bool:
-        """Hand a batch over (waits while the queue is full and the thread runs)."""
+        """Hand a batch over (waits while the queue is full and the thread runs, at most `timeout_s`)."""
         return hand_over(self.queue, batch, self.thread, timeout_s)
 
     # ------------------------------------------------------------------ watchdog (any thread)

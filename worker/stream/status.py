@@ -1,4 +1,5 @@
-"""What the worker reports about itself: `ServiceStatus` and the readiness checks of /readyz."""
+"""What the worker reports about itself: `ServiceStatus`, the readiness checks of /readyz and the
+liveness checks of /healthz."""
 
 from __future__ import annotations
 
@@ -39,6 +40,21 @@ def readiness_checks(status: ServiceStatus, inference_stuck: bool) -> dict[str, 
         "broker_reachable": status.broker_reachable,
         "partitions_assigned": (bool(status.assigned_partitions), status.as_dict()),
         "inference_responsive": (not inference_stuck, {"busy_s": status.inference_busy_s}),
+    }
+
+
+def liveness_checks(
+    loop_age_s: float, loop_bound_s: float, device_busy_s: float, device_bound_s: float | None
+) -> dict[str, Any]:
+    """/healthz of a stream worker: its Kafka loop turned within `loop_bound_s`, and no batch has been
+    in the device for longer than `device_bound_s` (`worker.inference_timeout_s`; None: not checked),
+    whatever the queues hold. A failing check asks the orchestrator to restart the process."""
+    return {
+        "loop_turning": (loop_age_s <= loop_bound_s, {"since_s": round(loop_age_s, 3), "bound_s": loop_bound_s}),
+        "device_responsive": (
+            device_bound_s is None or device_busy_s <= device_bound_s,
+            {"busy_s": round(device_busy_s, 3), "bound_s": device_bound_s},
+        ),
     }
 
 

@@ -1,0 +1,103 @@
+"""Faults of the delivery core against the real broker: a device that never returns, a record that
+cannot be built, a record the broker never takes. Workers run in threads of this process with the
+real tiny Inspector, wrapped where a test needs it to hang.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from common.kafka import build_producer, ensure_topics
+from common.messages import frame_headers
+from common.settings import LinewatchSettings
+from tests.integration.test_worker_service import (
+    StuckInspector,
+    committed_total,
+    good_frame,
+    make_settings,
+    read_results,
+    running,
+    wait_until,
+)
+from worker.stream.service import InferenceStuck, WorkerService, health_server
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
+
+
+def healthz(url: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(url + "/healthz", timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, json.loads(exc.read())
+
+
+def trickle(settings: LinewatchSettings, frames: list, gap_s: float = 0.02) -> set[str]:
+    """Send frames one at a time to partition 0, each on the broker before the next: the worker
+    polls them one or two at a time, so its micro-batches hold single frames."""
+    ensure_topics(settings.kafka, [settings.kafka.frames_topic])
+    producer = build_producer(settings.kafka)
+    try:
+        for meta, data in frames:
+            producer.send(
+                settings.kafka.frames_topic,
+                key=meta.camera_id.encode(),
+                value=data,
+                headers=frame_headers(meta),
+                partition=0,
+            ).get(timeout=30)
+            time.sleep(gap_s)
+    finally:
+        producer.close(timeout=5)
+    return {meta.frame_id for meta, _ in frames}
+
+
+def test_a_device_that_never_returns_fails_healthz_and_the_watchdog_stops_the_worker(kafka_broker, redis_server):
+    # 60 single-frame batches against an inference queue of 10 batches: the poll thread must not wait
+    # on the full queue, or it never reaches the watchdog.
+    from worker.inspection.inspector import build_inspector
+
+    timeout_s = 5.0
+    settings = make_settings(
+        kafka_broker, None, batch_max_wait_ms=0, inference_timeout_s=timeout_s, shutdown_timeout_s=1.0
+    )
+    inner = build_inspector(settings.models)
+    hung = StuckInspector(inner)  # held until the end of the test: it never returns while the worker runs
+    service = WorkerService(settings, hung)
+    outcome: list[BaseException] = []
+
+    def serve() -> None:
+        try:
+            service.run(threading.Event())  # never asked to stop: the watchdog ends it
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    try:
+        with health_server(service, 0, host="127.0.0.1") as health:
+            thread.start()
+            wait_until(lambda: service.status().assigned_partitions, 300, "the worker to join")
+            assert healthz(health.url)[0] == 200
+            sent = trickle(settings, [good_frame(i) for i in range(60)])
+            assert hung.called.wait(60), "the Inspector was never called"
+            wait_until(lambda: healthz(health.url)[0] != 200, timeout_s + 10, "/healthz to fail")
+            code, body = healthz(health.url)
+            assert code == 503 and body["status"] == "not alive" and "device_responsive" in body["failed"]
+            thread.join(60)  # the watchdog: inference_timeout_s, then shutdown_timeout_s and 10 s per thread
+            assert not thread.is_alive(), "the watchdog never ran: the poll thread is held"
+    finally:
+        hung.release.set()
+    assert len(outcome) == 1 and isinstance(outcome[0], InferenceStuck), outcome
+    assert committed_total(settings) == 0
+    with running(WorkerService(settings, inner)):  # what an orchestrator's restart does: every frame judged
+        results = read_results(settings, sent)
+        wait_until(lambda: committed_total(settings) == len(sent), 60, "all offsets committed")
+    assert {r.frame_id for r in results} == sent
+
