@@ -15,13 +15,16 @@ import pytest
 
 from common.kafka import build_producer, ensure_topics
 from common.messages import frame_headers
+from common.schemas import ERROR_HEADER, DeadLetterError
 from common.settings import LinewatchSettings
 from tests.integration.test_worker_service import (
     StuckInspector,
     committed_total,
     good_frame,
     make_settings,
+    publish,
     read_results,
+    read_topic,
     running,
     wait_until,
 )
@@ -100,4 +103,44 @@ def test_a_device_that_never_returns_fails_healthz_and_the_watchdog_stops_the_wo
         results = read_results(settings, sent)
         wait_until(lambda: committed_total(settings) == len(sent), 60, "all offsets committed")
     assert {r.frame_id for r in results} == sent
+
+
+def with_guarantee(settings: LinewatchSettings, guarantee: str) -> LinewatchSettings:
+    return settings.model_copy(update={"kafka": settings.kafka.model_copy(update={"processing_guarantee": guarantee})})
+
+
+@pytest.mark.parametrize("guarantee", ["at-least-once", "exactly-once"])
+def test_a_record_that_cannot_be_built_is_dead_lettered_after_max_attempts(
+    kafka_broker, redis_server, monkeypatch, guarantee
+):
+    import worker.stream.outputs
+
+    settings = with_guarantee(make_settings(kafka_broker, None, batch_max_frames=2, max_attempts=3), guarantee)
+    frames = [good_frame(i) for i in range(6)]
+    poison = frames[3][0].frame_id
+    real_fit, tries = worker.stream.outputs.fit_result, []
+
+    def fit_result(result, *args, **kwargs):  # encoding this one frame's result always raises
+        if result.frame_id == poison:
+            tries.append(time.monotonic())
+            raise ValueError("cannot encode this result (test)")
+        return real_fit(result, *args, **kwargs)
+
+    monkeypatch.setattr(worker.stream.outputs, "fit_result", fit_result)  # where the publish thread calls it
+    publish(settings, [(m.camera_id.encode(), data, frame_headers(m)) for m, data in frames], partition=0)
+    others = {m.frame_id for m, _ in frames} - {poison}
+    with running(WorkerService(settings)):
+        results = read_results(settings, others)
+        dead = read_topic(settings, settings.kafka.dlq_topic, lambda records: len(records) >= 1, 120)
+        wait_until(lambda: committed_total(settings) == len(frames), 60, "the partition's lag to reach 0")
+    assert len(tries) == 3  # read again twice, then dead-lettered
+    assert {r.frame_id for r in results} == others  # every other frame judged
+    assert len(dead) == 1
+    error = DeadLetterError.model_validate_json(dict(dead[0].headers)[ERROR_HEADER])
+    assert (error.stage, error.error_type, error.message) == (
+        "publish",
+        "ValueError",
+        "cannot encode this result (test)",
+    )
+    assert error.source.offset == 3
 

@@ -6,8 +6,14 @@ the `Delivery` of the processing guarantee. A checkpoint closes what it sent so 
 `commit_interval_ms` has passed or no scored batch is waiting: the delivery settles the
 records (at-least-once: every one acknowledged; exactly-once: the transaction, offsets
 included, committed) and the poll thread hears "done through offset N" per partition
-(`Done`), or "read again from the committed offsets" (`Rewind`) when a transaction was
-aborted. Messages count in flight (backpressure) until their checkpoint settled.
+(`Done`), or "read again from the committed offsets" (`Rewind`) when it was not settled (a
+transaction aborted, a record the broker never took). Messages count in flight (backpressure)
+until their checkpoint settled.
+
+A message whose record cannot be built breaks its checkpoint: what was sent before it is
+settled, and it is read again (`Rewind`). Failures are counted per (partition, offset); at
+`worker.max_attempts` the message goes to the dead-letter topic instead (stage `publish`) and
+the partition moves on.
 
 Batches polled before a rebalance or rewind (an older generation) are dropped: their
 messages are read again. What this thread had open for them is settled first (at-least-once:
@@ -29,6 +35,7 @@ from kafka import TopicPartition
 from common.schemas import Versions
 from worker.stream.batching import STOP
 from worker.stream.delivery import Delivery, Outgoing, is_size_error
+from worker.stream.intake import DeadLetter
 from worker.stream.offsets import Offsets
 from worker.stream.outputs import Records
 from worker.stream.stages import Output, Scored, StageContext
@@ -95,6 +102,7 @@ class Publisher:
         self.settled = 0  # the generation from which on nothing older is open here
         self._aborted = -1  # the generation of the last aborted transaction: dropped until the rewind
         self._shrink: dict[tuple[TopicPartition, int], int] = {}  # refused for size: send smaller when read again
+        self._failures: dict[tuple[TopicPartition, int], int] = {}  # records that could not be built, per message
 
     def _loop(self) -> None:
         pending = Open()
@@ -131,10 +139,12 @@ class Publisher:
         for output in [] if pending.broken else scored.outputs:
             if not self.context.current(scored.generation):  # the rest is read again
                 break
+            record: Outgoing | None
             try:
                 record = self._record(output)
-            except Exception:  # keep the thread alive; the message stays undone, so it is read again
-                log.exception("unexpected error while publishing %s", output.message.source)
+            except Exception as exc:  # keep the thread alive: read it again, or dead-letter it
+                record = self._failed(output, exc)
+            if record is None:  # the message stays undone, so nothing after it is committed
                 pending.broken = True
                 break
             pending.records.append(self.delivery.send(record))
@@ -144,9 +154,36 @@ class Publisher:
 
     def _record(self, output: Output) -> Outgoing:
         record = self.records.build(output)
+        self._failures.pop((output.partition, output.message.offset), None)
         for _ in range(self._shrink.pop((output.partition, output.message.offset), 0)):
             smaller = record.smaller() if record.smaller is not None else None
             record = smaller or record
+        return record
+
+    def _failed(self, output: Output, exc: Exception) -> Outgoing | None:
+        """The record of `output` could not be built: None (read it again) until that happened
+        `worker.max_attempts` times, then its dead letter."""
+        source = (output.partition, output.message.offset)
+        failures = self._failures[source] = self._failures.get(source, 0) + 1
+        limit = self.context.settings.worker.max_attempts
+        log.error(
+            "cannot build the record of %s (%s: %s; failure %d of %d)",
+            output.message.source,
+            type(exc).__name__,
+            exc,
+            failures,
+            limit,
+            exc_info=exc,
+        )
+        if failures < limit:
+            return None
+        try:
+            letter = DeadLetter(output.message, output.partition, "publish", type(exc).__name__, str(exc), output.span)
+            record = self.records.dead_letter(letter)
+        except Exception:
+            log.exception("cannot dead-letter %s either; reading it again", output.message.source)
+            return None
+        del self._failures[source]
         return record
 
     def _checkpoint(self, pending: Open) -> None:

@@ -6,6 +6,7 @@ import threading
 from dataclasses import dataclass, field
 
 from kafka import TopicPartition
+from opentelemetry.trace import Span
 
 from common.settings import LinewatchSettings
 from worker.inspection.types import Inspection
@@ -43,6 +44,10 @@ class Inspected:
     @property
     def partition(self) -> TopicPartition:
         return self.work.partition
+
+    @property
+    def span(self) -> Span:
+        return self.work.span
 
 
 Output = Inspected | DeadLetter | Skipped  # what the publish thread sends for one consumed message
