@@ -5,6 +5,7 @@ real tiny Inspector, wrapped where a test needs it to hang.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -144,3 +145,43 @@ def test_a_record_that_cannot_be_built_is_dead_lettered_after_max_attempts(
     )
     assert error.source.offset == 3
 
+
+def test_a_record_with_nothing_smaller_to_send_is_read_again_not_committed_past(
+    kafka_broker, redis_server, monkeypatch
+):
+    from worker.stream.outputs import Records
+
+    settings = make_settings(kafka_broker, None, batch_max_frames=2)
+    frames = [good_frame(i) for i in range(6)]
+    records = [(m.camera_id.encode(), data, frame_headers(m)) for m, data in frames]
+    bad = good_frame(99)[0]
+    records[2] = (bad.camera_id.encode(), b"not an image", frame_headers(bad))  # dead-lettered at intake
+    good = {m.frame_id for m, _ in frames} - {frames[2][0].frame_id}
+    real_dead_letter = Records.dead_letter
+
+    def too_large(self, letter):  # the producer refuses this dead letter for its size, and nothing is smaller
+        record = real_dead_letter(self, letter)
+        if letter.message.offset != 2:
+            return record
+        return dataclasses.replace(record, value=b"x" * (settings.kafka.max_message_bytes + 1), smaller=None)
+
+    monkeypatch.setattr(Records, "dead_letter", too_large)
+    publish(settings, records[:4], partition=0)
+    service = WorkerService(settings)
+    with running(service):
+        refused = lambda: service.status().counters.get("publish_errors", 0)  # noqa: E731
+        wait_until(lambda: refused() >= 1, 120, "the dead letter to be refused for its size")
+        publish(settings, records[4:], partition=0)  # frames after it, in checkpoints of their own
+        deadline = time.monotonic() + 20
+        while committed_total(settings) <= 2 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert committed_total(settings) <= 2  # never past the dead letter that could not be sent
+        assert refused() >= 2  # it was read again
+        monkeypatch.undo()  # the dead letter fits again (a topic limit raised, say)
+        dead = read_topic(settings, settings.kafka.dlq_topic, lambda records: len(records) >= 1, 120)
+        results = read_results(settings, good)
+        wait_until(lambda: committed_total(settings) == len(frames), 60, "the partition's lag to reach 0")
+    assert good <= {r.frame_id for r in results}
+    assert len(dead) == 1
+    error = DeadLetterError.model_validate_json(dict(dead[0].headers)[ERROR_HEADER])
+    assert error.stage == "decode" and error.source.offset == 2

@@ -57,7 +57,8 @@ class Done:
 
 @dataclass(frozen=True)
 class Rewind:
-    """A transaction of `generation` was aborted: read its messages again from the committed offsets."""
+    """A checkpoint of `generation` was not settled (a transaction aborted, a record the broker never
+    took, a record that could not be built): read its messages again from the done offsets."""
 
     generation: int
 
@@ -209,7 +210,7 @@ class Publisher:
             for record in pending.records:
                 if is_size_error(record.error) and record.source is not None:
                     self._shrink[record.source] = self._shrink.get(record.source, 0) + 1
-        if (pending.broken or (transactional and not ok)) and current:
+        if (pending.broken or not ok) and current:  # nothing after what is not done may be committed
             self._aborted = pending.generation
             self.reports.put(Rewind(pending.generation))
         self.context.in_flight.finished(pending.messages)
