@@ -110,3 +110,14 @@ def test_intake_dead_letters_a_frame_whose_headers_pass_the_cap():
     item = intake.take(P0, Consumed("frames", 0, 0, b"cam-1", b"", headers))
     assert isinstance(item, DeadLetter) and item.error_type == "HeadersTooLarge" and item.stage == "header"
     assert "max_header_bytes is 2048" in item.text
+
+
+def test_an_unsettled_checkpoint_under_at_least_once_asks_for_a_rewind_and_drops_the_batches_after_it():
+    ctx, delivery = context(), FakeDelivery(transactional=False, fail_settles=1)  # e.g. nothing smaller to send
+    publisher = Publisher(ctx, delivery, lambda: None, lambda: None)
+    generation = ctx.checkpoint.generation
+    reports = run(
+        publisher, Scored(generation, 1, [dead_letter(0)]), Scored(generation, 2, [dead_letter(1), dead_letter(2)])
+    )
+    assert reports == [Rewind(generation)]  # no Done past offset 0 before it is read again
+    assert ctx.in_flight.waiting == 0
