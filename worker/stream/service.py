@@ -49,7 +49,6 @@ import logging
 import queue
 import threading
 import time
-from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
@@ -111,9 +110,8 @@ class WorkerService:
         in_flight = InFlight(ws.queue_max_frames)
         self.context = StageContext(settings, self.checkpoint, in_flight, service_telemetry, self.counters)
         self._generation = 0  # of the batches this thread hands on
-        self._running = False
+        self._running, self._beat = False, 0.0  # _beat: when the loop last began a turn (liveness)
         self._last_commit = 0.0
-        self._beat = time.monotonic()  # the last turn of the loop (liveness)
         self._lag: dict[TopicPartition, int] = {}  # replaced whole, never changed in place
         self.consumer: KafkaConsumer | None = None
         self.delivery: Delivery | None = None
@@ -146,8 +144,7 @@ class WorkerService:
             self.shutdown()
 
     def _consume(self) -> None:
-        assert self.consumer is not None and self.intake is not None
-        assert self.inference is not None
+        assert self.consumer is not None and self.intake is not None and self.inference is not None
         if self.context.in_flight.apply(self.consumer, held=len(self.batcher)) == "pause":
             self.counters.add("pauses")
         wait = self.batcher.time_left(time.monotonic()) if self.inference.has_room() else None
@@ -161,17 +158,13 @@ class WorkerService:
             for record in batch:
                 self.batcher.add(self.intake.take(partition, Consumed.from_record(record)), time.monotonic())
         if self.batcher.ready(time.monotonic()) and self.inference.has_room():  # else: held until a later turn
-            if not self._dispatch(self.batcher.take(), timeout_s=0.0):
-                raise RuntimeError("the inference queue had no room for a batch")  # never skip past messages
+            self._dispatch(self.batcher.take(), timeout_s=0.0)  # only this thread puts: there is room
 
-    def _dispatch(self, items: list[Item], timeout_s: float) -> bool:
-        """Hand `items` to the inference thread, waiting at most `timeout_s` for room; False: no room."""
+    def _dispatch(self, items: list[Item], timeout_s: float) -> None:
         if items and self.inference is not None:
             self.context.in_flight.add(len(items))
-            if not self.inference.submit(Batch(self._generation, items), timeout_s):
+            if not self.inference.submit(Batch(self._generation, items), timeout_s):  # (shutdown) never sent
                 self.context.in_flight.finished(len(items))
-                return False
-        return True
 
     def _checkpoint(self, force: bool = False) -> None:
         """Apply the publish thread's reports; at-least-once: commit what is done."""
@@ -315,6 +308,7 @@ class WorkerService:
             waiting_frames=self.context.in_flight.waiting + len(self.batcher),
             uncommitted_messages=self.context.in_flight.waiting,
             inference_busy_s=round(self.inference.busy_s() if self.inference else 0.0, 3),
+            loop_age_s=round(time.monotonic() - self._beat, 3) if self._running else 0.0,
             lag=lag,
             counters=counters,
             control_caught_up=self.control.caught_up,
@@ -324,13 +318,6 @@ class WorkerService:
 
     def inference_stuck(self) -> bool:
         return self.inference is not None and self.inference.stuck()
-
-    def liveness(self) -> dict[str, Any]:
-        """/healthz: the loop turned and the device answered within their bounds (`liveness_checks`)."""
-        device_bound = self.settings.worker.inference_timeout_s
-        loop_age = time.monotonic() - self._beat if self._running else 0.0  # not while starting or stopped
-        busy = self.inference.busy_s() if self.inference is not None else 0.0
-        return liveness_checks(loop_age, max(device_bound or 0.0, LOOP_STALL_S), busy, device_bound)
 
     # ================================================================== helpers
 
@@ -353,14 +340,14 @@ class WorkerService:
 
 
 def health_server(service: WorkerService, port: int, host: str = "0.0.0.0") -> HealthServer:
-    """`/healthz` (`WorkerService.liveness`), `/readyz` (`readiness_checks`) and `/metrics` of a worker."""
-    telemetry = service.telemetry.telemetry
+    """`/healthz` (`liveness_checks`), `/readyz` (`readiness_checks`) and `/metrics` of a worker."""
+    telemetry, timeout_s = service.telemetry.telemetry, service.settings.worker.inference_timeout_s
     return HealthServer(
         port,
         readiness=lambda: readiness_checks(service.status(), service.inference_stuck()),
         metrics=telemetry.prometheus_text if telemetry is not None else None,
         host=host,
-        liveness=service.liveness,
+        liveness=lambda: liveness_checks(service.status(), timeout_s, LOOP_STALL_S),
     )
 
 
