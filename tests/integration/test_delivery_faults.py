@@ -11,6 +11,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 
 import pytest
 
@@ -19,16 +20,20 @@ from common.messages import frame_headers
 from common.schemas import ERROR_HEADER, DeadLetterError
 from common.settings import LinewatchSettings
 from tests.integration.test_worker_service import (
+    PARTITIONS,
     StuckInspector,
     committed_total,
     good_frame,
     make_settings,
     publish,
+    publish_frames,
     read_results,
     read_topic,
     running,
     wait_until,
+    with_worker,
 )
+from tests.support.inspectors import DelayedInspector
 from worker.stream.service import InferenceStuck, WorkerService, health_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
@@ -185,3 +190,48 @@ def test_a_record_with_nothing_smaller_to_send_is_read_again_not_committed_past(
     assert len(dead) == 1
     error = DeadLetterError.model_validate_json(dict(dead[0].headers)[ERROR_HEADER])
     assert error.stage == "decode" and error.source.offset == 2
+
+
+class CountingInspector(DelayedInspector):
+    """The real tiny Inspector, slowed down, counting each frame id it is given (across workers)."""
+
+    def __init__(self, inner, delay_s: float, seen: Counter):
+        super().__init__(inner, delay_s)
+        self.seen = seen
+
+    def inspect(self, frames):
+        self.seen.update(frame.frame_id for frame in frames)
+        return super().inspect(frames)
+
+
+def test_a_cooperative_rebalance_redoes_only_the_work_of_the_partitions_that_moved(kafka_broker, redis_server):
+    from worker.inspection.inspector import build_inspector
+
+    settings = make_settings(kafka_broker, None, batch_max_frames=1)
+    settings = settings.model_copy(
+        update={"kafka": settings.kafka.model_copy(update={"assignor": "cooperative-sticky"})}
+    )
+    seen: Counter = Counter()
+    first = WorkerService(
+        with_worker(settings, worker_id="worker-a"), CountingInspector(build_inspector(settings.models), 0.3, seen)
+    )
+    second = WorkerService(
+        with_worker(settings, worker_id="worker-b"), CountingInspector(build_inspector(settings.models), 0.0, seen)
+    )
+    topic = settings.kafka.frames_topic
+    with running(first):
+        wait_until(
+            lambda: len(first.status().assigned_partitions) == PARTITIONS, 120, "worker-a to own every partition"
+        )
+        sent = publish_frames(settings, [good_frame(i) for i in range(48)])  # worker-a polls them all at once
+        wait_until(lambda: sum(seen.values()) >= 4, 60, "worker-a to score")
+        with running(second):
+            wait_until(lambda: second.status().assigned_partitions, 120, "worker-b to take partitions")
+            kept = set(first.status().assigned_partitions)
+            results = read_results(settings, sent)
+            wait_until(lambda: committed_total(settings) == len(sent), 60, "all offsets committed")
+    partition_of = {r.frame_id: r.source.partition for r in results}
+    twice = {frame_id for frame_id, n in seen.items() if n > 1}
+    assert 0 < len(kept) < PARTITIONS and first.status().counters["rebalances"] >= 1
+    assert not {frame_id for frame_id in twice if (topic, partition_of[frame_id]) in kept}  # kept work went on
+    assert {r.frame_id for r in results} == sent

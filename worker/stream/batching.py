@@ -12,8 +12,11 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
+
+from kafka import TopicPartition
 
 from worker.stream.intake import Item
 
@@ -56,6 +59,13 @@ class MicroBatcher(Generic[T]):
         items, self._items, self._opened_at = self._items, [], None
         return items
 
+    def drop(self, unwanted: Callable[[T], bool]) -> int:
+        """Drop the waiting items `unwanted` says (those of revoked partitions); returns how many."""
+        kept = [item for item in self._items if not unwanted(item)]
+        dropped, self._items = len(self._items) - len(kept), kept
+        self._opened_at = self._opened_at if kept else None
+        return dropped
+
     def time_left(self, now: float) -> float | None:
         """Seconds until the open batch is due (0 when due now); None when empty."""
         if not self._items:
@@ -71,10 +81,12 @@ class MicroBatcher(Generic[T]):
 @dataclass(frozen=True)
 class Batch:
     """Consumed messages in offset order: frames to score, and the dead letters and skipped results
-    between them. `generation`: the consumer's when they were polled; work of an older one is dropped."""
+    between them. `generation` and `epochs`: the checkpoint's when they were polled; work of an older
+    generation (a rewind) or of a partition revoked since (a newer epoch) is dropped."""
 
     generation: int
     items: list[Item]
+    epochs: dict[TopicPartition, int] = field(default_factory=dict)
 
 
 BackpressureAction = Literal["pause", "resume"] | None

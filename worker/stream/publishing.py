@@ -15,9 +15,11 @@ settled, and it is read again (`Rewind`). Failures are counted per (partition, o
 `worker.max_attempts` the message goes to the dead-letter topic instead (stage `publish`) and
 the partition moves on.
 
-Batches polled before a rebalance or rewind (an older generation) are dropped: their
-messages are read again. What this thread had open for them is settled first (at-least-once:
-what was sent is acknowledged and reported) or aborted (exactly-once).
+Batches polled before a rewind (an older generation) are dropped: their messages are read
+again. What this thread had open for them is settled first (at-least-once: what was sent is
+acknowledged and reported) or aborted (exactly-once). The outputs of a partition revoked since
+they were polled (a newer epoch) are dropped alone; an open transaction holding its records is
+aborted, as its offsets are no longer this member's to commit.
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ class Open:
     generation: int = -1
     records: list[Outgoing] = field(default_factory=list)
     offsets: Offsets = field(default_factory=dict)
+    epochs: dict[TopicPartition, int] = field(default_factory=dict)  # of the partitions with records here
     messages: int = 0
     since: float = 0.0
 
@@ -83,6 +86,7 @@ class Open:
 
     def clear(self) -> None:
         self.generation, self.records, self.offsets, self.messages, self.broken = -1, [], {}, 0, False
+        self.epochs = {}
 
 
 class Publisher:
@@ -117,14 +121,18 @@ class Publisher:
                     self._checkpoint(pending)
                 return
             generation = self.context.checkpoint.generation
-            if pending and pending.generation != generation:
-                self._checkpoint(pending)  # a rebalance or rewind: settle or abort what is open
+            if pending and (pending.generation != generation or not self._kept(pending)):
+                self._checkpoint(pending)  # a rewind, or a partition of it revoked: settle or abort what is open
             if isinstance(item, Scored):
                 self._publish(item, pending)
             if pending and (item is None or self.queue.empty() or self._due(pending)):
                 self._checkpoint(pending)
             if not pending or pending.generation == generation:
                 self.settled = generation  # nothing of an older generation is open here
+
+    def _kept(self, pending: Open) -> bool:
+        """No partition with records in `pending` was revoked since they were polled."""
+        return all(self.context.kept(pending.epochs, partition) for partition in pending.epochs)
 
     def _due(self, pending: Open) -> bool:
         return time.monotonic() - pending.since >= self.context.settings.worker.commit_interval_ms / 1000.0
@@ -136,10 +144,13 @@ class Publisher:
         if not pending:
             pending.generation, pending.since = scored.generation, time.monotonic()
         pending.messages += scored.size
-        pending.broken = len(scored.outputs) != scored.size  # the inference thread failed on the batch
+        pending.broken = scored.failed
         for output in [] if pending.broken else scored.outputs:
             if not self.context.current(scored.generation):  # the rest is read again
                 break
+            if not self.context.kept(scored.epochs, output.partition):  # revoked: its next owner reads it
+                self.context.counters.add("dropped_on_revocation")
+                continue
             record: Outgoing | None
             try:
                 record = self._record(output)
@@ -150,6 +161,7 @@ class Publisher:
                 break
             pending.records.append(self.delivery.send(record))
             pending.offsets[output.partition] = output.message.offset + 1
+            pending.epochs[output.partition] = scored.epochs.get(output.partition, 0)
         if pending.broken:
             self._checkpoint(pending)
 
@@ -193,8 +205,8 @@ class Publisher:
         transactional = self.delivery.transactional
         current = self.context.current(pending.generation)
         started = time.perf_counter()
-        if transactional and (pending.broken or not current):
-            self.delivery.abort()  # a rebalance or rewind came in between: it would be fenced anyway
+        if transactional and (pending.broken or not current or not self._kept(pending)):
+            self.delivery.abort()  # a rewind came in between, or a partition of it is another member's now
             ok = False
         else:
             group = self._group_metadata() if transactional else None

@@ -31,10 +31,12 @@ Delivery (`kafka.processing_guarantee`):
   that times out aborts it and the messages are read again from the committed offsets.
   Readers with `isolation_level=read_committed` see each result once.
 
-A rebalance (or an aborted transaction) starts a new *generation*: work polled before it is
-dropped by every thread, what the publish thread had open is settled (at-least-once) or
-aborted (exactly-once), and the partitions still assigned are read again from where their
-work not done begins. On SIGTERM/SIGINT the worker stops polling, finishes the messages it
+A revoked partition starts a new *epoch* of its own: the work polled from it before is dropped
+by every thread (its next owner reads it), and the partitions kept go on undisturbed; an open
+transaction holding records of it is aborted. An aborted transaction or a checkpoint not settled
+starts a new *generation*: work polled before it is dropped by every thread, what the publish
+thread had open is settled (at-least-once) or aborted (exactly-once), and the partitions still
+assigned are read again from where their work not done begins. On SIGTERM/SIGINT the worker stops polling, finishes the messages it
 already polled (up to `shutdown_timeout_s`), closes its last checkpoint and leaves the group.
 A batch that stays in the Inspector longer than `inference_timeout_s` (a wedged device)
 makes the worker unready and stops it the same way, with `InferenceStuck`; `/healthz` fails
@@ -51,6 +53,7 @@ import threading
 import time
 
 from kafka import KafkaConsumer, TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError
 
 from common.kafka import BrokerReachability, build_consumer, close_and_leave, static_membership
@@ -110,6 +113,7 @@ class WorkerService:
         in_flight = InFlight(ws.queue_max_frames)
         self.context = StageContext(settings, self.checkpoint, in_flight, service_telemetry, self.counters)
         self._generation = 0  # of the batches this thread hands on
+        self._epochs: dict[TopicPartition, int] = {}  # the checkpoint's partition epochs it has seen
         self._running, self._beat = False, 0.0  # _beat: when the loop last began a turn (liveness)
         self._last_commit = 0.0
         self._lag: dict[TopicPartition, int] = {}  # replaced whole, never changed in place
@@ -149,11 +153,10 @@ class WorkerService:
             self.counters.add("pauses")
         wait = self.batcher.time_left(time.monotonic()) if self.inference.has_room() else None
         records = self.consumer.poll(timeout_ms=int(1000 * (IDLE_POLL_S if wait is None else min(wait, IDLE_POLL_S))))
-        if self.checkpoint.generation != self._generation:  # a rebalance ran inside poll
-            for partition, batch in records.items():  # dropped with the rest: read again
-                self.checkpoint.consumed(partition, batch[0].offset)
-            self._resync()
-            return
+        if (epochs := self.checkpoint.epochs()) != self._epochs:  # partitions revoked inside poll
+            revoked = {tp for tp, epoch in epochs.items() if self._epochs.get(tp, 0) != epoch}
+            records = drop_revoked(revoked, records, self.batcher, self.checkpoint, self.counters)
+            self._epochs = epochs
         for partition, batch in records.items():
             for record in batch:
                 self.batcher.add(self.intake.take(partition, Consumed.from_record(record)), time.monotonic())
@@ -163,7 +166,7 @@ class WorkerService:
     def _dispatch(self, items: list[Item], timeout_s: float) -> None:
         if items and self.inference is not None:
             self.context.in_flight.add(len(items))
-            if not self.inference.submit(Batch(self._generation, items), timeout_s):  # (shutdown) never sent
+            if not self.inference.submit(Batch(self._generation, items, self._epochs), timeout_s):  # (shutdown)
                 self.context.in_flight.finished(len(items))
 
     def _checkpoint(self, force: bool = False) -> None:
@@ -192,7 +195,7 @@ class WorkerService:
             log.warning("offset commit failed (will retry): %s", exc)
 
     def _resync(self) -> None:
-        """A new generation (rebalance, aborted transaction): drop the polled work, read it again
+        """A new generation (a checkpoint not settled): drop the polled work, read it again
         from where the publish thread's last checkpoint left it (it settles what it held open first)."""
         assert self.publisher is not None
         self._generation = self.checkpoint.generation
@@ -334,6 +337,25 @@ class WorkerService:
         # would otherwise show in the status only at the next prompt never seen before.
         if isinstance(self.cache, MonitoredCache):
             self.cache.check()
+
+
+def drop_revoked(
+    revoked: set[TopicPartition],
+    records: dict[TopicPartition, list[ConsumerRecord]],
+    batcher: MicroBatcher[Item],
+    checkpoint: Checkpoint,
+    counters: Counters,
+) -> dict[TopicPartition, list[ConsumerRecord]]:
+    """Drop the waiting work of partitions revoked inside the last poll (the other threads drop what
+    they hold of them); a partition assigned straight back is read again from its first message not
+    done. Returns the polled records of the other partitions."""
+    dropped = batcher.drop(lambda item: item.partition in revoked)
+    for tp in revoked & records.keys():
+        checkpoint.consumed(tp, records[tp][0].offset)
+        dropped += len(records[tp])
+    checkpoint.rewind(revoked)
+    counters.add("dropped_on_revocation", dropped)
+    return {tp: batch for tp, batch in records.items() if tp not in revoked}
 
 
 # ====================================================================== entry point
