@@ -1,9 +1,10 @@
 """Micro-batching and backpressure of the poll loop, and the hand-over between the threads.
 
 `MicroBatcher` and `backpressure` are pure (clock passed in); `Batch` is the unit of delivery
-(its items in offset order, stamped with the generation they were polled in); `InFlight`
-counts the messages handed on whose outputs are not acknowledged yet, and pauses the consumer
-on them; `hand_over` puts on a bounded queue for as long as the thread that takes from it runs.
+(its items in offset order, stamped with the generation and partition epochs they were polled
+at); `drop_revoked` drops the waiting work of revoked partitions; `InFlight` counts the messages
+handed on whose outputs are not acknowledged yet, and pauses the consumer on them; `hand_over`
+puts on a bounded queue for as long as the thread that takes from it runs.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
 
 from kafka import TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
 
 from worker.stream.intake import Item
+from worker.stream.offsets import Checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +159,25 @@ class InFlight:
         elif not paused and consumer.paused():
             consumer.resume(*consumer.paused())
         return action
+
+
+def drop_revoked(
+    seen: dict[TopicPartition, int],
+    epochs: dict[TopicPartition, int],
+    records: dict[TopicPartition, list[ConsumerRecord]],
+    batcher: MicroBatcher[Item],
+    checkpoint: Checkpoint,
+) -> tuple[dict[TopicPartition, list[ConsumerRecord]], int]:
+    """Drop the waiting work of the partitions revoked since the epochs `seen` (the other threads drop
+    what they hold of them); a partition assigned straight back is read again from its first message
+    not done. Returns the polled records of the other partitions, and how many messages were dropped."""
+    revoked = {tp for tp, epoch in epochs.items() if seen.get(tp, 0) != epoch}
+    dropped = batcher.drop(lambda item: item.partition in revoked)
+    for tp in revoked & records.keys():
+        checkpoint.consumed(tp, records[tp][0].offset)
+        dropped += len(records[tp])
+    checkpoint.rewind(revoked)
+    return {tp: batch for tp, batch in records.items() if tp not in revoked}, dropped
 
 
 STOP = object()  # sentinel that ends the inference thread, which passes it on to the publish thread

@@ -53,7 +53,6 @@ import threading
 import time
 
 from kafka import KafkaConsumer, TopicPartition
-from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError
 
 from common.kafka import BrokerReachability, build_consumer, close_and_leave, static_membership
@@ -62,7 +61,7 @@ from common.signals import StopOnSignals
 from common.telemetry import Telemetry
 from worker.inspection.embedding_cache import EmbeddingCache
 from worker.inspection.types import InspectorProtocol
-from worker.stream.batching import STOP, Batch, InFlight, MicroBatcher, hand_over
+from worker.stream.batching import STOP, Batch, InFlight, MicroBatcher, drop_revoked, hand_over
 from worker.stream.control_plane import ControlPlane
 from worker.stream.delivery import AtLeastOnce, Delivery, ExactlyOnce, transaction_timeout_problem
 from worker.stream.health import HealthServer
@@ -154,8 +153,8 @@ class WorkerService:
         wait = self.batcher.time_left(time.monotonic()) if self.inference.has_room() else None
         records = self.consumer.poll(timeout_ms=int(1000 * (IDLE_POLL_S if wait is None else min(wait, IDLE_POLL_S))))
         if (epochs := self.checkpoint.epochs()) != self._epochs:  # partitions revoked inside poll
-            revoked = {tp for tp, epoch in epochs.items() if self._epochs.get(tp, 0) != epoch}
-            records = drop_revoked(revoked, records, self.batcher, self.checkpoint, self.counters)
+            records, dropped = drop_revoked(self._epochs, epochs, records, self.batcher, self.checkpoint)
+            self.counters.add("dropped_on_revocation", dropped)
             self._epochs = epochs
         for partition, batch in records.items():
             for record in batch:
@@ -337,25 +336,6 @@ class WorkerService:
         # would otherwise show in the status only at the next prompt never seen before.
         if isinstance(self.cache, MonitoredCache):
             self.cache.check()
-
-
-def drop_revoked(
-    revoked: set[TopicPartition],
-    records: dict[TopicPartition, list[ConsumerRecord]],
-    batcher: MicroBatcher[Item],
-    checkpoint: Checkpoint,
-    counters: Counters,
-) -> dict[TopicPartition, list[ConsumerRecord]]:
-    """Drop the waiting work of partitions revoked inside the last poll (the other threads drop what
-    they hold of them); a partition assigned straight back is read again from its first message not
-    done. Returns the polled records of the other partitions."""
-    dropped = batcher.drop(lambda item: item.partition in revoked)
-    for tp in revoked & records.keys():
-        checkpoint.consumed(tp, records[tp][0].offset)
-        dropped += len(records[tp])
-    checkpoint.rewind(revoked)
-    counters.add("dropped_on_revocation", dropped)
-    return {tp: batch for tp, batch in records.items() if tp not in revoked}
 
 
 # ====================================================================== entry point
