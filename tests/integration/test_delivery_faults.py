@@ -1,6 +1,7 @@
 """Faults of the delivery core against the real broker: a device that never returns, a record that
-cannot be built, a record the broker never takes. Workers run in threads of this process with the
-real tiny Inspector, wrapped where a test needs it to hang.
+cannot be built, a record with nothing smaller to send, a partition moving to another worker under
+load. Workers run in threads of this process with the real tiny Inspector, wrapped where a test
+needs it to hang, slow down or count.
 """
 
 from __future__ import annotations
