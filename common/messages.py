@@ -148,4 +148,6 @@ def trimmed_dead_letter(
     frame = [(k, v) for k, v in headers if k == FRAME_HEADER][:1]
     if frame and estimate_record_size(key, None, [*frame, error_header]) <= max_bytes:
         return key, None, [*frame, error_header]
-    return None, None, [error_header]
+    if key and estimate_record_size(key, None, [error_header]) <= max_bytes:
+        return key, None, [error_header]
+    return None, b"", [error_header]  # Kafka takes no record with neither a key nor a value

@@ -286,6 +286,11 @@ class WorkerSettings(_Section):
         True,
         description="glibc: keep memory freed by one frame for the next instead of faulting in fresh pages (mallopt: no mmap'd allocations, 1 GiB trim threshold); CLIPSeg's decoder MLP ran 1.8x faster on a 2-core VM; the process keeps its peak memory",
     )
+    max_attempts: int = Field(
+        3,
+        ge=1,
+        description="times a message's record may fail to be built before it is dead-lettered (stage 'publish'); each failure before that reads its micro-batch again",
+    )
     inference_timeout_s: float | None = Field(
         600.0,
         gt=0.0,

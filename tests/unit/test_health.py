@@ -123,3 +123,17 @@ def test_start_health_server_disabled_without_port() -> None:
         server.stop()
     with pytest.raises(RuntimeError):
         _ = server.port
+
+
+def test_healthz_fails_when_a_liveness_check_fails() -> None:
+    alive = {"loop_turning": True, "device_responsive": (True, {"busy_s": 0.0})}
+    with HealthServer(0, lambda: {"ok": True}, host="127.0.0.1", liveness=lambda: alive) as server:
+        code, _, body = get(server.url + "/healthz")
+        assert code == 200 and json.loads(body)["status"] == "alive"
+
+        alive["device_responsive"] = (False, {"busy_s": 700.0})
+        code, _, body = get(server.url + "/healthz")
+        data = json.loads(body)
+        assert code == 503 and data["status"] == "not alive" and data["failed"] == ["device_responsive"]
+        assert data["details"]["device_responsive"] == {"busy_s": 700.0}
+        assert get(server.url + "/readyz")[0] == 200  # readiness is its own question

@@ -12,7 +12,7 @@ from worker.stream.batching import STOP, InFlight
 from worker.stream.delivery import Outgoing
 from worker.stream.intake import Consumed, DeadLetter, Intake
 from worker.stream.offsets import Checkpoint
-from worker.stream.publishing import Done, Publisher, Rewind
+from worker.stream.publishing import Done, Open, Publisher, Rewind
 from worker.stream.stages import Scored, StageContext
 from worker.stream.telemetry import Counters, ServiceTelemetry
 
@@ -110,3 +110,47 @@ def test_intake_dead_letters_a_frame_whose_headers_pass_the_cap():
     item = intake.take(P0, Consumed("frames", 0, 0, b"cam-1", b"", headers))
     assert isinstance(item, DeadLetter) and item.error_type == "HeadersTooLarge" and item.stage == "header"
     assert "max_header_bytes is 2048" in item.text
+
+
+def test_an_unsettled_checkpoint_under_at_least_once_asks_for_a_rewind_and_drops_the_batches_after_it():
+    ctx, delivery = context(), FakeDelivery(transactional=False, fail_settles=1)  # e.g. nothing smaller to send
+    publisher = Publisher(ctx, delivery, lambda: None, lambda: None)
+    generation = ctx.checkpoint.generation
+    reports = run(
+        publisher, Scored(generation, 1, [dead_letter(0)]), Scored(generation, 2, [dead_letter(1), dead_letter(2)])
+    )
+    assert reports == [Rewind(generation)]  # no Done past offset 0 before it is read again
+    assert ctx.in_flight.waiting == 0
+
+
+P1 = TopicPartition("frames", 1)
+
+
+def letter_on(partition: TopicPartition, offset: int) -> DeadLetter:
+    message = Consumed(partition.topic, partition.partition, offset, b"cam", b"bad", [])
+    return DeadLetter(message, partition, "decode", "X", f"bad {offset}", INVALID_SPAN)
+
+
+def test_outputs_of_a_partition_revoked_since_they_were_polled_are_dropped_and_the_others_go_out():
+    ctx, delivery = context(), FakeDelivery(transactional=True)
+    ctx.checkpoint.assign({P1})
+    publisher = Publisher(ctx, delivery, lambda: None, lambda: "group")
+    generation, epochs = ctx.checkpoint.generation, ctx.checkpoint.epochs()
+    ctx.checkpoint.revoke({P0}, commit=False)  # P0 moves to another member; P1 stays
+    reports = run(publisher, Scored(generation, 2, [letter_on(P0, 0), letter_on(P1, 5)], epochs))
+    assert [item.source for item in delivery.sent] == [(P1, 5)]
+    assert reports == [Done(generation, {P1: 6}, committed=True)] and delivery.aborts == 0
+    assert ctx.counters.snapshot()["dropped_on_revocation"] == 1
+
+
+def test_an_open_transaction_holding_a_revoked_partition_is_aborted_and_read_again():
+    ctx, delivery = context(), FakeDelivery(transactional=True)
+    ctx.checkpoint.assign({P1})
+    publisher = Publisher(ctx, delivery, lambda: None, lambda: "group")
+    generation, epochs = ctx.checkpoint.generation, ctx.checkpoint.epochs()
+    publisher.context.in_flight.add(2)
+    publisher._publish(Scored(generation, 2, [letter_on(P0, 0), letter_on(P1, 5)], epochs), pending := Open())
+    ctx.checkpoint.revoke({P0}, commit=False)
+    publisher._checkpoint(pending)
+    assert delivery.aborts == 1 and delivery.settles == []  # its offsets are not this member's to commit
+    assert publisher.reports.get_nowait() == Rewind(generation)  # P1's records in it are read again

@@ -149,3 +149,14 @@ def test_dead_letter_too_large_omits_the_value_and_says_so():
     key, value, headers = dead_letter_record(message.key, message.value, message.headers, error, 2000)
     assert value is None and key == b"cam-1"
     assert "omitted" in DeadLetterError.model_validate_json(headers[-1][1]).message
+
+
+def test_dead_letter_whose_frame_header_alone_is_too_large_still_has_a_key_or_a_value():
+    message = Consumed(
+        topic="frames", partition=2, offset=41, key=b"cam-1", value=b"v", headers=[(FRAME_HEADER, b"x" * 5000)]
+    )
+    error = dead_letter_error("header", "InvalidHeader", "bad", worker_id="w", source=message.source, now=NOW)
+    key, value, headers = dead_letter_record(message.key, message.value, message.headers, error, 2000)
+    assert (key, value) == (b"cam-1", None) and [k for k, _ in headers] == [ERROR_HEADER]
+    key, value, headers = dead_letter_record(None, message.value, message.headers, error, 2000)
+    assert (key, value) == (None, b"") and [k for k, _ in headers] == [ERROR_HEADER]  # the producer needs one

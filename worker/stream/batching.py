@@ -1,9 +1,10 @@
 """Micro-batching and backpressure of the poll loop, and the hand-over between the threads.
 
 `MicroBatcher` and `backpressure` are pure (clock passed in); `Batch` is the unit of delivery
-(its items in offset order, stamped with the generation they were polled in); `InFlight`
-counts the messages handed on whose outputs are not acknowledged yet, and pauses the consumer
-on them; `hand_over` puts on a bounded queue for as long as the thread that takes from it runs.
+(its items in offset order, stamped with the generation and partition epochs they were polled
+at); `drop_revoked` drops the waiting work of revoked partitions; `InFlight` counts the messages
+handed on whose outputs are not acknowledged yet, and pauses the consumer on them; `hand_over`
+puts on a bounded queue for as long as the thread that takes from it runs.
 """
 
 from __future__ import annotations
@@ -12,10 +13,15 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
 
+from kafka import TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
+
 from worker.stream.intake import Item
+from worker.stream.offsets import Checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +62,13 @@ class MicroBatcher(Generic[T]):
         items, self._items, self._opened_at = self._items, [], None
         return items
 
+    def drop(self, unwanted: Callable[[T], bool]) -> int:
+        """Drop the waiting items `unwanted` says (those of revoked partitions); returns how many."""
+        kept = [item for item in self._items if not unwanted(item)]
+        dropped, self._items = len(self._items) - len(kept), kept
+        self._opened_at = self._opened_at if kept else None
+        return dropped
+
     def time_left(self, now: float) -> float | None:
         """Seconds until the open batch is due (0 when due now); None when empty."""
         if not self._items:
@@ -71,10 +84,12 @@ class MicroBatcher(Generic[T]):
 @dataclass(frozen=True)
 class Batch:
     """Consumed messages in offset order: frames to score, and the dead letters and skipped results
-    between them. `generation`: the consumer's when they were polled; work of an older one is dropped."""
+    between them. `generation` and `epochs`: the checkpoint's when they were polled; work of an older
+    generation (a rewind) or of a partition revoked since (a newer epoch) is dropped."""
 
     generation: int
     items: list[Item]
+    epochs: dict[TopicPartition, int] = field(default_factory=dict)
 
 
 BackpressureAction = Literal["pause", "resume"] | None
@@ -122,10 +137,11 @@ class InFlight:
         with self._lock:
             return self._paused
 
-    def apply(self, consumer: Any) -> BackpressureAction:
-        """Pause or resume the consumer's partitions as `backpressure` says; returns the change."""
+    def apply(self, consumer: Any, held: int = 0) -> BackpressureAction:
+        """Pause or resume the consumer's partitions as `backpressure` says, counting also the `held`
+        messages polled and not handed on yet; returns the change."""
         with self._lock:
-            waiting = self._waiting
+            waiting = self._waiting + held
             action = backpressure(waiting, self.limit, self._paused)
             if action is not None:
                 self._paused = action == "pause"
@@ -143,6 +159,25 @@ class InFlight:
         elif not paused and consumer.paused():
             consumer.resume(*consumer.paused())
         return action
+
+
+def drop_revoked(
+    seen: dict[TopicPartition, int],
+    epochs: dict[TopicPartition, int],
+    records: dict[TopicPartition, list[ConsumerRecord]],
+    batcher: MicroBatcher[Item],
+    checkpoint: Checkpoint,
+) -> tuple[dict[TopicPartition, list[ConsumerRecord]], int]:
+    """Drop the waiting work of the partitions revoked since the epochs `seen` (the other threads drop
+    what they hold of them); a partition assigned straight back is read again from its first message
+    not done. Returns the polled records of the other partitions, and how many messages were dropped."""
+    revoked = {tp for tp, epoch in epochs.items() if seen.get(tp, 0) != epoch}
+    dropped = batcher.drop(lambda item: item.partition in revoked)
+    for tp in revoked & records.keys():
+        checkpoint.consumed(tp, records[tp][0].offset)
+        dropped += len(records[tp])
+    checkpoint.rewind(revoked)
+    return {tp: batch for tp, batch in records.items() if tp not in revoked}, dropped
 
 
 STOP = object()  # sentinel that ends the inference thread, which passes it on to the publish thread

@@ -5,7 +5,8 @@ Both deliveries send a checkpoint's records in order and then `settle` them:
 - `AtLeastOnce` (idempotent, acks=all producer): `settle` waits for every acknowledgement;
   a refused record is sent again **with every record after it**, in order (per-key order is
   kept; what already went out is duplicated, never reordered), until the broker has them.
-  The poll thread then commits the offsets.
+  The poll thread then commits the offsets. A record refused for its size with nothing smaller
+  to send makes `settle` give up (False): the caller reads the messages again.
 - `ExactlyOnce` (transactional producer, `transactional_id` = prefix + worker id): the records
   of a checkpoint go out in one transaction that also carries the consumed offsets
   (`send_offsets_to_transaction` with the consumer's group metadata: a member fenced by a
@@ -155,7 +156,8 @@ class AtLeastOnce(_Sender):
                 return False
             if is_size_error(failed.error):
                 smaller = shrunk(failed)
-                if smaller is None:
+                if smaller is None:  # read again later: the topic's limit may be raised meanwhile
+                    time.sleep(RETRY_BACKOFF_S)
                     return False
                 items[first] = smaller
             else:

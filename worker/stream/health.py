@@ -2,15 +2,17 @@
 
 `HealthServer` runs a `ThreadingHTTPServer` in a daemon thread and serves:
 
-- `GET /healthz`  200 `{"status": "alive"}` while the process answers at all (liveness).
+- `GET /healthz`  200 `{"status": "alive"}` while the process answers and every liveness check
+                  passes (without a `liveness` callable: while the process answers at all), else
+                  503 `{"status": "not alive", "checks": {...}, "failed": [...]}`.
 - `GET /readyz`   200 `{"ready": true, "checks": {...}}` when every named check passes, else
                   503 `{"ready": false, "checks": {...}, "failed": ["broker_reachable", ...]}`.
                   A readiness callable that raises also gives 503 (`"error"` says why).
 - `GET /metrics`  Prometheus text exposition (`prometheus_client.CONTENT_TYPE_LATEST`).
 
-It knows nothing about the worker: the caller passes a `readiness` callable returning a
-mapping of check name -> bool (or -> `(bool, detail)`), and a `metrics` callable returning
-the exposition bytes, typically `Telemetry.prometheus_text` from `common.telemetry`.
+It knows nothing about the worker: the caller passes a `readiness` callable (and optionally a
+`liveness` one) returning a mapping of check name -> bool (or -> `(bool, detail)`), and a
+`metrics` callable returning the exposition bytes, typically `Telemetry.prometheus_text` from `common.telemetry`.
 Without one, the default prometheus_client registry is served.
 
     server = HealthServer(port=settings.worker.health_port,
@@ -52,6 +54,25 @@ def evaluate_readiness(readiness: Readiness) -> tuple[bool, dict[str, Any]]:
     except Exception as exc:  # a broken check must read as "not ready", never crash the server
         log.warning("readiness check raised: %r", exc)
         return False, {"ready": False, "checks": {}, "failed": ["readiness"], "error": f"{type(exc).__name__}: {exc}"}
+    return _evaluate(raw)
+
+
+def evaluate_liveness(liveness: Readiness | None) -> tuple[bool, dict[str, Any]]:
+    """Run the liveness checks once; returns (alive, JSON-able body). No checks, or checks that
+    raise, leave the process alive: a restart is for a check that fails."""
+    try:
+        raw = dict(liveness()) if liveness is not None else {}
+    except Exception as exc:
+        log.warning("liveness check raised: %r", exc)
+        return True, {"status": "alive", "error": f"{type(exc).__name__}: {exc}"}
+    if not raw:
+        return True, {"status": "alive"}
+    alive, body = _evaluate(raw)
+    del body["ready"]
+    return alive, {"status": "alive" if alive else "not alive", **body}
+
+
+def _evaluate(raw: dict[str, CheckValue]) -> tuple[bool, dict[str, Any]]:
     checks: dict[str, Any] = {}
     details: dict[str, Any] = {}
     for name, value in raw.items():
@@ -87,7 +108,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _dispatch(self, send_body: bool) -> None:
         path = self.path.split("?", 1)[0].rstrip("/") or "/"
         if path == "/healthz":
-            self._json(HTTPStatus.OK, {"status": "alive"}, send_body)
+            alive, body = evaluate_liveness(self.server.liveness)
+            self._json(HTTPStatus.OK if alive else HTTPStatus.SERVICE_UNAVAILABLE, body, send_body)
         elif path == "/readyz":
             ready, body = evaluate_readiness(self.server.readiness)
             self._json(HTTPStatus.OK if ready else HTTPStatus.SERVICE_UNAVAILABLE, body, send_body)
@@ -126,9 +148,12 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], readiness: Readiness, metrics: MetricsText) -> None:
+    def __init__(
+        self, address: tuple[str, int], readiness: Readiness, metrics: MetricsText, liveness: Readiness | None
+    ) -> None:
         self.readiness = readiness
         self.metrics = metrics
+        self.liveness = liveness
         super().__init__(address, _Handler)
 
 
@@ -141,9 +166,11 @@ class HealthServer:
         readiness: Readiness,
         metrics: MetricsText | None = None,
         host: str = "0.0.0.0",
+        liveness: Readiness | None = None,
     ) -> None:
         self._address = (host, port)
         self._readiness = readiness
+        self._liveness = liveness
         self._metrics = metrics or _default_metrics
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -164,7 +191,7 @@ class HealthServer:
     def start(self) -> HealthServer:
         if self._server is not None:
             return self
-        self._server = _Server(self._address, self._readiness, self._metrics)
+        self._server = _Server(self._address, self._readiness, self._metrics, self._liveness)
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.2}, name="linewatch-health", daemon=True
         )

@@ -3,8 +3,8 @@
 Each batch is scored as one `inspect` call; after a batch fails, its frames are scored
 one at a time, so a bad frame is dead-lettered alone. Frames that went stale while they
 waited get a `skipped` result. Every message of the batch leaves as one output, in offset
-order, for the publish thread; a batch polled before a rebalance or rewind is not scored
-(its messages are read again).
+order, for the publish thread; a batch polled before a rewind is not scored, nor are the
+messages of partitions revoked since they were polled (they are read again).
 
 Watchdog: `busy_s` is how long the batch now in the Inspector has been there. Past
 `worker.inference_timeout_s` the device looks wedged: `check` raises `InferenceStuck`
@@ -21,7 +21,7 @@ import time
 from common.schemas import utc_now
 from worker.inspection.types import Frame, Inspection, InspectorProtocol
 from worker.stream.batching import STOP, Batch, hand_over
-from worker.stream.intake import DeadLetter, Skipped, Work, is_stale
+from worker.stream.intake import DeadLetter, Item, Skipped, Work, is_stale
 from worker.stream.publishing import Publisher
 from worker.stream.stages import Inspected, Output, Scored, StageContext
 
@@ -46,8 +46,12 @@ class Inference:
         self.thread = threading.Thread(target=self._loop, name="lw-inference", daemon=True)
         self._started: float | None = None  # monotonic time the batch now in the Inspector went in (atomic swap)
 
+    def has_room(self) -> bool:
+        """A batch can be handed over now (the poll thread is the only one that puts)."""
+        return not self.queue.full()
+
     def submit(self, batch: Batch, timeout_s: float | None = None) -> bool:
-        """Hand a batch over (waits while the queue is full and the thread runs)."""
+        """Hand a batch over (waits while the queue is full and the thread runs, at most `timeout_s`)."""
         return hand_over(self.queue, batch, self.thread, timeout_s)
 
     # ------------------------------------------------------------------ watchdog (any thread)
@@ -84,23 +88,27 @@ class Inference:
                 hand_over(self.publisher.queue, STOP, self.publisher.thread)
                 return
             outputs: list[Output] = []
+            failed = False
             try:
                 if self.context.current(batch.generation) and not self.context.abandon.is_set():
-                    outputs = self._outputs(batch)
+                    kept = [item for item in batch.items if self.context.kept(batch.epochs, item.partition)]
+                    self.context.counters.add("dropped_on_revocation", len(batch.items) - len(kept))
+                    outputs = self._outputs(kept)  # none for partitions revoked meanwhile
             except Exception:  # keep the thread alive whatever happens to one batch
                 log.exception("unexpected error while processing a batch")
+                failed = True
             if not self.context.abandon.is_set():  # else the publish thread may be gone: nothing is sent any more
-                scored = Scored(batch.generation, len(batch.items), outputs)
+                scored = Scored(batch.generation, len(batch.items), outputs, batch.epochs, failed)
                 hand_over(self.publisher.queue, scored, self.publisher.thread)
 
-    def _outputs(self, batch: Batch) -> list[Output]:
-        """One output per item of the batch, in its order: frames scored, the rest passed through."""
+    def _outputs(self, batch: list[Item]) -> list[Output]:
+        """One output per item, in their order: frames scored, the rest passed through."""
         now, max_age_s = utc_now(), self.settings.max_frame_age_s
         items = [
             Skipped(item.message, item.partition, item.meta, item.span)  # it aged while it waited
             if isinstance(item, Work) and is_stale(item.meta, now, max_age_s, item.message.timestamp_ms)
             else item
-            for item in batch.items
+            for item in batch
         ]
         scored = iter(self._score([item for item in items if isinstance(item, Work)]))
         return [next(scored) if isinstance(item, Work) else item for item in items]

@@ -63,7 +63,8 @@ class Checkpoint:
     """Per partition: where the work not done yet begins (`resume`), done-through, committed.
 
     Thread-safe (one lock): the poll thread and the rebalance listener write, status reads.
-    Each revocation or assignment bumps `generation`, so work polled before it can be told apart.
+    Each revocation bumps the `epoch` of the partitions revoked, and each rewind (`bump`) the
+    `generation` of all, so work polled before either can be told apart.
     """
 
     def __init__(
@@ -83,6 +84,7 @@ class Checkpoint:
         self._done: Offsets = {}  # done through (next offset), not committed yet
         self._committed: Offsets = {}
         self._returning: Offsets = {}  # revoked: where to resume if assigned straight back
+        self._epochs: dict[TopicPartition, int] = {}  # per partition: how often it was revoked
         self.generation = 0
 
     def subscribe(
@@ -136,6 +138,14 @@ class Checkpoint:
                     if tp in positions:
                         positions[tp] = max(positions[tp], next_offset)
 
+    def epoch(self, partition: TopicPartition) -> int:
+        with self._lock:
+            return self._epochs.get(partition, 0)
+
+    def epochs(self) -> dict[TopicPartition, int]:
+        with self._lock:
+            return dict(self._epochs)
+
     def bump(self) -> int:
         """Start a new generation: work polled so far is dropped (and read again)."""
         with self._lock:
@@ -163,10 +173,11 @@ class Checkpoint:
         self.committed(offsets)
         return offsets
 
-    def rewind(self) -> Offsets:
-        """Seek every assigned partition that was polled back to where its work not done begins."""
+    def rewind(self, partitions: Iterable[TopicPartition] | None = None) -> Offsets:
+        """Seek every assigned partition (or these) that was polled back to where its work not done begins."""
         with self._lock:
-            points = {tp: offset for tp, offset in self._resume.items() if tp in self._assigned}
+            chosen = self._assigned if partitions is None else set(partitions) & self._assigned
+            points = {tp: offset for tp, offset in self._resume.items() if tp in chosen}
         for tp, offset in points.items():
             self.seek_back(tp, offset)
         if points:
@@ -182,9 +193,9 @@ class Checkpoint:
     def revoke(self, partitions: set[TopicPartition], commit: bool) -> Offsets:
         """Send the done offsets (when `commit`), drop the rest; returns the offsets sent."""
         with self._lock:
-            self.generation += 1
             offsets = {tp: self._done[tp] for tp in partitions if tp in self._done} if commit else {}
             for tp in partitions:
+                self._epochs[tp] = self._epochs.get(tp, 0) + 1
                 if tp in self._resume:
                     self._returning[tp] = self._resume.pop(tp)
                 self._done.pop(tp, None)
@@ -210,7 +221,6 @@ class Checkpoint:
 
         (kafka-python keeps the fetch position of a partition that comes back.)"""
         with self._lock:
-            self.generation += 1
             rewind = {tp: self._returning[tp] for tp in partitions if tp in self._returning}
             self._returning.clear()
             self._resume = {tp: offset for tp, offset in self._resume.items() if tp in self._assigned} | rewind

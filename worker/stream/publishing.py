@@ -6,12 +6,20 @@ the `Delivery` of the processing guarantee. A checkpoint closes what it sent so 
 `commit_interval_ms` has passed or no scored batch is waiting: the delivery settles the
 records (at-least-once: every one acknowledged; exactly-once: the transaction, offsets
 included, committed) and the poll thread hears "done through offset N" per partition
-(`Done`), or "read again from the committed offsets" (`Rewind`) when a transaction was
-aborted. Messages count in flight (backpressure) until their checkpoint settled.
+(`Done`), or "read again from the committed offsets" (`Rewind`) when it was not settled (a
+transaction aborted, a record the broker never took). Messages count in flight (backpressure)
+until their checkpoint settled.
 
-Batches polled before a rebalance or rewind (an older generation) are dropped: their
-messages are read again. What this thread had open for them is settled first (at-least-once:
-what was sent is acknowledged and reported) or aborted (exactly-once).
+A message whose record cannot be built breaks its checkpoint: what was sent before it is
+settled, and it is read again (`Rewind`). Failures are counted per (partition, offset); at
+`worker.max_attempts` the message goes to the dead-letter topic instead (stage `publish`) and
+the partition moves on.
+
+Batches polled before a rewind (an older generation) are dropped: their messages are read
+again. What this thread had open for them is settled first (at-least-once: what was sent is
+acknowledged and reported) or aborted (exactly-once). The outputs of a partition revoked since
+they were polled (a newer epoch) are dropped alone; an open transaction holding its records is
+aborted, as its offsets are no longer this member's to commit.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from kafka import TopicPartition
 from common.schemas import Versions
 from worker.stream.batching import STOP
 from worker.stream.delivery import Delivery, Outgoing, is_size_error
+from worker.stream.intake import DeadLetter
 from worker.stream.offsets import Offsets
 from worker.stream.outputs import Records
 from worker.stream.stages import Output, Scored, StageContext
@@ -50,7 +59,8 @@ class Done:
 
 @dataclass(frozen=True)
 class Rewind:
-    """A transaction of `generation` was aborted: read its messages again from the committed offsets."""
+    """A checkpoint of `generation` was not settled (a transaction aborted, a record the broker never
+    took, a record that could not be built): read its messages again from the done offsets."""
 
     generation: int
 
@@ -65,6 +75,7 @@ class Open:
     generation: int = -1
     records: list[Outgoing] = field(default_factory=list)
     offsets: Offsets = field(default_factory=dict)
+    epochs: dict[TopicPartition, int] = field(default_factory=dict)  # of the partitions with records here
     messages: int = 0
     since: float = 0.0
 
@@ -75,6 +86,7 @@ class Open:
 
     def clear(self) -> None:
         self.generation, self.records, self.offsets, self.messages, self.broken = -1, [], {}, 0, False
+        self.epochs = {}
 
 
 class Publisher:
@@ -95,6 +107,7 @@ class Publisher:
         self.settled = 0  # the generation from which on nothing older is open here
         self._aborted = -1  # the generation of the last aborted transaction: dropped until the rewind
         self._shrink: dict[tuple[TopicPartition, int], int] = {}  # refused for size: send smaller when read again
+        self._failures: dict[tuple[TopicPartition, int], int] = {}  # records that could not be built, per message
 
     def _loop(self) -> None:
         pending = Open()
@@ -108,14 +121,18 @@ class Publisher:
                     self._checkpoint(pending)
                 return
             generation = self.context.checkpoint.generation
-            if pending and pending.generation != generation:
-                self._checkpoint(pending)  # a rebalance or rewind: settle or abort what is open
+            if pending and (pending.generation != generation or not self._kept(pending)):
+                self._checkpoint(pending)  # a rewind, or a partition of it revoked: settle or abort what is open
             if isinstance(item, Scored):
                 self._publish(item, pending)
             if pending and (item is None or self.queue.empty() or self._due(pending)):
                 self._checkpoint(pending)
             if not pending or pending.generation == generation:
                 self.settled = generation  # nothing of an older generation is open here
+
+    def _kept(self, pending: Open) -> bool:
+        """No partition with records in `pending` was revoked since they were polled."""
+        return all(self.context.kept(pending.epochs, partition) for partition in pending.epochs)
 
     def _due(self, pending: Open) -> bool:
         return time.monotonic() - pending.since >= self.context.settings.worker.commit_interval_ms / 1000.0
@@ -127,26 +144,59 @@ class Publisher:
         if not pending:
             pending.generation, pending.since = scored.generation, time.monotonic()
         pending.messages += scored.size
-        pending.broken = len(scored.outputs) != scored.size  # the inference thread failed on the batch
+        pending.broken = scored.failed
         for output in [] if pending.broken else scored.outputs:
             if not self.context.current(scored.generation):  # the rest is read again
                 break
+            if not self.context.kept(scored.epochs, output.partition):  # revoked: its next owner reads it
+                self.context.counters.add("dropped_on_revocation")
+                continue
+            record: Outgoing | None
             try:
                 record = self._record(output)
-            except Exception:  # keep the thread alive; the message stays undone, so it is read again
-                log.exception("unexpected error while publishing %s", output.message.source)
+            except Exception as exc:  # keep the thread alive: read it again, or dead-letter it
+                record = self._failed(output, exc)
+            if record is None:  # the message stays undone, so nothing after it is committed
                 pending.broken = True
                 break
             pending.records.append(self.delivery.send(record))
             pending.offsets[output.partition] = output.message.offset + 1
+            pending.epochs[output.partition] = scored.epochs.get(output.partition, 0)
         if pending.broken:
             self._checkpoint(pending)
 
     def _record(self, output: Output) -> Outgoing:
         record = self.records.build(output)
+        self._failures.pop((output.partition, output.message.offset), None)
         for _ in range(self._shrink.pop((output.partition, output.message.offset), 0)):
             smaller = record.smaller() if record.smaller is not None else None
             record = smaller or record
+        return record
+
+    def _failed(self, output: Output, exc: Exception) -> Outgoing | None:
+        """The record of `output` could not be built: None (read it again) until that happened
+        `worker.max_attempts` times, then its dead letter."""
+        source = (output.partition, output.message.offset)
+        failures = self._failures[source] = self._failures.get(source, 0) + 1
+        limit = self.context.settings.worker.max_attempts
+        log.error(
+            "cannot build the record of %s (%s: %s; failure %d of %d)",
+            output.message.source,
+            type(exc).__name__,
+            exc,
+            failures,
+            limit,
+            exc_info=exc,
+        )
+        if failures < limit:
+            return None
+        try:
+            letter = DeadLetter(output.message, output.partition, "publish", type(exc).__name__, str(exc), output.span)
+            record = self.records.dead_letter(letter)
+        except Exception:
+            log.exception("cannot dead-letter %s either; reading it again", output.message.source)
+            return None
+        del self._failures[source]
         return record
 
     def _checkpoint(self, pending: Open) -> None:
@@ -155,8 +205,8 @@ class Publisher:
         transactional = self.delivery.transactional
         current = self.context.current(pending.generation)
         started = time.perf_counter()
-        if transactional and (pending.broken or not current):
-            self.delivery.abort()  # a rebalance or rewind came in between: it would be fenced anyway
+        if transactional and (pending.broken or not current or not self._kept(pending)):
+            self.delivery.abort()  # a rewind came in between, or a partition of it is another member's now
             ok = False
         else:
             group = self._group_metadata() if transactional else None
@@ -172,7 +222,7 @@ class Publisher:
             for record in pending.records:
                 if is_size_error(record.error) and record.source is not None:
                     self._shrink[record.source] = self._shrink.get(record.source, 0) + 1
-        if (pending.broken or (transactional and not ok)) and current:
+        if (pending.broken or not ok) and current:  # nothing after what is not done may be committed
             self._aborted = pending.generation
             self.reports.put(Rewind(pending.generation))
         self.context.in_flight.finished(pending.messages)

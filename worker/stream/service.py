@@ -10,9 +10,10 @@ The micro-batch is the unit of delivery. Three threads, each handing on in order
 
 - **poll thread** (`WorkerService.run`): polls the frames topic, turns each record into an
   item (a frame to score, a dead letter, a `skipped` result), groups the items into
-  micro-batches and hands them to the inference thread through a bounded queue. It pauses
-  its partitions while `queue_max_frames` messages are unacknowledged (polling goes on, so
-  the group membership does too), and it commits: the publish thread tells it "done through
+  micro-batches and hands them to the inference thread through a bounded queue, never waiting
+  on it: a batch that finds the queue full stays in the batcher until the next turn. It pauses
+  its partitions while `queue_max_frames` messages are polled and unacknowledged (polling goes
+  on, so the group membership does too), and it commits: the publish thread tells it "done through
   offset N" per partition, or "read again" after an aborted transaction.
 - **inference thread**: runs the Inspector on each batch (one frame at a time after a batch
   fails, so a bad frame dead-letters alone) and hands one output per message on, in order.
@@ -30,13 +31,16 @@ Delivery (`kafka.processing_guarantee`):
   that times out aborts it and the messages are read again from the committed offsets.
   Readers with `isolation_level=read_committed` see each result once.
 
-A rebalance (or an aborted transaction) starts a new *generation*: work polled before it is
-dropped by every thread, what the publish thread had open is settled (at-least-once) or
-aborted (exactly-once), and the partitions still assigned are read again from where their
-work not done begins. On SIGTERM/SIGINT the worker stops polling, finishes the messages it
+A revoked partition starts a new *epoch* of its own: the work polled from it before is dropped
+by every thread (its next owner reads it), and the partitions kept go on undisturbed; an open
+transaction holding records of it is aborted. An aborted transaction or a checkpoint not settled
+starts a new *generation*: work polled before it is dropped by every thread, what the publish
+thread had open is settled (at-least-once) or aborted (exactly-once), and the partitions still
+assigned are read again from where their work not done begins. On SIGTERM/SIGINT the worker stops polling, finishes the messages it
 already polled (up to `shutdown_timeout_s`), closes its last checkpoint and leaves the group.
 A batch that stays in the Inspector longer than `inference_timeout_s` (a wedged device)
-makes the worker unready and stops it the same way, with `InferenceStuck`.
+makes the worker unready and stops it the same way, with `InferenceStuck`; `/healthz` fails
+as soon as such a batch, or a loop turn that never ends, is older than its bound (`liveness`).
 """
 
 from __future__ import annotations
@@ -57,16 +61,17 @@ from common.signals import StopOnSignals
 from common.telemetry import Telemetry
 from worker.inspection.embedding_cache import EmbeddingCache
 from worker.inspection.types import InspectorProtocol
-from worker.stream.batching import STOP, Batch, InFlight, MicroBatcher, hand_over
+from worker.stream.batching import STOP, Batch, InFlight, MicroBatcher, drop_revoked, hand_over
 from worker.stream.control_plane import ControlPlane
 from worker.stream.delivery import AtLeastOnce, Delivery, ExactlyOnce, transaction_timeout_problem
+from worker.stream.health import HealthServer
 from worker.stream.inference import Inference, InferenceStuck
 from worker.stream.intake import Consumed, Intake, Item
 from worker.stream.offsets import Checkpoint
 from worker.stream.publishing import Done, Publisher
 from worker.stream.stages import StageContext
 from worker.stream.startup import CONNECT_TIMEOUT_MS, build_service_inspector, partition_lag, wait_for_topics
-from worker.stream.status import MonitoredCache, ServiceStatus, readiness_checks
+from worker.stream.status import MonitoredCache, ServiceStatus, liveness_checks, readiness_checks
 from worker.stream.telemetry import Counters, ServiceTelemetry
 from worker.stream.warmup import warm_up
 
@@ -78,6 +83,7 @@ IDLE_POLL_S = 0.1
 LAG_INTERVAL_S = 5.0
 COMMIT_TIMEOUT_MS = 10_000  # a commit to an unreachable broker must not hold the loop (or shutdown) long
 SETTLE_TIMEOUT_S = 60.0  # a rebalance waits this long for the publish thread to close what it had open
+LOOP_STALL_S = 90.0  # the longest one loop turn may take (a settle, then a commit): /healthz's least bound
 
 
 class WorkerService:
@@ -106,7 +112,8 @@ class WorkerService:
         in_flight = InFlight(ws.queue_max_frames)
         self.context = StageContext(settings, self.checkpoint, in_flight, service_telemetry, self.counters)
         self._generation = 0  # of the batches this thread hands on
-        self._running = False
+        self._epochs: dict[TopicPartition, int] = {}  # the checkpoint's partition epochs it has seen
+        self._running, self._beat = False, 0.0  # _beat: when the loop last began a turn (liveness)
         self._last_commit = 0.0
         self._lag: dict[TopicPartition, int] = {}  # replaced whole, never changed in place
         self.consumer: KafkaConsumer | None = None
@@ -124,6 +131,7 @@ class WorkerService:
                 return
             last_lag = 0.0
             while not stop_event.is_set():
+                self._beat = time.monotonic()
                 self._watch()  # helper threads alive, no batch stuck in the Inspector
                 try:
                     self._consume()  # poll -> intake -> micro-batch -> inference thread -> publish thread
@@ -139,26 +147,25 @@ class WorkerService:
             self.shutdown()
 
     def _consume(self) -> None:
-        assert self.consumer is not None and self.intake is not None
-        if self.context.in_flight.apply(self.consumer) == "pause":
+        assert self.consumer is not None and self.intake is not None and self.inference is not None
+        if self.context.in_flight.apply(self.consumer, held=len(self.batcher)) == "pause":
             self.counters.add("pauses")
-        wait = self.batcher.time_left(time.monotonic())
+        wait = self.batcher.time_left(time.monotonic()) if self.inference.has_room() else None
         records = self.consumer.poll(timeout_ms=int(1000 * (IDLE_POLL_S if wait is None else min(wait, IDLE_POLL_S))))
-        if self.checkpoint.generation != self._generation:  # a rebalance ran inside poll
-            for partition, batch in records.items():  # dropped with the rest: read again
-                self.checkpoint.consumed(partition, batch[0].offset)
-            self._resync()
-            return
+        if (epochs := self.checkpoint.epochs()) != self._epochs:  # partitions revoked inside poll
+            records, dropped = drop_revoked(self._epochs, epochs, records, self.batcher, self.checkpoint)
+            self.counters.add("dropped_on_revocation", dropped)
+            self._epochs = epochs
         for partition, batch in records.items():
             for record in batch:
                 self.batcher.add(self.intake.take(partition, Consumed.from_record(record)), time.monotonic())
-        if self.batcher.ready(time.monotonic()):
-            self._dispatch(self.batcher.take())
+        if self.batcher.ready(time.monotonic()) and self.inference.has_room():  # else: held until a later turn
+            self._dispatch(self.batcher.take(), timeout_s=0.0)  # only this thread puts: there is room
 
-    def _dispatch(self, items: list[Item], timeout_s: float | None = None) -> None:
+    def _dispatch(self, items: list[Item], timeout_s: float) -> None:
         if items and self.inference is not None:
             self.context.in_flight.add(len(items))
-            if not self.inference.submit(Batch(self._generation, items), timeout_s):
+            if not self.inference.submit(Batch(self._generation, items, self._epochs), timeout_s):  # (shutdown)
                 self.context.in_flight.finished(len(items))
 
     def _checkpoint(self, force: bool = False) -> None:
@@ -171,7 +178,7 @@ class WorkerService:
                 break
             if isinstance(report, Done):
                 (self.checkpoint.committed if report.committed else self.checkpoint.done_through)(report.offsets)
-            elif report.generation == self._generation:  # an aborted transaction: read its messages again
+            elif report.generation == self._generation:  # a checkpoint not settled: read its messages again
                 self.checkpoint.bump()
                 self._resync()
         if self.delivery is None or self.delivery.transactional:
@@ -187,7 +194,7 @@ class WorkerService:
             log.warning("offset commit failed (will retry): %s", exc)
 
     def _resync(self) -> None:
-        """A new generation (rebalance, aborted transaction): drop the polled work, read it again
+        """A new generation (a checkpoint not settled): drop the polled work, read it again
         from where the publish thread's last checkpoint left it (it settles what it held open first)."""
         assert self.publisher is not None
         self._generation = self.checkpoint.generation
@@ -241,7 +248,7 @@ class WorkerService:
         self.intake.known_scope = self.control.state.knows  # worker.known_scopes_only
         self.publisher.thread.start()
         self.inference.thread.start()
-        self._running = True
+        self._beat, self._running = time.monotonic(), True
         guarantee = ks.processing_guarantee
         log.info("worker %s consuming %s as group %s (%s)", self.worker_id, ks.frames_topic, ks.group_id, guarantee)
         return True
@@ -303,6 +310,7 @@ class WorkerService:
             waiting_frames=self.context.in_flight.waiting + len(self.batcher),
             uncommitted_messages=self.context.in_flight.waiting,
             inference_busy_s=round(self.inference.busy_s() if self.inference else 0.0, 3),
+            loop_age_s=round(time.monotonic() - self._beat, 3) if self._running else 0.0,
             lag=lag,
             counters=counters,
             control_caught_up=self.control.caught_up,
@@ -333,6 +341,18 @@ class WorkerService:
 # ====================================================================== entry point
 
 
+def health_server(service: WorkerService, port: int, host: str = "0.0.0.0") -> HealthServer:
+    """`/healthz` (`liveness_checks`), `/readyz` (`readiness_checks`) and `/metrics` of a worker."""
+    telemetry, timeout_s = service.telemetry.telemetry, service.settings.worker.inference_timeout_s
+    return HealthServer(
+        port,
+        readiness=lambda: readiness_checks(service.status(), service.inference_stuck()),
+        metrics=telemetry.prometheus_text if telemetry is not None else None,
+        host=host,
+        liveness=lambda: liveness_checks(service.status(), timeout_s, LOOP_STALL_S),
+    )
+
+
 def run_service(
     settings: LinewatchSettings, inspector: InspectorProtocol | None = None, stop_event: threading.Event | None = None
 ) -> None:
@@ -349,13 +369,7 @@ def run_service(
     service = WorkerService(settings, inspector, telemetry=telemetry)
     health = None
     if settings.worker.health_port is not None:
-        from worker.stream.health import HealthServer
-
-        health = HealthServer(
-            port=settings.worker.health_port,
-            readiness=lambda: readiness_checks(service.status(), service.inference_stuck()),
-            metrics=telemetry.prometheus_text if telemetry is not None else None,
-        ).start()
+        health = health_server(service, settings.worker.health_port).start()
     try:
         with StopOnSignals(stop_event, "stopping after the frames already polled"):
             service.run(stop_event)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from kafka import TopicPartition
+from opentelemetry.trace import Span
 
 from common.settings import LinewatchSettings
 from worker.inspection.types import Inspection
@@ -27,8 +29,12 @@ class StageContext:
     abandon: threading.Event = field(default_factory=threading.Event)  # shutdown gave up: send nothing more
 
     def current(self, generation: int) -> bool:
-        """Work polled in `generation` still counts (no rebalance or rewind since)."""
+        """Work polled in `generation` still counts (no rewind since)."""
         return generation == self.checkpoint.generation
+
+    def kept(self, epochs: Mapping[TopicPartition, int], partition: TopicPartition) -> bool:
+        """Work of `partition` polled at `epochs` still counts (the partition was not revoked since)."""
+        return epochs.get(partition, 0) == self.checkpoint.epoch(partition)
 
 
 @dataclass(frozen=True)
@@ -44,6 +50,10 @@ class Inspected:
     def partition(self) -> TopicPartition:
         return self.work.partition
 
+    @property
+    def span(self) -> Span:
+        return self.work.span
+
 
 Output = Inspected | DeadLetter | Skipped  # what the publish thread sends for one consumed message
 
@@ -54,4 +64,6 @@ class Scored:
 
     generation: int
     size: int  # messages of the batch (counted in flight)
-    outputs: list[Output]
+    outputs: list[Output]  # in offset order; none for the messages of partitions revoked meanwhile
+    epochs: Mapping[TopicPartition, int] = field(default_factory=dict)  # the partitions' when polled
+    failed: bool = False  # the inference thread failed on the batch: read it again
