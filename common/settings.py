@@ -315,9 +315,7 @@ class AlarmSettings(_Section):
         "latest", description="where a brand-new alarms group starts on the results topic (no replay of history)"
     )
     dedup_entries: int = Field(100_000, ge=1, description="frame ids remembered to drop redelivered results")
-    max_streams: int = Field(
-        10_000, ge=1, description="per-camera streams kept per rule kind; the least recently seen go"
-    )
+    max_streams: int = Field(10_000, ge=1, description="per-camera streams kept per rule kind; least recent go")
     tick_interval_s: float = Field(0.5, gt=0.0, description="how often silence rules are evaluated")
     health_port: int | None = Field(None, description="port of /healthz /readyz /metrics; None disables")
     commit_interval_ms: int = Field(1000, ge=0, description="how often acknowledged offsets are committed")
