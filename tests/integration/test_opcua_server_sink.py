@@ -163,16 +163,16 @@ def test_camera_ids_past_max_cameras_delete_the_least_recently_seen_folder(caplo
         async with ResultReader(endpoint) as reader:
             folder = reader.client.get_node(ua.NodeId("linewatch/Cameras", reader.ns))
             names = {(await child.read_browse_name()).Name for child in await folder.get_children()}
-            assert names == {"cam-1", "fake-56", "fake-57", "fake-58", "fake-59"}
-            assert (await reader.read("cam-1", "ResultCount"))["ResultCount"] == 60  # kept: it keeps sending
+            assert names == {"cam-1", "fake-16", "fake-17", "fake-18", "fake-19"}
+            assert (await reader.read("cam-1", "ResultCount"))["ResultCount"] == 20  # kept: it keeps sending
             with pytest.raises(ua.UaStatusCodeError):
                 await reader.client.get_node(ua.NodeId("linewatch/fake-0/ResultCount", reader.ns)).read_value()
 
     try:
-        for n in range(60):  # a producer inventing a camera id per frame, between frames of the real camera
+        for n in range(20):  # a producer inventing a camera id per frame, between frames of the real camera
             send("cam-1", n)
             send(f"fake-{n}", n)
-        assert len(sink.result_count) == 5 and sink._cameras.evicted == 56
+        assert len(sink.result_count) == 5 and sink._cameras.evicted == 16
         assert "OPC UA cameras: more than 5 kept" in caplog.text
         asyncio.run(scenario())
     finally:
