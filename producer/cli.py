@@ -55,7 +55,8 @@ def _fraction(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="linewatch-producer",
-        description="Publish camera/video/folder/synthetic frames to the linewatch frames topic.",
+        description="Publish camera/video/folder/synthetic frames to the linewatch frames topic. "
+        "`linewatch-producer assign-partitions --help`: an even camera -> partition table.",
         epilog="Kafka settings: LINEWATCH_KAFKA__BOOTSTRAP_SERVERS, LINEWATCH_KAFKA__FRAMES_TOPIC, "
         "LINEWATCH_KAFKA__MAX_MESSAGE_BYTES ... (or LINEWATCH_CONFIG=config.yaml). "
         "Tracing/metrics exporters: OTEL_TRACES_EXPORTER, OTEL_METRICS_EXPORTER, OTEL_EXPORTER_OTLP_ENDPOINT.",
@@ -243,6 +244,11 @@ def _finish(publisher: FramePublisher, out: Any) -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["assign-partitions"]:
+        from producer.assign import main as assign_main
+
+        return assign_main(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
