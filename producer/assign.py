@@ -1,6 +1,6 @@
 """`linewatch-producer assign-partitions`: print an even camera -> partition table for the settings.
 
-    linewatch-producer assign-partitions --cameras cam-1..cam-40 --partitions 16 > partitions.yaml
+    linewatch-producer assign-partitions --cameras cam-1..cam-40 --partitions 16   # YAML for LINEWATCH_CONFIG
 
 Cameras already in `kafka.camera_partitions` (read from the settings) keep their partition, so a
 table can grow camera by camera; `--fresh` deals every listed camera out anew.
@@ -12,7 +12,6 @@ import argparse
 import json
 import shlex
 import sys
-from collections.abc import Sequence
 
 import yaml
 
@@ -21,21 +20,21 @@ from common.partitions import assign, expand, spread
 from common.settings import LinewatchSettings
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="linewatch-producer assign-partitions",
-        description="Print an even kafka.camera_partitions table (YAML for LINEWATCH_CONFIG, or an environment line).",
+def add_assign_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "assign-partitions",
+        help="print an even kafka.camera_partitions table",
+        description="Print an even kafka.camera_partitions table (YAML for LINEWATCH_CONFIG, or an environment "
+        "line). Cameras already in the settings' table keep their partition.",
     )
     parser.add_argument("--cameras", nargs="+", required=True, help="camera ids; cam-1..cam-40 is a range")
     parser.add_argument("--partitions", type=positive_int, required=True, help="partitions of the frames topic")
     parser.add_argument("--fps", action="append", default=[], metavar="CAMERA=FPS", help="a camera's rate (default 1)")
     parser.add_argument("--fresh", action="store_true", help="ignore the table in the settings: place every camera")
     parser.add_argument("--format", choices=["yaml", "env"], default="yaml", help="yaml (default) or env")
-    return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def assign_partitions(args: argparse.Namespace) -> int:
     rates = {name: float(rate) for name, _, rate in (pair.partition("=") for pair in args.fps)}
     keep = {} if args.fresh else LinewatchSettings().kafka.camera_partitions
     table = assign(expand(args.cameras), args.partitions, rates, keep)

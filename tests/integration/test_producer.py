@@ -1,5 +1,5 @@
 """The producer against the real Kafka broker (infra/): CLI run, refusal of oversize frames,
-clean stop on SIGINT. No mocks: messages are read back with a real consumer."""
+clean stop on SIGINT, frames on the camera partitions table. No mocks: messages are read back with a real consumer."""
 
 from __future__ import annotations
 
