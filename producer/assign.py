@@ -43,11 +43,11 @@ def assign_partitions(args: argparse.Namespace) -> int:
     else:
         print(yaml.safe_dump({"kafka": {"camera_partitions": table}}, sort_keys=False), end="")
     result = spread(table, args.partitions, rates, table)
-    moved = sorted(set(keep) - set(table))
+    moved = sorted(camera for camera, p in keep.items() if table.get(camera) != p)
     print(
         f"{len(table)} camera(s) over {args.partitions} partitions: busiest partition {result.busiest:g} "
         f"vs {result.even:.2f} if even ({result.busiest / result.even:.2f}x)"
-        + (f"; dropped (partition out of range): {' '.join(moved)}" if moved else ""),
+        + (f"; beyond --partitions, so moved (or left out if not listed): {' '.join(moved)}" if moved else ""),
         file=sys.stderr,
     )
     return 0

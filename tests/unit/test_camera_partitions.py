@@ -123,3 +123,12 @@ def test_yaml_output_is_the_settings_shape(capsys, monkeypatch):
     monkeypatch.delenv("LINEWATCH_CONFIG", raising=False)
     producer_main(["assign-partitions", "--cameras", "a", "b", "--partitions", "2", "--fresh"])
     assert yaml.safe_load(capsys.readouterr().out) == {"kafka": {"camera_partitions": {"a": 0, "b": 1}}}
+
+
+def test_an_entry_beyond_the_partitions_is_reported(monkeypatch, capsys):
+    monkeypatch.delenv("LINEWATCH_CONFIG", raising=False)
+    monkeypatch.setenv("LINEWATCH_KAFKA__CAMERA_PARTITIONS", '{"cam-1": 9, "cam-2": 1}')
+    assert producer_main(["assign-partitions", "--cameras", "cam-1", "cam-3", "--partitions", "4"]) == 0
+    out, err = capsys.readouterr()
+    assert yaml.safe_load(out)["kafka"]["camera_partitions"] == {"cam-2": 1, "cam-1": 0, "cam-3": 2}
+    assert "moved (or left out if not listed): cam-1" in err
