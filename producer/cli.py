@@ -26,6 +26,7 @@ from common.schemas import utc_now
 from common.settings import LinewatchSettings
 from common.signals import StopOnSignals
 from common.telemetry import Telemetry, TelemetryConfigError, setup_telemetry
+from producer.assign import add_assign_parser, assign_partitions
 from producer.line_args import GapReporter, add_line_arguments, frame_traceability, genicam_options
 from producer.publisher import FramePublisher, FrameTooLargeError, build_frame_meta
 from producer.rate import RateLimiter
@@ -55,7 +56,8 @@ def _fraction(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="linewatch-producer",
-        description="Publish camera/video/folder/synthetic frames to the linewatch frames topic.",
+        description="Publish camera/video/folder/synthetic frames to the linewatch frames topic "
+        "(or, with assign-partitions, print an even camera -> partition table).",
         epilog="Kafka settings: LINEWATCH_KAFKA__BOOTSTRAP_SERVERS, LINEWATCH_KAFKA__FRAMES_TOPIC, "
         "LINEWATCH_KAFKA__MAX_MESSAGE_BYTES ... (or LINEWATCH_CONFIG=config.yaml). "
         "Tracing/metrics exporters: OTEL_TRACES_EXPORTER, OTEL_METRICS_EXPORTER, OTEL_EXPORTER_OTLP_ENDPOINT.",
@@ -110,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     kafka.add_argument("--bootstrap-servers", default=None, help="host:port[,host:port]")
     kafka.add_argument("--no-create-topic", action="store_true", help="do not create the topic when it is missing")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    add_assign_parser(parser.add_subparsers(dest="command", metavar="assign-partitions"))
     return parser
 
 
@@ -244,6 +247,8 @@ def _finish(publisher: FramePublisher, out: Any) -> Any:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "assign-partitions":
+        return assign_partitions(args)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = _settings(args)

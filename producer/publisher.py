@@ -32,6 +32,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from common.codecs import encode_image
 from common.kafka import FRAMES_TOPIC_CONFIG, build_admin, build_producer, ensure_topics
 from common.messages import estimate_record_size, frame_headers
+from common.partitions import CameraPartitioner
 from common.schemas import TRACEPARENT_HEADER, ContentType, FrameMeta, Traceability, utc_now
 from common.settings import KafkaSettings
 from common.telemetry import INSTRUMENTATION_SCOPE, Telemetry, inject_headers
@@ -164,7 +165,8 @@ class FramePublisher:
 
     `ensure_topic` creates the topic when missing; `check_topic_limit` reads the topic's
     `max.message.bytes` once so oversize frames are refused before they are sent.
-    `producer` may be given (then it is not closed here); otherwise one is built from settings.
+    `producer` may be given (then it is not closed here); otherwise one is built from settings, whose
+    partitioner follows `kafka.camera_partitions` (common/partitions.py).
     """
 
     def __init__(
@@ -192,7 +194,9 @@ class FramePublisher:
             else "LINEWATCH_KAFKA__MAX_MESSAGE_BYTES"
         )
         self._own_producer = producer is None
-        self.producer = producer if producer is not None else build_producer(settings)
+        if producer is None:
+            producer = build_producer(settings, partitioner=CameraPartitioner(settings.camera_partitions))
+        self.producer = producer
         self.stats = PublishStats()
 
     # -- context manager

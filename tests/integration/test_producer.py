@@ -1,5 +1,5 @@
 """The producer against the real Kafka broker (infra/): CLI run, refusal of oversize frames,
-clean stop on SIGINT. No mocks: messages are read back with a real consumer."""
+clean stop on SIGINT, frames on the camera partitions table. No mocks: messages are read back with a real consumer."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from common.messages import parse_frame_meta
 from common.settings import KafkaSettings
 from common.telemetry import setup_telemetry
 from producer.cli import main
-from producer.publisher import FramePublisher, FrameTooLargeError
+from producer.publisher import FramePublisher, FrameTooLargeError, build_frame_meta
 
 pytestmark = pytest.mark.integration
 
@@ -229,3 +229,26 @@ def test_sigint_stops_cleanly_after_flushing(kafka_broker, topic_names):
     records = _read_all(KafkaSettings(bootstrap_servers=kafka_broker.bootstrap), topic, sent)
     assert len(records) == sent  # everything reported as sent is on the broker, nothing more
     assert len({parse_frame_meta(r.headers).frame_id for r in records}) == sent
+
+
+def test_frames_land_on_the_camera_partitions_table(kafka_broker, topic_names):
+    from common.partitions import assign, partition_of
+
+    topic = topic_names("table")
+    cameras = [f"cam-{i}" for i in range(1, 41)]
+    table = assign(cameras, 16)
+    settings = _settings(kafka_broker, topic, camera_partitions=table).model_copy(update={"partitions": 16})
+    data = encode_image(np.full((8, 8, 3), 128, np.uint8))
+    with FramePublisher(settings) as publisher:
+        futures = {}
+        for camera in [*cameras, "cam-99"]:  # cam-99 is not in the table: murmur2 of its id
+            meta = build_frame_meta(
+                camera_id=camera, line_id="l", object_name="o", content_type="image/jpeg", width=8, height=8
+            )
+            futures[camera] = publisher.publish(data, meta)
+        acked = {camera: future.get(30).partition for camera, future in futures.items()}
+    records = _read_all(settings, topic, len(futures))
+    landed = {r.key.decode(): r.partition for r in records}
+    assert acked == landed == table | {"cam-99": partition_of("cam-99", 16)}
+    listed = [landed[camera] for camera in cameras]
+    assert max(listed.count(p) for p in range(16)) == 3  # 40 cameras, 16 partitions: at most 3 on one
