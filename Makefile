@@ -53,7 +53,8 @@ reference-docs: install
 # file's tests stay in one process), in random order, with branch coverage and its floor
 # (pyproject.toml). helm, kubeconform and PyGObject are built by the tests that need them.
 # Then the in-process model tests again with models.precision=auto forced to each answer.
-PYTEST_WORKERS ?= 2
+# One process more than cores: the integration tests spend much of their time waiting on brokers and workers.
+PYTEST_WORKERS ?= $(shell echo $$(( $$(nproc) + 1 )))
 test: install system-deps models lint docs
 	$(PY) -m pytest -q -ra -n $(PYTEST_WORKERS) --dist loadfile --cov --cov-report=term:skip-covered $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory test-precisions
