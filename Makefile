@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 CAMERA_STAMP := $(VENV)/.camera-installed
 PYTEST_ARGS ?=
 
-.PHONY: all install camera system-deps k8s-tools chart-check models models-pull lint docs docs-serve reference-docs test test-unit test-precisions demo bench bench-kafka bench-scale bench-dashboard dashboard-screenshots chaos clean
+.PHONY: all install camera system-deps k8s-tools chart-check models models-pull lint docs docs-serve reference-docs test test-prerequisites test-unit test-precisions demo bench bench-kafka bench-scale bench-dashboard dashboard-screenshots chaos clean
 
 all: test
 
@@ -51,13 +51,18 @@ reference-docs: install
 # The whole suite: lint, then unit tests plus integration tests against a real Kafka broker and a
 # real Redis, both started by the test session itself (one of each per pytest-xdist process; each
 # file's tests stay in one process), in random order, with branch coverage and its floor
-# (pyproject.toml). helm, kubeconform and PyGObject are built by the tests that need them.
-# Then the in-process model tests again with models.precision=auto forced to each answer.
+# (pyproject.toml). Then the in-process model tests again with models.precision=auto forced to the
+# answers this CPU does not give (test-precisions).
+# The installs run side by side first: the Go tools and PyGObject compile while pip and apt download.
+# (The tests that need those build them too, so a lone pytest run never depends on this.)
 # One process more than cores: the integration tests spend much of their time waiting on brokers and workers.
 PYTEST_WORKERS ?= $(shell echo $$(( $$(nproc) + 1 )))
-test: install system-deps models lint docs
+test:
+	$(MAKE) --no-print-directory -j 4 --output-sync=target test-prerequisites
 	$(PY) -m pytest -q -ra -n $(PYTEST_WORKERS) --dist loadfile --cov --cov-report=term:skip-covered $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory test-precisions
+
+test-prerequisites: install system-deps camera k8s-tools models lint docs
 
 # The tests marked `models` again with models.precision=auto forced to each answer this CPU does not give by
 # itself (fp32, and bf16 where the CPU has bf16 kernels).

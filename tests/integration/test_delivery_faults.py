@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -31,6 +30,7 @@ from tests.integration.test_worker_service import (
     read_results,
     read_topic,
     running,
+    serving_until_it_stops_itself,
     wait_until,
     with_worker,
 )
@@ -81,15 +81,7 @@ def test_a_device_that_never_returns_fails_healthz_and_the_watchdog_stops_the_wo
     inner = build_inspector(settings.models)
     hung = StuckInspector(inner)  # held until the end of the test: it never returns while the worker runs
     service = WorkerService(settings, hung)
-    outcome: list[BaseException] = []
-
-    def serve() -> None:
-        try:
-            service.run(threading.Event())  # never asked to stop: the watchdog ends it
-        except BaseException as exc:
-            outcome.append(exc)
-
-    thread = threading.Thread(target=serve, daemon=True)
+    thread, outcome = serving_until_it_stops_itself(service)
     try:
         with health_server(service, 0, host="127.0.0.1") as health:
             thread.start()

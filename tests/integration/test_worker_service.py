@@ -176,6 +176,20 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> No
     raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
+def serving_until_it_stops_itself(service: WorkerService) -> tuple[threading.Thread, list[BaseException]]:
+    """A thread (not started) serving with no stop request, for tests where the watchdog ends the worker;
+    the list gets what `run` raised."""
+    outcome: list[BaseException] = []
+
+    def serve() -> None:
+        try:
+            service.run(threading.Event())
+        except BaseException as exc:
+            outcome.append(exc)
+
+    return threading.Thread(target=serve, daemon=True), outcome
+
+
 @contextmanager
 def running(service: WorkerService, join_timeout_s: float = 90.0) -> Iterator[Callable[[], None]]:
     """Run the service in a thread; yields `stop()` (graceful, bounded). Stops at exit anyway."""
@@ -402,15 +416,7 @@ def test_a_wedged_inspector_makes_the_worker_leave_and_another_scores_its_frames
     inner = build_inspector(settings.models)
     stuck = StuckInspector(inner)
     service = WorkerService(settings, stuck)
-    outcome: list[BaseException] = []
-
-    def serve() -> None:
-        try:
-            service.run(threading.Event())  # never asked to stop: the watchdog ends it
-        except BaseException as exc:
-            outcome.append(exc)
-
-    thread = threading.Thread(target=serve, daemon=True)
+    thread, outcome = serving_until_it_stops_itself(service)
     try:
         thread.start()
         assert stuck.called.wait(60), "the stuck inspector was never called"
