@@ -67,7 +67,7 @@ test-prerequisites: install system-deps camera k8s-tools models lint docs
 # The tests marked `models` again with models.precision=auto forced to each answer this CPU does not give by
 # itself (fp32, and bf16 where the CPU has bf16 kernels).
 test-precisions: $(STAMP)
-	@for answer in $$($(PY) scripts/auto_precisions_left.py); do \
+	@answers=$$($(PY) scripts/auto_precisions_left.py) || exit 1; for answer in $$answers; do \
 	  echo "models.precision=auto forced to $$answer:"; \
 	  $(PY) -m pytest -q -ra -n $(PYTEST_WORKERS) --dist loadfile -m models --auto-precision=$$answer $(PYTEST_ARGS) || exit 1; \
 	done

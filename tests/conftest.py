@@ -80,10 +80,9 @@ def _forced_auto_precision(request: pytest.FixtureRequest) -> Iterator[None]:
         yield
 
 
-@pytest.hookimpl(trylast=True)  # after pytest-randomly's shuffle
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    # Files with slow tests first (the order within each group stays shuffled): pytest-xdist hands out
-    # whole files in this order, so a long file started last cannot leave one process working alone.
+    # Files with slow tests first (pytest-randomly has shuffled already; the order within each group stays).
+    # Under `--dist loadfile` pytest-xdist reorders files by test count, so there this is a tie-break.
     slow_files = {item.path for item in items if item.get_closest_marker("slow")}
     items.sort(key=lambda item: item.path not in slow_files)
     for item in items:
